@@ -1,0 +1,411 @@
+"""The typed experience events of the SEE, and the one decoder that reads them.
+
+Every fact that matters in a run is one of these frozen, tagged, versioned Structs. Nothing else in
+the codebase builds or parses raw payloads: writers call `encode`, readers call `decode`.
+
+Schema evolution follows msgspec's rules: a new field gets a default; a field never changes type;
+a breaking change gets a new tag (`Name.v2`) and an upcast from the old one in `UPCASTS`.
+
+Arrays (token ids, log-probs, rewards) travel as packed little-endian int32/float32 bytes: about
+10x smaller and faster to encode than lists. `pack_*` builds them, the `*_array()` accessors read
+them back as read-only numpy views.
+
+Event ids are deterministic (`event_id(...)`): the same logical fact always gets the same id, which
+the log sends as `Nats-Msg-Id`, so a retried publish is stored once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+import msgspec
+import numpy as np
+
+from mrl_actors.errors import EventDecodeError
+
+# Hard bound on one encoded event; the log stores anything larger in the blob store (claim-check).
+MAX_EVENT_BYTES = 64 * 1024 * 1024
+
+_I32 = np.dtype("<i4")
+_F32 = np.dtype("<f4")
+
+
+# --------------------------------------------------------------------------- packed arrays
+
+
+def pack_i32(values: Sequence[int] | np.ndarray) -> bytes:
+    """Token ids as packed little-endian int32 bytes."""
+    return np.ascontiguousarray(values, dtype=_I32).tobytes()
+
+
+def pack_f32(values: Sequence[float] | np.ndarray) -> bytes:
+    """Log-probs or rewards as packed little-endian float32 bytes."""
+    return np.ascontiguousarray(values, dtype=_F32).tobytes()
+
+
+def unpack_i32(data: bytes) -> np.ndarray:
+    """Read-only int32 view of packed bytes: `[n]`."""
+    if len(data) % 4:
+        raise EventDecodeError(f"packed int32 array has {len(data)} bytes, not a multiple of 4")
+    return np.frombuffer(data, dtype=_I32)
+
+
+def unpack_f32(data: bytes) -> np.ndarray:
+    """Read-only float32 view of packed bytes: `[n]`."""
+    if len(data) % 4:
+        raise EventDecodeError(f"packed float32 array has {len(data)} bytes, not a multiple of 4")
+    return np.frombuffer(data, dtype=_F32)
+
+
+def _check_finite(name: str, data: bytes) -> None:
+    arr = unpack_f32(data)
+    if arr.size and not np.isfinite(arr).all():
+        bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+        raise ValueError(f"{name}[{bad}] is {arr[bad]!r}; arrays must be finite")
+
+
+def _check_number(name: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"{name} is {value!r}; must be finite")
+
+
+def event_id(kind: str, run: str, source: str, *key: object) -> str:
+    """The deterministic id of a logical fact, e.g. `event_id("rollout", run, "qwen", 3, "p17")`."""
+    return "/".join([run, kind, source, *(str(k) for k in key)])
+
+
+# --------------------------------------------------------------------------- base
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Fields every event carries.
+
+    `source` is the policy or node that wrote it; it is also the last token of the subject
+    `mrl.<run>.<kind>.<source>`. `time_ns` is wall-clock and never part of the id.
+    """
+
+    KIND: ClassVar[str] = "event"
+
+    run: str
+    source: str
+    event_id: str
+    time_ns: int = 0
+
+    def subject(self, prefix: str = "mrl") -> str:
+        return f"{prefix}.{self.run}.{self.KIND}.{self.source}"
+
+
+# --------------------------------------------------------------------------- nested records
+
+
+class Completion(msgspec.Struct, frozen=True, kw_only=True):
+    """One sampled completion with its behaviour trace and its verdict."""
+
+    token_ids: bytes  # packed int32 [C]: the ids the policy sampled (may be non-canonical)
+    logprobs: bytes  # packed float32 [C]: behaviour log-probs at the sampling temperature
+    text: str
+    finish_reason: str  # "stop" | "length" | "eos"
+    reward: float
+    success: bool
+    verdict: str = ""  # the verifier's reason, short
+
+    def __post_init__(self) -> None:
+        n_ids, n_lp = len(self.token_ids), len(self.logprobs)
+        if n_ids != n_lp:
+            raise ValueError(f"token_ids has {n_ids // 4} entries but logprobs has {n_lp // 4}")
+        _check_finite("logprobs", self.logprobs)
+        _check_number("reward", self.reward)
+
+    def token_ids_array(self) -> np.ndarray:
+        return unpack_i32(self.token_ids)
+
+    def logprobs_array(self) -> np.ndarray:
+        return unpack_f32(self.logprobs)
+
+
+class ConsumedEvent(msgspec.Struct, frozen=True, array_like=True):
+    """A stream sequence a learner step consumed, with the id of the event stored there."""
+
+    seq: int
+    event_id: str
+
+
+class SlotAssignment(msgspec.Struct, frozen=True, kw_only=True):
+    node: str
+    slot: int  # GPU index on that node (or a CPU slot number)
+    policy: str
+    role: Literal["rollout", "learner"]
+
+
+class BlobRef(msgspec.Struct, frozen=True, kw_only=True):
+    """Claim-check for a payload stored outside the stream; the hash is checked on read."""
+
+    store: Literal["object", "zarr"]
+    key: str
+    sha256: str
+    size: int
+
+
+# --------------------------------------------------------------------------- events
+
+
+class RunStarted(Event, frozen=True, kw_only=True, tag="RunStarted.v1"):
+    KIND: ClassVar[str] = "run"
+    spec_toml: str  # the full experiment spec as it was run
+    seed: int
+    code_version: str  # package version plus git revision where known
+    probes: list[str] = []
+
+
+class PolicyRegistered(Event, frozen=True, kw_only=True, tag="PolicyRegistered.v1"):
+    KIND: ClassVar[str] = "policy"
+    policy: str
+    family: str  # gpt2, llama, mistral, qwen2, ...
+    model_path: str
+    tokenizer_fingerprint: str
+    probe: str  # independent | prp | xgrpo | sgt
+    engine: str = "hf"  # hf | vllm
+    options: dict[str, Any] = {}  # the probe's and learner's resolved options, for the record
+
+
+class RolloutGroupCompleted(Event, frozen=True, kw_only=True, tag="RolloutGroupCompleted.v1"):
+    KIND: ClassVar[str] = "rollout"
+    policy: str
+    policy_version: int  # learner steps taken when these were sampled
+    prompt_id: str
+    prompt_text: str
+    prompt_token_ids: bytes = b""  # packed int32 [P], as the policy rendered the prompt
+    temperature: float = 1.0
+    tokenizer_fingerprint: str = ""
+    completions: list[Completion]
+
+    def __post_init__(self) -> None:
+        _check_number("temperature", self.temperature)
+
+    def rewards_array(self) -> np.ndarray:
+        """`[G]` float32 rewards in completion order."""
+        return np.array([c.reward for c in self.completions], dtype=np.float32)
+
+
+class RewardSummary(Event, frozen=True, kw_only=True, tag="RewardSummary.v1"):
+    KIND: ClassVar[str] = "reward"
+    policy: str
+    policy_version: int
+    prompt_id: str
+    rewards: bytes  # packed float32 [G]: every reward of the group (XGRPO pools these)
+    success_rate: float
+
+    def __post_init__(self) -> None:
+        _check_finite("rewards", self.rewards)
+        _check_number("success_rate", self.success_rate)
+
+    def rewards_array(self) -> np.ndarray:
+        return unpack_f32(self.rewards)
+
+
+class SuccessVerified(Event, frozen=True, kw_only=True, tag="SuccessVerified.v1"):
+    KIND: ClassVar[str] = "success"
+    policy: str
+    policy_version: int
+    prompt_id: str
+    prompt_text: str
+    completion_index: int  # position in the RolloutGroupCompleted it came from
+    completion: Completion
+    tokenizer_fingerprint: str = ""
+
+
+class LearnerStepCompleted(Event, frozen=True, kw_only=True, tag="LearnerStepCompleted.v1"):
+    KIND: ClassVar[str] = "learner"
+    policy: str
+    step: int  # 1-based; equals the policy version after this step
+    probe: str
+    consumed: list[ConsumedEvent]  # every stream sequence whose event fed this step, in order
+    weights_sha256: str  # checksum of the weights after the step
+    metrics: dict[str, float] = {}
+
+
+class CheckpointSaved(Event, frozen=True, kw_only=True, tag="CheckpointSaved.v1"):
+    KIND: ClassVar[str] = "checkpoint"
+    policy: str
+    step: int
+    path: str  # a directory `from_pretrained` loads (safetensors)
+    weights_sha256: str
+
+
+class ThroughputReported(Event, frozen=True, kw_only=True, tag="ThroughputReported.v1"):
+    KIND: ClassVar[str] = "throughput"
+    node: str
+    policy: str
+    role: Literal["rollout", "learner"]
+    window_s: float
+    tokens_per_s: float
+    samples_per_s: float
+    step_time_s: float = 0.0
+
+
+class SlotsAssigned(Event, frozen=True, kw_only=True, tag="SlotsAssigned.v1"):
+    KIND: ClassVar[str] = "slots"
+    epoch: int  # increases with every new assignment
+    assignments: list[SlotAssignment]
+    reason: str = ""
+
+
+class NodeJoined(Event, frozen=True, kw_only=True, tag="NodeJoined.v1"):
+    KIND: ClassVar[str] = "node"
+    node: str
+    host: str
+    pid: int
+    slots: int  # GPUs (or CPU slots) the node offers
+    devices: list[str] = []
+
+
+class NodeLeft(Event, frozen=True, kw_only=True, tag="NodeLeft.v1"):
+    KIND: ClassVar[str] = "node"
+    node: str
+    reason: str
+
+
+class RunFinished(Event, frozen=True, kw_only=True, tag="RunFinished.v1"):
+    KIND: ClassVar[str] = "run"
+    status: Literal["completed", "failed", "stopped"]
+    summary: dict[str, Any] = {}
+
+
+class DeadLettered(Event, frozen=True, kw_only=True, tag="DeadLettered.v1"):
+    """A message that could not be applied, kept with the reason; the consumer went on."""
+
+    KIND: ClassVar[str] = "deadletter"
+    original_subject: str
+    original_seq: int
+    error: str  # garbage | unknown_tag | schema | oversized | non_finite | blob_hash | apply
+    reason: str
+    raw_prefix: bytes = b""  # at most the first 4 KiB of the offending payload
+    raw_size: int = 0
+
+
+class BlobPointer(Event, frozen=True, kw_only=True, tag="BlobPointer.v1"):
+    """Stands in the stream for an event too large for it; `decode_resolved` follows it."""
+
+    KIND: ClassVar[str] = "blob"
+    kind: str  # the KIND of the event stored in the blob
+    ref: BlobRef
+
+
+AnyEvent = (
+    RunStarted
+    | PolicyRegistered
+    | RolloutGroupCompleted
+    | RewardSummary
+    | SuccessVerified
+    | LearnerStepCompleted
+    | CheckpointSaved
+    | ThroughputReported
+    | SlotsAssigned
+    | NodeJoined
+    | NodeLeft
+    | RunFinished
+    | DeadLettered
+    | BlobPointer
+)
+
+EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__
+KINDS: frozenset[str] = frozenset(t.KIND for t in EVENT_TYPES)
+
+
+# --------------------------------------------------------------------------- upcasts
+
+
+# Older tags mapped to a function from the old payload (as builtins) to the current one.
+# RolloutGroupCompleted.v0 had `model` instead of `policy` and no `tokenizer_fingerprint`.
+def _rollout_v0_to_v1(obj: dict[str, Any]) -> dict[str, Any]:
+    obj = dict(obj)
+    obj["type"] = "RolloutGroupCompleted.v1"
+    obj["policy"] = obj.pop("model")
+    obj.setdefault("tokenizer_fingerprint", "")
+    return obj
+
+
+UPCASTS: dict[str, Any] = {"RolloutGroupCompleted.v0": _rollout_v0_to_v1}
+
+
+# --------------------------------------------------------------------------- codec
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder: msgspec.msgpack.Decoder[AnyEvent] = msgspec.msgpack.Decoder(AnyEvent)
+_raw_decoder = msgspec.msgpack.Decoder()
+_KNOWN_TAGS = frozenset(msgspec.inspect.type_info(t).tag for t in EVENT_TYPES)  # type: ignore[attr-defined]
+
+
+def encode(event: Event) -> bytes:
+    """The wire form of an event (msgpack)."""
+    return _encoder.encode(event)
+
+
+def decode(data: bytes, *, max_bytes: int = MAX_EVENT_BYTES) -> AnyEvent:
+    """Decode one event, upcasting older versions; raise `EventDecodeError` with the reason.
+
+    The error's `kind` attribute is one of the `DeadLettered.error` values.
+    """
+    if len(data) > max_bytes:
+        raise _error("oversized", f"payload is {len(data)} bytes, limit {max_bytes}")
+    try:
+        return _decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        return _decode_slow(data, exc)
+    except msgspec.DecodeError as exc:
+        raise _error("garbage", f"not a msgpack event: {exc}") from exc
+
+
+def _decode_slow(data: bytes, first: msgspec.ValidationError) -> AnyEvent:
+    """Second look at a payload the typed decoder refused: upcast, or classify the failure."""
+    try:
+        raw = _raw_decoder.decode(data)
+    except msgspec.DecodeError as exc:  # pragma: no cover - typed decoder would have said so
+        raise _error("garbage", str(exc)) from exc
+    tag = raw.get("type") if isinstance(raw, dict) else None
+    if isinstance(tag, str) and tag in UPCASTS:
+        try:
+            return msgspec.convert(UPCASTS[tag](raw), AnyEvent)
+        except (msgspec.ValidationError, KeyError, TypeError) as exc:
+            raise _error("schema", f"upcast of {tag} failed: {exc}") from exc
+    if not isinstance(tag, str) or tag not in _KNOWN_TAGS:
+        raise _error("unknown_tag", f"unknown event tag {tag!r}") from first
+    kind = "non_finite" if "must be finite" in str(first) else "schema"
+    raise _error(kind, f"{tag}: {first}") from first
+
+
+def _error(kind: str, message: str) -> EventDecodeError:
+    err = EventDecodeError(message)
+    err.kind = kind  # type: ignore[attr-defined]
+    return err
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of every current event (what `schemas/events.schema.json` holds)."""
+    return msgspec.json.schema(AnyEvent)
+
+
+_PACKED = {
+    "token_ids": unpack_i32,
+    "prompt_token_ids": unpack_i32,
+    "logprobs": unpack_f32,
+    "rewards": unpack_f32,
+}
+
+
+def to_builtins(event: Event) -> Any:
+    """JSON-ready form: packed arrays become lists of numbers, other bytes become hex."""
+    return _unpack_for_json(msgspec.to_builtins(event, builtin_types=(bytes,)))
+
+
+def _unpack_for_json(obj: Any, key: str = "") -> Any:
+    if isinstance(obj, dict):
+        return {k: _unpack_for_json(v, k) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unpack_for_json(v, key) for v in obj]
+    if isinstance(obj, bytes):
+        unpack = _PACKED.get(key)
+        return unpack(obj).tolist() if unpack else obj.hex()
+    return obj

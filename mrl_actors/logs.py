@@ -1,0 +1,51 @@
+"""structlog, configured once for the whole process.
+
+Every line is one event name with bound context (run, actor, policy, seq), rendered as JSON for
+machines or as aligned console text for people. Library code calls `get_logger(__name__)` and binds
+context; only entry points (the CLI, `mrl-node`) call `configure`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, Literal
+
+import structlog
+
+_configured = False
+
+
+def configure(
+    fmt: Literal["console", "json"] = "console", level: str = "info", stream: Any = None
+) -> None:
+    """Set up structlog once; later calls replace the previous configuration."""
+    global _configured
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+    ]
+    renderer: Any
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[*processors, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    _configured = True
+
+
+def get_logger(name: str, **context: Any) -> Any:
+    """A logger bound to `name` (as `logger`) and any context given."""
+    if not _configured:
+        configure()
+    return structlog.get_logger(name).bind(logger=name, **context)
