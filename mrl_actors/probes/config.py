@@ -1,0 +1,78 @@
+"""Options of the sharing probes: one frozen Struct each, every field with its documented default.
+
+Imports without torch. The run records the resolved options in `PolicyRegistered.options`, so a
+report always says which variant of a probe produced its numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+ProbeName = Literal["independent", "prp", "xgrpo", "sgt"]
+PROBE_NAMES: tuple[ProbeName, ...] = ("independent", "prp", "xgrpo", "sgt")
+
+
+class SharingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What every probe obeys when it reads peers' events."""
+
+    # Drop a peer event whose policy version differs from the receiver's by more than this many
+    # learner steps (both directions). 0 accepts only events sampled at the receiver's version.
+    max_staleness: int = 2
+    # How long a policy waits, each step, for peers' events on its own prompts before going on
+    # without them. Waiting keeps sharing effective when policies run at different speeds.
+    wait_for_peers_s: float = 30.0
+
+
+class PRPConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Peer Rollout Pooling: whole peer rollouts join the receiver's group (data level)."""
+
+    # How peer samples are weighted: "truncated" uses the sequence-level importance weight
+    # exp(log p_receiver(retokenized) - log p_peer(sampled)) truncated at `cap`; "shaped" uses
+    # LUFFY's token-level shaping f(p) = p / (p + gamma) of the receiver's probability instead.
+    weighting: Literal["truncated", "shaped"] = "truncated"
+    cap: float = 1.0  # truncation of the sequence-level importance weight (truncated IS)
+    gamma: float = 0.1  # LUFFY shaping constant (used when weighting = "shaped")
+    # "pooled": advantages over the receiver's and the peers' rewards together (one baseline);
+    # "carried": each peer sample keeps the advantage it had in its own policy's group.
+    advantage: Literal["pooled", "carried"] = "pooled"
+    coef: float = 1.0  # weight of the peer-sample loss term relative to the on-policy term
+    max_per_prompt: int = 8  # at most this many peer completions join one prompt's group
+
+
+class XGRPOConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Cross-policy advantage sharing: peers' rewards set the receiver's baseline (value level)."""
+
+    # "uniform": every pooled reward counts once; "success_rate": each policy's rewards are
+    # weighted by its success rate on this step's prompts relative to the receiver's (as HACPO's
+    # capability weighting), clipped to [min_weight, max_weight].
+    weighting: Literal["uniform", "success_rate"] = "uniform"
+    smoothing: float = 0.1  # added to both success rates before the ratio, so 0/0 is 1
+    min_weight: float = 0.25
+    max_weight: float = 4.0
+
+
+class SGTConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Success-Gated Transfer: verified peer successes rescue prompts the receiver failed."""
+
+    coef: float = 0.5  # λ, the weight of the off-policy positive term
+    gamma: float = 0.1  # LUFFY shaping constant: f(p) = p / (p + gamma)
+    k: int = 2  # at most this many rescue completions per prompt
+    # "pooled": advantages over the receiver's failed group plus the rescue samples (LUFFY's mixed
+    # group); "unit": rescue samples get advantage 1 and the receiver's own group is unchanged.
+    advantage: Literal["pooled", "unit"] = "pooled"
+
+
+class ProbesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    sharing: SharingConfig = SharingConfig()
+    prp: PRPConfig = PRPConfig()
+    xgrpo: XGRPOConfig = XGRPOConfig()
+    sgt: SGTConfig = SGTConfig()
+
+    def options_for(self, probe: ProbeName) -> dict[str, object]:
+        """The resolved options that apply to `probe`, for `PolicyRegistered.options`."""
+        out: dict[str, object] = {"sharing": msgspec.to_builtins(self.sharing)}
+        if probe != "independent":
+            out[probe] = msgspec.to_builtins(getattr(self, probe))
+        return out
