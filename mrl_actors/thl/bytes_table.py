@@ -1,0 +1,361 @@
+"""Per-tokenizer byte tables: what exact UTF-8 bytes each token id stands for.
+
+The THL never aligns through a lossy `decode`: a peer's sampled ids may be non-canonical (a sequence
+its own encoder would never emit, such as an emoji split into `<0xF0><0x9F>...` byte-fallback
+pieces), and decode loses exactly those cases. Instead every id maps to its bytes, read off the
+tokenizer's own conventions:
+
+- byte-level BPE (GPT-2, Qwen): each character of a piece is one byte through the inverse of
+  GPT-2's `bytes_to_unicode` (`Ġ` is 0x20, `Ċ` is 0x0A);
+- SentencePiece (Llama-2, Mistral, Unigram with Metaspace): `▁` is a space, `<0xNN>` is byte NN
+  when the model has byte fallback;
+- WordPiece: `##x` continues a word, any other piece starts one and so stands for " x" (the space
+  the decoder would insert; a WordPiece receiver is exact only where the text has exactly those
+  spaces, which is what the residual report measures);
+- added tokens that are not special stand for their own text; special tokens (BOS, EOS, chat
+  markers, `[UNK]`) stand for no bytes and are mapped by role, never as text.
+
+A table is a CSR pair of numpy arrays (`starts`, `lengths` into one `uint8` buffer) so that a
+whole batch of ids turns into bytes with one gather. Tables are built once per tokenizer and cached
+by `fingerprint`, a hash of the vocabulary, merges, normalizer, pre-tokenizer, decoder and added
+tokens.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from mrl_actors.errors import TokenizerError
+from mrl_actors.logs import get_logger
+
+log = get_logger(__name__)
+
+_EOS_NAMES = ("</s>", "<|endoftext|>", "<eos>", "[SEP]", "<|end_of_text|>")
+_BOS_NAMES = ("<s>", "<bos>", "[CLS]", "<|begin_of_text|>")
+_PAD_NAMES = ("<pad>", "[PAD]", "<|pad|>")
+_UNK_NAMES = ("<unk>", "[UNK]", "<|unk|>")
+# Special tokens that end a completion the way EOS does (chat turn ends); mapped to the EOS role.
+_END_MARKERS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
+
+
+def _bytes_to_unicode() -> dict[str, int]:
+    """GPT-2's reversible byte<->printable-character map, inverted: character -> byte."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    chars = printable[:]
+    n = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(printable, chars, strict=True)}
+
+
+_BYTE_DECODER = _bytes_to_unicode()
+
+
+def _walk(node: Any) -> list[dict[str, Any]]:
+    """Flatten a normalizer/pre-tokenizer/decoder JSON node, following `Sequence`s."""
+    if not isinstance(node, dict):
+        return []
+    out = [node]
+    for key in ("normalizers", "pretokenizers", "decoders", "processors"):
+        for child in node.get(key) or []:
+            out.extend(_walk(child))
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class Vocab:
+    """A tokenizer with its byte table and roles; build it with `load_vocab`.
+
+    `continuation` is the receiver-side encoder for a completion segment: the same tokenizer with
+    every dummy prefix space (Metaspace `prepend_scheme`, a `Prepend("▁")` normalizer, ByteLevel
+    `add_prefix_space`) and the post-processor removed, because a completion continues a prompt
+    and must not gain a space or a BOS it never had.
+    """
+
+    name: str
+    fingerprint: str
+    tokenizer: Tokenizer  # the backend tokenizer as loaded
+    continuation: Tokenizer  # no dummy prefix, no post-processor: encodes completion segments
+    hf: Any  # the transformers tokenizer when loaded from a directory (chat template), else None
+    starts: np.ndarray  # int64 [V]: offset of each id's bytes in `buffer`
+    lengths: np.ndarray  # int64 [V]: byte length of each id (0 for special tokens)
+    buffer: np.ndarray  # uint8 [sum(lengths)]: all tokens' bytes, concatenated
+    special: np.ndarray  # bool [V]: special tokens (no bytes; mapped by role)
+    byte_ids: np.ndarray  # int32 [256]: id of the single-byte token for each byte, -1 if none
+    bos_id: int | None
+    eos_id: int | None
+    pad_id: int | None
+    unk_id: int | None
+    end_ids: frozenset[int]  # ids with the EOS role: eos_id plus chat turn ends (<|im_end|>)
+    lossy_normalizer: bool  # the normalizer can change bytes (NFC/NFKC, lowercase, strip accents)
+    kind: str  # "byte-level", "sentencepiece", "wordpiece" or "plain"
+    piece_tokens: dict[bytes, int] = field(default_factory=dict)  # bytes -> id, for tests/tools
+
+    @property
+    def size(self) -> int:
+        return int(self.lengths.shape[0])
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The exact bytes one id stands for (b"" for special and out-of-range ids)."""
+        if not 0 <= token_id < self.size:
+            return b""
+        s = int(self.starts[token_id])
+        return self.buffer[s : s + int(self.lengths[token_id])].tobytes()
+
+    def ids_to_bytes(self, ids: np.ndarray) -> bytes:
+        """Concatenated bytes of `ids` (int [n]); out-of-range ids contribute nothing."""
+        return gather_bytes(self, ids).tobytes()
+
+
+def gather_bytes(vocab: Vocab, ids: np.ndarray) -> np.ndarray:
+    """uint8 [sum(lengths[ids])]: the bytes of `ids` concatenated, with one vectorized gather."""
+    ids = np.asarray(ids, dtype=np.int64)
+    ids = ids[(ids >= 0) & (ids < vocab.size)]
+    lens = vocab.lengths[ids]  # [n]
+    total = int(lens.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.uint8)
+    ends = np.cumsum(lens)  # [n]
+    # Position k of the output reads buffer[starts[id] + (k - first output byte of that id)].
+    shift = np.repeat(vocab.starts[ids] - (ends - lens), lens)  # [total]
+    return vocab.buffer[np.arange(total, dtype=np.int64) + shift]
+
+
+def _piece_bytes(piece: str, kind: str, byte_fallback: bool, wp_prefix: str) -> bytes:
+    if kind == "byte-level":
+        try:
+            return bytes(_BYTE_DECODER[c] for c in piece)
+        except KeyError:
+            return piece.encode("utf-8")
+    if kind == "sentencepiece":
+        if byte_fallback and len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            try:
+                return bytes([int(piece[3:5], 16)])
+            except ValueError:
+                pass
+        return piece.replace("▁", " ").encode("utf-8")
+    if kind == "wordpiece":
+        if piece.startswith(wp_prefix):
+            return piece[len(wp_prefix) :].encode("utf-8")
+        return (" " + piece).encode("utf-8")
+    return piece.encode("utf-8")
+
+
+def _kind(spec: dict[str, Any]) -> tuple[str, bool, str]:
+    model = spec.get("model") or {}
+    parts = _walk(spec.get("decoder")) + _walk(spec.get("pre_tokenizer"))
+    types = {p.get("type") for p in parts}
+    byte_fallback = bool(model.get("byte_fallback")) or "ByteFallback" in types
+    if "ByteLevel" in types:
+        return "byte-level", False, ""
+    if model.get("type") == "WordPiece" or "WordPiece" in types:
+        prefix = model.get("continuing_subword_prefix") or "##"
+        return "wordpiece", False, prefix
+    metaspace = "Metaspace" in types or any(
+        p.get("type") == "Replace" and p.get("pattern", {}).get("String") == "▁" for p in parts
+    )
+    if metaspace or byte_fallback:
+        return "sentencepiece", byte_fallback, ""
+    return "plain", False, ""
+
+
+def _is_lossy_normalizer(spec: dict[str, Any]) -> bool:
+    lossy = {"NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents", "Strip", "BertNormalizer"}
+    for node in _walk(spec.get("normalizer")):
+        if node.get("type") in lossy:
+            return True
+        if node.get("type") == "Replace" and node.get("content") != "▁":
+            return True
+    return False
+
+
+def _continuation_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec without dummy prefixes, post-processor, truncation or padding."""
+    spec = copy.deepcopy(spec)
+    spec["post_processor"] = None
+    spec["truncation"] = None
+    spec["padding"] = None
+
+    def strip_prefix(node: Any) -> Any:
+        if not isinstance(node, dict):
+            return node
+        if node.get("type") == "Metaspace":
+            node["prepend_scheme"] = "never"
+            node["add_prefix_space"] = False
+        if node.get("type") == "ByteLevel":
+            node["add_prefix_space"] = False
+        for key in ("normalizers", "pretokenizers"):
+            if node.get(key):
+                kept = [
+                    strip_prefix(c)
+                    for c in node[key]
+                    if not (c.get("type") == "Prepend" and c.get("prepend") == "▁")
+                ]
+                node[key] = kept
+        return node
+
+    normalizer = spec.get("normalizer")
+    if isinstance(normalizer, dict) and normalizer.get("type") == "Prepend":
+        spec["normalizer"] = None
+    else:
+        spec["normalizer"] = strip_prefix(normalizer)
+    spec["pre_tokenizer"] = strip_prefix(spec.get("pre_tokenizer"))
+    return spec
+
+
+def _fingerprint(spec: dict[str, Any]) -> str:
+    keys = ("model", "normalizer", "pre_tokenizer", "decoder", "added_tokens")
+    canon = json.dumps({k: spec.get(k) for k in keys}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:16]
+
+
+_CACHE: dict[tuple[str, bool], Vocab] = {}  # (fingerprint, has a transformers tokenizer)
+_PATH_CACHE: dict[tuple[str, float], str] = {}
+_LOCK = threading.Lock()
+
+
+def _role(
+    explicit: int | None, hf_id: Any, specials: dict[str, int], names: tuple[str, ...]
+) -> int | None:
+    if explicit is not None:
+        return explicit
+    if isinstance(hf_id, int):
+        return hf_id
+    for name in names:
+        if name in specials:
+            return specials[name]
+    return None
+
+
+def build_vocab(
+    tokenizer: Tokenizer,
+    *,
+    hf: Any = None,
+    name: str = "tokenizer",
+    bos_id: int | None = None,
+    eos_id: int | None = None,
+    pad_id: int | None = None,
+) -> Vocab:
+    """Build (or fetch from the fingerprint cache) the byte table of a backend tokenizer."""
+    spec = json.loads(tokenizer.to_str())
+    fp = _fingerprint(spec)
+    with _LOCK:
+        cached = _CACHE.get((fp, hf is not None))
+    if cached is not None and bos_id is None and eos_id is None and pad_id is None:
+        return cached
+    kind, byte_fallback, wp_prefix = _kind(spec)
+    vocab_map: dict[str, int] = tokenizer.get_vocab(with_added_tokens=True)
+    size = max(vocab_map.values()) + 1 if vocab_map else 0
+    pieces: list[bytes] = [b""] * size
+    special = np.zeros(size, dtype=bool)
+    added = {a["id"]: a for a in spec.get("added_tokens") or []}
+    for piece, idx in vocab_map.items():
+        a = added.get(idx)
+        if a is not None:
+            if a.get("special"):
+                special[idx] = True
+            else:
+                pieces[idx] = str(a["content"]).encode("utf-8")
+            continue
+        pieces[idx] = _piece_bytes(piece, kind, byte_fallback, wp_prefix)
+    specials = {str(a["content"]): int(a["id"]) for a in added.values() if a.get("special")}
+    unk = (spec.get("model") or {}).get("unk_token")
+    unk_id = vocab_map.get(unk) if isinstance(unk, str) else None
+    if unk_id is None:
+        unk_id = _role(None, None, specials, _UNK_NAMES)
+    if unk_id is not None and 0 <= unk_id < size:
+        special[unk_id] = True
+        pieces[unk_id] = b""
+    lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=size)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    buffer = np.frombuffer(b"".join(pieces), dtype=np.uint8).copy()
+    byte_ids = np.full(256, -1, dtype=np.int32)
+    piece_tokens: dict[bytes, int] = {}
+    for idx in range(size - 1, -1, -1):
+        p = pieces[idx]
+        if p and not special[idx]:
+            piece_tokens[p] = idx
+    for b in range(256):
+        byte_ids[b] = piece_tokens.get(bytes([b]), -1)
+    eos = _role(eos_id, getattr(hf, "eos_token_id", None), specials, _EOS_NAMES)
+    end_ids = {specials[n] for n in _END_MARKERS if n in specials}
+    if eos is not None:
+        end_ids.add(eos)
+    vocab = Vocab(
+        name=name,
+        fingerprint=fp,
+        tokenizer=tokenizer,
+        continuation=Tokenizer.from_str(json.dumps(_continuation_spec(spec))),
+        hf=hf,
+        starts=starts,
+        lengths=lengths,
+        buffer=buffer,
+        special=special,
+        byte_ids=byte_ids,
+        bos_id=_role(bos_id, getattr(hf, "bos_token_id", None), specials, _BOS_NAMES),
+        eos_id=eos,
+        pad_id=_role(pad_id, getattr(hf, "pad_token_id", None), specials, _PAD_NAMES),
+        unk_id=unk_id,
+        end_ids=frozenset(end_ids),
+        lossy_normalizer=_is_lossy_normalizer(spec),
+        kind=kind,
+        piece_tokens=piece_tokens,
+    )
+    log.debug("thl.vocab_built", name=name, fingerprint=fp, kind=kind, size=size)
+    with _LOCK:
+        _CACHE.setdefault((fp, hf is not None), vocab)
+    return vocab
+
+
+def load_vocab(source: str | os.PathLike[str] | Tokenizer | Any) -> Vocab:
+    """A `Vocab` from a tokenizer directory, a `tokenizers.Tokenizer` or a transformers tokenizer.
+
+    Raises `TokenizerError` when a directory holds no loadable tokenizer. Loading the same
+    directory again (unchanged) or a tokenizer with the same fingerprint returns the cached table.
+    """
+    if isinstance(source, Tokenizer):
+        return build_vocab(source, name="tokenizer")
+    if hasattr(source, "backend_tokenizer"):
+        return build_vocab(
+            source.backend_tokenizer, hf=source, name=str(getattr(source, "name_or_path", "hf"))
+        )
+    path = Path(source)
+    try:
+        key = (str(path.resolve()), path.stat().st_mtime)
+    except OSError as exc:
+        raise TokenizerError(f"tokenizer directory {path} cannot be read: {exc}") from exc
+    with _LOCK:
+        fp = _PATH_CACHE.get(key)
+        if fp is not None and (fp, True) in _CACHE:
+            return _CACHE[(fp, True)]
+    try:
+        from transformers import AutoTokenizer
+
+        hf = AutoTokenizer.from_pretrained(str(path))
+        backend = hf.backend_tokenizer
+    except Exception as exc:  # transformers raises many types for an unloadable directory
+        raise TokenizerError(
+            f"no fast tokenizer could be loaded from {path}: {type(exc).__name__}: {exc}; "
+            "point at a directory with tokenizer.json (or vocab/merges files)"
+        ) from exc
+    vocab = build_vocab(backend, hf=hf, name=path.name)
+    with _LOCK:
+        _PATH_CACHE[key] = vocab.fingerprint
+    return vocab
