@@ -67,7 +67,14 @@ def align(
     else:
         shared = src_ends[:0]
     # Each sequence's own end is a span end, so spans never leak into the next sequence.
-    common = np.union1d(shared, np.asarray(seq_ends, dtype=np.int64))  # [S], sorted, unique
+    # Both inputs are sorted: a stable sort of their concatenation is a merge, and dropping
+    # repeats is one comparison (np.union1d hashes, several times slower here).
+    common = np.concatenate([shared, np.asarray(seq_ends, dtype=np.int64)])
+    common.sort(kind="stable")
+    if common.shape[0] > 1:
+        keep = np.ones(common.shape[0], dtype=bool)
+        keep[1:] = common[1:] != common[:-1]
+        common = common[keep]  # [S], sorted, unique
     src_span = np.searchsorted(common, src_ends, side="left")
     dst_span = np.searchsorted(common, dst_ends, side="left")
     seq = np.searchsorted(np.asarray(seq_ends, dtype=np.int64), common, side="left")

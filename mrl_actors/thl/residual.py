@@ -96,3 +96,31 @@ def aggregate(residuals: Iterable[Residual], rejected: Iterable[bool] = ()) -> d
         "unk_tokens": float(sum(r.unk_tokens for r in rs)),
         "dropped_special": float(sum(r.dropped_special for r in rs)),
     }
+
+
+# (key in `aggregate`'s dict, label, what it means): the rows of every residual table we print.
+FIGURES: tuple[tuple[str, str, str], ...] = (
+    ("sequences", "sequences", "completions transferred"),
+    ("exact_share", "exact", "share whose receiver ids reproduce the peer's bytes exactly"),
+    ("rejected_share", "rejected", "share over the residual budget (see reasons)"),
+    ("one_to_one_share", "1:1 tokens", "receiver tokens in 1:1 spans (per-token ratios exact)"),
+    ("nm_byte_share", "n:m bytes", "bytes in spans that are not 1:1 (only span sums exact)"),
+    ("longest_span_bytes", "longest span (B)", "widest co-terminating span, in bytes"),
+    ("longest_span_tokens", "longest span (tok)", "most tokens on one side of one span"),
+    ("lossy_bytes", "lossy bytes", "bytes the receiver cannot reproduce (normalizer, [UNK])"),
+    ("invalid_utf8_bytes", "invalid UTF-8 (B)", "peer bytes that are not UTF-8 (a cut character)"),
+    ("unk_tokens", "[UNK] tokens", "receiver unknown tokens"),
+    ("dropped_special", "dropped specials", "peer special tokens with no role (mass kept)"),
+    ("src_tokens", "peer tokens", "total, EOS included"),
+    ("dst_tokens", "receiver tokens", "total, mapped EOS included"),
+)
+
+
+def format_table(agg: dict[str, float]) -> str:
+    """A plain-text table of `aggregate`'s figures, one row per figure with its meaning."""
+    lines = [f"{'figure':<20} {'value':>12}  meaning", f"{'-' * 20} {'-' * 12}  {'-' * 50}"]
+    for key, label, meaning in FIGURES:
+        v = agg.get(key, 0.0)
+        text = f"{v:.4f}" if key.endswith("share") else f"{v:.0f}"
+        lines.append(f"{label:<20} {text:>12}  {meaning}")
+    return "\n".join(lines)

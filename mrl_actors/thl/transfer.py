@@ -63,6 +63,7 @@ class _Seq:
     eos: bool  # a trailing EOS-role token was set aside
     problems: list[str]
     data: bytes = b""
+    tail: np.ndarray | None = None  # int64 [<=3]: receiver byte tokens for a cut last character
     text: str | None = None  # None when the bytes are not valid UTF-8
     dst_ids: np.ndarray | None = None  # int64 [m']
     dst_ends: np.ndarray | None = None  # int64 [m']: local byte end of each receiver token
@@ -205,7 +206,20 @@ def transfer_many(
         try:
             s.text = s.data.decode("utf-8")
         except UnicodeDecodeError:
-            s.text = None
+            # A character cut at the end (the length limit): encode the valid prefix and keep
+            # the tail as the receiver's byte tokens, when it has them.
+            for cut in (1, 2, 3):
+                try:
+                    s.text = s.data[:-cut].decode("utf-8")
+                except UnicodeDecodeError:
+                    continue
+                tail = dst.byte_ids[np.frombuffer(s.data[-cut:], dtype=np.uint8)]
+                if (tail >= 0).all():
+                    s.tail = tail.astype(np.int64)
+                    s.invalid = cut
+                else:
+                    s.text = None
+                break
     # 2. fast path: batch encode, ends from the receiver's byte table when it reproduces the bytes.
     fast = [i for i, s in enumerate(seqs) if s.text is not None]
     encs = dst.continuation.encode_batch_fast(
@@ -214,14 +228,18 @@ def transfer_many(
     for i, enc in zip(fast, encs, strict=True):
         s = seqs[i]
         d = np.asarray(enc.ids, dtype=np.int64)
+        if s.tail is not None:
+            d = np.concatenate([d, s.tail])
         dl = dst.lengths[d]
         if int(dl.sum()) == len(s.data) and gather_bytes(dst, d).tobytes() == s.data:
             s.dst_ids, s.dst_ends, s.exact = d, np.cumsum(dl), True
     # 3. slow path: offsets, invalid UTF-8, lossy accounting.
     for s in seqs:
         if not s.exact:
+            s.invalid = 0
             _encode_slow(dst, s)
             s.lossy = _count_lossy(dst, s)
+            s.exact = s.lossy == 0
     # 4. alignment over the whole batch on one global byte axis.
     base = off[:-1] + np.arange(k, dtype=np.int64)  # [K], one phantom byte between sequences
     seq_ends = base + totals
@@ -313,7 +331,7 @@ def transfer_many(
         m = (b - a) + int(add_eos)
         n_one = int(one_per[i]) + int(add_eos)
         residual = Residual(
-            exact=s.exact and not s.problems and s.invalid == 0,
+            exact=s.exact and not s.problems,
             src_tokens=int(n_src[i]) + int(s.eos),
             dst_tokens=m,
             n_bytes=n_bytes,
