@@ -1,0 +1,117 @@
+"""How a process reaches a NATS server: URL and credentials, from config or the environment.
+
+The same code talks to the embedded server (token) and to a remote JetStream cluster (token, user
+and password, a `.creds` file, an nkey seed, TLS). Credentials live only here and in the process
+environment: `ConnectionConfig` is never encoded into an event, and its `repr` hides secrets.
+
+Environment variables (each overrides nothing given explicitly):
+`MRL_NATS_URL` (comma-separated for a cluster), `MRL_NATS_TOKEN`, `MRL_NATS_USER`,
+`MRL_NATS_PASSWORD`, `MRL_NATS_CREDS`, `MRL_NATS_NKEY_SEED`, `MRL_NATS_TLS_CA`,
+`MRL_NATS_TLS_CERT`, `MRL_NATS_TLS_KEY`.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from mrl_actors.errors import ConfigError, ServerError
+from mrl_actors.logs import get_logger
+
+_log = get_logger(__name__)
+
+_ENV = {
+    "url": "MRL_NATS_URL",
+    "token": "MRL_NATS_TOKEN",
+    "user": "MRL_NATS_USER",
+    "password": "MRL_NATS_PASSWORD",
+    "creds_file": "MRL_NATS_CREDS",
+    "nkey_seed_file": "MRL_NATS_NKEY_SEED",
+    "tls_ca": "MRL_NATS_TLS_CA",
+    "tls_cert": "MRL_NATS_TLS_CERT",
+    "tls_key": "MRL_NATS_TLS_KEY",
+}
+_SECRET = ("token", "password")
+
+
+class ConnectionConfig(msgspec.Struct, frozen=True, kw_only=True, repr_omit_defaults=True):
+    """Where the server is and how to authenticate; decoded from a TOML `[nats]` table or env."""
+
+    url: str = "nats://127.0.0.1:4222"  # one URL, or several separated by commas (a cluster)
+    token: str = ""  # embedded server: generated per run
+    user: str = ""
+    password: str = ""
+    creds_file: str = ""  # NATS decentralised auth: a .creds file (JWT + nkey seed)
+    nkey_seed_file: str = ""  # a file holding an nkey seed (SU...)
+    tls_ca: str = ""  # CA bundle that signed the server certificate; enables TLS
+    tls_cert: str = ""  # client certificate for mutual TLS
+    tls_key: str = ""
+    name: str = "mrl"  # client name, shown in the server's connection list
+    connect_timeout: float = 5.0
+    max_reconnect_attempts: int = 60  # at the client's 2 s wait: about two minutes
+
+    def __repr__(self) -> str:  # never print a secret
+        fields = {
+            k: ("***" if k in _SECRET and v else v)
+            for k, v in msgspec.structs.asdict(self).items()
+            if v
+        }
+        return f"ConnectionConfig({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
+
+    __str__ = __repr__
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ConnectionConfig:
+        """Fields from `MRL_NATS_*`, then `overrides` (non-empty ones) on top."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {f: env[v] for f, v in _ENV.items() if env.get(v)}
+        values.update({k: v for k, v in overrides.items() if v not in (None, "")})
+        try:
+            return msgspec.convert(values, cls)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"NATS connection config: {exc}") from exc
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        if not (self.tls_ca or self.tls_cert):
+            return None
+        ctx = ssl.create_default_context(cafile=self.tls_ca or None)
+        if self.tls_cert:
+            ctx.load_cert_chain(self.tls_cert, self.tls_key or None)
+        return ctx
+
+
+async def connect(cfg: ConnectionConfig) -> Any:
+    """An open `nats.aio.client.Client`; raises `ServerError` naming the URL when it cannot."""
+    import nats
+
+    kwargs: dict[str, Any] = {
+        "servers": [u.strip() for u in cfg.url.split(",") if u.strip()],
+        "name": cfg.name,
+        "connect_timeout": cfg.connect_timeout,
+        "max_reconnect_attempts": cfg.max_reconnect_attempts,
+    }
+    if cfg.token:
+        kwargs["token"] = cfg.token
+    if cfg.user:
+        kwargs["user"] = cfg.user
+        kwargs["password"] = cfg.password
+    if cfg.creds_file:
+        kwargs["user_credentials"] = cfg.creds_file
+    if cfg.nkey_seed_file:
+        kwargs["nkeys_seed"] = cfg.nkey_seed_file
+    tls = cfg.tls_context()
+    if tls is not None:
+        kwargs["tls"] = tls
+
+    async def _on_error(exc: Exception) -> None:
+        _log.warning("nats_client_error", error=str(exc))
+
+    kwargs["error_cb"] = _on_error
+    try:
+        return await nats.connect(**kwargs)
+    except Exception as exc:
+        raise ServerError(f"cannot connect to NATS at {cfg.url}: {exc!r}") from exc

@@ -1,0 +1,41 @@
+"""The typed experience log (SEE): the public names of `mrl_actors.see`, in one import.
+
+    log = await EventLog.open(nc, run, LogConfig(...))
+    seq = await log.append(event)                     # Nats-Msg-Id = event.event_id
+    seqs = await log.append_many(events)              # pipelined, every ack checked
+    writer = OwnedWriter(log, "qwen")                 # expected-last-subject-sequence
+    rec = await log.get(seq)                          # one Record
+    async for rec in log.read(start_seq=n, kinds=["rollout"]): ...   # ordered replay
+    consumer = Consumer(log, "qwen-learner", kinds=["rollout", "reward"])
+    await consumer.run(applier)                       # idempotent apply, dead letters
+
+Subjects are `mrl.<run>.<kind>.<source>`; the stream is `MRL_<run>`; dead letters go to
+`mrl.<run>.deadletter.<consumer>`.
+"""
+
+from mrl_actors.see.consumer import Applier, Consumer, ConsumerStats, FoldApplier
+from mrl_actors.see.stream import (
+    Ack,
+    EventLog,
+    LogConfig,
+    Record,
+    check_token,
+    filter_subjects,
+    stream_name,
+)
+from mrl_actors.see.writer import OwnedWriter
+
+__all__ = [
+    "Ack",
+    "Applier",
+    "Consumer",
+    "ConsumerStats",
+    "EventLog",
+    "FoldApplier",
+    "LogConfig",
+    "OwnedWriter",
+    "Record",
+    "check_token",
+    "filter_subjects",
+    "stream_name",
+]

@@ -1,0 +1,380 @@
+"""One run's event stream: appends with checked acks, single reads, ordered replay, claim-check.
+
+Naming: the run `R` has the stream `MRL_R` with subjects `mrl.R.<kind>.<source>`; `kind` is the
+event's `KIND` and `source` its `source` (a policy or a node). A `BlobPointer` is published on the
+subject of the event it stands for, so kind filters see it; reads resolve it transparently.
+
+Appends send `Nats-Msg-Id = event.event_id`: a publish retried inside the stream's duplicate
+window is stored once, and its ack says `duplicate`. `append_many` pipelines the publishes and
+then checks every ack (a missing or failed ack raises `LogError`; nothing is dropped silently).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import re
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any, Literal
+
+import anyio
+import msgspec
+
+from mrl_actors.blobs import BlobStore, ObjectStoreBlobs, ZarrBlobs
+from mrl_actors.errors import BlobIntegrityError, EventDecodeError, LogError, MrlError
+from mrl_actors.events import (
+    MAX_EVENT_BYTES,
+    AnyEvent,
+    BlobPointer,
+    Event,
+    decode,
+    encode,
+)
+from mrl_actors.logs import get_logger
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_HEADROOM = 8 * 1024  # subject, headers and protocol overhead on top of the payload
+
+
+class LogConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Stream settings of a run; every field is recorded nowhere secret (no credentials here)."""
+
+    prefix: str = "mrl"  # first subject token
+    replicas: int = 1  # 3 on a cluster: survives one server loss, costs 3x disk and a RAFT round
+    storage: Literal["file", "memory"] = "file"
+    max_age_s: float = 0.0  # 0 keeps events forever (a run's log is its record)
+    max_bytes: int = -1  # -1: unlimited
+    max_msgs: int = -1
+    duplicate_window_s: float = 120.0  # a retried publish within this window is stored once
+    blob_store: Literal["object", "zarr"] = "object"
+    blob_dir: str = ""  # directory of the zarr blob store
+    inline_limit: int = 0  # bytes; 0 = the server's max_payload minus 8 KiB of headroom
+    max_event_bytes: int = MAX_EVENT_BYTES  # larger events (inline or in a blob) are refused
+    ack_timeout_s: float = 30.0  # how long a publish may wait for its ack
+
+
+class Record(msgspec.Struct, frozen=True):
+    """An event as stored: its stream sequence, subject and server timestamp (ns since epoch)."""
+
+    seq: int
+    subject: str
+    event: AnyEvent
+    time_ns: int = 0
+
+
+class Ack(msgspec.Struct, frozen=True):
+    seq: int
+    duplicate: bool = False
+
+
+def stream_name(run: str) -> str:
+    return f"MRL_{check_token('run', run)}"
+
+
+def check_token(what: str, value: str) -> str:
+    """Run ids, sources and consumer names become subject tokens: keep them plain."""
+    if not _TOKEN.match(value):
+        raise LogError(f"{what} {value!r} must match [A-Za-z0-9_-]{{1,128}} to be a subject token")
+    return value
+
+
+def filter_subjects(
+    prefix: str, run: str, kinds: Iterable[str] = (), sources: Iterable[str] = ()
+) -> list[str]:
+    """Server-side filters: every (kind, source) pair, `*` where a side is unrestricted."""
+    ks = sorted(set(kinds)) or ["*"]
+    ss = sorted(set(sources)) or ["*"]
+    if ks == ["*"] and ss == ["*"]:
+        return [f"{prefix}.{run}.>"]
+    return [f"{prefix}.{run}.{k}.{s}" for k in ks for s in ss]
+
+
+def _time_ns(t: dt.datetime | None) -> int:
+    return int(t.timestamp() * 1e9) if t is not None else 0
+
+
+class EventLog:
+    """The stream of one run. Build with `await EventLog.open(nc, run, config)`."""
+
+    def __init__(self, nc: Any, run: str, config: LogConfig, blobs: BlobStore) -> None:
+        self.nc = nc
+        self.js = nc.jetstream(timeout=config.ack_timeout_s)
+        self.run = check_token("run", run)
+        self.config = config
+        self.stream = stream_name(run)
+        self.blobs = blobs
+        self.duplicates = 0  # publishes the server reported as already stored
+        self.inline_limit = config.inline_limit or max(1024, nc.max_payload - _HEADROOM)
+        self._log = get_logger(__name__, run=run)
+
+    @classmethod
+    async def open(
+        cls, nc: Any, run: str, config: LogConfig | None = None, *, create: bool = True
+    ) -> EventLog:
+        """Bind to the run's stream, creating it (and the blob bucket lazily) when missing."""
+        from nats.js.api import StorageType, StreamConfig
+        from nats.js.errors import NotFoundError
+
+        config = config or LogConfig()
+        js = nc.jetstream(timeout=config.ack_timeout_s)
+        name = stream_name(run)
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            if not create:
+                raise LogError(f"no stream {name} for run {run!r} on this server") from None
+            await js.add_stream(
+                StreamConfig(
+                    name=name,
+                    subjects=[f"{config.prefix}.{run}.>"],
+                    storage=StorageType.FILE if config.storage == "file" else StorageType.MEMORY,
+                    num_replicas=config.replicas,
+                    max_age=config.max_age_s or None,
+                    max_bytes=config.max_bytes,
+                    max_msgs=config.max_msgs,
+                    duplicate_window=config.duplicate_window_s,
+                    allow_direct=True,
+                )
+            )
+        blobs: BlobStore
+        if config.blob_store == "zarr":
+            if not config.blob_dir:
+                raise LogError("blob_store = 'zarr' needs blob_dir")
+            blobs = ZarrBlobs(config.blob_dir)
+        else:
+            blobs = ObjectStoreBlobs(js, run, replicas=config.replicas)
+        return cls(nc, run, config, blobs)
+
+    # ------------------------------------------------------------------ append
+
+    def subject_of(self, event: Event) -> str:
+        if event.run != self.run:
+            raise LogError(f"event {event.event_id} belongs to run {event.run!r}, not {self.run!r}")
+        check_token("source", event.source)
+        return f"{self.config.prefix}.{self.run}.{event.KIND}.{event.source}"
+
+    async def prepare(self, event: Event) -> tuple[str, bytes]:
+        """Subject and wire payload; an event above the inline limit goes to the blob store."""
+        subject = self.subject_of(event)
+        data = encode(event)
+        if len(data) > self.inline_limit:
+            if len(data) > self.config.max_event_bytes:
+                raise LogError(
+                    f"event {event.event_id} encodes to {len(data)} bytes, above "
+                    f"max_event_bytes={self.config.max_event_bytes}"
+                )
+            ref = await self.blobs.put(data)
+            pointer = BlobPointer(
+                run=event.run,
+                source=event.source,
+                event_id=event.event_id,
+                time_ns=event.time_ns,
+                kind=event.KIND,
+                ref=ref,
+            )
+            self._log.debug("blob_stored", event_id=event.event_id, size=len(data))
+            data = encode(pointer)
+        return subject, data
+
+    async def append(self, event: Event, *, headers: dict[str, str] | None = None) -> int:
+        """Publish one event and wait for its ack; returns its stream sequence."""
+        return (await self.append_acked(event, headers=headers)).seq
+
+    async def append_acked(self, event: Event, *, headers: dict[str, str] | None = None) -> Ack:
+        subject, data = await self.prepare(event)
+        hdrs = {"Nats-Msg-Id": event.event_id, **(headers or {})}
+        try:
+            ack = await self.js.publish(subject, data, headers=hdrs)
+        except Exception as exc:
+            raise self._publish_error(event, exc) from exc
+        return self._check(event, ack)
+
+    async def append_many(self, events: Sequence[Event]) -> list[int]:
+        """Pipeline the publishes, then check every ack; returns sequences in input order."""
+        return [a.seq for a in await self.append_many_acked(events)]
+
+    async def append_many_acked(self, events: Sequence[Event]) -> list[Ack]:
+        futures = []
+        for event in events:
+            subject, data = await self.prepare(event)
+            fut = await self.js.publish_async(
+                subject, data, headers={"Nats-Msg-Id": event.event_id}
+            )
+            futures.append(fut)
+        acks: list[Ack] = []
+        with anyio.move_on_after(self.config.ack_timeout_s) as scope:
+            for event, fut in zip(events, futures, strict=True):
+                try:
+                    ack = await fut
+                except Exception as exc:
+                    raise self._publish_error(event, exc) from exc
+                acks.append(self._check(event, ack))
+        if scope.cancelled_caught:
+            for fut in futures:
+                fut.cancel()
+            raise LogError(
+                f"{len(events) - len(acks)} of {len(events)} publishes to {self.stream} got no ack "
+                f"within {self.config.ack_timeout_s}s; retry them (their ids make that safe)"
+            )
+        return acks
+
+    def _check(self, event: Event, ack: Any) -> Ack:
+        if ack.stream != self.stream or not ack.seq:
+            raise LogError(f"event {event.event_id}: unexpected ack {ack!r}")
+        if ack.duplicate:
+            self.duplicates += 1
+            self._log.info("publish_duplicate", event_id=event.event_id, seq=ack.seq)
+        return Ack(seq=ack.seq, duplicate=bool(ack.duplicate))
+
+    def _publish_error(self, event: Event, exc: Exception) -> MrlError:
+        return LogError(f"publish of {event.event_id} to {self.stream} failed: {exc!r}")
+
+    # ------------------------------------------------------------------ read
+
+    async def decode_payload(self, subject: str, seq: int, data: bytes) -> AnyEvent:
+        """Decode a stored payload, following a `BlobPointer`; `EventDecodeError` has `.kind`."""
+        event = decode(data, max_bytes=self.config.max_event_bytes)
+        if isinstance(event, BlobPointer):
+            ref = event.ref
+            if ref.size > self.config.max_event_bytes:
+                raise _decode_error("oversized", f"seq {seq}: blob of {ref.size} bytes")
+            try:
+                blob = await self.blobs.get(ref)
+            except BlobIntegrityError as exc:
+                raise _decode_error("blob_hash", f"seq {seq}: {exc}") from exc
+            except LogError as exc:
+                raise _decode_error("blob_missing", f"seq {seq}: {exc}") from exc
+            event = decode(blob, max_bytes=self.config.max_event_bytes)
+            if subject.split(".")[2] != event.KIND or isinstance(event, BlobPointer):
+                raise _decode_error("schema", f"seq {seq}: blob holds a {type(event).__name__}")
+        elif subject != f"{self.config.prefix}.{event.run}.{event.KIND}.{event.source}":
+            raise _decode_error("schema", f"seq {seq}: {type(event).__name__} on {subject}")
+        return event
+
+    async def get(self, seq: int) -> Record:
+        """The record stored at `seq` (raises `LogError` if there is none, `EventDecodeError`)."""
+        from nats.js.errors import NotFoundError
+
+        try:
+            msg = await self.js.get_msg(self.stream, seq)
+        except NotFoundError as exc:
+            raise LogError(f"{self.stream} has no message at seq {seq}") from exc
+        data = bytes(msg.data or b"")
+        event = await self.decode_payload(msg.subject, seq, data)
+        return Record(seq, msg.subject, event, _time_ns(msg.time))
+
+    async def last_seq(self, subject: str | None = None) -> int:
+        """The stream's last sequence, or the last sequence stored on `subject` (0 when none)."""
+        from nats.js.errors import NotFoundError
+
+        if subject is None:
+            info = await self.js.stream_info(self.stream)
+            return int(info.state.last_seq)
+        try:
+            msg = await self.js.get_msg(self.stream, subject=subject)
+        except NotFoundError:
+            return 0
+        return int(msg.seq or 0)
+
+    async def read_raw(
+        self,
+        *,
+        start_seq: int | None = None,
+        start_time: dt.datetime | None = None,
+        kinds: Iterable[str] = (),
+        sources: Iterable[str] = (),
+        follow: bool = False,
+        batch: int = 256,
+    ) -> AsyncIterator[tuple[int, str, bytes, int]]:
+        """Stored messages in sequence order as (seq, subject, payload, time_ns), undecoded.
+
+        Without `follow`, stops after the last message that matched when the read began.
+        """
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        policy = DeliverPolicy.ALL
+        if start_seq is not None:
+            policy = DeliverPolicy.BY_START_SEQUENCE
+        elif start_time is not None:
+            policy = DeliverPolicy.BY_START_TIME
+        subjects = filter_subjects(self.config.prefix, self.run, kinds, sources)
+        cfg = ConsumerConfig(
+            deliver_policy=policy,
+            opt_start_seq=start_seq if start_seq is not None else None,
+            opt_start_time=start_time if start_seq is None else None,
+            ack_policy=AckPolicy.NONE,
+            filter_subjects=subjects if len(subjects) > 1 else None,
+            filter_subject=subjects[0] if len(subjects) == 1 else None,
+            inactive_threshold=60.0,
+            mem_storage=True,
+            num_replicas=1,
+        )
+        info = await self.js.add_consumer(self.stream, cfg)
+        sub = await self.js.pull_subscribe_bind(consumer=info.name, stream=self.stream)
+        try:
+            if not follow and info.num_pending == 0:
+                return
+            while True:
+                try:
+                    msgs = await sub.fetch(batch, timeout=1.0)
+                except TimeoutError:  # nats-py raises both its own and asyncio's
+                    continue
+                for msg in msgs:
+                    md = msg.metadata
+                    yield (
+                        md.sequence.stream,
+                        msg.subject,
+                        msg.data,
+                        _time_ns(md.timestamp),
+                    )
+                    if not follow and md.num_pending == 0:
+                        return
+        finally:
+            with anyio.CancelScope(shield=True):
+                await _quietly(sub.unsubscribe())
+                await _quietly(self.js.delete_consumer(self.stream, info.name))
+
+    async def read(
+        self,
+        *,
+        start_seq: int | None = None,
+        start_time: dt.datetime | None = None,
+        kinds: Iterable[str] = (),
+        sources: Iterable[str] = (),
+        follow: bool = False,
+        strict: bool = False,
+        batch: int = 256,
+    ) -> AsyncIterator[Record]:
+        """Decoded records in sequence order from `start_seq` (or `start_time`, or the start).
+
+        Malformed messages are skipped with a warning (consumers dead-letter them instead);
+        `strict=True` raises their `EventDecodeError`.
+        """
+        async for seq, subject, data, t in self.read_raw(
+            start_seq=start_seq,
+            start_time=start_time,
+            kinds=kinds,
+            sources=sources,
+            follow=follow,
+            batch=batch,
+        ):
+            try:
+                event = await self.decode_payload(subject, seq, data)
+            except EventDecodeError as exc:
+                if strict:
+                    raise
+                self._log.warning("read_skip", seq=seq, subject=subject, error=str(exc))
+                continue
+            yield Record(seq, subject, event, t)
+
+
+async def _quietly(aw: Any) -> None:
+    """Best-effort cleanup of an ephemeral consumer (it also expires on its own)."""
+    with contextlib.suppress(Exception):
+        await aw
+
+
+def _decode_error(kind: str, message: str) -> EventDecodeError:
+    err = EventDecodeError(message)
+    err.kind = kind  # type: ignore[attr-defined]
+    return err
