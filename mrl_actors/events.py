@@ -48,19 +48,26 @@ def pack_f32(values: Sequence[float] | np.ndarray) -> bytes:
 def unpack_i32(data: bytes) -> np.ndarray:
     """Read-only int32 view of packed bytes: `[n]`."""
     if len(data) % 4:
-        raise EventDecodeError(f"packed int32 array has {len(data)} bytes, not a multiple of 4")
+        raise _error("schema", f"packed int32 array has {len(data)} bytes, not a multiple of 4")
     return np.frombuffer(data, dtype=_I32)
 
 
 def unpack_f32(data: bytes) -> np.ndarray:
     """Read-only float32 view of packed bytes: `[n]`."""
     if len(data) % 4:
-        raise EventDecodeError(f"packed float32 array has {len(data)} bytes, not a multiple of 4")
+        raise _error("schema", f"packed float32 array has {len(data)} bytes, not a multiple of 4")
     return np.frombuffer(data, dtype=_F32)
 
 
+def _check_packed(name: str, data: bytes) -> None:
+    # ValueError (not EventDecodeError): msgspec turns it into a ValidationError while decoding.
+    if len(data) % 4:
+        raise ValueError(f"{name} has {len(data)} bytes, not a multiple of 4 (packed 32-bit)")
+
+
 def _check_finite(name: str, data: bytes) -> None:
-    arr = unpack_f32(data)
+    _check_packed(name, data)
+    arr = np.frombuffer(data, dtype=_F32)
     if arr.size and not np.isfinite(arr).all():
         bad = int(np.flatnonzero(~np.isfinite(arr))[0])
         raise ValueError(f"{name}[{bad}] is {arr[bad]!r}; arrays must be finite")
@@ -112,6 +119,7 @@ class Completion(msgspec.Struct, frozen=True, kw_only=True):
     verdict: str = ""  # the verifier's reason, short
 
     def __post_init__(self) -> None:
+        _check_packed("token_ids", self.token_ids)
         n_ids, n_lp = len(self.token_ids), len(self.logprobs)
         if n_ids != n_lp:
             raise ValueError(f"token_ids has {n_ids // 4} entries but logprobs has {n_lp // 4}")
@@ -183,6 +191,7 @@ class RolloutGroupCompleted(Event, frozen=True, kw_only=True, tag="RolloutGroupC
 
     def __post_init__(self) -> None:
         _check_number("temperature", self.temperature)
+        _check_packed("prompt_token_ids", self.prompt_token_ids)
 
     def rewards_array(self) -> np.ndarray:
         """`[G]` float32 rewards in completion order."""
