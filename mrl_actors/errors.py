@@ -10,7 +10,7 @@ class MrlError(Exception):
     """Base of every error raised on purpose by mrl-actors."""
 
 
-class ConfigError(MrlError):
+class ConfigError(MrlError, ValueError):
     """A spec or config file is malformed: raised at load time, names the file and the field."""
 
 

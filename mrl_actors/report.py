@@ -29,8 +29,8 @@ from mrl_actors.events import (
 _PLOTS: tuple[tuple[str, str], ...] = (
     ("eval_accuracy", "Held-out accuracy (greedy)"),
     ("reward_mean", "Training reward (own samples)"),
-    ("off_is_ess_share", "Peer-sample importance weights: ESS share"),
-    ("off_is_weight_max", "Peer-sample importance weights: max"),
+    ("is_off_ess", "Peer-sample token ratios π/μ: ESS share"),
+    ("is_off_max", "Peer-sample token ratios π/μ: max"),
     ("thl_exact_share", "THL: share of transfers byte-exact"),
     ("peer_events_used", "Peer events used per step"),
 )
@@ -58,7 +58,11 @@ def summarize(events: Iterable[Event]) -> dict[str, Any]:
             }
         elif isinstance(ev, LearnerStepCompleted):
             for key, value in ev.metrics.items():
-                if math.isfinite(value):
+                if not math.isfinite(value):
+                    continue
+                if key == "eval_accuracy_initial":  # measured before the first step
+                    series[ev.policy]["eval_accuracy"].insert(0, (0, value))
+                else:
                     series[ev.policy][key].append((ev.step, value))
         elif isinstance(ev, RunFinished):
             run.update(status=ev.status, **{k: v for k, v in ev.summary.items() if k != "status"})

@@ -7,36 +7,42 @@
 | xgrpo       | RewardSummary            | `xgrpo.py`       |
 | sgt         | SuccessVerified          | `sgt.py`         |
 
-`build_batch` is the one entry point the policy actor and the replayer call.
+`build_batch` (in `dispatch.py`) is the one entry point the policy actor and replay call. Only the
+config names are imported eagerly, so specs load without torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from mrl_actors.probes import independent, prp, sgt, xgrpo
-from mrl_actors.probes.common import ProbeBatch, ProbeContext, PromptInputs, Seen, Transferred
 from mrl_actors.probes.config import PROBE_NAMES, ProbeName, ProbesConfig
 
-# The event KIND each probe consumes from peers (None: no sharing).
-PEER_KIND: dict[ProbeName, str | None] = {
-    "independent": None,
-    "prp": "rollout",
-    "xgrpo": "reward",
-    "sgt": "success",
+if TYPE_CHECKING:
+    from mrl_actors.probes.common import (
+        ProbeBatch,
+        ProbeContext,
+        PromptInputs,
+        Seen,
+        Transferred,
+    )
+    from mrl_actors.probes.dispatch import PEER_KIND, build_batch
+
+_LAZY = {
+    "ProbeBatch": "mrl_actors.probes.common",
+    "ProbeContext": "mrl_actors.probes.common",
+    "PromptInputs": "mrl_actors.probes.common",
+    "Seen": "mrl_actors.probes.common",
+    "Transferred": "mrl_actors.probes.common",
+    "PEER_KIND": "mrl_actors.probes.dispatch",
+    "build_batch": "mrl_actors.probes.dispatch",
 }
 
 
-def build_batch(
-    probe: ProbeName, cfg: ProbesConfig, prompts: Sequence[PromptInputs], ctx: ProbeContext
-) -> ProbeBatch:
-    if probe == "independent":
-        return independent.build(prompts, ctx)
-    if probe == "prp":
-        return prp.build(prompts, ctx, cfg.prp)
-    if probe == "xgrpo":
-        return xgrpo.build(prompts, ctx, cfg.xgrpo)
-    return sgt.build(prompts, ctx, cfg.sgt)
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

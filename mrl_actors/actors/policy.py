@@ -1,0 +1,300 @@
+"""The policy actor: generate → verify → emit → read peers → THL → probe → GRPO step → emit.
+
+One long-lived anyio task per policy. Everything it knows comes from the log: at start it folds the
+run's experience events into `PolicyState` (so a killed actor resumes exactly), then follows the
+log live while it works. Each step:
+
+1. draws the step's prompts from the run's seeded prompt stream (every policy the same ids);
+2. samples a group per prompt, verifies it, and appends `RolloutGroupCompleted`, one
+   `SuccessVerified` per verified completion and a `RewardSummary` (skipped when the log already
+   holds them: a resumed step reuses its logged rollouts instead of sampling again);
+3. waits (bounded) until every peer has finished the same prompts, unless the probe shares nothing;
+4. hands its own groups and the pending peer events to the probe, then the learner;
+5. appends `LearnerStepCompleted` with every sequence it consumed, the weights' checksum and the
+   metrics; every `eval_every` steps it measures greedy accuracy, every `checkpoint_every` steps it
+   saves a checkpoint (`CheckpointSaved`), and it reports its throughput (`ThroughputReported`).
+
+Blocking work (sampling, THL, the learner step) runs in worker threads so the loop keeps folding.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+from anyio.abc import TaskStatus
+
+from mrl_actors.actors.runtime import PolicyRuntime, checkpoint_dir
+from mrl_actors.actors.state import (
+    FOLDED_KINDS,
+    PolicyState,
+    assemble,
+    evolve,
+    peers_ready,
+    rollout_id,
+    take_peer_events,
+)
+from mrl_actors.events import (
+    CheckpointSaved,
+    ConsumedEvent,
+    Event,
+    LearnerStepCompleted,
+    RewardSummary,
+    RolloutGroupCompleted,
+    SuccessVerified,
+    ThroughputReported,
+    event_id,
+    pack_f32,
+)
+from mrl_actors.logs import get_logger
+from mrl_actors.probes import PEER_KIND, Seen
+from mrl_actors.tasks import derive_seed
+
+FOLLOW_POLL_S = 0.05
+
+
+@dataclass
+class ActorOptions:
+    node: str = "local"
+    # called after each learner step with (policy, step, metrics): progress bars, tests
+    on_step: Callable[[str, int, dict[str, float]], None] | None = None
+    # stop after this many steps in this process (tests that kill a run mid-way); None: run all
+    stop_after: int | None = None
+
+
+class PolicyActor:
+    def __init__(self, log: Any, rt: PolicyRuntime, run_dir: Path, opts: ActorOptions) -> None:
+        self.log = log
+        self.rt = rt
+        self.spec = rt.spec
+        self.run_id = rt.spec.run.name
+        self.name = rt.name
+        self.run_dir = run_dir
+        self.opts = opts
+        self.probe = rt.spec.run.probe
+        self.peers = [p.name for p in rt.spec.policies if p.name != self.name]
+        self.state = PolicyState(policy=self.name, peer_kind=PEER_KIND[self.probe])
+        self._log = get_logger(__name__, run=self.run_id, actor="policy", policy=self.name)
+        self._writer: Any = None
+        self._eval_items = rt.task.items(derive_seed(rt.spec.run.seed, "eval"))[
+            : rt.spec.run.eval_size
+        ]
+
+    # ------------------------------------------------------------------ fold
+
+    async def rebuild(self) -> None:
+        """Fold every experience event already in the log (resume starts here)."""
+        async for rec in self.log.read(start_seq=1, kinds=FOLDED_KINDS):
+            self.state = evolve(self.state, Seen(rec.seq, rec.event))
+
+    async def follow(self) -> None:
+        """Keep folding new events as they are stored."""
+        async for rec in self.log.read(
+            start_seq=self.state.last_seq + 1, kinds=FOLDED_KINDS, follow=True
+        ):
+            self.state = evolve(self.state, Seen(rec.seq, rec.event))
+
+    async def _until(self, ready: Callable[[], bool], timeout: float) -> bool:
+        with anyio.move_on_after(timeout):
+            while not ready():
+                await anyio.sleep(FOLLOW_POLL_S)
+            return True
+        return ready()
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        from mrl_actors.log import OwnedWriter
+
+        self._writer = OwnedWriter(self.log, self.name)
+        await self._writer.resume(
+            ["rollout", "reward", "success", "learner", "checkpoint", "throughput"]
+        )
+        await self.rebuild()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.follow)
+            task_status.started()
+            done_here = 0
+            initial_acc = None
+            if self.state.version == 0:
+                initial_acc = await anyio.to_thread.run_sync(self.rt.evaluate, self._eval_items)
+            while self.state.version < self.spec.run.steps:
+                if self.opts.stop_after is not None and done_here >= self.opts.stop_after:
+                    break
+                await self.step(self.state.version, initial_acc)
+                initial_acc = None
+                done_here += 1
+            tg.cancel_scope.cancel()
+
+    async def step(self, version: int, initial_acc: float | None) -> None:
+        run, spec = self.run_id, self.spec.run
+        t_start = time.perf_counter()
+        items = self.rt.task.sample(spec.seed, version, spec.prompts_per_step)
+        ids = [rollout_id(run, self.name, version, j, it.prompt_id) for j, it in enumerate(items)]
+
+        # 1-2: own rollouts, reused from the log when a killed run already wrote them
+        gen_tokens, t_gen = 0, 0.0
+        if not all(i in self.state.own for i in ids):
+            t0 = time.perf_counter()
+            groups = await anyio.to_thread.run_sync(self.rt.rollouts, run, version, items, ids)
+            t_gen = time.perf_counter() - t0
+            gen_tokens = sum(c.token_ids_array().size for g in groups for c in g.completions)
+            missing = [g for g in groups if g.event_id not in self.state.own]
+            seqs = await self._writer.append_many(self._experience_events(missing))
+            if seqs:
+                await self._until(lambda: self.state.last_seq >= max(seqs), 60.0)
+        own = [self.state.own[i] for i in ids]
+
+        # 3: peers on the same prompts (bounded wait; XGRPO/PRP/SGT only)
+        prompt_ids = [it.prompt_id for it in items]
+        waited = 0.0
+        if self.state.peer_kind is not None and self.peers:
+            t0 = time.perf_counter()
+            min_version = version - self.spec.probes.sharing.max_staleness
+            await self._until(
+                lambda: peers_ready(self.state, self.peers, prompt_ids, min_version),
+                self.spec.probes.sharing.wait_for_peers_s,
+            )
+            waited = time.perf_counter() - t0
+        peer_events = take_peer_events(self.state, prompt_ids) if self.state.peer_kind else []
+
+        # 4: probe and learner
+        inputs = assemble(own, peer_events)
+        _, metrics = await anyio.to_thread.run_sync(self.rt.learn, self.probe, inputs, version)
+        step = version + 1
+        rewards = np.concatenate([g.event.rewards_array() for g in own])
+        successes = [c.success for g in own for c in g.event.completions]
+        metrics.update(
+            reward_mean=float(rewards.mean()),
+            success_rate=float(np.mean(successes)),
+            peer_wait_s=waited,
+            gen_time_s=t_gen,
+        )
+        if initial_acc is not None:
+            metrics["eval_accuracy_initial"] = initial_acc
+        if step % spec.eval_every == 0 or step == spec.steps:
+            metrics["eval_accuracy"] = await anyio.to_thread.run_sync(
+                self.rt.evaluate, self._eval_items
+            )
+        metrics["step_time_s"] = time.perf_counter() - t_start
+
+        # 5: the step, in the log
+        consumed = [ConsumedEvent(s.seq, s.event.event_id) for s in own]
+        consumed += [ConsumedEvent(s.seq, s.event.event_id) for s in peer_events]
+        sha = await anyio.to_thread.run_sync(self.rt.learner.state_dict_sha256)
+        seq = await self._writer.append(
+            LearnerStepCompleted(
+                run=run,
+                source=self.name,
+                event_id=event_id("learner", run, self.name, step),
+                time_ns=time.time_ns(),
+                policy=self.name,
+                step=step,
+                probe=self.probe,
+                consumed=consumed,
+                weights_sha256=sha,
+                metrics=metrics,
+            )
+        )
+        await self._until(lambda: self.state.last_seq >= seq, 60.0)
+        if step % spec.checkpoint_every == 0 or step == spec.steps:
+            await self.checkpoint(step, sha)
+        await self._throughput(step, gen_tokens, t_gen, metrics)
+        self._log.info(
+            "step",
+            step=step,
+            reward=metrics["reward_mean"],
+            acc=metrics.get("eval_accuracy"),
+            consumed=len(consumed),
+        )
+        if self.opts.on_step is not None:
+            self.opts.on_step(self.name, step, metrics)
+
+    def _experience_events(self, groups: list[RolloutGroupCompleted]) -> list[Event]:
+        """For each group: the group, one SuccessVerified per verified completion, the summary.
+
+        The summary comes last: a peer that has seen it has seen the rest (one writer, in order).
+        """
+        out: list[Event] = []
+        for g in groups:
+            out.append(g)
+            key = g.event_id.split("/", 3)[3]  # step/index/prompt: unique per group
+            for i, c in enumerate(g.completions):
+                if c.success:
+                    out.append(
+                        SuccessVerified(
+                            run=g.run,
+                            source=g.source,
+                            event_id=event_id("success", g.run, g.source, key, i),
+                            time_ns=g.time_ns,
+                            policy=g.policy,
+                            policy_version=g.policy_version,
+                            prompt_id=g.prompt_id,
+                            prompt_text=g.prompt_text,
+                            completion_index=i,
+                            completion=c,
+                            tokenizer_fingerprint=g.tokenizer_fingerprint,
+                        )
+                    )
+            rewards = g.rewards_array()
+            out.append(
+                RewardSummary(
+                    run=g.run,
+                    source=g.source,
+                    event_id=event_id("reward", g.run, g.source, key),
+                    time_ns=g.time_ns,
+                    policy=g.policy,
+                    policy_version=g.policy_version,
+                    prompt_id=g.prompt_id,
+                    rewards=pack_f32(rewards),
+                    success_rate=float(np.mean([c.success for c in g.completions])),
+                )
+            )
+        return out
+
+    async def checkpoint(self, step: int, sha: str) -> None:
+        path = checkpoint_dir(self.run_dir, self.name, step)
+        await anyio.to_thread.run_sync(self.rt.learner.save_checkpoint, path, self.rt.tokenizer)
+        await self._writer.append(
+            CheckpointSaved(
+                run=self.run_id,
+                source=self.name,
+                event_id=event_id("checkpoint", self.run_id, self.name, step),
+                time_ns=time.time_ns(),
+                policy=self.name,
+                step=step,
+                path=str(path),
+                weights_sha256=sha,
+            )
+        )
+
+    async def _throughput(
+        self, step: int, gen_tokens: int, t_gen: float, metrics: dict[str, float]
+    ) -> None:
+        g = self.spec.run.group_size * self.spec.run.prompts_per_step
+        await self._writer.append_many(
+            [
+                ThroughputReported(
+                    run=self.run_id,
+                    source=self.name,
+                    event_id=event_id("throughput", self.run_id, self.name, role, step),
+                    time_ns=time.time_ns(),
+                    node=self.opts.node,
+                    policy=self.name,
+                    role=role,  # type: ignore[arg-type]
+                    window_s=window,
+                    tokens_per_s=tokens / window if window > 0 else 0.0,
+                    samples_per_s=g / window if window > 0 else 0.0,
+                    step_time_s=metrics["step_time_s"],
+                )
+                for role, tokens, window in (
+                    ("rollout", gen_tokens, t_gen),
+                    ("learner", gen_tokens, metrics["learn_time_s"]),
+                )
+            ]
+        )

@@ -1,0 +1,236 @@
+"""The torch side of one policy: model, tokenizer, learner, rollout engine, THL vocabularies.
+
+Kept apart from the actor loop so that the loop only moves events, and so that replay can build the
+same runtime from a checkpoint and re-feed logged inputs without generating anything.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mrl_actors.events import Completion, RolloutGroupCompleted
+from mrl_actors.probes import ProbeBatch, ProbeContext, ProbeName, PromptInputs, build_batch
+from mrl_actors.probes.common import Transferred
+from mrl_actors.spec import PolicySpec, RunSpec
+from mrl_actors.tasks import Task, TaskItem, derive_seed
+
+INITIAL = "step-0"  # the checkpoint every replay and resume starts from
+
+
+def cache_dir() -> Path:
+    """Where warm-started tiny models are kept between runs (`MRL_CACHE_DIR` overrides)."""
+    default = Path.home() / ".cache" / "mrl-actors" / "models"
+    return Path(os.environ.get("MRL_CACHE_DIR", default))
+
+
+def checkpoint_dir(run_dir: Path, policy: str, step: int) -> Path:
+    return run_dir / "checkpoints" / policy / f"step-{step}"
+
+
+def load_initial_model(spec: RunSpec, policy: PolicySpec, task: Task) -> tuple[Any, Any]:
+    """The policy's starting weights: a cached warm-started tiny model, or a real checkpoint."""
+    from mrl_actors.models import load_model, tiny_policy
+
+    if policy.tiny is None:
+        return load_model(policy.model)
+    t = policy.tiny
+    return tiny_policy(
+        policy.model,
+        cache_dir(),
+        task,
+        hidden_size=t.hidden_size,
+        layers=t.layers,
+        heads=t.heads,
+        seed=spec.run.seed,
+        warm_steps=t.warm_start_steps,
+    )
+
+
+@dataclass
+class PolicyRuntime:
+    """Everything one policy computes with; built by `build_runtime`."""
+
+    spec: RunSpec
+    policy: PolicySpec
+    task: Task
+    model: Any
+    tokenizer: Any
+    learner: Any  # GRPOLearner
+    engine: Any  # RolloutEngine
+    vocab: Any  # thl.Vocab of this policy
+    peer_vocabs: dict[str, Any]  # peer policy -> thl.Vocab
+
+    @property
+    def name(self) -> str:
+        return self.policy.name
+
+    def render(self, item: TaskItem) -> np.ndarray:
+        """int32 [P]: the prompt as this policy was warm-started on it."""
+        from mrl_actors.rollout.prompts import encode_prompt
+
+        return encode_prompt(self.tokenizer, self.task.prompt_text(item))
+
+    # ----------------------------------------------------------------- THL
+
+    def transfer(self, peer: str, completion: Completion) -> Transferred:
+        """A peer's completion in this policy's tokens, checked against the THL budget."""
+        from mrl_actors.thl import transfer
+
+        t = transfer(
+            self.peer_vocabs[peer],
+            self.vocab,
+            completion.token_ids_array(),
+            logprobs=completion.logprobs_array().astype(np.float64),
+            budget=self.spec.thl.budget,
+            logprob_rule=self.spec.thl.logprob_rule,
+        )
+        logprobs = t.logprobs if t.logprobs is not None else np.zeros(t.ids.size)
+        return Transferred(
+            ids=t.ids.astype(np.int32),
+            logprobs=logprobs,
+            loss_mask=t.loss_mask,
+            exact=bool(t.residual.exact),
+            rejected=t.rejected,
+            reason=t.reason,
+        )
+
+    def probe_context(self, version: int) -> ProbeContext:
+        return ProbeContext(
+            version=version,
+            scale_rewards=self.policy.grpo.scale_rewards,
+            max_staleness=self.spec.probes.sharing.max_staleness,
+            transfer=self.transfer,
+        )
+
+    # ----------------------------------------------------------------- learn
+
+    def learn(
+        self, probe: ProbeName, inputs: list[PromptInputs], version: int
+    ) -> tuple[ProbeBatch, dict[str, float]]:
+        """Build the probe's batch and take one learner step on it (blocking: run in a thread)."""
+        t0 = time.perf_counter()
+        batch = build_batch(probe, self.spec.probes, inputs, self.probe_context(version))
+        t1 = time.perf_counter()
+        metrics = self.learner.step(batch.on_policy, batch.off_policy, batch.off_policy_loss)
+        self.engine.sync_weights(self.model, self.learner.version)
+        metrics = {f"learner_{k}" if k in ("version",) else k: v for k, v in metrics.items()}
+        metrics.update(batch.metrics.as_dict())
+        metrics["probe_time_s"] = t1 - t0
+        metrics["learn_time_s"] = time.perf_counter() - t1
+        metrics["off_policy_samples"] = float(len(batch.off_policy))
+        return batch, metrics
+
+    # ----------------------------------------------------------------- generate
+
+    def rollouts(
+        self, run: str, step: int, items: list[TaskItem], ids: list[str]
+    ) -> list[RolloutGroupCompleted]:
+        """Sample, verify and package one group per item (blocking: run in a thread)."""
+        from mrl_actors.events import pack_f32, pack_i32
+
+        g = self.spec.run.group_size
+        prompts = [self.render(item) for item in items]
+        seed = derive_seed(self.spec.run.seed, self.name, "rollout", step)
+        generations = self.engine.generate(prompts, n=g, seed=seed % (2**62))
+        out = []
+        for item, prompt, gens, eid in zip(items, prompts, generations, ids, strict=True):
+            completions = []
+            for gen in gens:
+                verdict = self.task.verify(gen.text, item)
+                completions.append(
+                    Completion(
+                        token_ids=pack_i32(gen.token_ids),
+                        logprobs=pack_f32(gen.logprobs),
+                        text=gen.text,
+                        finish_reason=gen.finish_reason,
+                        reward=float(verdict.reward),
+                        success=bool(verdict.success),
+                        verdict=verdict.reason[:200],
+                    )
+                )
+            out.append(
+                RolloutGroupCompleted(
+                    run=run,
+                    source=self.name,
+                    event_id=eid,
+                    time_ns=time.time_ns(),
+                    policy=self.name,
+                    policy_version=step,
+                    prompt_id=item.prompt_id,
+                    prompt_text=self.task.prompt_text(item),
+                    prompt_token_ids=pack_i32(prompt),
+                    temperature=self.policy.engine.sampling.temperature,
+                    tokenizer_fingerprint=self.vocab.fingerprint,
+                    completions=completions,
+                )
+            )
+        return out
+
+    def evaluate(self, items: list[TaskItem]) -> float:
+        """Greedy accuracy on `items` (blocking: run in a thread)."""
+        import torch
+
+        tok = self.tokenizer
+        max_new = self.policy.engine.sampling.max_new_tokens
+        self.model.eval()
+        correct = 0
+        with torch.no_grad():
+            for start in range(0, len(items), 32):
+                chunk = items[start : start + 32]
+                prompts = [self.render(item) for item in chunk]
+                width = max(len(p) for p in prompts)
+                ids = torch.full((len(chunk), width), tok.pad_token_id or 0, dtype=torch.long)
+                attn = torch.zeros_like(ids)
+                for i, p in enumerate(prompts):
+                    ids[i, width - len(p) :] = torch.from_numpy(p.astype(np.int64))
+                    attn[i, width - len(p) :] = 1
+                out = self.model.generate(
+                    input_ids=ids,
+                    attention_mask=attn,
+                    do_sample=False,
+                    max_new_tokens=max_new,
+                    pad_token_id=tok.pad_token_id or 0,
+                    eos_token_id=tok.eos_token_id,
+                )
+                for item, row in zip(chunk, out[:, width:], strict=True):
+                    text = tok.decode(row, skip_special_tokens=True)
+                    correct += int(self.task.verify(text, item).success)
+        self.model.train()
+        return correct / max(len(items), 1)
+
+
+def build_runtime(
+    spec: RunSpec, policy: PolicySpec, task: Task, *, weights_dir: Path | None = None
+) -> PolicyRuntime:
+    """A runtime for `policy`: from `weights_dir` when given (replay, resume), else its start."""
+    from mrl_actors.grpo import GRPOLearner
+    from mrl_actors.models import load_model
+    from mrl_actors.rollout.base import make_engine
+    from mrl_actors.thl import load_vocab
+
+    if weights_dir is not None:
+        model, tokenizer = load_model(weights_dir)
+    else:
+        model, tokenizer = load_initial_model(spec, policy, task)
+    learner = GRPOLearner(
+        model, policy.grpo, seed=spec.run.seed, pad_id=tokenizer.pad_token_id or 0
+    )
+    engine = make_engine(policy.engine, model, tokenizer)
+    vocabs = {p.name: load_vocab(p.model) for p in spec.policies}
+    return PolicyRuntime(
+        spec=spec,
+        policy=policy,
+        task=task,
+        model=model,
+        tokenizer=tokenizer,
+        learner=learner,
+        engine=engine,
+        vocab=vocabs[policy.name],
+        peer_vocabs=vocabs,
+    )

@@ -1,0 +1,154 @@
+"""A policy actor's state as a pure fold over the run's events, and the assembly of a step.
+
+The state is rebuilt from the log at every start (`evolve` over the events in sequence order), so a
+killed actor resumes exactly where the log says it was: the learner steps it took, the peer events
+those steps consumed (never applied twice), its own rollouts not yet learned from, and the peer
+events still waiting for their prompt.
+
+`assemble` is shared by the live actor and by replay: the same consumed events in the same order
+give the same `PromptInputs`, which is what makes a replayed learner step bitwise identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+from mrl_actors.events import (
+    Event,
+    LearnerStepCompleted,
+    RewardSummary,
+    RolloutGroupCompleted,
+    SuccessVerified,
+    event_id,
+)
+from mrl_actors.probes import PromptInputs, Seen
+
+PeerEvent = RolloutGroupCompleted | RewardSummary | SuccessVerified
+# Kinds a policy actor folds: its own and its peers' experience, and learner steps.
+FOLDED_KINDS = ("rollout", "reward", "success", "learner")
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """What a policy knows from the log. Never mutated: `evolve` returns a new one."""
+
+    policy: str
+    peer_kind: str | None  # the event kind its probe reads from peers (None: independent)
+    last_seq: int = 0  # highest stream sequence folded (idempotence: lower ones are ignored)
+    version: int = 0  # learner steps taken (= its policy version)
+    used: frozenset[int] = frozenset()  # sequences consumed by its learner steps
+    # its own rollout groups not yet consumed, by event id
+    own: Mapping[str, Seen[RolloutGroupCompleted]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    # peer events of `peer_kind` not yet consumed, by prompt id, in sequence order
+    pending: Mapping[str, tuple[Seen[PeerEvent], ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    # (peer, prompt id) -> highest policy version at which the peer finished that prompt
+    peer_done: Mapping[tuple[str, str], int] = field(default_factory=lambda: MappingProxyType({}))
+
+
+def evolve(state: PolicyState, seen: Seen[Event]) -> PolicyState:
+    """The state after one more event. Events at or below `last_seq` change nothing."""
+    if seen.seq <= state.last_seq:
+        return state
+    ev = seen.event
+    state = replace(state, last_seq=seen.seq)
+    if isinstance(ev, LearnerStepCompleted) and ev.policy == state.policy:
+        consumed = frozenset(c.seq for c in ev.consumed)
+        own = {k: v for k, v in state.own.items() if v.seq not in consumed}
+        pending = {
+            k: kept
+            for k, v in state.pending.items()
+            if (kept := tuple(s for s in v if s.seq not in consumed))
+        }
+        return replace(
+            state,
+            version=ev.step,
+            used=state.used | consumed,
+            own=MappingProxyType(own),
+            pending=MappingProxyType(pending),
+        )
+    if seen.seq in state.used:
+        return state
+    if isinstance(ev, RolloutGroupCompleted) and ev.policy == state.policy:
+        own = {**state.own, ev.event_id: Seen(seen.seq, ev)}
+        return replace(state, own=MappingProxyType(own))
+    if not isinstance(ev, RolloutGroupCompleted | RewardSummary | SuccessVerified):
+        return state
+    if ev.policy == state.policy:
+        return state
+    if isinstance(ev, RewardSummary):
+        key = (ev.policy, ev.prompt_id)
+        done = max(state.peer_done.get(key, -1), ev.policy_version)
+        state = replace(state, peer_done=MappingProxyType({**state.peer_done, key: done}))
+    if state.peer_kind == ev.KIND:
+        queued = (*state.pending.get(ev.prompt_id, ()), Seen(seen.seq, ev))
+        state = replace(state, pending=MappingProxyType({**state.pending, ev.prompt_id: queued}))
+    return state
+
+
+def rollout_id(run: str, policy: str, step: int, index: int, prompt_id: str) -> str:
+    """The deterministic id of a policy's group for the `index`-th prompt of `step`."""
+    return event_id("rollout", run, policy, step, index, prompt_id)
+
+
+def peers_ready(
+    state: PolicyState, peers: Sequence[str], prompt_ids: Sequence[str], min_version: int
+) -> bool:
+    """Every peer has finished every prompt at a version of at least `min_version`."""
+    return all(
+        state.peer_done.get((peer, pid), -1) >= min_version for peer in peers for pid in prompt_ids
+    )
+
+
+def take_peer_events(state: PolicyState, prompt_ids: Sequence[str]) -> list[Seen[PeerEvent]]:
+    """The pending peer events for these prompts, in sequence order (what a step consumes)."""
+    wanted = set(prompt_ids)
+    out = [s for pid, queued in state.pending.items() if pid in wanted for s in queued]
+    return sorted(out, key=lambda s: s.seq)
+
+
+def assemble(
+    own: Sequence[Seen[RolloutGroupCompleted]], peers: Sequence[Seen[PeerEvent]]
+) -> list[PromptInputs]:
+    """The probe's inputs: one entry per own group (in step order), peer events by prompt.
+
+    A peer event goes to the first own group on its prompt; `peers` must be in sequence order.
+    """
+    by_prompt: dict[str, list[Seen[PeerEvent]]] = {}
+    for s in peers:
+        by_prompt.setdefault(s.event.prompt_id, []).append(s)
+    out: list[PromptInputs] = []
+    seen_prompts: set[str] = set()
+    for group in own:
+        pid = group.event.prompt_id
+        mine = by_prompt.get(pid, []) if pid not in seen_prompts else []
+        seen_prompts.add(pid)
+        out.append(
+            PromptInputs(
+                own=group,
+                peer_rollouts=[s for s in mine if isinstance(s.event, RolloutGroupCompleted)],  # type: ignore[misc]
+                peer_rewards=[s for s in mine if isinstance(s.event, RewardSummary)],  # type: ignore[misc]
+                peer_successes=[s for s in mine if isinstance(s.event, SuccessVerified)],  # type: ignore[misc]
+            )
+        )
+    return out
+
+
+def split_consumed(
+    policy: str, records: Sequence[Seen[Event]]
+) -> tuple[list[Seen[RolloutGroupCompleted]], list[Seen[PeerEvent]]]:
+    """Replay's side of `assemble`: consumed events back into own groups and peer events."""
+    own: list[Seen[RolloutGroupCompleted]] = []
+    peers: list[Seen[PeerEvent]] = []
+    for s in records:
+        ev = s.event
+        if isinstance(ev, RolloutGroupCompleted) and ev.policy == policy:
+            own.append(Seen(s.seq, ev))
+        elif isinstance(ev, RolloutGroupCompleted | RewardSummary | SuccessVerified):
+            peers.append(Seen(s.seq, ev))
+    return own, sorted(peers, key=lambda s: s.seq)

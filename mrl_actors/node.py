@@ -1,0 +1,100 @@
+"""A node hosts policy actors on one machine, in one anyio task group.
+
+`mrl run` runs one node in its own process next to the embedded server; `mrl-node` runs the same
+code as a daemon that joins a server by URL and hosts the policies it is given. Before an actor
+starts, its policy is brought to the last step its log records (from the `step-0` checkpoint,
+replaying the logged inputs), so a killed node resumes where the log says it was.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from mrl_actors.actors.policy import ActorOptions, PolicyActor
+from mrl_actors.actors.runtime import PolicyRuntime, build_runtime, checkpoint_dir
+from mrl_actors.events import NodeJoined, NodeLeft, event_id
+from mrl_actors.logs import get_logger
+from mrl_actors.spec import PolicySpec, RunSpec
+from mrl_actors.tasks import make_task
+
+
+def prepare_runtime(spec: RunSpec, policy: PolicySpec, run_dir: Path) -> PolicyRuntime:
+    """The policy at step 0: from its `step-0` checkpoint, saved on the first start."""
+    task = make_task(spec.task)
+    start = checkpoint_dir(run_dir, policy.name, 0)
+    if (start / "config.json").exists():
+        return build_runtime(spec, policy, task, weights_dir=start)
+    rt = build_runtime(spec, policy, task)
+    rt.learner.save_checkpoint(start, rt.tokenizer)
+    return rt
+
+
+def set_threads(n_policies: int) -> None:
+    """Share the cores between policies; fixed per machine so replays see the same arithmetic."""
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, n_policies)))
+
+
+async def run_node(
+    log: Any,
+    spec: RunSpec,
+    run_dir: Path,
+    *,
+    node: str = "local",
+    policies: Sequence[str] | None = None,
+    opts: ActorOptions | None = None,
+) -> None:
+    """Host `policies` (all of the spec's by default) until each has taken its steps."""
+    from mrl_actors.replay import replay
+
+    chosen = [p for p in spec.policies if policies is None or p.name in policies]
+    opts = opts or ActorOptions(node=node)
+    logger = get_logger(__name__, run=spec.run.name, node=node)
+    set_threads(len(chosen))
+    await log.append(
+        NodeJoined(
+            run=spec.run.name,
+            source=node,
+            event_id=event_id("node", spec.run.name, node, "joined", time.time_ns()),
+            time_ns=time.time_ns(),
+            node=node,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            slots=len(chosen),
+            devices=["cpu"],
+        )
+    )
+    reason = "completed"
+    try:
+        actors = []
+        for p in chosen:
+            rt = await anyio.to_thread.run_sync(prepare_runtime, spec, p, run_dir)
+            replayed = await replay(log, rt)
+            logger.info("policy_ready", policy=p.name, replayed_steps=replayed)
+            actors.append(PolicyActor(log, rt, run_dir, opts))
+        async with anyio.create_task_group() as tg:
+            for actor in actors:
+                await tg.start(actor.run)
+    except BaseException as exc:
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        raise
+    finally:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            await log.append(
+                NodeLeft(
+                    run=spec.run.name,
+                    source=node,
+                    event_id=event_id("node", spec.run.name, node, "left", time.time_ns()),
+                    time_ns=time.time_ns(),
+                    node=node,
+                    reason=reason,
+                )
+            )

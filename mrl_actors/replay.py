@@ -1,0 +1,73 @@
+"""Exact replay: re-feed a policy's learner the inputs its `LearnerStepCompleted` events recorded.
+
+Each learner step names the stream sequences it consumed. Replay fetches exactly those events,
+assembles them as the live actor did (`actors.state.assemble`), runs the same probe and learner
+step, and checks the weights' sha256 against the one the step logged. On CPU the match is bitwise
+(same thread count); a mismatch raises `ReplayMismatchError` naming the step.
+
+Resume uses it to bring a restarted policy back to its last logged step from its `step-0`
+checkpoint, so a resumed run continues from weights the log vouches for.
+"""
+
+from __future__ import annotations
+
+import anyio
+
+from mrl_actors.actors.runtime import PolicyRuntime
+from mrl_actors.actors.state import assemble, split_consumed
+from mrl_actors.errors import MrlError
+from mrl_actors.events import LearnerStepCompleted
+from mrl_actors.logs import get_logger
+from mrl_actors.probes import Seen
+from mrl_actors.probes.config import PROBE_NAMES, ProbeName
+
+
+class ReplayMismatchError(MrlError):
+    """Replayed weights differ from the checksum a learner step logged."""
+
+
+async def learner_steps(log: object, policy: str) -> list[LearnerStepCompleted]:
+    """A policy's learner steps in log order."""
+    out = []
+    async for rec in log.read(start_seq=1, kinds=["learner"], sources=[policy]):  # type: ignore[attr-defined]
+        if isinstance(rec.event, LearnerStepCompleted) and rec.event.policy == policy:
+            out.append(rec.event)
+    return out
+
+
+async def replay(
+    log: object, rt: PolicyRuntime, *, upto: int | None = None, verify: bool = True
+) -> int:
+    """Re-run `rt`'s logged learner steps 1..`upto` (all by default); returns the steps replayed."""
+    steps = await learner_steps(log, rt.name)
+    steps = steps[:upto] if upto is not None else steps
+    logger = get_logger(__name__, policy=rt.name)
+    for ev in steps:
+        records = []
+        for c in ev.consumed:
+            rec = await log.get(c.seq)  # type: ignore[attr-defined]
+            if rec.event.event_id != c.event_id:
+                raise ReplayMismatchError(
+                    f"{rt.name} step {ev.step}: seq {c.seq} holds {rec.event.event_id!r}, the step "
+                    f"recorded {c.event_id!r}"
+                )
+            records.append(Seen(rec.seq, rec.event))
+        own, peers = split_consumed(rt.name, records)
+        probe = _probe(ev)
+        await anyio.to_thread.run_sync(rt.learn, probe, assemble(own, peers), ev.step - 1)
+        if verify:
+            sha = await anyio.to_thread.run_sync(rt.learner.state_dict_sha256)
+            if sha != ev.weights_sha256:
+                raise ReplayMismatchError(
+                    f"{rt.name} step {ev.step}: replayed weights {sha[:12]} differ from the "
+                    f"logged {ev.weights_sha256[:12]}"
+                )
+        logger.debug("replayed", step=ev.step)
+    return len(steps)
+
+
+def _probe(ev: LearnerStepCompleted) -> ProbeName:
+    for name in PROBE_NAMES:
+        if name == ev.probe:
+            return name
+    raise ReplayMismatchError(f"{ev.policy} step {ev.step}: unknown probe {ev.probe!r} in the log")

@@ -1,0 +1,234 @@
+"""`mrl run`: the single-machine main job, top to bottom: setup → node → report → cleanup.
+
+A run directory holds everything a run is:
+
+    DIR/spec.toml         the spec as run (resume reads it back)
+    DIR/nats/             the JetStream store of the embedded server (the log)
+    DIR/server.json       url, token and pid of the server while the run is live
+    DIR/checkpoints/<policy>/step-<k>/   safetensors checkpoints; step-0 is the start
+    DIR/run.log           structured logs (JSON lines)
+    DIR/summary.json      the run folded from its log
+    DIR/report.html       the same, with plots
+
+`--compare` runs the spec once per probe (and per seed) into DIR/<probe>-s<seed>/ and writes the
+paper-style table to DIR/compare.md and DIR/compare.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from mrl_actors import __version__
+from mrl_actors.actors.policy import ActorOptions
+from mrl_actors.errors import ConfigError
+from mrl_actors.events import PolicyRegistered, RunFinished, RunStarted, event_id
+from mrl_actors.logs import get_logger
+from mrl_actors.probes import PROBE_NAMES, ProbeName
+from mrl_actors.spec import RunSpec, load_spec
+
+SPEC_FILE = "spec.toml"
+
+
+def code_version() -> str:
+    """The package version, plus the git revision when run from a checkout."""
+    head = Path(__file__).resolve().parents[1] / ".git" / "HEAD"
+    try:
+        ref = head.read_text().strip()
+        if ref.startswith("ref: "):
+            ref = (head.parent / ref[5:]).read_text().strip()
+        return f"{__version__}+g{ref[:12]}"
+    except OSError:
+        return __version__
+
+
+def _stop_stale_server(run_dir: Path) -> None:
+    """A killed `mrl run` can leave its nats-server child behind: stop it by its recorded pid."""
+    from mrl_actors.server import SERVER_INFO, read_server_info
+
+    info = read_server_info(run_dir)
+    if info is None:
+        return
+    try:
+        os.kill(info.pid, signal.SIGTERM)
+        for _ in range(100):
+            time.sleep(0.05)
+            os.kill(info.pid, 0)
+        os.kill(info.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    (run_dir / SERVER_INFO).unlink(missing_ok=True)
+
+
+async def _open_log(spec: RunSpec, run_dir: Path, stack: Any) -> Any:
+    """Connect to the spec's server, or start the embedded one in DIR/nats; open the run's log."""
+    from mrl_actors.connection import ConnectionConfig, connect
+    from mrl_actors.log import EventLog, LogConfig
+    from mrl_actors.server import STORE_SUBDIR, EmbeddedServer, write_server_info
+
+    if spec.server.url:
+        cfg = ConnectionConfig.from_env(url=spec.server.url)
+    else:
+        _stop_stale_server(run_dir)
+        srv = await stack.enter_async_context(
+            EmbeddedServer(run_dir / STORE_SUBDIR, sync_interval=spec.server.sync_interval)
+        )
+        write_server_info(run_dir, srv.info(run=spec.run.name))
+        cfg = ConnectionConfig(url=srv.url, token=srv.token)
+    nc = await connect(cfg)
+    stack.push_async_callback(nc.close)
+    return await EventLog.open(nc, spec.run.name, LogConfig(replicas=spec.server.replicas))
+
+
+async def _record_start(log: Any, spec: RunSpec, spec_text: str) -> None:
+    """RunStarted and PolicyRegistered, once per run (a resumed run finds them in the log)."""
+    from mrl_actors.thl import load_vocab
+
+    have = {rec.event.event_id async for rec in log.read(start_seq=1, kinds=["run", "policy"])}
+    run = spec.run.name
+    events: list[Any] = []
+    started = event_id("run", run, "mrl", "started")
+    if started not in have:
+        events.append(
+            RunStarted(
+                run=run,
+                source="mrl",
+                event_id=started,
+                time_ns=time.time_ns(),
+                spec_toml=spec_text,
+                seed=spec.run.seed,
+                code_version=code_version(),
+                probes=[spec.run.probe],
+            )
+        )
+    for p in spec.policies:
+        eid = event_id("policy", run, p.name, "registered")
+        if eid in have:
+            continue
+        vocab = await anyio.to_thread.run_sync(load_vocab, p.model)
+        events.append(
+            PolicyRegistered(
+                run=run,
+                source=p.name,
+                event_id=eid,
+                time_ns=time.time_ns(),
+                policy=p.name,
+                family=_family(p.model),
+                model_path=p.model,
+                tokenizer_fingerprint=vocab.fingerprint,
+                probe=spec.run.probe,
+                engine=p.engine.kind,
+                options={
+                    **spec.probes.options_for(spec.run.probe),
+                    "grpo": _builtins(p.grpo),
+                    "sampling": _builtins(p.engine.sampling),
+                    "tiny": _builtins(p.tiny) if p.tiny else None,
+                },
+            )
+        )
+    if events:
+        await log.append_many(events)
+
+
+def _builtins(obj: Any) -> Any:
+    import msgspec
+
+    return msgspec.to_builtins(obj)
+
+
+def _family(model: str) -> str:
+    try:
+        return str(json.loads((Path(model) / "config.json").read_text())["model_type"])
+    except (OSError, KeyError, ValueError):
+        return "unknown"
+
+
+async def run_once(
+    spec: RunSpec,
+    spec_text: str,
+    run_dir: Path,
+    *,
+    on_step: Callable[[str, int, dict[str, float]], None] | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """One run of one probe into `run_dir`; returns its summary (also written to disk)."""
+    from contextlib import AsyncExitStack
+
+    from mrl_actors.node import run_node
+    from mrl_actors.report import render_html, summarize
+    from mrl_actors.server import SERVER_INFO
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / SPEC_FILE).write_text(spec_text, encoding="utf-8")
+    logger = get_logger(__name__, run=spec.run.name)
+    t0 = time.perf_counter()
+    async with AsyncExitStack() as stack:
+        log = await _open_log(spec, run_dir, stack)
+        await _record_start(log, spec, spec_text)
+        opts = ActorOptions(on_step=on_step, stop_after=stop_after)
+        await run_node(log, spec, run_dir, opts=opts)
+        finished = stop_after is None
+        if finished:
+            await log.append(
+                RunFinished(
+                    run=spec.run.name,
+                    source="mrl",
+                    event_id=event_id("run", spec.run.name, "mrl", "finished"),
+                    time_ns=time.time_ns(),
+                    status="completed",
+                    summary={"wall_time_s": time.perf_counter() - t0},
+                )
+            )
+        events = [rec.event async for rec in log.read(start_seq=1)]
+        summary = summarize(events)
+        summary["run"]["probe"] = spec.run.probe
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        (run_dir / "report.html").write_text(render_html(summary), encoding="utf-8")
+        logger.info("run_written", dir=str(run_dir), finished=finished)
+    (run_dir / SERVER_INFO).unlink(missing_ok=True)
+    return summary
+
+
+def resume_spec(run_dir: Path) -> tuple[RunSpec, str]:
+    path = run_dir / SPEC_FILE
+    if not path.exists():
+        raise ConfigError(f"{run_dir} is not a run directory: no {SPEC_FILE} in it")
+    return load_spec(path)
+
+
+async def compare(
+    spec: RunSpec,
+    spec_text: str,
+    out: Path,
+    *,
+    seeds: Sequence[int],
+    probes: Sequence[ProbeName] = PROBE_NAMES,
+    on_step: Callable[[str, int, dict[str, float]], None] | None = None,
+    on_run: Callable[[str], None] | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Run the spec under each probe and seed; write compare.json and compare.md."""
+    from mrl_actors.report import compare_table
+
+    results: dict[str, list[dict[str, Any]]] = {}
+    for probe in probes:
+        for seed in seeds:
+            name = f"{spec.run.name}-{probe}-s{seed}"
+            if on_run is not None:
+                on_run(name)
+            variant = spec.with_probe(probe, seed=seed, name=name)
+            text = spec_text + f"\n# --compare: run.probe = {probe!r}, run.seed = {seed}\n"
+            summary = await run_once(variant, text, out / f"{probe}-s{seed}", on_step=on_step)
+            results.setdefault(probe, []).append(summary)
+    header, rows = compare_table(results)
+    (out / "compare.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    (out / "compare.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return results

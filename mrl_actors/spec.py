@@ -1,0 +1,167 @@
+"""Experiment specs: a TOML file decoded into frozen Structs, every field documented.
+
+A spec is the whole of what a run is made of, as data: the policies (model, family, engine,
+sampling, GRPO options), the task, the probe and its options, the THL budget, the server and the
+schedule. `mrl run` stores the spec's text in `RunStarted`, so a run's log says how it was made.
+
+Imports without torch. Errors name the file and the field (`policies[1].grpo.lr`).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from mrl_actors.errors import ConfigError
+from mrl_actors.grpo.config import GRPOConfig
+from mrl_actors.probes.config import ProbeName, ProbesConfig
+from mrl_actors.rollout.base import EngineConfig
+from mrl_actors.tasks import TaskConfig
+from mrl_actors.thl.residual import ResidualBudget
+
+
+class RunSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The schedule shared by every policy of the run."""
+
+    name: str  # run id: the stream is `MRL_<name>`, subjects `mrl.<name>.<kind>.<source>`
+    seed: int = 0  # derives prompt order, sampling seeds and model init
+    probe: ProbeName = "independent"  # the sharing probe every policy uses (`--compare` runs all)
+    steps: int = 20  # learner steps per policy
+    prompts_per_step: int = 4  # prompts per step, the same prompt ids for every policy
+    group_size: int = 8  # completions per prompt (GRPO's G)
+    eval_every: int = 5  # evaluate held-out accuracy every this many steps (and at 0 and the end)
+    eval_size: int = 64  # items in the evaluation set (greedy decoding)
+    checkpoint_every: int = 10  # save a safetensors checkpoint every this many steps (and the end)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.name):
+            raise ValueError(
+                "name must be letters, digits, '_' or '-' (it is a NATS subject token)"
+            )
+        for field in ("steps", "prompts_per_step", "group_size", "eval_every", "checkpoint_every"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be >= 1")
+
+
+class TinySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Build a small random-weight model of the real architecture instead of loading weights."""
+
+    hidden_size: int = 64
+    layers: int = 2
+    heads: int = 4
+    warm_start_steps: int = 300  # supervised steps on the task's target texts before RL
+    warm_start_lr: float = 3e-3
+
+
+class PolicySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One policy: its model, tokenizer, engine and learner."""
+
+    name: str  # the subject token of its events
+    # A local directory (config, tokenizer, and weights unless `tiny` is set) or a hub id.
+    # Relative paths are resolved against the spec file's directory.
+    model: str
+    tiny: TinySpec | None = None  # set: random-weight tiny model of `model`'s architecture
+    engine: EngineConfig = EngineConfig()
+    grpo: GRPOConfig = GRPOConfig()
+    chat_template: bool = False  # render prompts with the tokenizer's chat template
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.name):
+            raise ValueError(
+                "name must be letters, digits, '_' or '-' (it is a NATS subject token)"
+            )
+        if self.engine.sampling.temperature != self.grpo.temperature:
+            raise ValueError(
+                f"engine.sampling.temperature ({self.engine.sampling.temperature}) must equal "
+                f"grpo.temperature ({self.grpo.temperature}): behaviour and learner log-probs "
+                "must be at the same temperature"
+            )
+
+
+class ServerSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where the log lives. Credentials never go here: use MRL_NATS_* environment variables."""
+
+    url: str = ""  # empty: start an embedded nats-server in the run directory
+    # JetStream fsync policy of the embedded server: "2m" (nats default) or "always" (see README).
+    sync_interval: str = "2m"
+    replicas: int = 1  # stream replicas (needs a cluster of at least this many servers)
+
+
+class THLSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How peer completions cross tokenizers (see README, THL)."""
+
+    # How a span's summed peer log-prob is spread over the receiver's tokens of that span:
+    # "uniform" (equal shares) or "last" (all on the span's last token, zeros before it).
+    logprob_rule: Literal["uniform", "last"] = "uniform"
+    # The residual budget a transfer must fit to be used; over it, the probe drops it and counts it.
+    budget: ResidualBudget = ResidualBudget()
+
+
+class RunSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    run: RunSection
+    task: TaskConfig = TaskConfig()
+    probes: ProbesConfig = ProbesConfig()
+    thl: THLSection = THLSection()
+    server: ServerSection = ServerSection()
+    policies: list[PolicySpec]
+
+    def __post_init__(self) -> None:
+        names = [p.name for p in self.policies]
+        if not names:
+            raise ValueError("at least one [[policies]] entry is needed")
+        if len(set(names)) != len(names):
+            raise ValueError(f"policy names must be unique, got {names}")
+
+    def with_probe(self, probe: ProbeName, *, seed: int | None = None, name: str = "") -> RunSpec:
+        run = msgspec.structs.replace(
+            self.run,
+            probe=probe,
+            seed=self.run.seed if seed is None else seed,
+            name=name or self.run.name,
+        )
+        return msgspec.structs.replace(self, run=run)
+
+
+def load_spec(path: str | Path) -> tuple[RunSpec, str]:
+    """Read and check a spec file; returns the spec (model paths resolved) and its text."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the spec: {exc.strerror}") from exc
+    return parse_spec(text, source=str(path), base_dir=path.parent), text
+
+
+def parse_spec(text: str, *, source: str = "<spec>", base_dir: Path | None = None) -> RunSpec:
+    try:
+        raw: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    try:
+        spec = msgspec.convert(raw, RunSpec)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {_where(str(exc))}") from exc
+    except ConfigError as exc:  # raised by a nested Struct's own checks
+        raise ConfigError(f"{source}: {exc}") from exc
+    if base_dir is not None:
+        spec = msgspec.structs.replace(
+            spec, policies=[_resolve_model(p, base_dir) for p in spec.policies]
+        )
+    return spec
+
+
+def _where(message: str) -> str:
+    """msgspec says "... - at `$.policies[1].grpo.lr`"; say it as "policies[1].grpo.lr: ..."."""
+    m = re.search(r"^(.*) - at `\$\.?(.*)`$", message)
+    return f"{m.group(2) or '(top level)'}: {m.group(1)}" if m else message
+
+
+def _resolve_model(p: PolicySpec, base: Path) -> PolicySpec:
+    candidate = (base / p.model).resolve()
+    if p.model.startswith((".", "/")) or candidate.exists():
+        return msgspec.structs.replace(p, model=str(candidate))
+    return p  # a hub id; loaded only where the network allows
