@@ -1,0 +1,112 @@
+"""GRPO learner configuration: plain data, importable without torch.
+
+Defaults follow TRL 1.16's `GRPOConfig` wherever TRL has the same knob, so that "our GRPO" and "TRL's
+GRPO" mean the same thing unless a field says otherwise (DESIGN.md section 4, decision 5).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from mrl_actors.errors import ConfigError
+
+LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
+ScaleRewards = Literal["group", "batch", "none"]
+
+
+class GRPOConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything one GRPO learner step depends on, besides the batch and the model."""
+
+    # Loss normalisation, as TRL: grpo = mean over sequences of per-sequence token means; bnpo = token
+    # mean over the micro-batch; dr_grpo = token sum / (B * max_completion_length); dapo = token sum /
+    # tokens in the whole optimizer-step batch (all accumulation micro-batches). TRL's default: dapo.
+    loss_type: LossType = "dapo"
+    # Advantage scaling: "group" divides by each group's std, "batch" by the whole batch's std, "none"
+    # only centres by the group mean (Dr. GRPO). Std is unbiased (Bessel), plus TRL's eps 1e-4.
+    scale_rewards: ScaleRewards = "group"
+    # Lower clipping range of the PPO ratio: clip(r, 1 - epsilon, 1 + epsilon_high).
+    epsilon: float = 0.2
+    # Upper clipping range (DAPO's clip-higher); None = same as `epsilon`.
+    epsilon_high: float | None = None
+    # KL coefficient to the frozen reference policy (k3 estimator); 0 = no reference model needed.
+    beta: float = 0.0
+    # Multiply the k3 KL by the (differentiable) PPO ratio, making its gradient the unbiased
+    # reverse-KL gradient (DeepSeek-V3.2); TRL 1.16's `use_bias_correction_kl`, default True.
+    kl_bias_correction: bool = True
+    # AdamW learning rate (TRL's default 1e-6 suits 1B+ models; tiny CPU models want ~1e-4..1e-3).
+    lr: float = 1e-6
+    # AdamW betas, eps and decoupled weight decay (transformers' Trainer defaults).
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+    # Global gradient-norm clip applied before each optimizer step; None or 0 = no clipping.
+    max_grad_norm: float | None = 1.0
+    # Micro-batches per optimizer step; each micro-batch's loss is divided so grads add up as TRL's.
+    grad_accum: int = 1
+    # Temperature the logits are divided by when computing log-probs: must equal the sampling one.
+    temperature: float = 1.0
+    # Completion length budget: dr_grpo's constant normaliser, and the rollout engine's cap.
+    max_completion_length: int = 256
+    # Truncated importance sampling against the behaviour log-probs (TRL's vLLM IS correction in
+    # "token_truncate" mode): each on-policy token's loss is multiplied by min(exp(logp_now -
+    # logp_behaviour), is_cap). Corrects for the policy having moved since generation (async actors,
+    # vLLM numerics). None disables the correction.
+    is_cap: float | None = 3.0
+    # Sequences per forward/backward pass inside one step (memory bound); 0 = the whole micro-batch.
+    forward_batch_size: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epsilon < 0 or (self.epsilon_high is not None and self.epsilon_high < 0):
+            raise ConfigError(f"GRPOConfig.epsilon/epsilon_high must be >= 0, got {self.epsilon}")
+        if self.grad_accum < 1:
+            raise ConfigError(f"GRPOConfig.grad_accum must be >= 1, got {self.grad_accum}")
+        if self.temperature <= 0:
+            raise ConfigError(f"GRPOConfig.temperature must be > 0, got {self.temperature}")
+        if self.max_completion_length < 1:
+            raise ConfigError("GRPOConfig.max_completion_length must be >= 1")
+        if self.is_cap is not None and self.is_cap <= 0:
+            raise ConfigError(f"GRPOConfig.is_cap must be > 0 or None, got {self.is_cap}")
+        if self.beta < 0:
+            raise ConfigError(f"GRPOConfig.beta must be >= 0, got {self.beta}")
+
+    @property
+    def epsilon_low(self) -> float:
+        """The lower clip range (TRL's name)."""
+        return self.epsilon
+
+    @property
+    def eps_high(self) -> float:
+        """The upper clip range with the `None` default resolved."""
+        return self.epsilon if self.epsilon_high is None else self.epsilon_high
+
+
+class OffPolicyLoss(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The loss term for extra off-policy samples (PRP peer rollouts, SGT rescued successes).
+
+    Off-policy samples come from another policy (retokenized through the THL), so the PPO ratio
+    against them is not near 1 and clipping it would zero most gradients. Two public choices:
+    `truncated_is` (policy gradient weighted by a truncated ratio, as in IMPALA/verl's TIS) and `luffy`
+    (LUFFY's regularised importance sampling: f(p) = p / (p + gamma) of the current token probability,
+    gradient only through f, no clipping).
+    """
+
+    # "truncated_is": -A * min(pi/mu, cap) * log pi per token (ratio detached); "luffy": -A * f(pi).
+    kind: Literal["truncated_is", "luffy"] = "luffy"
+    # Truncation of the importance ratio pi/mu (truncated_is), per token or per sequence by `level`.
+    cap: float = 1.0
+    # "token": one ratio per token; "sequence": exp(sum of the token log-ratios), one per sequence.
+    level: Literal["token", "sequence"] = "token"
+    # LUFFY shaping constant gamma in f(p) = p / (p + gamma); LUFFY uses 0.1.
+    gamma: float = 0.1
+    # Coefficient lambda of the whole off-policy term relative to the on-policy loss.
+    coef: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.cap <= 0 or self.gamma <= 0 or self.coef < 0:
+            raise ConfigError(
+                f"OffPolicyLoss needs cap > 0, gamma > 0, coef >= 0; got {self.cap}, "
+                f"{self.gamma}, {self.coef}"
+            )

@@ -1,0 +1,225 @@
+"""One GRPO learner step, top to bottom: gather -> advantages in -> loss -> optimizer step.
+
+The learner owns a model and its AdamW state, nothing else: rollouts, rewards and advantages come
+in as `Sample`s (the policy actor computes advantages, so XGRPO can pool baselines across
+policies), and the step returns plain metrics that the actor publishes as a `LearnerStepped` event.
+
+Semantics match TRL 1.16's `GRPOTrainer` with `num_iterations=1` (one optimizer step per batch):
+the PPO "old" policy is the current policy at the start of the step, so the clipped ratio is 1 at
+the first micro-batch, and the correction for a policy that moved since generation is TRL's
+truncated importance ratio against the behaviour log-probs (`GRPOConfig.is_cap`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mrl_actors.errors import ConfigError
+from mrl_actors.grpo.batch import Batch, Sample, collate
+from mrl_actors.grpo.config import GRPOConfig, OffPolicyLoss
+from mrl_actors.grpo.logprobs import completion_logps
+from mrl_actors.grpo.loss import (
+    grpo_policy_loss,
+    importance_stats,
+    off_policy_token_loss,
+    truncated_is_ratio,
+)
+from mrl_actors.logs import get_logger
+
+log = get_logger(__name__)
+
+
+def disable_dropout(model: Any) -> None:
+    """Set every dropout probability to 0: RL ratios assume the policy is a fixed function."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+
+
+def _split(samples: Sequence[Sample], parts: int) -> list[Sequence[Sample]]:
+    """`samples` in `parts` contiguous chunks of near-equal size (TRL's accumulation split)."""
+    n = len(samples)
+    bounds = [round(i * n / parts) for i in range(parts + 1)]
+    return [samples[bounds[i] : bounds[i + 1]] for i in range(parts) if bounds[i + 1] > bounds[i]]
+
+
+class GRPOLearner:
+    """A policy's parameters, optimizer and GRPO step.
+
+    `seed` is recorded for the run's provenance; the step itself makes no random choice (dropout is
+    disabled), so the same inputs give bitwise the same weights on CPU.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        cfg: GRPOConfig,
+        *,
+        ref_model: Any | None = None,
+        seed: int = 0,
+        pad_id: int = 0,
+    ) -> None:
+        if cfg.beta > 0 and ref_model is None:
+            raise ConfigError(
+                "GRPOConfig.beta > 0 needs ref_model (a frozen copy of the start policy)"
+            )
+        self.model = model
+        self.cfg = cfg
+        self.ref_model = ref_model
+        self.seed = seed
+        self.pad_id = pad_id
+        self.version = 0
+        disable_dropout(model)
+        model.train()
+        if ref_model is not None:
+            ref_model.eval()
+            ref_model.requires_grad_(False)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            self.params,
+            lr=cfg.lr,
+            betas=(cfg.adam_beta1, cfg.adam_beta2),
+            eps=cfg.adam_eps,
+            weight_decay=cfg.weight_decay,
+        )
+
+    def _logps(self, b: Batch, *, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        dev = self.params[0].device
+        return completion_logps(
+            self.model,
+            b.input_ids.to(dev),
+            b.attention_mask.to(dev),
+            b.completion_ids.size(1),
+            self.cfg.temperature,
+            with_entropy=with_entropy,
+        )
+
+    def step(
+        self,
+        on_policy: Sequence[Sample],
+        off_policy: Sequence[Sample] = (),
+        off_policy_loss: OffPolicyLoss | None = None,
+    ) -> dict[str, float]:
+        """One optimizer step on `on_policy` (clipped GRPO) plus `off_policy` (its own term)."""
+        t0 = time.perf_counter()
+        m = self.accumulate_gradients(on_policy, off_policy, off_policy_loss)
+        m.update(self.apply_gradients())
+        m["step_time_s"] = time.perf_counter() - t0
+        log.debug("grpo.stepped", version=self.version, loss=m["loss"], grad_norm=m["grad_norm"])
+        return m
+
+    def accumulate_gradients(
+        self,
+        on_policy: Sequence[Sample],
+        off_policy: Sequence[Sample] = (),
+        off_policy_loss: OffPolicyLoss | None = None,
+    ) -> dict[str, float]:
+        """gather -> loss -> backward for every micro-batch; leaves the summed grads in `.grad`."""
+        if not on_policy and not off_policy:
+            raise ConfigError("GRPOLearner.step needs at least one sample")
+        if off_policy and off_policy_loss is None:
+            raise ConfigError("off-policy samples given without an OffPolicyLoss")
+        cfg = self.cfg
+        dev = self.params[0].device
+        m: dict[str, float] = {}
+
+        # gather: the dapo normaliser is the token count of the whole step (all micro-batches)
+        micro = _split(on_policy, cfg.grad_accum) if on_policy else []
+        batches = [collate(mb, self.pad_id) for mb in micro]
+        num_items = float(sum(b.mask.sum() for b in batches))
+        loss_total = kl_sum = clip_low = clip_high = tokens = ent_sum = 0.0
+        ratios, ratio_masks = [], []
+
+        # loss, micro-batch by micro-batch, gradients accumulating
+        for b in batches:
+            mask = b.mask.to(dev)  # [B, T]
+            logps, entropy = self._logps(b, with_entropy=True)  # [B, T]
+            old = logps.detach()  # num_iterations == 1: the start-of-step policy
+            beh = b.behaviour_logps.to(dev)  # [B, T]
+            is_ratio = None
+            if cfg.is_cap is not None:
+                is_ratio = truncated_is_ratio(old, beh, mask, cfg.is_cap)  # [B, T]
+            ref = None
+            if cfg.beta > 0:
+                with torch.no_grad():
+                    ref, _ = completion_logps(
+                        self.ref_model,
+                        b.input_ids.to(dev),
+                        b.attention_mask.to(dev),
+                        b.completion_ids.size(1),
+                        cfg.temperature,
+                    )
+            parts = grpo_policy_loss(
+                logps,
+                old,
+                b.advantages.to(dev),
+                mask,
+                cfg,
+                num_items_in_batch=num_items,
+                ref_logps=ref,
+                is_ratio=is_ratio,
+                weights=b.weights.to(dev),
+            )
+            parts.loss.backward()
+            loss_total += float(parts.loss.detach())
+            kl_sum += parts.kl_sum
+            clip_low, clip_high = clip_low + parts.clip_low, clip_high + parts.clip_high
+            tokens += parts.tokens
+            assert entropy is not None
+            ent_sum += float((entropy * mask).sum())
+            ratios.append(torch.exp(torch.nan_to_num((old - beh) * mask)).flatten())
+            ratio_masks.append(mask.flatten())
+
+        if batches:
+            n = max(tokens, 1.0)
+            m.update(kl=kl_sum / n, clip_low=clip_low / n, clip_high=clip_high / n)
+            m["clip_region"] = m["clip_low"] + m["clip_high"]
+            m["entropy"] = ent_sum / n
+            m.update(importance_stats(torch.cat(ratios), torch.cat(ratio_masks), "is_on"))
+        m["loss_on"] = loss_total
+        m["tokens"] = tokens
+
+        # the off-policy term: its own token mean, times coef and per-sample weights
+        if off_policy:
+            assert off_policy_loss is not None
+            ob = collate(off_policy, self.pad_id)
+            mask = ob.mask.to(dev)
+            logps, _ = self._logps(ob, with_entropy=False)  # [B, T]
+            tok, ratio = off_policy_token_loss(
+                logps, ob.behaviour_logps.to(dev), ob.advantages.to(dev), mask, off_policy_loss
+            )
+            tok = tok * ob.weights.to(dev).unsqueeze(1)
+            off = off_policy_loss.coef * (tok * mask).sum() / mask.sum().clamp(min=1.0)
+            off.backward()
+            m["loss_off"] = float(off.detach())
+            m.update(importance_stats(ratio, mask, "is_off"))
+            loss_total += m["loss_off"]
+        m["loss"] = loss_total
+        return m
+
+    def apply_gradients(self) -> dict[str, float]:
+        """Clip the global grad norm, take the AdamW step, bump the policy version."""
+        cfg = self.cfg
+        max_norm = cfg.max_grad_norm if cfg.max_grad_norm else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.version += 1
+        return {"grad_norm": grad_norm, "version": float(self.version)}
+
+    def state_dict_sha256(self) -> str:
+        """sha256 over the model's tensors (names, dtypes, shapes, bytes): equal iff same weights."""
+        from mrl_actors.models import weights_sha256
+
+        return weights_sha256(self.model)
+
+    def save_checkpoint(self, directory: str | Path, tokenizer: Any | None = None) -> Path:
+        """Save the policy as safetensors + config (and tokenizer) that `from_pretrained` loads."""
+        from mrl_actors.models import save_model
+
+        return save_model(self.model, directory, tokenizer)

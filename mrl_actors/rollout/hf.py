@@ -1,0 +1,135 @@
+"""Sampling with Hugging Face `transformers` models: CPU anywhere, GPU as a fallback to vLLM.
+
+A small explicit decode loop over the model's KV cache rather than `model.generate`, for three
+reasons: the sampler draws from a `torch.Generator` derived from `seed` (no global RNG: bitwise
+reproducible on CPU), the behaviour log-probs are computed exactly as the learner computes them
+(backbone, LM head, / temperature, log-softmax), and only the last position goes through the LM head.
+On CPU the engine may share the learner's model object; then `sync_weights` only records a version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from mrl_actors.grpo.logprobs import position_ids_from_mask
+from mrl_actors.rollout.base import Generation, SamplingConfig
+from mrl_actors.rollout.stops import stop_index
+
+_STOP_WINDOW = 16  # tokens decoded per step to spot a stop string early
+
+
+def sample_top_p(logits: torch.Tensor, top_p: float, gen: torch.Generator) -> torch.Tensor:
+    """One token per row [B] from `logits` [B, V] (already / temperature) with nucleus truncation."""
+    probs = torch.softmax(logits, dim=-1)  # [B, V]
+    if top_p < 1.0:
+        sorted_p, idx = torch.sort(probs, dim=-1, descending=True)
+        keep = sorted_p.cumsum(-1) - sorted_p < top_p  # always keeps the top token
+        sorted_p = sorted_p * keep
+        choice = torch.multinomial(sorted_p, 1, generator=gen)  # [B, 1]
+        return idx.gather(-1, choice).squeeze(-1)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+
+class HFEngine:
+    """Batched sampling from a `transformers` causal LM."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, sampling: SamplingConfig, *, batch_size: int = 0
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.sampling = sampling
+        self.batch_size = batch_size
+        self.version = 0
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def sync_weights(self, model: Any, version: int) -> None:
+        """Copy `model`'s weights in (a no-op when the engine shares the learner's object)."""
+        if model is not self.model:
+            self.model.load_state_dict(model.state_dict())
+        self.version = version
+
+    def generate(
+        self, prompts: Sequence[np.ndarray], *, n: int, seed: int
+    ) -> list[list[Generation]]:
+        flat = [p for p in prompts for _ in range(n)]  # prompt-major: [len(prompts) * n]
+        bs = self.batch_size or len(flat)
+        dev = next(self.model.parameters()).device
+        out: list[Generation] = []
+        for start in range(0, len(flat), bs):
+            gen = torch.Generator(device=dev).manual_seed(seed + start)
+            out.extend(self._generate_batch(flat[start : start + bs], gen))
+        return [out[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    @torch.no_grad()
+    def _generate_batch(
+        self, prompts: Sequence[np.ndarray], gen: torch.Generator
+    ) -> list[Generation]:
+        s = self.sampling
+        dev = next(self.model.parameters()).device
+        b, p = len(prompts), max(len(x) for x in prompts)
+        ids = torch.full((b, p), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((b, p), dtype=torch.long)
+        for i, x in enumerate(prompts):  # left padding
+            ids[i, p - len(x) :] = torch.as_tensor(np.asarray(x, dtype=np.int64))
+            attn[i, p - len(x) :] = 1
+        ids, attn = ids.to(dev), attn.to(dev)
+        pos = position_ids_from_mask(attn)
+        lm_head = self.model.get_output_embeddings()
+        out = self.model.base_model(
+            input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True
+        )
+        cache, last_pos = out.past_key_values, pos[:, -1:]  # [B, 1]
+        hidden = out.last_hidden_state[:, -1]  # [B, H]
+        tokens: list[list[int]] = [[] for _ in range(b)]
+        logps: list[list[float]] = [[] for _ in range(b)]
+        done = [False] * b
+        reason: list[str] = ["length"] * b
+        for _ in range(s.max_new_tokens):
+            logits = lm_head(hidden).float() / s.temperature  # [B, V]
+            tok = sample_top_p(logits, s.top_p, gen)
+            lp = torch.log_softmax(logits, -1).gather(-1, tok.unsqueeze(-1)).squeeze(-1)  # [B]
+            tok_l, lp_l = tok.tolist(), lp.tolist()
+            for i in range(b):
+                if done[i]:
+                    continue
+                tokens[i].append(tok_l[i])
+                logps[i].append(lp_l[i])
+                if s.stop_at_eos and tok_l[i] == self.eos_id:
+                    done[i], reason[i] = True, "stop"
+                elif s.stop:
+                    tail = self.tokenizer.decode(tokens[i][-_STOP_WINDOW:])
+                    if any(x in tail for x in s.stop):
+                        done[i], reason[i] = True, "stop"
+            if all(done):
+                break
+            attn = torch.cat([attn, attn.new_ones((b, 1))], dim=1)
+            last_pos = last_pos + 1
+            out = self.model.base_model(
+                input_ids=tok.unsqueeze(-1),
+                attention_mask=attn,
+                position_ids=last_pos,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache, hidden = out.past_key_values, out.last_hidden_state[:, -1]
+        result = []
+        for i in range(b):
+            t, lp_i = tokens[i], logps[i]
+            if reason[i] == "stop" and s.stop and t[-1] != self.eos_id:
+                k = stop_index(t, self.tokenizer, s.stop) or len(t)  # cut right after the stop
+                t, lp_i = t[:k], lp_i[:k]
+            result.append(
+                Generation(
+                    token_ids=np.asarray(t, dtype=np.int32),
+                    logprobs=np.asarray(lp_i, dtype=np.float32),
+                    text=self.tokenizer.decode(t, skip_special_tokens=True),
+                    finish_reason="stop" if reason[i] == "stop" else "length",
+                )
+            )
+        return result
