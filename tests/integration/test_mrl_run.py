@@ -1,0 +1,266 @@
+"""Mutual RL end to end on a real nats-server with tiny real models (GPT-2 and Llama-2 families).
+
+One short two-policy run per probe is shared by the tests of this module: what each probe read
+from its peers, that the THL was applied, that SGT rescued prompts, that PRP's weights stayed
+bounded; that replaying the logged inputs gives the final weights bitwise; that a killed run
+resumes without applying an event twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from mrl_actors.events import Event, LearnerStepCompleted
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+STEPS = 3
+
+
+def spec_text(models_dir: Path, name: str, probe: str, steps: int = STEPS) -> str:
+    policies = ""
+    for pname, model in (("gpt2", "gpt2"), ("llama", "llama2-7b")):
+        policies += f"""
+[[policies]]
+name = "{pname}"
+model = "{models_dir / model}"
+tiny = {{ hidden_size = 64, layers = 2, heads = 4, warm_start_steps = 150 }}
+[policies.engine.sampling]
+max_new_tokens = 5
+[policies.grpo]
+lr = 1e-3
+"""
+    return f"""
+[run]
+name = "{name}"
+seed = 0
+probe = "{probe}"
+steps = {steps}
+prompts_per_step = 4
+group_size = 4
+eval_every = {steps}
+eval_size = 16
+checkpoint_every = 2
+
+[probes.sharing]
+wait_for_peers_s = 20.0
+{policies}"""
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Warm-started tiny models, built once per test session."""
+    path = tmp_path_factory.mktemp("mrl-cache")
+    old = os.environ.get("MRL_CACHE_DIR")
+    os.environ["MRL_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("MRL_CACHE_DIR", None)
+    else:
+        os.environ["MRL_CACHE_DIR"] = old
+
+
+def _run(models_dir: Path, out: Path, probe: str) -> dict[str, Any]:
+    from mrl_actors.runner import run_once
+    from mrl_actors.spec import parse_spec
+
+    text = spec_text(models_dir, f"t-{probe}", probe)
+    spec = parse_spec(text)
+    return anyio.run(lambda: run_once(spec, text, out))
+
+
+@pytest.fixture(scope="module")
+def runs(
+    models_dir: Path, model_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[Path, dict[str, Any]]]:
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for probe in ("independent", "xgrpo", "prp", "sgt"):
+        out[probe] = (root / probe, _run(models_dir, root / probe, probe))
+    return out
+
+
+async def _events(run_dir: Path, run: str) -> list[Event]:
+    from mrl_actors.connection import ConnectionConfig, connect
+    from mrl_actors.log import EventLog
+    from mrl_actors.server import open_run_dir
+
+    async with open_run_dir(run_dir) as info:
+        nc = await connect(ConnectionConfig(url=info.url, token=info.token))
+        try:
+            log = await EventLog.open(nc, run, create=False)
+            return [rec.event async for rec in log.read(start_seq=1)]
+        finally:
+            await nc.close()
+
+
+def _steps(events: list[Event], policy: str) -> list[LearnerStepCompleted]:
+    return [e for e in events if isinstance(e, LearnerStepCompleted) and e.policy == policy]
+
+
+def _total(summary: dict[str, Any], key: str) -> float:
+    return sum(v for p in summary["policies"].values() for _, v in p["series"].get(key, []))
+
+
+@pytest.mark.parametrize("probe", ["independent", "xgrpo", "prp", "sgt"])
+def test_every_probe_trains_both_policies_and_writes_the_report(
+    runs: dict[str, tuple[Path, dict[str, Any]]], probe: str
+) -> None:
+    run_dir, summary = runs[probe]
+    for name in ("gpt2", "llama"):
+        p = summary["policies"][name]
+        assert p["steps"] == STEPS
+        assert p["final_accuracy"] is not None and p["initial_accuracy"] is not None
+        assert p["probe"] == probe
+    assert summary["run"]["status"] == "completed"
+    assert json.loads((run_dir / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    page = (run_dir / "report.html").read_text()
+    assert page.count("<svg") >= 2 and "gpt2" in page and "llama" in page
+    assert (run_dir / "checkpoints" / "gpt2" / f"step-{STEPS}" / "model.safetensors").exists()
+    offered = _total(summary, "peer_events_offered")
+    if probe == "independent":
+        assert offered == 0
+    else:
+        assert _total(summary, "peer_events_used") > 0  # peers' events reached the learner
+
+
+def test_prp_and_sgt_go_through_the_thl(runs: dict[str, tuple[Path, dict[str, Any]]]) -> None:
+    for probe in ("prp", "sgt"):
+        summary = runs[probe][1]
+        assert _total(summary, "off_policy_samples") > 0
+        exact = [v for p in summary["policies"].values() for _, v in p["series"]["thl_exact_share"]]
+        assert exact and all(0.0 <= v <= 1.0 for v in exact)
+
+
+def test_sgt_rescues_prompts_the_receiver_failed(
+    runs: dict[str, tuple[Path, dict[str, Any]]],
+) -> None:
+    assert _total(runs["sgt"][1], "prompts_rescued_share") > 0
+
+
+def test_prp_importance_weights_are_bounded_by_the_cap(
+    runs: dict[str, tuple[Path, dict[str, Any]]],
+) -> None:
+    summary = runs["prp"][1]
+    applied = [
+        v for p in summary["policies"].values() for _, v in p["series"]["is_off_applied_max"]
+    ]
+    assert applied and max(applied) <= 1.0 + 1e-6  # [probes.prp] cap = 1.0 by default
+
+
+def test_replaying_the_logged_inputs_gives_the_final_weights_bitwise(
+    runs: dict[str, tuple[Path, dict[str, Any]]],
+) -> None:
+    from mrl_actors.actors.runtime import build_runtime, checkpoint_dir
+    from mrl_actors.models import load_model, weights_sha256
+    from mrl_actors.replay import replay
+    from mrl_actors.spec import load_spec
+    from mrl_actors.tasks import make_task
+
+    run_dir, _ = runs["prp"]
+    spec, _ = load_spec(run_dir / "spec.toml")
+    events = anyio.run(_events, run_dir, spec.run.name)
+
+    async def replay_all(policy: str) -> str:
+        from mrl_actors.connection import ConnectionConfig, connect
+        from mrl_actors.log import EventLog
+        from mrl_actors.server import open_run_dir
+
+        p = next(x for x in spec.policies if x.name == policy)
+        rt = build_runtime(
+            spec, p, make_task(spec.task), weights_dir=checkpoint_dir(run_dir, policy, 0)
+        )
+        async with open_run_dir(run_dir) as info:
+            nc = await connect(ConnectionConfig(url=info.url, token=info.token))
+            try:
+                log = await EventLog.open(nc, spec.run.name, create=False)
+                assert await replay(log, rt) == STEPS  # checks every step's checksum on the way
+            finally:
+                await nc.close()
+        return rt.learner.state_dict_sha256()
+
+    for policy in ("gpt2", "llama"):
+        logged = _steps(events, policy)[-1].weights_sha256
+        final, _ = load_model(checkpoint_dir(run_dir, policy, STEPS))
+        assert weights_sha256(final) == logged
+        assert anyio.run(replay_all, policy) == logged
+
+
+def _kill_tree(run_dir: Path, proc: subprocess.Popen[bytes]) -> None:
+    from mrl_actors.server import read_server_info
+
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=30)
+    info = read_server_info(run_dir)
+    if info is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(info.pid, signal.SIGKILL)
+
+
+def test_a_killed_run_resumes_and_applies_no_event_twice(
+    models_dir: Path, model_cache: Path, tmp_path: Path
+) -> None:
+    steps = 4
+    spec = tmp_path / "spec.toml"
+    spec.write_text(spec_text(models_dir, "t-resume", "sgt", steps=steps))
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "MRL_CACHE_DIR": str(model_cache)}
+    cmd = [sys.executable, "-m", "mrl_actors.cli", "run", "--no-progress"]
+    proc = subprocess.Popen([*cmd, str(spec), "--out", str(run_dir)], env=env)
+    try:
+        # kill it as soon as a learner step of each policy is on disk (mid-run, mid-step)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            if all((run_dir / "checkpoints" / p / "step-0").exists() for p in ("gpt2", "llama")):
+                events = anyio.run(_events, run_dir, "t-resume")
+                if all(len(_steps(events, p)) >= 1 for p in ("gpt2", "llama")):
+                    break
+            time.sleep(0.5)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        before = {
+            p: len(_steps(anyio.run(_events, run_dir, "t-resume"), p)) for p in ("gpt2", "llama")
+        }
+        assert all(0 < n < steps for n in before.values())
+
+        resumed = subprocess.run([*cmd, "--resume", str(run_dir)], env=env, timeout=300)
+        assert resumed.returncode == 0
+    finally:
+        _kill_tree(run_dir, proc)
+
+    events = anyio.run(_events, run_dir, "t-resume")
+    for policy in ("gpt2", "llama"):
+        taken = _steps(events, policy)
+        assert [e.step for e in taken] == list(range(1, steps + 1))  # same number of steps
+        seqs = [c.seq for e in taken for c in e.consumed]
+        assert len(seqs) == len(set(seqs))  # no event applied twice
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["run"]["status"] == "completed"
+
+
+def test_a_malformed_spec_is_refused_with_the_field_named(tmp_path: Path, models_dir: Path) -> None:
+    bad = spec_text(models_dir, "t-bad", "sgt").replace("lr = 1e-3", 'lr = "fast"', 1)
+    path = tmp_path / "bad.toml"
+    path.write_text(bad)
+    out = subprocess.run(
+        [sys.executable, "-m", "mrl_actors.cli", "run", str(path), "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "policies[0].grpo.lr" in out.stderr and str(path) in out.stderr

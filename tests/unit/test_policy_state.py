@@ -1,0 +1,158 @@
+"""The policy actor's fold: idempotent by sequence, and the same state however the log is read."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mrl_actors.actors.state import (
+    PolicyState,
+    assemble,
+    evolve,
+    peers_ready,
+    split_consumed,
+    take_peer_events,
+)
+from mrl_actors.events import (
+    Completion,
+    ConsumedEvent,
+    Event,
+    LearnerStepCompleted,
+    RewardSummary,
+    RolloutGroupCompleted,
+    SuccessVerified,
+    event_id,
+    pack_f32,
+    pack_i32,
+)
+from mrl_actors.probes import Seen
+
+
+def _c(reward: float) -> Completion:
+    return Completion(
+        token_ids=pack_i32([1, 2]),
+        logprobs=pack_f32([-0.5, -0.5]),
+        text="ab",
+        finish_reason="stop",
+        reward=reward,
+        success=reward > 0,
+    )
+
+
+def _rollout(policy: str, version: int, prompt: str) -> RolloutGroupCompleted:
+    return RolloutGroupCompleted(
+        run="r",
+        source=policy,
+        event_id=event_id("rollout", "r", policy, version, prompt),
+        policy=policy,
+        policy_version=version,
+        prompt_id=prompt,
+        prompt_text="q",
+        completions=[_c(0.0), _c(1.0)],
+    )
+
+
+def _summary(policy: str, version: int, prompt: str) -> RewardSummary:
+    return RewardSummary(
+        run="r",
+        source=policy,
+        event_id=event_id("reward", "r", policy, version, prompt),
+        policy=policy,
+        policy_version=version,
+        prompt_id=prompt,
+        rewards=pack_f32([0.0, 1.0]),
+        success_rate=0.5,
+    )
+
+
+def _success(policy: str, version: int, prompt: str) -> SuccessVerified:
+    return SuccessVerified(
+        run="r",
+        source=policy,
+        event_id=event_id("success", "r", policy, version, prompt),
+        policy=policy,
+        policy_version=version,
+        prompt_id=prompt,
+        prompt_text="q",
+        completion_index=1,
+        completion=_c(1.0),
+    )
+
+
+def _log() -> list[Seen[Event]]:
+    """A small run: both policies roll out p0 and p1, then 'a' learns from its own and b's."""
+    events: list[Event] = [
+        _rollout("a", 0, "p0"),
+        _summary("a", 0, "p0"),
+        _rollout("b", 0, "p0"),
+        _success("b", 0, "p0"),
+        _summary("b", 0, "p0"),
+        _rollout("a", 0, "p1"),
+        _summary("b", 0, "p1"),
+    ]
+    seen: list[Seen[Event]] = [Seen(i + 1, e) for i, e in enumerate(events)]
+    step = LearnerStepCompleted(
+        run="r",
+        source="a",
+        event_id=event_id("learner", "r", "a", 1),
+        policy="a",
+        step=1,
+        probe="sgt",
+        consumed=[ConsumedEvent(1, events[0].event_id), ConsumedEvent(4, events[3].event_id)],
+        weights_sha256="x",
+    )
+    return [*seen, Seen(len(seen) + 1, step)]
+
+
+def _fold(log: list[Seen[Event]]) -> PolicyState:
+    state = PolicyState(policy="a", peer_kind="success")
+    for s in log:
+        state = evolve(state, s)
+    return state
+
+
+def test_fold_tracks_versions_own_groups_and_pending_peer_events() -> None:
+    state = _fold(_log())
+    assert state.version == 1 and state.last_seq == 8
+    assert state.used == frozenset({1, 4})
+    assert [s.seq for s in state.own.values()] == [6]  # p1's group is still to learn from
+    assert state.pending == {}  # b's success on p0 was consumed
+    assert peers_ready(state, ["b"], ["p0", "p1"], 0)
+    assert not peers_ready(state, ["b"], ["p0", "p1"], 1)
+
+
+def test_consumed_events_are_never_offered_again() -> None:
+    state = _fold(_log())
+    # a redelivery of b's consumed success (same sequence) changes nothing
+    assert evolve(state, _log()[3]) is state
+    assert take_peer_events(state, ["p0"]) == []
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 7), st.integers(0, 7)), max_size=30))
+def test_redelivered_events_change_nothing(redeliveries: list[tuple[int, int]]) -> None:
+    """At-least-once delivery: redelivering any already folded event, any number of times, is a
+    no-op. (`after`, `which`): once event `after` is delivered, event `which <= after` comes again.
+    """
+    log = _log()
+    noisy: list[Seen[Event]] = []
+    for i, s in enumerate(log):
+        noisy.append(s)
+        noisy += [log[min(which, i)] for after, which in redeliveries if after == i]
+    assert _fold(noisy) == _fold(log)
+
+
+def test_assemble_and_split_consumed_agree() -> None:
+    """Live assembly and replay's reconstruction give the same probe inputs."""
+    log = _log()
+    own = [s for s in log if isinstance(s.event, RolloutGroupCompleted) and s.event.policy == "a"]
+    peers = [s for s in log if isinstance(s.event, SuccessVerified)]
+    live = assemble(own, peers)  # type: ignore[arg-type]  # Seen[Event] narrowed above
+    replay_own, replay_peers = split_consumed("a", [*own, *peers])
+    assert assemble(replay_own, replay_peers) == live
+    assert [p.own.event.prompt_id for p in live] == ["p0", "p1"]
+    assert len(live[0].peer_successes) == 1 and live[1].peer_successes == []
+    np.testing.assert_array_equal(
+        live[0].peer_successes[0].event.completion.token_ids_array(), [1, 2]
+    )
