@@ -79,7 +79,7 @@ def _walk(node: Any) -> list[dict[str, Any]]:
     return out
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class Vocab:
     """A tokenizer with its byte table and roles; build it with `load_vocab`.
 
@@ -107,6 +107,11 @@ class Vocab:
     lossy_normalizer: bool  # the normalizer can change bytes (NFC/NFKC, lowercase, strip accents)
     kind: str  # "byte-level", "sentencepiece", "wordpiece" or "plain"
     piece_tokens: dict[bytes, int] = field(default_factory=dict)  # bytes -> id, for tests/tools
+
+    def __repr__(self) -> str:
+        return (
+            f"Vocab({self.name!r}, {self.kind}, size={self.size}, fingerprint={self.fingerprint})"
+        )
 
     @property
     def size(self) -> int:

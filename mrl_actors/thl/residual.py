@@ -27,7 +27,7 @@ class Residual(msgspec.Struct, frozen=True):
     longest_span_tokens: int  # the most tokens on either side of one span
     lossy_bytes: int  # peer bytes the receiver's ids do not reproduce (normalizer, [UNK], ...)
     invalid_utf8_bytes: int  # peer bytes that are not valid UTF-8 (often a cut character)
-    unk_tokens: int  # receiver [UNK] tokens
+    unk_tokens: int  # [UNK] tokens, peer's and receiver's: bytes that are unknown or unwritable
     dropped_special: int  # peer special tokens with no role (their log-prob joins a span)
     problems: tuple[str, ...] = ()  # odd input found on the way (lengths, NaN, bad ids)
 
@@ -56,6 +56,8 @@ class ResidualBudget(msgspec.Struct, frozen=True):
             return f"{r.invalid_utf8_bytes} bytes of invalid UTF-8 (allow_invalid_utf8=false)"
         if r.lossy_bytes and not self.allow_lossy:
             return f"lossy: {r.lossy_bytes} bytes not reproduced (allow_lossy=false)"
+        if r.unk_tokens and not self.allow_lossy:
+            return f"lossy: {r.unk_tokens} [UNK] tokens (allow_lossy=false)"
         if r.nm_byte_share > self.max_nm_byte_share:
             return f"n:m byte share {r.nm_byte_share:.3f} > {self.max_nm_byte_share}"
         if r.longest_span_bytes > self.max_span_bytes:
@@ -109,7 +111,7 @@ FIGURES: tuple[tuple[str, str, str], ...] = (
     ("longest_span_tokens", "longest span (tok)", "most tokens on one side of one span"),
     ("lossy_bytes", "lossy bytes", "bytes the receiver cannot reproduce (normalizer, [UNK])"),
     ("invalid_utf8_bytes", "invalid UTF-8 (B)", "peer bytes that are not UTF-8 (a cut character)"),
-    ("unk_tokens", "[UNK] tokens", "receiver unknown tokens"),
+    ("unk_tokens", "[UNK] tokens", "unknown tokens, peer's and receiver's (lossy)"),
     ("dropped_special", "dropped specials", "peer special tokens with no role (mass kept)"),
     ("src_tokens", "peer tokens", "total, EOS included"),
     ("dst_tokens", "receiver tokens", "total, mapped EOS included"),

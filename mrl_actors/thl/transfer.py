@@ -89,7 +89,12 @@ def _as_array(x: object, n: int, name: str, dtype: type, problems: list[str]) ->
 def _prepare(src: Vocab, raw: object) -> _Seq:
     problems: list[str] = []
     try:
-        ids = np.asarray(raw, dtype=np.int64).reshape(-1)
+        arr = np.asarray(raw)
+        if arr.ndim != 1:
+            problems.append(f"ids have shape {arr.shape}, not [n]")
+        if arr.size and arr.dtype.kind not in "iu":
+            problems.append(f"ids have dtype {arr.dtype}, not an integer type")
+        ids = arr.astype(np.int64).reshape(-1)
     except (TypeError, ValueError, OverflowError) as exc:
         problems.append(f"ids are not integers: {exc}")
         ids = np.zeros(0, dtype=np.int64)
@@ -325,13 +330,16 @@ def transfer_many(
         if s.eos and eos_id is None:
             s.problems.append("peer EOS has no receiver EOS role")
         add_eos = eos_id is not None
-        unk = int(np.count_nonzero(ids == dst.unk_id)) if dst.unk_id is not None else 0
-        dropped = int(src.special[s.ids].sum())
+        # [UNK] on either side: the peer's stands for bytes nobody knows, the receiver's for
+        # bytes it cannot write. Neither is exact, whatever the byte comparison says.
+        src_unk = int(np.count_nonzero(s.ids == src.unk_id)) if src.unk_id is not None else 0
+        unk = src_unk + (int(np.count_nonzero(ids == dst.unk_id)) if dst.unk_id is not None else 0)
+        dropped = int(src.special[s.ids].sum()) - src_unk
         n_bytes = len(s.data)
         m = (b - a) + int(add_eos)
         n_one = int(one_per[i]) + int(add_eos)
         residual = Residual(
-            exact=s.exact and not s.problems,
+            exact=s.exact and not s.problems and unk == 0,
             src_tokens=int(n_src[i]) + int(s.eos),
             dst_tokens=m,
             n_bytes=n_bytes,

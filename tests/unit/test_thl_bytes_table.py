@@ -1,0 +1,88 @@
+"""Byte tables of the real tokenizers: Ġ/Ċ, ▁, <0xNN>, specials, roles, fingerprint cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from mrl_actors.errors import TokenizerError
+from mrl_actors.thl import Vocab, load_vocab
+
+REAL = ("gpt2", "llama2-7b", "mistral-7b", "qwen1.5-1.8b")
+
+
+@pytest.fixture(scope="session")
+def real(models_dir: Path) -> dict[str, Vocab]:
+    return {name: load_vocab(models_dir / name) for name in REAL}
+
+
+def _id(v: Vocab, piece: str) -> int:
+    idx = v.tokenizer.token_to_id(piece)
+    assert idx is not None, piece
+    return int(idx)
+
+
+def test_byte_level_pieces(real: dict[str, Vocab]) -> None:
+    for name in ("gpt2", "qwen1.5-1.8b"):
+        v = real[name]
+        assert v.kind == "byte-level"
+        assert v.token_bytes(_id(v, "Ġthe")) == b" the"
+        assert v.token_bytes(_id(v, "Ċ")) == b"\n"
+        assert (v.byte_ids >= 0).all()  # every byte has a token
+        assert [v.token_bytes(int(v.byte_ids[b])) for b in range(256)] == [
+            bytes([b]) for b in range(256)
+        ]
+
+
+def test_sentencepiece_pieces_and_byte_fallback(real: dict[str, Vocab]) -> None:
+    for name in ("llama2-7b", "mistral-7b"):
+        v = real[name]
+        assert v.kind == "sentencepiece"
+        assert v.token_bytes(_id(v, "▁the")) == b" the"
+        assert v.token_bytes(_id(v, "<0x0A>")) == b"\n"
+        assert v.token_bytes(_id(v, "<0xF0>")) == b"\xf0"
+        assert (v.byte_ids >= 0).all()
+
+
+def test_specials_have_no_bytes_and_roles_are_found(real: dict[str, Vocab]) -> None:
+    g, ll, q = real["gpt2"], real["llama2-7b"], real["qwen1.5-1.8b"]
+    assert (g.bos_id, g.eos_id) == (50256, 50256) and g.token_bytes(50256) == b""
+    assert (ll.bos_id, ll.eos_id, ll.unk_id) == (1, 2, 0)
+    assert ll.token_bytes(1) == b"" and ll.special[[0, 1, 2]].all()
+    assert q.bos_id is None and q.eos_id == 151643 and q.pad_id == 151643
+    assert 151645 in q.end_ids  # <|im_end|> ends a completion like EOS
+    assert q.lossy_normalizer and not ll.lossy_normalizer  # Qwen's NFC can change bytes
+
+
+def test_tables_match_the_tokenizers_own_decode(real: dict[str, Vocab]) -> None:
+    """Where decode is lossless (valid UTF-8, not special), it agrees with the table."""
+    rng = np.random.default_rng(0)
+    for v in real.values():
+        for idx in rng.choice(v.size, size=300, replace=False).tolist():
+            data = v.token_bytes(idx)
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            if v.special[idx] or not text.strip():
+                continue
+            # A leading space is stripped by SentencePiece decoders: compare stripped.
+            assert v.tokenizer.decode([idx]).strip() == text.strip(), (v.name, idx)
+
+
+def test_vocabs_are_cached_by_fingerprint(real: dict[str, Vocab], models_dir: Path) -> None:
+    assert load_vocab(models_dir / "gpt2") is real["gpt2"]
+    assert len({v.fingerprint for v in real.values()}) == 4
+    again = load_vocab(Tokenizer.from_str(real["llama2-7b"].tokenizer.to_str()))
+    assert again.fingerprint == real["llama2-7b"].fingerprint
+    assert np.array_equal(again.lengths, real["llama2-7b"].lengths)
+
+
+def test_an_unloadable_directory_is_a_tokenizer_error(tmp_path: Path) -> None:
+    with pytest.raises(TokenizerError, match="no fast tokenizer"):
+        load_vocab(tmp_path)
+    with pytest.raises(TokenizerError, match="cannot be read"):
+        load_vocab(tmp_path / "missing")
