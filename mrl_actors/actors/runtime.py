@@ -71,10 +71,15 @@ class PolicyRuntime:
         return self.policy.name
 
     def render(self, item: TaskItem) -> np.ndarray:
-        """int32 [P]: the prompt as this policy was warm-started on it."""
+        """int32 [P]: the prompt in this policy's own format (its chat template when asked)."""
+        text = self.task.prompt_text(item)
+        if self.policy.chat_template:
+            from mrl_actors.thl import render_prompt
+
+            return render_prompt(self.vocab, text, chat_template=True)
         from mrl_actors.rollout.prompts import encode_prompt
 
-        return encode_prompt(self.tokenizer, self.task.prompt_text(item))
+        return encode_prompt(self.tokenizer, text)  # as the tiny models were warm-started
 
     # ----------------------------------------------------------------- THL
 
