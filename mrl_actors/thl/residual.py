@@ -32,7 +32,7 @@ class Residual(msgspec.Struct, frozen=True):
     problems: tuple[str, ...] = ()  # odd input found on the way (lengths, NaN, bad ids)
 
 
-class ResidualBudget(msgspec.Struct, frozen=True):
+class ResidualBudget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Limits a transfer must stay within; over any of them it is rejected with the reason.
 
     The defaults accept every lossless transfer between the real tokenizers we test (their n:m
