@@ -1,0 +1,122 @@
+"""The run report: a fold over events, rendered as one self-contained page."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+
+from mrl_actors.events import (
+    ConsumedEvent,
+    Event,
+    LearnerStepCompleted,
+    PolicyRegistered,
+    RunFinished,
+    RunStarted,
+    event_id,
+)
+from mrl_actors.report import compare_table, render_html, summarize
+
+VOID = {"meta", "br", "hr", "img", "input", "link", "area", "base", "col", "source", "wbr"}
+
+
+class _Balance(HTMLParser):
+    """Fails on unclosed or mismatched tags, scripts and anything fetched from elsewhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.in_svg = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "script":
+            self.errors.append("script")
+        for name, value in attrs:
+            if name in ("src", "href") and value and not value.startswith("#"):
+                self.errors.append(f"external {name}={value}")
+        if tag == "svg":
+            self.in_svg += 1
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        pass  # self-closing (SVG paths): nothing to balance
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+            return
+        self.stack.pop()
+
+
+def _events() -> list[Event]:
+    run = "r"
+    out: list[Event] = [
+        RunStarted(run=run, source="mrl", event_id="s", spec_toml="", seed=3, code_version="x"),
+    ]
+    for name, acc in (("gpt2", 0.25), ("llama", 0.5)):
+        out.append(
+            PolicyRegistered(
+                run=run,
+                source=name,
+                event_id=f"p-{name}",
+                policy=name,
+                family=name,
+                model_path="m",
+                tokenizer_fingerprint="f",
+                probe="sgt",
+            )
+        )
+        for step in (1, 2, 3):
+            metrics = {"reward_mean": acc + 0.1 * step, "peer_events_used": 2.0, "is_off_ess": 0.9}
+            if step == 1:
+                metrics["eval_accuracy_initial"] = acc
+            if step == 3:
+                metrics["eval_accuracy"] = acc + 0.2
+            out.append(
+                LearnerStepCompleted(
+                    run=run,
+                    source=name,
+                    event_id=event_id("learner", run, name, step),
+                    policy=name,
+                    step=step,
+                    probe="sgt",
+                    consumed=[ConsumedEvent(step, "e")],
+                    weights_sha256="w",
+                    metrics=metrics,
+                )
+            )
+    out.append(RunFinished(run=run, source="mrl", event_id="f", status="completed"))
+    return out
+
+
+def test_summary_folds_learner_steps_per_policy() -> None:
+    s = summarize(_events())
+    assert s["run"]["status"] == "completed" and s["run"]["seed"] == 3
+    gpt2 = s["policies"]["gpt2"]
+    assert gpt2["steps"] == 3 and gpt2["initial_accuracy"] == 0.25
+    assert abs(gpt2["final_accuracy"] - 0.45) < 1e-12
+    assert gpt2["totals"]["peer_events_used"] == 6.0
+    assert abs(s["run"]["average_final_accuracy"] - 0.575) < 1e-12
+    assert s["events"]["learner"] == 6
+
+
+def test_report_page_is_self_contained_and_well_formed() -> None:
+    page = render_html(summarize(_events()))
+    checker = _Balance()
+    checker.feed(page)
+    checker.close()
+    assert checker.errors == [] and checker.stack == []
+    svgs = re.findall(r"<svg.*?</svg>", page, flags=re.S)
+    assert len(svgs) >= 3  # accuracy, reward, ESS
+    for svg in svgs:
+        ET.fromstring(svg)  # each inline plot is well-formed XML
+
+
+def test_compare_table_reports_mean_and_spread_over_seeds() -> None:
+    a = summarize(_events())
+    header, rows = compare_table({"sgt": [a, a], "independent": [a]})
+    assert header == ["probe", "gpt2", "llama", "average", "seeds"]
+    assert rows[0] == ["sgt", "0.450 ± 0.000", "0.700 ± 0.000", "0.575 ± 0.000", "2"]
+    assert rows[1][-1] == "1" and "±" not in rows[1][1]
