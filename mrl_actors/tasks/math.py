@@ -22,7 +22,7 @@ from mrl_actors.logs import get_logger
 from mrl_actors.tasks.base import TaskItem, Verdict, derive_seed, sample_from
 
 log = get_logger(__name__)
-_GSM = re.compile(r"####\s*([^\n]+)")
+_GSM = re.compile(r"####\s*([^\n#]+)")
 _NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 

@@ -1,0 +1,172 @@
+"""Rollout engines: the HF engine on tiny real models, the vLLM engine's CPU-testable parts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from mrl_actors.errors import EngineUnavailableError
+from mrl_actors.grpo.logprobs import completion_logps
+from mrl_actors.models import build_tiny
+from mrl_actors.rollout import EngineConfig, SamplingConfig, encode_prompt, make_engine
+from mrl_actors.rollout.hf import HFEngine, sample_top_p
+from mrl_actors.rollout.vllm_engine import (
+    VLLMEngine,
+    sampling_kwargs,
+    to_generation,
+    vllm_available,
+    weights_for_vllm,
+)
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama2-7b"])
+def tiny(request: pytest.FixtureRequest, models_dir: Path) -> tuple[Any, Any]:
+    torch.set_num_threads(1)
+    return build_tiny(models_dir / request.param, hidden_size=32, layers=1, heads=2, seed=1)
+
+
+def _prompts(tok: Any) -> list[np.ndarray]:
+    return [encode_prompt(tok, t) for t in ("Q: 1+2=\nA:", "Hello", "Q: 12+30=\nA: the")]
+
+
+def test_hf_engine_is_seeded_and_deterministic(tiny: tuple[Any, Any]) -> None:
+    """Same seed, same tokens and log-probs bitwise; another seed, other samples."""
+    model, tok = tiny
+    eng = HFEngine(model, tok, SamplingConfig(max_new_tokens=6))
+    a = eng.generate(_prompts(tok), n=3, seed=5)
+    b = eng.generate(_prompts(tok), n=3, seed=5)
+    c = eng.generate(_prompts(tok), n=3, seed=6)
+    flat = lambda r: [(g.token_ids.tobytes(), g.logprobs.tobytes()) for gs in r for g in gs]  # noqa: E731
+    assert flat(a) == flat(b)
+    assert flat(a) != flat(c)
+    assert [len(gs) for gs in a] == [3, 3, 3]
+    g = a[0][0]
+    assert g.token_ids.dtype == np.int32 and g.logprobs.dtype == np.float32
+    assert len(g.token_ids) == len(g.logprobs) <= 6
+    assert np.all(g.logprobs <= 0)
+    assert g.finish_reason in ("stop", "length")
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_behaviour_logprobs_equal_learner_logprobs(
+    tiny: tuple[Any, Any], temperature: float
+) -> None:
+    """The engine's log-probs are what the learner computes for the same tokens (ratio ~ 1),
+    including left-padded prompts of different lengths."""
+    model, tok = tiny
+    s = SamplingConfig(max_new_tokens=5, temperature=temperature, stop_at_eos=False)
+    eng = HFEngine(model, tok, s)
+    prompts = _prompts(tok)
+    gens = eng.generate(prompts, n=2, seed=0)
+    for p, gs in zip(prompts, gens, strict=True):
+        for g in gs:
+            ids = torch.from_numpy(np.concatenate([p, g.token_ids]).astype(np.int64))[None]
+            lp, _ = completion_logps(
+                model, ids, torch.ones_like(ids), len(g.token_ids), temperature
+            )
+            np.testing.assert_allclose(lp[0].detach().numpy(), g.logprobs, atol=2e-5)
+
+
+def test_stop_strings_cut_after_the_stop(models_dir: Path) -> None:
+    """A stop string ends the completion with finish_reason 'stop' and is kept in the text."""
+    model, tok = build_tiny(models_dir / "gpt2", hidden_size=32, layers=1, heads=2, seed=1)
+    eng = HFEngine(model, tok, SamplingConfig(max_new_tokens=40, stop=("e",)))
+    gens = eng.generate(_prompts(tok), n=4, seed=3)
+    for gs in gens:
+        for g in gs:
+            if g.finish_reason == "stop":
+                assert "e" in g.text
+                assert "e" not in tok.decode(g.token_ids[:-1].tolist())
+                assert len(g.logprobs) == len(g.token_ids)
+            else:
+                assert len(g.token_ids) == 40 and "e" not in g.text
+
+
+def test_top_p_keeps_only_the_nucleus() -> None:
+    """With top_p = 0.5 and one token holding 0.6 of the mass, only that token is drawn."""
+    logits = torch.log(torch.tensor([[0.6, 0.3, 0.1]] * 200))
+    gen = torch.Generator().manual_seed(0)
+    assert set(sample_top_p(logits, 0.5, gen).tolist()) == {0}
+    assert set(sample_top_p(logits, 1.0, gen).tolist()) == {0, 1, 2}
+
+
+def test_sync_weights_tracks_version_and_copies(tiny: tuple[Any, Any], models_dir: Path) -> None:
+    model, tok = tiny
+    eng = make_engine(EngineConfig(kind="hf"), model, tok)
+    eng.sync_weights(model, 3)
+    assert eng.version == 3
+    other, _ = build_tiny(models_dir / "gpt2", hidden_size=32, layers=1, heads=2, seed=9)
+    src, _ = build_tiny(models_dir / "gpt2", hidden_size=32, layers=1, heads=2, seed=10)
+    e2 = HFEngine(other, tok, SamplingConfig())
+    e2.sync_weights(src, 1)
+    assert torch.equal(other.lm_head.weight, src.lm_head.weight)
+
+
+@pytest.mark.skipif(vllm_available(), reason="vLLM is installed here")
+def test_vllm_engine_says_clearly_when_missing(tiny: tuple[Any, Any]) -> None:
+    model, tok = tiny
+    with pytest.raises(EngineUnavailableError, match=r"pip install -e '\.\[vllm\]'"):
+        make_engine(EngineConfig(kind="vllm"), model, tok)
+
+
+def _fake_output(ids: list[int], lps: list[float], reason: str, text: str | None) -> Any:
+    logprobs = [
+        {t: SimpleNamespace(logprob=lp), 7: SimpleNamespace(logprob=-9.0)}
+        for t, lp in zip(ids, lps)
+    ]
+    return SimpleNamespace(token_ids=ids, logprobs=logprobs, text=text, finish_reason=reason)
+
+
+def test_vllm_output_conversion(tiny: tuple[Any, Any]) -> None:
+    """vLLM CompletionOutputs become Generations: sampled-token log-probs, reasons mapped."""
+    _, tok = tiny
+    g = to_generation(_fake_output([5, 6], [-0.5, -1.5], "stop", "ab"), tok, 0)
+    assert g.token_ids.tolist() == [5, 6] and g.logprobs.tolist() == [-0.5, -1.5]
+    assert g.finish_reason == "stop" and g.text == "ab"
+    g = to_generation(_fake_output([5], [-0.25], "abort", None), tok, 0)
+    assert g.finish_reason == "length" and g.text == tok.decode([5])
+    bad = _fake_output([5, 6], [-0.5, -1.5], "stop", "ab")
+    bad.logprobs = None
+    with pytest.raises(EngineUnavailableError, match="logprobs=0"):
+        to_generation(bad, tok, 0)
+
+
+def test_vllm_sampling_params_and_weight_sync_bookkeeping(
+    tiny: tuple[Any, Any], tmp_path: Path
+) -> None:
+    """Request parameters mirror SamplingConfig; in-place sync loads every tensor and bumps the
+    version; without an in-place hook it falls back to a safetensors directory."""
+    model, tok = tiny
+    kw = sampling_kwargs(
+        SamplingConfig(temperature=0.7, top_p=0.9, max_new_tokens=9, stop=("\n",)), 4, 11
+    )
+    assert kw == {
+        "n": 4, "temperature": 0.7, "top_p": 0.9, "max_tokens": 9, "stop": ["\n"],
+        "include_stop_str_in_output": True, "ignore_eos": False, "logprobs": 0, "seed": 11,
+    }  # fmt: skip
+    loaded: list[str] = []
+    target = SimpleNamespace(load_weights=lambda ws: loaded.extend(n for n, _ in ws))
+    llm = SimpleNamespace(
+        llm_engine=SimpleNamespace(
+            model_executor=SimpleNamespace(
+                driver_worker=SimpleNamespace(
+                    worker=SimpleNamespace(model_runner=SimpleNamespace(model=target))
+                )
+            )
+        )
+    )
+    eng = VLLMEngine(llm, tok, EngineConfig(kind="vllm"), tmp_path / "v0")
+    eng.sync_weights(model, 4)
+    assert eng.version == 4 and eng.in_place_syncs == 1
+    assert sorted(loaded) == sorted(n for n, _ in weights_for_vllm(model))
+    started: list[Path] = []
+    eng2 = VLLMEngine(SimpleNamespace(), tok, EngineConfig(kind="vllm"), tmp_path / "v0")
+    eng2._start = lambda d, cfg: started.append(d) or SimpleNamespace()  # type: ignore[method-assign]
+    eng2.sync_weights(model, 2)
+    assert eng2.version == 2 and eng2.reload_syncs == 1
+    assert started == [tmp_path / "v2"] and (tmp_path / "v2" / "model.safetensors").exists()

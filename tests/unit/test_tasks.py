@@ -1,0 +1,80 @@
+"""Tasks: deterministic items and sampling, prompt/target formats, local datasets via `datasets`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mrl_actors.errors import ConfigError
+from mrl_actors.tasks import (
+    ArithmeticConfig,
+    ArithmeticTask,
+    CountdownTask,
+    MathConfig,
+    TaskConfig,
+    make_task,
+)
+
+
+@pytest.mark.parametrize("kind", ["arithmetic", "countdown"])
+def test_sampling_is_a_pure_function_of_seed_and_step(kind: str) -> None:
+    t1, t2 = make_task(TaskConfig(kind=kind)), make_task(TaskConfig(kind=kind))
+    assert t1.sample(3, 7, 5) == t2.sample(3, 7, 5)
+    assert t1.sample(3, 7, 5) != t1.sample(4, 7, 5)
+    assert t1.items(1) == t2.items(1)
+    assert len({i.prompt_id for i in t1.items(0)}) == len(t1.items(0))
+
+
+def test_sampling_walks_epochs_without_repeats() -> None:
+    """Within an epoch every item is drawn exactly once."""
+    task = ArithmeticTask(ArithmeticConfig(size=20))
+    drawn = [i.prompt_id for s in range(5) for i in task.sample(0, s, 4)]
+    assert sorted(drawn) == sorted(i.prompt_id for i in task.items(0))
+
+
+def test_targets_verify_as_correct() -> None:
+    """The warm-start targets are exactly what the verifiers reward."""
+    for task in (ArithmeticTask(ArithmeticConfig(ops=("+", "-", "*"))), CountdownTask()):
+        for item in task.items(0)[:50]:
+            assert task.verify(task.target_text(item), item).success
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, str]]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_math_task_from_local_jsonl_and_parquet(tmp_path: Path) -> None:
+    rows = [
+        {"question": "2+2?", "answer": "2 and 2 make 4.\n#### 4"},
+        {"question": "Half of 1?", "answer": "It is \\boxed{\\frac{1}{2}}"},
+    ]
+    _write_jsonl(tmp_path / "train.jsonl", rows)
+    task = make_task(TaskConfig(kind="math", math=MathConfig(path=str(tmp_path / "train.jsonl"))))
+    items = sorted(task.items(0), key=lambda i: i.prompt_id)
+    assert [i.answer for i in items] == ["4", "\\frac{1}{2}"]
+    assert task.verify("so #### 4", items[0]).success
+    assert task.verify("#### 0.5", items[1]).success
+    assert "####" in task.prompt_text(items[0])
+
+    from datasets import Dataset
+
+    Dataset.from_list(rows).to_parquet(str(tmp_path / "train.parquet"))
+    cfg = MathConfig(path=str(tmp_path / "train.parquet"), style="boxed")
+    ptask = make_task(TaskConfig(kind="math", math=cfg))
+    assert sorted(i.answer for i in ptask.items(0)) == sorted(i.answer for i in items)
+    assert "\\boxed" in ptask.prompt_text(items[0])
+
+
+def test_task_config_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown task.kind"):
+        make_task(TaskConfig(kind="chess"))
+    with pytest.raises(ConfigError, match="needs a \\[task.math\\] block"):
+        make_task(TaskConfig(kind="math"))
+    (tmp_path / "x.csv").write_text("a,b\n")
+    with pytest.raises(ConfigError, match="expected .jsonl"):
+        make_task(TaskConfig(kind="math", math=MathConfig(path=str(tmp_path / "x.csv"))))
+    _write_jsonl(tmp_path / "q.jsonl", [{"q": "1", "a": "1"}])
+    with pytest.raises(ConfigError, match="no column 'question'"):
+        make_task(TaskConfig(kind="math", math=MathConfig(path=str(tmp_path / "q.jsonl"))))
