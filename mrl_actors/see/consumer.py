@@ -27,7 +27,7 @@ from anyio.abc import TaskStatus
 from mrl_actors.errors import EventDecodeError
 from mrl_actors.events import AnyEvent, DeadLettered, event_id
 from mrl_actors.logs import get_logger
-from mrl_actors.see.stream import EventLog, Record, _time_ns, check_token, filter_subjects
+from mrl_actors.see.stream import EventLog, Record, check_token, delivery, filter_subjects
 
 RAW_PREFIX_BYTES = 4096
 
@@ -154,8 +154,8 @@ class Consumer:
         """Apply (or skip, or dead-letter) each message in order, publish dead letters, ack all."""
         dead: list[DeadLettered] = []
         for msg in msgs:
-            md = msg.metadata
-            seq = md.sequence.stream
+            d = delivery(msg.reply)
+            seq = d.seq
             self.stats.delivered += 1
             if seq <= applier.last_seq:
                 self.stats.skipped += 1
@@ -166,7 +166,7 @@ class Consumer:
                 dead.append(self._dead(msg, seq, getattr(exc, "kind", "schema"), str(exc)))
                 continue
             try:
-                await applier.apply(Record(seq, msg.subject, event, _time_ns(md.timestamp)))
+                await applier.apply(Record(seq, msg.subject, event, d.time_ns))
             except Exception as exc:
                 self._log.exception("apply_failed", seq=seq, event_id=event.event_id)
                 dead.append(self._dead(msg, seq, "apply", f"{type(exc).__name__}: {exc}"))
@@ -174,8 +174,8 @@ class Consumer:
             self.stats.applied += 1
         if dead:
             await self.log.append_many(dead)
-            for d in dead:
-                self.stats.dead_by_error[d.error] = self.stats.dead_by_error.get(d.error, 0) + 1
+            for dl in dead:
+                self.stats.dead_by_error[dl.error] = self.stats.dead_by_error.get(dl.error, 0) + 1
             self.stats.dead_lettered += len(dead)
             self._log.warning("dead_lettered", count=len(dead), last_seq=dead[-1].original_seq)
         for msg in msgs:
@@ -202,20 +202,26 @@ class Consumer:
         *,
         batch: int = 256,
         until_idle: bool = False,
+        stop: Callable[[ConsumerStats], bool] | None = None,
         fetch_timeout: float = 1.0,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> ConsumerStats:
-        """Consume until cancelled (or, with `until_idle`, until a fetch comes back empty)."""
+        """Consume until cancelled, until `stop(stats)` holds after a batch, or (`until_idle`)
+        until a fetch comes back empty. Batches are applied one after the other, in order.
+
+        (Fetching the next batch while applying the current one was tried: no faster, since
+        nats-py parses incoming messages on the same thread.)
+        """
         await self.bind(after_seq=applier.last_seq)
         task_status.started()
         try:
-            while True:
+            while stop is None or not stop(self.stats):
                 msgs = await self.fetch(batch, timeout=fetch_timeout)
-                if not msgs:
-                    if until_idle:
-                        return self.stats
-                    continue
-                await self.handle(msgs, applier)
+                if msgs:
+                    await self.handle(msgs, applier)
+                elif until_idle:
+                    break
+            return self.stats
         finally:
             with anyio.CancelScope(shield=True):
                 await self.close()

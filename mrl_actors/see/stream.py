@@ -93,6 +93,28 @@ def _time_ns(t: dt.datetime | None) -> int:
     return int(t.timestamp() * 1e9) if t is not None else 0
 
 
+class Delivery(msgspec.Struct, frozen=True, array_like=True):
+    """What the ack subject of a JetStream delivery says about it."""
+
+    seq: int  # stream sequence
+    delivered: int  # 1 on first delivery
+    time_ns: int  # when the server stored it
+    pending: int  # messages left for this consumer after this one
+
+
+def delivery(reply: str) -> Delivery:
+    """Parse `$JS.ACK.[domain.hash.]<stream>.<consumer>.<n>.<sseq>.<cseq>.<ts>.<pending>...`.
+
+    The same fields as nats-py's `msg.metadata` without building datetimes: on the consume
+    path of rollout-sized events this is a visible share of the per-message cost.
+    """
+    t = reply.split(".")
+    if len(t) < 9 or t[0] != "$JS" or t[1] != "ACK":
+        raise LogError(f"not a JetStream delivery: reply subject {reply!r}")
+    b = 2 if len(t) == 9 else 4
+    return Delivery(int(t[b + 3]), int(t[b + 2]), int(t[b + 5]), int(t[b + 6]))
+
+
 class EventLog:
     """The stream of one run. Build with `await EventLog.open(nc, run, config)`."""
 
@@ -320,14 +342,9 @@ class EventLog:
                 except TimeoutError:  # nats-py raises both its own and asyncio's
                     continue
                 for msg in msgs:
-                    md = msg.metadata
-                    yield (
-                        md.sequence.stream,
-                        msg.subject,
-                        msg.data,
-                        _time_ns(md.timestamp),
-                    )
-                    if not follow and md.num_pending == 0:
+                    d = delivery(msg.reply)
+                    yield d.seq, msg.subject, msg.data, d.time_ns
+                    if not follow and d.pending == 0:
                         return
         finally:
             with anyio.CancelScope(shield=True):

@@ -66,8 +66,9 @@ def test_packed_arrays_are_little_endian_and_read_only() -> None:
 
 
 def test_constructing_non_finite_or_ragged_events_fails_early() -> None:
-    with pytest.raises(ValueError, match="must be finite"):
-        _completion([1], [math.nan])
+    with pytest.raises(ValueError, match=r"completions\[1\].logprobs\[0\] is .*nan"):
+        _rollout([_completion([1], [0.0]), _completion([1], [math.nan])])
+    _rollout([_completion([1, 2], [3e38, 3e38])])  # huge but finite
     with pytest.raises(ValueError, match="entries"):
         _completion([1, 2], [0.0])
     with pytest.raises(ValueError, match="reward"):
