@@ -16,6 +16,20 @@ import structlog
 _configured = False
 
 
+class _CurrentStderr:
+    """Writes to whatever `sys.stderr` is at the time of the write, not at configure time.
+
+    Tests and embedding applications swap `sys.stderr`; a logger holding the old (closed)
+    stream would raise `ValueError: I/O operation on closed file` on its next line.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(
     fmt: Literal["console", "json"] = "console", level: str = "info", stream: Any = None
 ) -> None:
@@ -38,7 +52,7 @@ def configure(
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream or _CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
     _configured = True

@@ -1,14 +1,168 @@
-"""`mrl log`: see the module that implements it for the details."""
+"""`mrl log tail|stats|export`: read a run's experience log (see `mrl_actors.see.inspect`).
+
+Each takes a run directory (its live server from `server.json`, or an embedded server started on
+`DIR/nats/`) or `--server URL` (credentials from `MRL_NATS_*`), and `--run` when the server
+holds several runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
+
+
+def _source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", nargs="?", help="run directory (holds nats/ and server.json)")
+    p.add_argument("--server", metavar="URL", help="NATS URL instead of a run directory")
+    p.add_argument("--run", help="run id (default: the run dir's, or the only one on the server)")
+
+
+def _filter_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kind", action="append", default=[], help="event kind (repeatable)")
+    p.add_argument(
+        "--policy",
+        "--source",
+        dest="sources",
+        action="append",
+        default=[],
+        help="policy or node that wrote the event (repeatable)",
+    )
+    p.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="field predicate, e.g. 'reward>0.5', 'policy_version>=3', 'text~boxed' (repeatable)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("log", help="(not built yet)")
-    parser.set_defaults(handler=_not_built)
+    parser = sub.add_parser("log", help="tail, count and export a run's experience log")
+    cmds = parser.add_subparsers(dest="log_command", metavar="SUBCOMMAND", required=True)
+
+    tail = cmds.add_parser("tail", help="print events, from the start or live")
+    _source_args(tail)
+    _filter_args(tail)
+    start = tail.add_mutually_exclusive_group()
+    start.add_argument("--seq", type=int, help="start at this stream sequence")
+    start.add_argument("--since", help="start at a time: 10m, 2h, 1d ago or an ISO time")
+    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+    tail.add_argument("-n", "--limit", type=int, default=0, help="stop after this many lines")
+    tail.add_argument("--json", action="store_true", help="one JSON object per line")
+    tail.set_defaults(handler=_tail)
+
+    stats = cmds.add_parser("stats", help="counts, bytes and rates per kind and source")
+    _source_args(stats)
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(handler=_stats)
+
+    export = cmds.add_parser("export", help="JSON lines, and zarr arrays of rollouts")
+    _source_args(export)
+    _filter_args(export)
+    export.add_argument("--out", required=True, help="directory to write")
+    export.set_defaults(handler=_export)
 
 
-def _not_built(args: argparse.Namespace) -> int:
-    raise SystemExit("mrl log: not built yet")
+def _open(args: argparse.Namespace) -> Any:
+    from mrl_actors.see.access import open_log
+
+    return open_log(run_dir=args.run_dir, server=args.server, run=args.run)
+
+
+def _tail(args: argparse.Namespace) -> int:
+    import anyio
+    import msgspec
+
+    from mrl_actors.see import inspect
+
+    where = [inspect.parse_where(w) for w in args.where]
+    since = inspect.parse_since(args.since) if args.since else None
+    enc = msgspec.json.Encoder()
+
+    async def main() -> int:
+        shown = 0
+        async with _open(args) as log:
+            async for rec in log.read(
+                start_seq=args.seq,
+                start_time=since,
+                kinds=args.kind,
+                sources=args.sources,
+                follow=args.follow,
+            ):
+                obj = inspect.record_json(rec) if (args.json or where) else {}
+                if where and not inspect.matches(rec, obj, where):
+                    continue
+                if args.json:
+                    sys.stdout.write(enc.encode(obj).decode() + "\n")
+                else:
+                    sys.stdout.write(inspect.line(rec) + "\n")
+                sys.stdout.flush()
+                shown += 1
+                if args.limit and shown >= args.limit:
+                    break
+        return 0
+
+    return anyio.run(main)
+
+
+def _stats(args: argparse.Namespace) -> int:
+    import anyio
+    import msgspec
+
+    from mrl_actors.see import inspect
+
+    async def main() -> inspect.Stats:
+        async with _open(args) as log:
+            return await inspect.stats(log)
+
+    st = anyio.run(main)
+    if args.json:
+        obj = {
+            "rows": [
+                {"kind": k, "source": s, "count": r.count, "bytes": r.bytes, "rate": r.rate}
+                for (k, s), r in sorted(st.rows.items())
+            ],
+            "dead_letters": {
+                "by_error": dict(st.dead_by_error),
+                "by_consumer": dict(st.dead_by_consumer),
+            },
+            "total": {"count": st.total.count, "bytes": st.total.bytes},
+        }
+        print(msgspec.json.encode(obj).decode())
+        return 0
+    print(f"{'kind':<12} {'source':<16} {'events':>9} {'bytes':>12} {'ev/s':>9} {'MB/s':>8}")
+    for (kind, source), r in sorted(st.rows.items()):
+        mbs = r.bytes / 1e6 * r.rate / r.count if r.count else 0.0
+        print(f"{kind:<12} {source:<16} {r.count:>9,} {r.bytes:>12,} {r.rate:>9.1f} {mbs:>8.2f}")
+    print(f"{'total':<29} {st.total.count:>9,} {st.total.bytes:>12,} {st.total.rate:>9.1f}")
+    total_dead = sum(st.dead_by_error.values())
+    print(f"\ndead letters: {total_dead}")
+    for err, n in st.dead_by_error.most_common():
+        print(f"  {err:<14} {n:>9,}")
+    for consumer, n in st.dead_by_consumer.most_common():
+        print(f"  consumer {consumer:<14} {n:>9,}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import anyio
+
+    from mrl_actors.see import inspect
+
+    where = [inspect.parse_where(w) for w in args.where]
+
+    async def main() -> dict[str, int]:
+        async with _open(args) as log:
+            records = log.read(kinds=args.kind, sources=args.sources)
+            return await inspect.export(records, Path(args.out), where=where)
+
+    counts = anyio.run(main)
+    print(
+        f"wrote {counts['events']} events to {args.out}/events.jsonl and "
+        f"{counts['completions']} completions ({counts['tokens']} tokens) to "
+        f"{args.out}/rollouts.zarr"
+    )
+    return 0
