@@ -113,6 +113,10 @@ class Vocab:
             f"Vocab({self.name!r}, {self.kind}, size={self.size}, fingerprint={self.fingerprint})"
         )
 
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        """Short form for pretty printers (hypothesis, IPython): not the whole vocabulary."""
+        p.text(repr(self))
+
     @property
     def size(self) -> int:
         return int(self.lengths.shape[0])

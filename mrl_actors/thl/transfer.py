@@ -58,7 +58,7 @@ class Transfer:
 class _Seq:
     """Working state of one sequence through the pipeline."""
 
-    ids: np.ndarray  # int64 [n]: peer ids without the role-mapped trailing EOS
+    ids: np.ndarray  # int64 [n]: peer ids without the role-mapped trailing EOS; -1 where bad
     lens: np.ndarray  # int64 [n]: bytes per peer token (0 for special or bad ids)
     eos: bool  # a trailing EOS-role token was set aside
     problems: list[str]
@@ -101,10 +101,9 @@ def _prepare(src: Vocab, raw: object) -> _Seq:
     bad = (ids < 0) | (ids >= src.size)
     if bad.any():
         problems.append(f"{int(bad.sum())} ids outside the peer vocabulary (size {src.size})")
-    safe = np.where(bad, 0, ids)
-    lens = np.where(bad, 0, src.lengths[safe])
+    lens = np.where(bad, 0, src.lengths[np.where(bad, 0, ids)])
     eos = bool(ids.shape[0]) and not bad[-1] and int(ids[-1]) in src.end_ids
-    return _Seq(ids=safe, lens=lens, eos=eos, problems=problems)
+    return _Seq(ids=np.where(bad, -1, ids), lens=lens, eos=eos, problems=problems)
 
 
 def _with_eos(add_eos: bool, body: np.ndarray, tail: np.ndarray | None, fill: float) -> np.ndarray:
@@ -180,6 +179,50 @@ def _count_lossy(dst: Vocab, s: _Seq) -> int:
     return lossy
 
 
+def _fast_path(dst: Vocab, seqs: list[_Seq], allbytes: np.ndarray, off: np.ndarray) -> None:
+    """Encode every valid-UTF-8 completion in one batch and keep those the table reproduces.
+
+    allbytes: uint8 [B], every completion's bytes back to back; off: int64 [K + 1] offsets.
+    The byte comparison is one vectorized pass over the batch, not one call per sequence.
+    """
+    fast = [i for i, s in enumerate(seqs) if s.text is not None]
+    if not fast:
+        return
+    encs = dst.continuation.encode_batch_fast(
+        [seqs[i].text for i in fast], add_special_tokens=False
+    )
+    parts = []
+    for i, enc in zip(fast, encs, strict=True):
+        d = np.asarray(enc.ids, dtype=np.int64)
+        tail = seqs[i].tail
+        parts.append(d if tail is None else np.concatenate([d, tail]))
+    counts = np.asarray([p.shape[0] for p in parts], dtype=np.int64)  # [F]
+    flat = np.concatenate(parts)  # [T]: receiver ids of every fast sequence
+    dl = dst.lengths[flat]  # [T]
+    tok_off = np.concatenate([[0], np.cumsum(counts)])  # [F + 1]
+    csum = np.concatenate([[0], np.cumsum(dl)])  # [T + 1]
+    dtot = csum[tok_off[1:]] - csum[tok_off[:-1]]  # [F]: receiver bytes per sequence
+    fidx = np.asarray(fast, dtype=np.int64)
+    stot = off[fidx + 1] - off[fidx]  # [F]: peer bytes per sequence
+    same = dtot == stot  # [F]
+    # Compare the bytes of all same-length sequences at once; mismatches name their sequence.
+    src_keep = np.zeros(len(seqs), dtype=bool)
+    src_keep[fidx[same]] = True
+    src_sel = np.repeat(src_keep, off[1:] - off[:-1])  # [B]
+    dst_sel = np.repeat(same, dtot)  # [sum(dtot)]
+    diff = np.flatnonzero(allbytes[src_sel] != gather_bytes(dst, flat)[dst_sel])
+    sel_off = np.cumsum(np.where(same, stot, 0))  # [F]: end of each sequence in the selection
+    bad = np.zeros(len(fast), dtype=bool)
+    bad[np.searchsorted(sel_off, diff, side="right")] = True
+    for f, i in enumerate(fast):
+        if same[f] and not bad[f]:
+            s = seqs[i]
+            a, b = int(tok_off[f]), int(tok_off[f + 1])
+            s.dst_ids = flat[a:b]
+            s.dst_ends = csum[a + 1 : b + 1] - csum[a]
+            s.exact = True
+
+
 def transfer_many(
     src: Vocab,
     dst: Vocab,
@@ -226,18 +269,7 @@ def transfer_many(
                     s.text = None
                 break
     # 2. fast path: batch encode, ends from the receiver's byte table when it reproduces the bytes.
-    fast = [i for i, s in enumerate(seqs) if s.text is not None]
-    encs = dst.continuation.encode_batch_fast(
-        [seqs[i].text for i in fast], add_special_tokens=False
-    )
-    for i, enc in zip(fast, encs, strict=True):
-        s = seqs[i]
-        d = np.asarray(enc.ids, dtype=np.int64)
-        if s.tail is not None:
-            d = np.concatenate([d, s.tail])
-        dl = dst.lengths[d]
-        if int(dl.sum()) == len(s.data) and gather_bytes(dst, d).tobytes() == s.data:
-            s.dst_ids, s.dst_ends, s.exact = d, np.cumsum(dl), True
+    _fast_path(dst, seqs, allbytes, off)
     # 3. slow path: offsets, invalid UTF-8, lossy accounting.
     for s in seqs:
         if not s.exact:
@@ -334,7 +366,7 @@ def transfer_many(
         # bytes it cannot write. Neither is exact, whatever the byte comparison says.
         src_unk = int(np.count_nonzero(s.ids == src.unk_id)) if src.unk_id is not None else 0
         unk = src_unk + (int(np.count_nonzero(ids == dst.unk_id)) if dst.unk_id is not None else 0)
-        dropped = int(src.special[s.ids].sum()) - src_unk
+        dropped = int(np.count_nonzero(src.special[s.ids[s.ids >= 0]])) - src_unk
         n_bytes = len(s.data)
         m = (b - a) + int(add_eos)
         n_one = int(one_per[i]) + int(add_eos)

@@ -259,3 +259,13 @@ def test_render_prompt_uses_the_receivers_own_format(real: dict[str, Vocab]) -> 
     assert llama[0] == real["llama2-7b"].bos_id
     gpt2 = render_prompt(real["gpt2"], "What is 2+2?")
     assert real["gpt2"].ids_to_bytes(gpt2) == b"What is 2+2?"
+
+
+def test_bad_ids_next_to_good_ones_keep_the_good_bytes(real: dict[str, Vocab]) -> None:
+    """Regression: a bad id used to be read as id 0 when gathering bytes, and broke the batch."""
+    src, dst = real["gpt2"], real["llama2-7b"]
+    ids = np.asarray([0, 10**9, 0])  # "!", out of range, "!"
+    t = transfer(src, dst, ids, logprobs=np.full(3, -1.0))
+    assert t.rejected and "outside the peer vocabulary" in t.reason
+    assert dst.ids_to_bytes(t.ids) == b"!!"
+    assert t.logprobs is not None and t.logprobs.sum() == pytest.approx(-3.0)
