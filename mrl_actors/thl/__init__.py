@@ -3,7 +3,7 @@
 Modules, in the order data flows through them:
 
 - `bytes_table`: `Vocab` and `load_vocab`, the exact bytes of every token id, cached by fingerprint;
-- `transfer`: `transfer` / `transfer_many` (peer ids and traces -> receiver ids and traces) and
+- `traces`: `transfer` / `transfer_many` (peer ids and traces -> receiver ids and traces) and
   `render_prompt` (a prompt in the receiver's own format);
 - `align`: co-terminating byte spans for a whole batch, vectorized;
 - `residual`: `Residual` per sequence, `ResidualBudget`, `aggregate` for the run report;
@@ -15,7 +15,7 @@ See DESIGN.md section 4, decision 4, and the README section on the THL.
 
 from mrl_actors.thl.bytes_table import Vocab, load_vocab
 from mrl_actors.thl.residual import Residual, ResidualBudget, aggregate
-from mrl_actors.thl.transfer import Transfer, render_prompt, transfer, transfer_many
+from mrl_actors.thl.traces import Transfer, render_prompt, transfer, transfer_many
 
 __all__ = [
     "Residual",

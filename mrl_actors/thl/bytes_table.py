@@ -229,6 +229,14 @@ def _continuation_spec(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+def _continuation(spec: dict[str, Any]) -> Tokenizer:
+    """The completion-segment encoder. Special tokens are never read from text: a completion
+    that says "<s>" or "<|im_end|>" in words gets those characters, not the control token."""
+    tok = Tokenizer.from_str(json.dumps(_continuation_spec(spec)))
+    tok.encode_special_tokens = True
+    return tok
+
+
 def _fingerprint(spec: dict[str, Any]) -> str:
     keys = ("model", "normalizer", "pre_tokenizer", "decoder", "added_tokens")
     canon = json.dumps({k: spec.get(k) for k in keys}, sort_keys=True, ensure_ascii=False)
@@ -311,7 +319,7 @@ def build_vocab(
         name=name,
         fingerprint=fp,
         tokenizer=tokenizer,
-        continuation=Tokenizer.from_str(json.dumps(_continuation_spec(spec))),
+        continuation=_continuation(spec),
         hf=hf,
         starts=starts,
         lengths=lengths,

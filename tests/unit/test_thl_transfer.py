@@ -269,3 +269,12 @@ def test_bad_ids_next_to_good_ones_keep_the_good_bytes(real: dict[str, Vocab]) -
     assert t.rejected and "outside the peer vocabulary" in t.reason
     assert dst.ids_to_bytes(t.ids) == b"!!"
     assert t.logprobs is not None and t.logprobs.sum() == pytest.approx(-3.0)
+
+
+def test_special_token_text_in_a_completion_stays_text(real: dict[str, Vocab]) -> None:
+    """Regression (found by hypothesis): the receiver read the literal text "<s>" as its BOS."""
+    gpt2, llama = real["gpt2"], real["llama2-7b"]
+    text = "say <s> or <|im_end|>"
+    t = transfer(gpt2, llama, _ids(gpt2, text, eos=False))
+    assert llama.ids_to_bytes(t.ids) == text.encode() and t.residual.exact
+    assert not llama.special[t.ids].any()
