@@ -1,10 +1,12 @@
 """Models: tiny random-weight versions of real architectures, warm starts, load/save, hashes.
 
 Tiny models keep the real config (architecture, vocabulary, tokenizer) of a directory such as
-`../shared/models/gpt2` and shrink only width and depth, so CPU tests exercise the same code paths as
+`../shared/models/gpt2` and shrink only width and depth, so CPU tests exercise the same code paths
+as
 real checkpoints (DESIGN.md decision 2). The vocabulary then dominates the parameter count (GPT-2:
 50,257 x 64), which is fine. A short supervised warm start on the synthetic task gives GRPO a policy
-with non-zero reward to improve, and `tiny_policy` caches the result on disk so a run builds it once.
+with non-zero reward to improve, and `tiny_policy` caches the result on disk so a run builds it
+once.
 """
 
 from __future__ import annotations
@@ -170,7 +172,7 @@ def tiny_policy(
     seed: int = 0,
     warm_steps: int = 200,
 ) -> tuple[Any, Any]:
-    """A warm-started tiny model, built once and then loaded from `cache_dir` (keyed by its recipe)."""
+    """A warm-started tiny model, built once, then loaded from `cache_dir` (keyed by recipe)."""
     import transformers
 
     recipe = {

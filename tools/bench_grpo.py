@@ -54,12 +54,16 @@ def run_ours(model: Any, tok: Any, task: Any, a: argparse.Namespace) -> dict[str
         prompts = [encode_prompt(tok, task.prompt_text(i)) for i in items]
         gens = engine.generate(prompts, n=a.group, seed=step)
         rewards = torch.tensor(
-            [task.verify(g.text, it).reward for it, gs in zip(items, gens) for g in gs]
+            [
+                task.verify(g.text, it).reward
+                for it, gs in zip(items, gens, strict=False)
+                for g in gs
+            ]
         )
         adv = group_advantages(rewards, a.group, "group")
         samples = [
             Sample(p, g.token_ids, g.logprobs, float(adv[i * a.group + j]))
-            for i, (p, gs) in enumerate(zip(prompts, gens))
+            for i, (p, gs) in enumerate(zip(prompts, gens, strict=False))
             for j, g in enumerate(gs)
         ]
         t1 = time.perf_counter()
@@ -82,14 +86,16 @@ def run_trl(model: Any, tok: Any, task: Any, a: argparse.Namespace) -> dict[str,
     by_prompt = {task.prompt_text(i): i for i in items}
     ds = Dataset.from_dict({"prompt": [task.prompt_text(i) for i in items][:n_rows]})
 
-    def reward(prompts: list[str], completions: list[str], **kw: Any) -> list[float]:
-        return [task.verify(c, by_prompt[p]).reward for p, c in zip(prompts, completions)]
+    def reward(prompts: list[str], completions: list[str], **kw: Any) -> list[float | None]:
+        return [
+            task.verify(c, by_prompt[p]).reward for p, c in zip(prompts, completions, strict=False)
+        ]
 
     step_t: list[float] = []
     gen_t: list[float] = []
     toks: list[float] = []
 
-    class Timer(TrainerCallback):  # type: ignore[misc]
+    class Timer(TrainerCallback):
         def on_step_begin(self, *args: Any, **kw: Any) -> None:
             self.t0 = time.perf_counter()
 
@@ -136,7 +142,7 @@ def run_trl(model: Any, tok: Any, task: Any, a: argparse.Namespace) -> dict[str,
     tr.add_callback(Timer())
     tr.train()
     w = a.warmup
-    learn = [s - g for s, g in zip(step_t[w:], gen_t[w:])]
+    learn = [s - g for s, g in zip(step_t[w:], gen_t[w:], strict=False)]
     return {"step": step_t[w:], "learn": learn, "tokens": toks[w:]}
 
 

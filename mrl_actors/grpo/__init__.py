@@ -24,7 +24,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    """Import torch-heavy parts on first use, so `from mrl_actors.grpo import GRPOConfig` is light."""
+    """Import torch-heavy parts on first use: importing `GRPOConfig` stays light."""
     if name in _LAZY:
         import importlib
 

@@ -1,7 +1,7 @@
 """GRPO learner configuration: plain data, importable without torch.
 
-Defaults follow TRL 1.16's `GRPOConfig` wherever TRL has the same knob, so that "our GRPO" and "TRL's
-GRPO" mean the same thing unless a field says otherwise (DESIGN.md section 4, decision 5).
+Defaults follow TRL 1.16's `GRPOConfig` wherever TRL has the same knob, so that "our GRPO" and
+"TRL's GRPO" mean the same thing unless a field says otherwise (DESIGN.md section 4, decision 5).
 """
 
 from __future__ import annotations
@@ -19,11 +19,15 @@ ScaleRewards = Literal["group", "batch", "none"]
 class GRPOConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything one GRPO learner step depends on, besides the batch and the model."""
 
-    # Loss normalisation, as TRL: grpo = mean over sequences of per-sequence token means; bnpo = token
-    # mean over the micro-batch; dr_grpo = token sum / (B * max_completion_length); dapo = token sum /
-    # tokens in the whole optimizer-step batch (all accumulation micro-batches). TRL's default: dapo.
+    # Loss normalisation, as TRL: grpo = mean over sequences of per-sequence token means; bnpo =
+    # token
+    # mean over the micro-batch; dr_grpo = token sum / (B * max_completion_length); dapo = token sum
+    # /
+    # tokens in the whole optimizer-step batch (all accumulation micro-batches). TRL's default:
+    # dapo.
     loss_type: LossType = "dapo"
-    # Advantage scaling: "group" divides by each group's std, "batch" by the whole batch's std, "none"
+    # Advantage scaling: "group" divides by each group's std, "batch" by the whole batch's std,
+    # "none"
     # only centres by the group mean (Dr. GRPO). Std is unbiased (Bessel), plus TRL's eps 1e-4.
     scale_rewards: ScaleRewards = "group"
     # Lower clipping range of the PPO ratio: clip(r, 1 - epsilon, 1 + epsilon_high).
@@ -88,9 +92,10 @@ class OffPolicyLoss(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
     Off-policy samples come from another policy (retokenized through the THL), so the PPO ratio
     against them is not near 1 and clipping it would zero most gradients. Two public choices:
-    `truncated_is` (policy gradient weighted by a truncated ratio, as in IMPALA/verl's TIS) and `luffy`
-    (LUFFY's regularised importance sampling: f(p) = p / (p + gamma) of the current token probability,
-    gradient only through f, no clipping).
+    `truncated_is` (policy gradient weighted by a truncated ratio, as in IMPALA/verl's TIS) and
+    `luffy`
+    (LUFFY's regularised importance sampling: f(p) = p / (p + gamma) of the current token
+    probability,     gradient only through f, no clipping).
     """
 
     # "truncated_is": -A * min(pi/mu, cap) * log pi per token (ratio detached); "luffy": -A * f(pi).

@@ -213,7 +213,7 @@ class GRPOLearner:
         return {"grad_norm": grad_norm, "version": float(self.version)}
 
     def state_dict_sha256(self) -> str:
-        """sha256 over the model's tensors (names, dtypes, shapes, bytes): equal iff same weights."""
+        """sha256 over the model's tensors (name, dtype, shape, bytes): equal iff equal weights."""
         from mrl_actors.models import weights_sha256
 
         return weights_sha256(self.model)

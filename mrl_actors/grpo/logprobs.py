@@ -27,7 +27,7 @@ def completion_logps(
     *,
     with_entropy: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log pi(token | prefix) at `temperature` for the last T tokens [B, T]; entropy [B, T] if asked.
+    """log pi(token | prefix) at `temperature` of the last T tokens [B, T], and entropy if asked.
 
     The entropy is detached (a metric), so computing it adds no backward cost.
     """

@@ -1,4 +1,4 @@
-"""The GRPO loss on per-token log-probs: TRL 1.16's `_compute_loss` semantics, plus an off-policy term.
+"""The GRPO loss on per-token log-probs: TRL 1.16's `_compute_loss`, plus an off-policy term.
 
 Everything here is a pure function of tensors, so the parity test can feed TRL and us the same
 inputs. Shapes: B sequences, T completion positions (right-padded), `mask` [B, T] marks real tokens.

@@ -3,7 +3,8 @@
 A small explicit decode loop over the model's KV cache rather than `model.generate`, for three
 reasons: the sampler draws from a `torch.Generator` derived from `seed` (no global RNG: bitwise
 reproducible on CPU), the behaviour log-probs are computed exactly as the learner computes them
-(backbone, LM head, / temperature, log-softmax), and only the last position goes through the LM head.
+(backbone, LM head, / temperature, log-softmax), and only the last position goes through the LM
+head.
 On CPU the engine may share the learner's model object; then `sync_weights` only records a version.
 """
 
@@ -23,7 +24,7 @@ _STOP_WINDOW = 16  # tokens decoded per step to spot a stop string early
 
 
 def sample_top_p(logits: torch.Tensor, top_p: float, gen: torch.Generator) -> torch.Tensor:
-    """One token per row [B] from `logits` [B, V] (already / temperature) with nucleus truncation."""
+    """One token per row [B] from `logits` [B, V] (already / temperature), nucleus-truncated."""
     probs = torch.softmax(logits, dim=-1)  # [B, V]
     if top_p < 1.0:
         sorted_p, idx = torch.sort(probs, dim=-1, descending=True)

@@ -8,5 +8,5 @@ import numpy as np
 
 
 def encode_prompt(tokenizer: Any, text: str) -> np.ndarray:
-    """int32 [P] ids of `text`, with the tokenizer's BOS where it adds one (Llama), none for GPT-2."""
+    """int32 [P] ids of `text`, with BOS where the tokenizer adds one (Llama; not GPT-2)."""
     return np.asarray(tokenizer(text)["input_ids"], dtype=np.int32)

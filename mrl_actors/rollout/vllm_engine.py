@@ -25,7 +25,7 @@ import numpy as np
 
 from mrl_actors.errors import EngineUnavailableError
 from mrl_actors.logs import get_logger
-from mrl_actors.rollout.base import EngineConfig, Generation, SamplingConfig
+from mrl_actors.rollout.base import EngineConfig, FinishReason, Generation, SamplingConfig
 
 log = get_logger(__name__)
 
@@ -86,7 +86,7 @@ def to_generation(output: Any, tokenizer: Any, eos_id: int | None) -> Generation
     text = output.text
     if text is None:
         text = tokenizer.decode(ids.tolist(), skip_special_tokens=True)
-    reason = "stop" if output.finish_reason == "stop" else "length"
+    reason: FinishReason = "stop" if output.finish_reason == "stop" else "length"
     return Generation(token_ids=ids, logprobs=lps, text=text, finish_reason=reason)
 
 

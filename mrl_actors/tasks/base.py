@@ -62,7 +62,7 @@ def derive_seed(*parts: object) -> int:
 
 
 def sample_from(items: list[TaskItem], seed: int, step: int, k: int) -> list[TaskItem]:
-    """`k` items for `step`: walk a seed-shuffled epoch order, so every item is seen once per epoch."""
+    """`k` items for `step`, walking seed-shuffled epochs: each item once per epoch."""
     import numpy as np
 
     n = len(items)

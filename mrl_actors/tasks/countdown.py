@@ -36,7 +36,7 @@ class CountdownConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _evaluate(node: ast.AST, used: list[int]) -> Fraction:
-    """Exact value of an arithmetic AST; appends every integer literal to `used`; raises ValueError."""
+    """Exact value of an arithmetic AST; appends its integers to `used`; raises ValueError."""
     if isinstance(node, ast.Expression):
         return _evaluate(node.body, used)
     if isinstance(node, ast.Constant) and type(node.value) is int:

@@ -57,8 +57,8 @@ def math_equal(gold: str, predicted: str, timeout: int = 5) -> bool:
 
     t = timeout if threading.current_thread() is threading.main_thread() else None
     try:
-        g = parse(f"${gold}$", parsing_timeout=t)  # type: ignore[arg-type]
-        p = parse(f"${predicted}$", parsing_timeout=t)  # type: ignore[arg-type]
+        g = parse(f"${gold}$", parsing_timeout=t)
+        p = parse(f"${predicted}$", parsing_timeout=t)
         if not g or not p:
             return gold.strip() == predicted.strip()
         return bool(verify(g, p, timeout_seconds=t))

@@ -30,7 +30,11 @@ def _eval(engine: HFEngine, tok: Any, task: ArithmeticTask) -> float:
     """Mean reward of 8 samples on each of 32 fixed prompts (fixed sampling seed)."""
     items = task.items(7)[:32]
     gens = engine.generate([encode_prompt(tok, task.prompt_text(i)) for i in items], n=8, seed=99)
-    return float(np.mean([task.verify(g.text, i).reward for i, gs in zip(items, gens) for g in gs]))
+    return float(
+        np.mean(
+            [task.verify(g.text, i).reward for i, gs in zip(items, gens, strict=False) for g in gs]
+        )
+    )
 
 
 @pytest.mark.slow
@@ -49,11 +53,13 @@ def test_grpo_raises_reward_of_warm_started_tiny_model(models_dir: Path, tmp_pat
         items = task.sample(1, step, PROMPTS)
         prompts = [encode_prompt(tok, task.prompt_text(i)) for i in items]
         gens = engine.generate(prompts, n=GROUP, seed=step)
-        rewards = torch.tensor([task.verify(g.text, i).reward for i, gs in zip(items, gens) for g in gs])
+        rewards = torch.tensor(
+            [task.verify(g.text, i).reward for i, gs in zip(items, gens, strict=False) for g in gs]
+        )
         adv = group_advantages(rewards, GROUP, "group")
         samples = [
             Sample(p, g.token_ids, g.logprobs, float(adv[i * GROUP + j]))
-            for i, (p, gs) in enumerate(zip(prompts, gens))
+            for i, (p, gs) in enumerate(zip(prompts, gens, strict=False))
             for j, g in enumerate(gs)
         ]
         m = learner.step(samples)

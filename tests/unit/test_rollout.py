@@ -117,7 +117,7 @@ def test_vllm_engine_says_clearly_when_missing(tiny: tuple[Any, Any]) -> None:
 def _fake_output(ids: list[int], lps: list[float], reason: str, text: str | None) -> Any:
     logprobs = [
         {t: SimpleNamespace(logprob=lp), 7: SimpleNamespace(logprob=-9.0)}
-        for t, lp in zip(ids, lps)
+        for t, lp in zip(ids, lps, strict=False)
     ]
     return SimpleNamespace(token_ids=ids, logprobs=logprobs, text=text, finish_reason=reason)
 

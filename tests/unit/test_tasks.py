@@ -68,12 +68,12 @@ def test_math_task_from_local_jsonl_and_parquet(tmp_path: Path) -> None:
 
 
 def test_task_config_errors_name_the_problem(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown task.kind"):
+    with pytest.raises(ConfigError, match=r"unknown task\.kind"):
         make_task(TaskConfig(kind="chess"))
-    with pytest.raises(ConfigError, match="needs a \\[task.math\\] block"):
+    with pytest.raises(ConfigError, match=r"needs a \[task\.math\] block"):
         make_task(TaskConfig(kind="math"))
     (tmp_path / "x.csv").write_text("a,b\n")
-    with pytest.raises(ConfigError, match="expected .jsonl"):
+    with pytest.raises(ConfigError, match=r"expected \.jsonl"):
         make_task(TaskConfig(kind="math", math=MathConfig(path=str(tmp_path / "x.csv"))))
     _write_jsonl(tmp_path / "q.jsonl", [{"q": "1", "a": "1"}])
     with pytest.raises(ConfigError, match="no column 'question'"):

@@ -1,0 +1,61 @@
+"""Tiny real-architecture models: built from ../shared/models, seeded, cached, saved, loaded."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mrl_actors.errors import ConfigError
+from mrl_actors.models import build_tiny, load_model, save_model, tiny_policy, weights_sha256
+from mrl_actors.tasks import ArithmeticConfig, ArithmeticTask
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama2-7b", "mistral-7b", "qwen1.5-1.8b"])
+def test_build_tiny_keeps_the_real_architecture_and_vocab(models_dir: Path, family: str) -> None:
+    torch.set_num_threads(1)
+    model, tok = build_tiny(models_dir / family, hidden_size=16, layers=1, heads=2, seed=0)
+    arch = model.config.architectures or [type(model).__name__]
+    assert type(model).__name__ in arch  # the real config's class (GPT2LMHeadModel, ...)
+    assert model.get_output_embeddings().weight.shape[0] >= len(tok) - 1000
+    assert tok.pad_token_id is not None
+    ids = torch.tensor([tok("Q: 1+2=")["input_ids"]])
+    assert model(ids).logits.shape[-1] == model.config.vocab_size
+
+
+def test_build_tiny_is_seeded_and_leaves_global_rng_alone(models_dir: Path) -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a, _ = build_tiny(models_dir / "gpt2", hidden_size=16, layers=1, heads=2, seed=4)
+    after = torch.rand(3)
+    b, _ = build_tiny(models_dir / "gpt2", hidden_size=16, layers=1, heads=2, seed=4)
+    c, _ = build_tiny(models_dir / "gpt2", hidden_size=16, layers=1, heads=2, seed=5)
+    assert torch.equal(expected, after)
+    assert weights_sha256(a) == weights_sha256(b) != weights_sha256(c)
+
+
+def test_tiny_policy_is_built_once_then_loaded(models_dir: Path, tmp_path: Path) -> None:
+    task = ArithmeticTask(ArithmeticConfig(size=16))
+    kw = {"hidden_size": 16, "layers": 1, "heads": 2, "warm_steps": 3}
+    m1, _ = tiny_policy(models_dir / "gpt2", tmp_path, task, **kw)  # type: ignore[arg-type]
+    t0 = time.perf_counter()
+    m2, _ = tiny_policy(models_dir / "gpt2", tmp_path, task, **kw)  # type: ignore[arg-type]
+    assert weights_sha256(m1) == weights_sha256(m2)
+    assert len(list(tmp_path.iterdir())) == 1 and time.perf_counter() - t0 < 30
+    fresh, _ = build_tiny(models_dir / "gpt2", hidden_size=16, layers=1, heads=2)
+    assert weights_sha256(fresh) != weights_sha256(m1)  # the warm start changed the weights
+    m3, _ = tiny_policy(models_dir / "gpt2", tmp_path, task, **{**kw, "warm_steps": 4})  # type: ignore[arg-type]
+    assert len(list(tmp_path.iterdir())) == 2 and weights_sha256(m3) != weights_sha256(m1)
+
+
+def test_save_and_load_a_local_checkpoint(models_dir: Path, tmp_path: Path) -> None:
+    model, tok = build_tiny(models_dir / "llama2-7b", hidden_size=16, layers=1, heads=2)
+    d = save_model(model, tmp_path / "ckpt", tok)
+    loaded, ltok = load_model(d)
+    assert weights_sha256(loaded) == weights_sha256(model)
+    assert ltok("hi")["input_ids"] == tok("hi")["input_ids"]
+    with pytest.raises(ConfigError, match=r"no config\.json"):
+        build_tiny(tmp_path / "nothing")
