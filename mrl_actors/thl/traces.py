@@ -61,12 +61,16 @@ def _as_array(x: object, n: int, name: str, dtype: type, problems: list[str]) ->
     return arr
 
 
-def _with_eos(add_eos: bool, body: np.ndarray, tail: np.ndarray | None, fill: float) -> np.ndarray:
-    """`body` with the value for a mapped EOS appended (the peer's own, or `fill`)."""
-    if not add_eos:
-        return body
-    v = np.asarray([fill if tail is None or tail.shape[0] == 0 else tail[0]])
-    return np.concatenate([body, v.astype(body.dtype)])
+def _scalar(x: object, problems: list[str]) -> float | None:
+    """A scalar advantage as a float, or None with a problem noted."""
+    try:
+        v = float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        problems.append(f"advantage is not a number: {exc}")
+        return None
+    if not np.isfinite(v):
+        problems.append("non-finite advantage")
+    return v
 
 
 def transfer_many(
@@ -96,126 +100,144 @@ def transfer_many(
         or [[]]
     )
     sp = align(src_ends.astype(np.int64), dst_ends.astype(np.int64), base, seq_ends)
-    n_src = np.asarray([s.ids.shape[0] for s in seqs], dtype=np.int64)
+    n_src = np.asarray([s.ids.shape[0] for s in seqs], dtype=np.int64)  # [K]
     n_dst = np.asarray([0 if s.dst_ids is None else s.dst_ids.shape[0] for s in seqs], np.int64)
-    src_off = np.concatenate([[0], np.cumsum(n_src)])
-    dst_off = np.concatenate([[0], np.cumsum(n_dst)])
-    # 5. traces, each as one global array split per sequence at the end.
-    s_count = np.maximum(sp.src_count, 1)
+    empty = np.zeros(0, dtype=np.int64)
+    src_flat = np.concatenate([empty, *(s.ids for s in seqs)]).astype(np.int64)  # [N]
+    dst_flat = np.concatenate([empty, *(s.dst_ids for s in seqs if s.dst_ids is not None)]).astype(
+        np.int64
+    )  # [M]
+    src_seq = np.repeat(np.arange(k), n_src)  # [N]
+    dst_seq = np.repeat(np.arange(k), n_dst)  # [M]
+    # Output layout: each sequence's receiver tokens, then one slot for its mapped EOS.
+    has_eos = np.asarray([s.eos for s in seqs], dtype=bool)  # [K]
+    add_eos = has_eos & (dst.eos_id is not None)  # [K]
+    m_out = n_dst + add_eos  # [K]
+    out_off = np.concatenate([[0], np.cumsum(m_out)])  # [K + 1]
+    core_pos = np.arange(dst_flat.shape[0]) + np.repeat(
+        out_off[:-1] - np.cumsum(n_dst) + n_dst, n_dst
+    )
+    eos_pos = out_off[1:][add_eos] - 1
+    total = int(out_off[-1])
+
+    def place(core: np.ndarray, eos_vals: np.ndarray, dtype: type) -> np.ndarray:
+        """[total]: receiver-token values at their slots, EOS values at the EOS slots."""
+        out: np.ndarray = np.empty(total, dtype=dtype)
+        out[core_pos] = core
+        out[eos_pos] = eos_vals[add_eos]
+        return out
+
+    def gather(
+        given: Sequence[object] | None, name: str, dtype: type, fill: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The peer's values of one trace: core [N], EOS [K], and which sequences had it [K]."""
+        parts: list[np.ndarray] = []
+        eos_vals: np.ndarray = np.full(k, fill, dtype=dtype)
+        have = np.zeros(k, dtype=bool)
+        for i, s in enumerate(seqs):
+            n = s.ids.shape[0]
+            arr = None if given is None else _as_array(given[i], n + s.eos, name, dtype, s.problems)
+            if arr is None:
+                parts.append(np.full(n, fill, dtype=dtype))
+            else:
+                have[i] = True
+                parts.append(arr[:n])
+                if s.eos:
+                    eos_vals[i] = arr[n]
+        return np.concatenate(parts or [np.zeros(0, dtype=dtype)]), eos_vals, have
+
+    # 5. traces: per-span reductions over the batch, then back out to receiver tokens.
+    n_spans = sp.ends.shape[0]
     d_count = np.maximum(sp.dst_count, 1)
     last = sp.dst_is_last()  # [M]
-    orphan = (sp.src_count > 0) & (sp.dst_count == 0)  # [S] peer tokens with no receiver token
-
-    def per_seq_arrays(
-        given: Sequence[object] | None, name: str, dtype: type, fill: float
-    ) -> tuple[np.ndarray, list[np.ndarray | None], list[bool]]:
-        """Global [N] array of core values, the EOS values, and which sequences had the trace."""
-        parts: list[np.ndarray] = []
-        eos_vals: list[np.ndarray | None] = []
-        have: list[bool] = []
-        for i, s in enumerate(seqs):
-            n_full = s.ids.shape[0] + int(s.eos)
-            arr = None if given is None else _as_array(given[i], n_full, name, dtype, s.problems)
-            have.append(arr is not None)
-            if arr is None:
-                parts.append(np.full(s.ids.shape[0], fill, dtype=dtype))
-                eos_vals.append(None)
-            else:
-                parts.append(arr[: s.ids.shape[0]])
-                eos_vals.append(arr[s.ids.shape[0] :])
-        flat = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
-        return flat, eos_vals, have
-
-    lp, lp_eos, lp_have = per_seq_arrays(logprobs, "logprobs", np.float64, 0.0)
-    if logprobs is not None:
-        for i, s in enumerate(seqs):
-            if lp_have[i] and not np.all(np.isfinite(lp[src_off[i] : src_off[i + 1]])):
-                s.problems.append("non-finite log-probs")
-    lp_sum = np.bincount(sp.src_span, weights=lp, minlength=sp.ends.shape[0])  # [S]
+    lp, lp_eos, lp_have = gather(logprobs, "logprobs", np.float64, 0.0)
+    bad_lp = np.bincount(src_seq, weights=~np.isfinite(lp), minlength=k) > 0  # [K]
+    lp_sum = np.bincount(sp.src_span, weights=lp, minlength=n_spans)  # [S]
     if logprob_rule == "last":
-        dst_lp = np.where(last, lp_sum[sp.dst_span], 0.0)
+        dst_lp = np.where(last, lp_sum[sp.dst_span], 0.0)  # [M]
     else:
-        dst_lp = lp_sum[sp.dst_span] / d_count[sp.dst_span]
-    mk, mk_eos, _ = per_seq_arrays(loss_mask, "loss_mask", np.bool_, True)
-    out_bad = np.bincount(sp.src_span, weights=~mk, minlength=sp.ends.shape[0])
-    dst_mask = out_bad[sp.dst_span] == 0
-    tok_adv = (
-        [a if isinstance(a, np.ndarray) and a.ndim > 0 else None for a in advantages]
-        if advantages is not None
-        else None
-    )
-    ad, ad_eos, ad_have = per_seq_arrays(tok_adv, "advantages", np.float64, 0.0)
-    ad_mean = np.bincount(sp.src_span, weights=ad, minlength=sp.ends.shape[0]) / s_count
-    dst_ad = ad_mean[sp.dst_span]
-    rw, rw_eos, rw_have = per_seq_arrays(token_rewards, "token_rewards", np.float64, 0.0)
-    rw_sum = np.bincount(sp.src_span, weights=rw, minlength=sp.ends.shape[0])
-    dst_rw = np.where(last, rw_sum[sp.dst_span], 0.0)
-    # Per-sequence residual figures.
+        dst_lp = lp_sum[sp.dst_span] / d_count[sp.dst_span]  # [M]
+    mk, mk_eos, _ = gather(loss_mask, "loss_mask", np.bool_, True)
+    span_out = np.bincount(sp.src_span, weights=~mk, minlength=n_spans)  # [S]: tokens out
+    dst_mask = span_out[sp.dst_span] == 0  # [M]
+    scalar_adv = [a is not None and np.ndim(a) == 0 for a in (advantages or [])]
+    tok_adv = None
+    if advantages is not None:
+        tok_adv = [None if sc else a for a, sc in zip(advantages, scalar_adv, strict=True)]
+    ad, ad_eos, ad_have = gather(tok_adv, "advantages", np.float64, 0.0)
+    ad_mean = np.bincount(sp.src_span, weights=ad, minlength=n_spans) / np.maximum(sp.src_count, 1)
+    rw, rw_eos, rw_have = gather(token_rewards, "token_rewards", np.float64, 0.0)
+    rw_sum = np.bincount(sp.src_span, weights=rw, minlength=n_spans)
+    ids_out = place(dst_flat, np.full(k, dst.eos_id or 0), np.int32)
+    lp_out = place(dst_lp, lp_eos, np.float64)
+    mask_out = place(dst_mask, mk_eos, np.bool_)
+    ad_out = place(ad_mean[sp.dst_span], ad_eos, np.float64)
+    rw_out = place(np.where(last, rw_sum[sp.dst_span], 0.0), rw_eos, np.float64)
+    # Per-sequence residual figures, each one bincount over the batch.
     live = (sp.src_count + sp.dst_count) > 0  # [S]
     one = sp.one_to_one & live
-    nbytes = sp.nbytes
     spans_per = np.bincount(sp.seq, weights=live, minlength=k)
     one_per = np.bincount(sp.seq, weights=one, minlength=k)
-    nm_bytes = np.bincount(sp.seq, weights=np.where(one, 0, nbytes), minlength=k)
+    nm_bytes = np.bincount(sp.seq, weights=np.where(one, 0, sp.nbytes), minlength=k)
+    orphan = (sp.src_count > 0) & (sp.dst_count == 0)  # [S]: peer tokens with no receiver one
     orphan_per = np.bincount(sp.seq, weights=orphan, minlength=k)
     widest = np.zeros(k, dtype=np.int64)
-    np.maximum.at(widest, sp.seq, nbytes)
+    np.maximum.at(widest, sp.seq, sp.nbytes)
     most = np.zeros(k, dtype=np.int64)
     np.maximum.at(most, sp.seq, np.maximum(sp.src_count, sp.dst_count))
+    # [UNK] on either side: the peer's stands for bytes nobody knows, the receiver's for bytes
+    # it cannot write. Neither is exact, whatever the byte comparison says.
+    src_unk = np.bincount(
+        src_seq, weights=src_flat == (-2 if src.unk_id is None else src.unk_id), minlength=k
+    )
+    dst_unk = np.bincount(
+        dst_seq, weights=dst_flat == (-2 if dst.unk_id is None else dst.unk_id), minlength=k
+    )
+    src_special = np.bincount(
+        src_seq, weights=(src_flat >= 0) & src.special[np.maximum(src_flat, 0)], minlength=k
+    )
     out: list[Transfer] = []
     for i, s in enumerate(seqs):
-        a, b = int(dst_off[i]), int(dst_off[i + 1])
-        ids = (s.dst_ids if s.dst_ids is not None else np.zeros(0, np.int64)).astype(np.int32)
+        lo, hi = int(out_off[i]), int(out_off[i + 1])
+        if lp_have[i] and bad_lp[i]:
+            s.problems.append("non-finite log-probs")
         if orphan_per[i]:
             s.problems.append("peer tokens with no receiver token (their log-prob has no home)")
-        eos_id = dst.eos_id if s.eos else None
-        if s.eos and eos_id is None:
+        if has_eos[i] and not add_eos[i]:
             s.problems.append("peer EOS has no receiver EOS role")
-        add_eos = eos_id is not None
-        # [UNK] on either side: the peer's stands for bytes nobody knows, the receiver's for
-        # bytes it cannot write. Neither is exact, whatever the byte comparison says.
-        src_unk = int(np.count_nonzero(s.ids == src.unk_id)) if src.unk_id is not None else 0
-        unk = src_unk + (int(np.count_nonzero(ids == dst.unk_id)) if dst.unk_id is not None else 0)
-        dropped = int(np.count_nonzero(src.special[s.ids[s.ids >= 0]])) - src_unk
+        unk = int(src_unk[i] + dst_unk[i])
         n_bytes = len(s.data)
-        m = (b - a) + int(add_eos)
-        n_one = int(one_per[i]) + int(add_eos)
+        m = hi - lo
+        eos = int(add_eos[i])
+        if advantages is not None and scalar_adv[i]:
+            t_adv_scalar = _scalar(advantages[i], s.problems)
         residual = Residual(
             exact=s.exact and not s.problems and unk == 0,
             src_tokens=int(n_src[i]) + int(s.eos),
             dst_tokens=m,
             n_bytes=n_bytes,
-            spans=int(spans_per[i]) + int(add_eos),
-            one_to_one_share=n_one / m if m else 1.0,
+            spans=int(spans_per[i]) + eos,
+            one_to_one_share=(int(one_per[i]) + eos) / m if m else 1.0,
             nm_byte_share=float(nm_bytes[i]) / n_bytes if n_bytes else 0.0,
             longest_span_bytes=int(widest[i]),
-            longest_span_tokens=int(max(most[i], 1 if add_eos else 0)),
+            longest_span_tokens=max(int(most[i]), eos),
             lossy_bytes=s.lossy,
             invalid_utf8_bytes=s.invalid,
             unk_tokens=unk,
-            dropped_special=dropped,
+            dropped_special=int(src_special[i] - src_unk[i]),
             problems=tuple(s.problems),
         )
-
-        if add_eos:
-            ids = np.concatenate([ids, np.asarray([eos_id], dtype=np.int32)])
-        t_lp = _with_eos(add_eos, dst_lp[a:b], lp_eos[i], 0.0) if lp_have[i] else None
-        t_mask = _with_eos(add_eos, dst_mask[a:b], mk_eos[i], True)
-        adv_in = None if advantages is None else advantages[i]
-        t_adv: float | np.ndarray | None
-        if adv_in is None or (isinstance(adv_in, np.ndarray) and adv_in.ndim > 0):
-            t_adv = _with_eos(add_eos, dst_ad[a:b], ad_eos[i], 0.0) if ad_have[i] else None
-        else:
-            t_adv = float(adv_in)
-        t_rw = _with_eos(add_eos, dst_rw[a:b], rw_eos[i], 0.0) if rw_have[i] else None
+        t_adv: float | np.ndarray | None = ad_out[lo:hi] if ad_have[i] else None
+        if advantages is not None and scalar_adv[i]:
+            t_adv = t_adv_scalar
         reason = budget.check(residual)
         out.append(
             Transfer(
-                ids=ids,
-                logprobs=t_lp,
-                loss_mask=t_mask,
+                ids=ids_out[lo:hi],
+                logprobs=lp_out[lo:hi] if lp_have[i] else None,
+                loss_mask=mask_out[lo:hi],
                 advantages=t_adv,
-                token_rewards=t_rw,
+                token_rewards=rw_out[lo:hi] if rw_have[i] else None,
                 residual=residual,
                 rejected=bool(reason),
                 reason=reason,
