@@ -51,6 +51,9 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
     sampling: SamplingConfig = msgspec.field(default_factory=SamplingConfig)
     # vLLM only: fraction of GPU memory vLLM may take (leave room for the learner on the same GPU).
     gpu_memory_utilization: float = 0.3
+    # vLLM only: weight dtype inside vLLM ("auto" = the checkpoint's; "bfloat16" for fp32 tiny
+    # models on attention backends without fp32 kernels).
+    dtype: str = "auto"
     # vLLM only: directory for safetensors weight handoff when in-place loading is unavailable.
     sync_dir: str = ""
     # HF only: sequences per forward pass while sampling (0 = all at once).

@@ -129,7 +129,7 @@ class VLLMEngine:
         return vllm.LLM(
             model=str(model_dir),
             gpu_memory_utilization=cfg.gpu_memory_utilization,
-            dtype="auto",
+            dtype=cfg.dtype,
             enable_prefix_caching=True,
             logprobs_mode="processed_logprobs",
         )
