@@ -8,6 +8,9 @@ code on the same rewards.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 
 from mrl_actors.errors import ConfigError
@@ -26,12 +29,17 @@ def _nanstd(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
 
 
 def group_advantages(
-    rewards: torch.Tensor, group_size: int, scale_rewards: str = "group"
+    rewards: torch.Tensor | np.ndarray | Sequence[float],
+    group_size: int,
+    scale_rewards: str = "group",
 ) -> torch.Tensor:
     """Advantages for `rewards` [N] laid out as N / group_size consecutive groups -> [N].
 
-    `scale_rewards`: "group" (per-group std), "batch" (one std over all N) or "none".
+    `scale_rewards`: "group" (per-group std), "batch" (one std over all N) or "none". Arrays and
+    lists are taken as float32, TRL's reward dtype; the result is a float tensor.
     """
+    if not isinstance(rewards, torch.Tensor):
+        rewards = torch.as_tensor(np.asarray(rewards, dtype=np.float32))
     if rewards.dim() != 1 or group_size < 1 or rewards.numel() % group_size != 0:
         raise ConfigError(
             f"group_advantages: {rewards.numel()} rewards do not split into groups of {group_size}"
