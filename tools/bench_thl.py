@@ -7,7 +7,8 @@ mixed-corpus document (prose, code, math, several scripts, emoji; generated here
 downloaded) cut to 512 tokens, EOS excluded. It measures, in one process:
 
 - end to end: `transfer_many` (bytes, receiver encoding, alignment, log-prob/mask/advantage/
-  reward transfer, residuals) in batches, sequences per second;
+  reward transfer, residuals) in batches, sequences per second; and, for scale, the receiver's
+  own `encode_batch_fast` of the same texts alone (the floor no THL can go under);
 - alignment alone, given both sides' byte lengths: `align.align` over the batch, the two-pointer
   aligner per sequence, and the DTW aligner on `--dtw-seqs` sequences (its per-sequence rate is
   extrapolated from that subset, as the table says);
@@ -111,6 +112,7 @@ def main() -> int:
         f"# THL benchmark: {args.seqs} sequences of {args.tokens} peer tokens per pair, "
         f"batch {args.batch}, cpu count {os.cpu_count()}, load avg {os.getloadavg()[0]:.2f}"
     )
+    summary: list[str] = []
     for a, b in pairs:
         src, dst = vocabs[a], vocabs[b]
         encs = src.continuation.encode_batch_fast(docs, add_special_tokens=False)
@@ -132,6 +134,12 @@ def main() -> int:
                 )
             )
         e2e = time.perf_counter() - t0
+        # The receiver's own batch encoding of the same texts: the floor under the end to end.
+        texts = [src.ids_to_bytes(x).decode("utf-8", "ignore") for x in ids]
+        t0 = time.perf_counter()
+        for k in range(0, len(texts), args.batch):
+            dst.continuation.encode_batch_fast(texts[k : k + args.batch], add_special_tokens=False)
+        t_enc = time.perf_counter() - t0
         drift = max(
             abs(float(t.logprobs.sum()) - float(lp.sum())) / max(1.0, abs(float(lp.sum())))
             for t, lp in zip(out, lps, strict=True)
@@ -168,18 +176,32 @@ def main() -> int:
         r_align = rate(len(ids), t_align)
         r_dtw = rate(n_dtw, t_dtw)
         print(f"\n## {a} -> {b}")
-        print(f"| {'method':<40} | {'seq/s':>12} | {'x DTW':>10} |")
-        print(f"|{'-' * 42}|{'-' * 14}|{'-' * 12}|")
+        print(f"| {'method':<44} | {'seq/s':>12} | {'x DTW':>10} |")
+        print(f"|{'-' * 46}|{'-' * 14}|{'-' * 12}|")
         rows = [
             ("THL end to end (incl. receiver encode)", rate(len(ids), e2e)),
+            ("  of which: receiver encode_batch alone", rate(len(ids), t_enc)),
             ("THL alignment alone (numpy, batched)", r_align),
             ("two-pointer alignment (pure Python)", rate(len(ids), t_two)),
             (f"MinED-style DTW (on {n_dtw} seqs, extrapolated)", r_dtw),
         ]
         for name, r in rows:
-            print(f"| {name:<40} | {r:>12.1f} | {r / r_dtw:>10.0f} |")
+            print(f"| {name:<44} | {r:>12.1f} | {r / r_dtw:>10.0f} |")
         print(f"max relative log-prob sum drift: {drift:.1e}")
         print(format_table(agg))
+        summary.append(
+            f"| {a + ' -> ' + b:<28} | {rows[0][1]:>7.0f} | {rows[1][1]:>7.0f} | {r_align:>7.0f} "
+            f"| {rows[3][1]:>7.0f} | {r_dtw:>5.1f} | {rows[0][1] / r_dtw:>6.0f} "
+            f"| {agg['exact_share']:>5.3f} | {agg['one_to_one_share']:>5.3f} "
+            f"| {agg['nm_byte_share']:>5.3f} | {agg['longest_span_bytes']:>4.0f} |"
+        )
+    print(f"\n## Summary (seq/s; load avg now {os.getloadavg()[0]:.2f}; DTW extrapolated)")
+    print(
+        f"| {'pair':<28} | {'e2e':>7} | {'encode':>7} | {'align':>7} | {'2-ptr':>7} | {'DTW':>5} "
+        f"| {'e2e/DTW':>6} | {'exact':>5} | {'1:1':>5} | {'n:m B':>5} | {'span':>4} |"
+    )
+    for line in summary:
+        print(line)
     return 0
 
 
