@@ -12,14 +12,20 @@ optimizer step, median over the measured steps after warm-up steps, and reported
   time minus the time in `_generate_and_score_completions` (wrapped with a timer); ours:
   `learner.step` alone.
 
-Completion lengths differ between the two sides (independent random samples), so the table also
-shows completion tokens per step. Run: `.venv/bin/python tools/bench_grpo.py` (about two minutes).
+Completion lengths can differ between the two sides (independent random samples), so the table
+also shows completion tokens per step; a random-weight model rarely samples EOS, so both usually
+run to the cap. TRL 1.16 defaults to activation checkpointing; it is turned off here (we do not
+checkpoint), `--trl-gradient-checkpointing` keeps it.
+
+Run: `.venv/bin/python tools/bench_grpo.py [--family llama2-7b]` (about two minutes).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import io
 import os
 import statistics
 import tempfile
@@ -123,6 +129,9 @@ def run_trl(model: Any, tok: Any, task: Any, a: argparse.Namespace) -> dict[str,
         weight_decay=0.0,
         max_grad_norm=1.0,
         optim="adamw_torch",
+        # TRL 1.16 turns activation checkpointing on by default (recomputes the forward in
+        # backward); we do not checkpoint, so it is off here to compare the same work.
+        gradient_checkpointing=a.trl_gradient_checkpointing,
         disable_tqdm=True,
         seed=0,
     )
@@ -140,7 +149,8 @@ def run_trl(model: Any, tok: Any, task: Any, a: argparse.Namespace) -> dict[str,
 
     tr._generate_and_score_completions = timed  # type: ignore[method-assign]
     tr.add_callback(Timer())
-    tr.train()
+    with contextlib.redirect_stdout(io.StringIO()):  # Trainer prints its final metrics dict
+        tr.train()
     w = a.warmup
     learn = [s - g for s, g in zip(step_t[w:], gen_t[w:], strict=False)]
     return {"step": step_t[w:], "learn": learn, "tokens": toks[w:]}
@@ -159,6 +169,11 @@ def main() -> None:
     p.add_argument("--loss-type", default="dapo")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--threads", type=int, default=1, help="torch threads for both sides")
+    p.add_argument(
+        "--trl-gradient-checkpointing",
+        action="store_true",
+        help="keep TRL's default activation checkpointing (extra forward; not the same work)",
+    )
     p.add_argument("--models-dir", default=str(ROOT.parent / "shared" / "models"))
     a = p.parse_args()
 
