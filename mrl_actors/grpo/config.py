@@ -48,7 +48,8 @@ class GRPOConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     weight_decay: float = 0.0
     # Global gradient-norm clip applied before each optimizer step; None or 0 = no clipping.
     max_grad_norm: float | None = 1.0
-    # Micro-batches per optimizer step; each micro-batch's loss is divided so grads add up as TRL's.
+    # Micro-batches per optimizer step (the memory bound: one forward/backward per micro-batch);
+    # each micro-batch's loss is divided so the grads add up as TRL's.
     grad_accum: int = 1
     # Temperature the logits are divided by when computing log-probs: must equal the sampling one.
     temperature: float = 1.0
@@ -59,8 +60,6 @@ class GRPOConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # logp_behaviour), is_cap). Corrects for the policy having moved since generation (async actors,
     # vLLM numerics). None disables the correction.
     is_cap: float | None = 3.0
-    # Sequences per forward/backward pass inside one step (memory bound); 0 = the whole micro-batch.
-    forward_batch_size: int = 0
 
     def __post_init__(self) -> None:
         if self.epsilon < 0 or (self.epsilon_high is not None and self.epsilon_high < 0):

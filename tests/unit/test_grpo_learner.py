@@ -171,3 +171,15 @@ def test_config_validation() -> None:
         OffPolicyLoss(gamma=0)
     with pytest.raises(ConfigError, match="ref_model"):
         GRPOLearner(torch.nn.Linear(1, 1), GRPOConfig(beta=0.1))
+
+
+def test_accumulation_does_not_change_the_dapo_gradient(base: tuple[Any, Any]) -> None:
+    """dapo normalises by the tokens of the whole step, so splitting it into micro-batches only
+    changes float summation order."""
+    grads = []
+    for accum in (1, 2, 4):
+        lr = GRPOLearner(copy.deepcopy(base[0]), GRPOConfig(loss_type="dapo", grad_accum=accum))
+        lr.accumulate_gradients(_samples(4))
+        grads.append(torch.cat([p.grad.flatten() for p in lr.params if p.grad is not None]))
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-7, rtol=1e-5)
+    torch.testing.assert_close(grads[2], grads[0], atol=1e-7, rtol=1e-5)
