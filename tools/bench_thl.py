@@ -103,11 +103,11 @@ def main() -> int:
     ap.add_argument("--dtw-seqs", type=int, default=2, help="DTW runs on this many sequences")
     ap.add_argument("--pairs", default="", help="comma list like gpt2:qwen1.5-1.8b (default: all)")
     args = ap.parse_args()
-    vocabs = {m: load_vocab(Path(args.models) / m) for m in MODELS}
     docs = make_corpus(args.seqs, seed=0)
     pairs = [(a, b) for a in MODELS for b in MODELS if a != b]
     if args.pairs:
         pairs = [(p.split(":")[0], p.split(":")[1]) for p in args.pairs.split(",")]
+    vocabs = {m: load_vocab(Path(args.models) / m) for m in sorted({x for p in pairs for x in p})}
     print(
         f"# THL benchmark: {args.seqs} sequences of {args.tokens} peer tokens per pair, "
         f"batch {args.batch}, cpu count {os.cpu_count()}, load avg {os.getloadavg()[0]:.2f}"

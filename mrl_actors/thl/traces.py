@@ -94,15 +94,15 @@ def transfer_many(
     # 4. alignment over the whole batch on one global byte axis.
     base = off[:-1] + np.arange(k, dtype=np.int64)  # [K], one phantom byte between sequences
     seq_ends = base + totals
-    src_ends = np.concatenate([base[i] + np.cumsum(s.lens) for i, s in enumerate(seqs)] or [[]])
-    dst_ends = np.concatenate(
-        [base[i] + (s.dst_ends if s.dst_ends is not None else []) for i, s in enumerate(seqs)]
-        or [[]]
-    )
-    sp = align(src_ends.astype(np.int64), dst_ends.astype(np.int64), base, seq_ends)
+    empty = np.zeros(0, dtype=np.int64)
     n_src = np.asarray([s.ids.shape[0] for s in seqs], dtype=np.int64)  # [K]
     n_dst = np.asarray([0 if s.dst_ids is None else s.dst_ids.shape[0] for s in seqs], np.int64)
-    empty = np.zeros(0, dtype=np.int64)
+    # Global ends: the running byte count plus one phantom byte per earlier sequence.
+    src_lens = np.concatenate([empty, *(s.lens for s in seqs)])  # [N]
+    src_ends = np.cumsum(src_lens) + np.repeat(np.arange(k, dtype=np.int64), n_src)  # [N]
+    local = [s.dst_ends for s in seqs if s.dst_ends is not None]
+    dst_ends = np.concatenate([empty, *local]) + np.repeat(base, n_dst)  # [M]
+    sp = align(src_ends.astype(np.int64), dst_ends.astype(np.int64), base, seq_ends)
     src_flat = np.concatenate([empty, *(s.ids for s in seqs)]).astype(np.int64)  # [N]
     dst_flat = np.concatenate([empty, *(s.dst_ids for s in seqs if s.dst_ids is not None)]).astype(
         np.int64
