@@ -17,6 +17,7 @@ iterator, version bookkeeping) is plain Python, tested on CPU with vLLM absent.
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -126,13 +127,20 @@ class VLLMEngine:
     @staticmethod
     def _start(model_dir: Path, cfg: EngineConfig) -> Any:
         vllm = require_vllm()
-        return vllm.LLM(
-            model=str(model_dir),
-            gpu_memory_utilization=cfg.gpu_memory_utilization,
-            dtype=cfg.dtype,
-            enable_prefix_caching=True,
-            logprobs_mode="processed_logprobs",
-        )
+        # Keep vLLM's engine core in this process, so the worker's model is reachable for in-place
+        # weight loads (as TRL's colocated mode does); a user's explicit setting wins.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        kwargs: dict[str, Any] = {
+            "model": str(model_dir),
+            "gpu_memory_utilization": cfg.gpu_memory_utilization,
+            "dtype": cfg.dtype,
+            "enable_prefix_caching": True,
+        }
+        try:
+            return vllm.LLM(**kwargs, logprobs_mode="processed_logprobs")
+        except TypeError:  # vLLM < 0.10.2 has no logprobs_mode: its log-probs are pre-temperature
+            log.warning("vllm.no_logprobs_mode", hint="upgrade vllm for temperature-aware logprobs")
+            return vllm.LLM(**kwargs)
 
     def generate(
         self, prompts: Sequence[np.ndarray], *, n: int, seed: int
