@@ -27,7 +27,8 @@ from mrl_actors.events import (
 
 # Metrics plotted per policy over steps: (key in LearnerStepCompleted.metrics, title).
 _PLOTS: tuple[tuple[str, str], ...] = (
-    ("eval_accuracy", "Held-out accuracy (greedy)"),
+    ("eval_accuracy", "Eval accuracy (greedy)"),
+    ("eval_pass1", "Eval pass@1 (4 samples at the training temperature)"),
     ("reward_mean", "Training reward (own samples)"),
     ("is_off_ess", "Peer-sample token ratios π/μ: ESS share"),
     ("is_off_max", "Peer-sample token ratios π/μ: max"),
@@ -60,8 +61,8 @@ def summarize(events: Iterable[Event]) -> dict[str, Any]:
             for key, value in ev.metrics.items():
                 if not math.isfinite(value):
                     continue
-                if key == "eval_accuracy_initial":  # measured before the first step
-                    series[ev.policy]["eval_accuracy"].insert(0, (0, value))
+                if key.endswith("_initial"):  # measured before the first step
+                    series[ev.policy][key.removesuffix("_initial")].insert(0, (0, value))
                 else:
                     series[ev.policy][key].append((ev.step, value))
         elif isinstance(ev, RunFinished):
@@ -74,6 +75,9 @@ def summarize(events: Iterable[Event]) -> dict[str, Any]:
         acc = per_key.get("eval_accuracy", [])
         entry["initial_accuracy"] = acc[0][1] if acc else None
         entry["final_accuracy"] = acc[-1][1] if acc else None
+        pass1 = per_key.get("eval_pass1", [])
+        entry["initial_pass1"] = pass1[0][1] if pass1 else None
+        entry["final_pass1"] = pass1[-1][1] if pass1 else None
         entry["series"] = {key: pts for key, pts in per_key.items()}
         entry["totals"] = {
             key: float(sum(v for _, v in per_key.get(key, [])))
@@ -170,6 +174,8 @@ def render_html(summary: dict[str, Any]) -> str:
                 p.get("steps"),
                 p.get("initial_accuracy"),
                 p.get("final_accuracy"),
+                p.get("initial_pass1"),
+                p.get("final_pass1"),
                 p.get("final", {}).get("reward_mean"),
                 f"{int(p.get('totals', {}).get('peer_events_used', 0))} / "
                 f"{int(p.get('totals', {}).get('peer_events_offered', 0))}",
@@ -208,27 +214,28 @@ figure {{ display: inline-block; margin: 0.5em; }}
 """
 
 
-def compare_table(results: dict[str, list[dict[str, Any]]]) -> tuple[list[str], list[list[str]]]:
-    """The paper-style table: final accuracy per policy per probe, mean ± std over seeds.
+def compare_table(
+    results: dict[str, list[dict[str, Any]]], metric: str = "final_accuracy"
+) -> tuple[list[str], list[list[str]]]:
+    """The paper-style table: a final metric per policy per probe, mean ± std over seeds.
 
-    `results` maps a probe to the summaries of its runs (one per seed).
+    `results` maps a probe to the summaries of its runs (one per seed); `metric` is a per-policy
+    summary key (`final_accuracy`, `final_pass1`). "average" is the mean over policies, per seed.
     """
     names = sorted({n for runs in results.values() for s in runs for n in s["policies"]})
     header = ["probe", *names, "average", "seeds"]
     rows = []
     for probe, runs in results.items():
+        per_name = {n: [s["policies"].get(n, {}).get(metric) for s in runs] for n in names}
+        averages = []
+        for s in runs:
+            vals = [s["policies"][n].get(metric) for n in names if n in s["policies"]]
+            vals = [v for v in vals if v is not None]
+            if vals:
+                averages.append(sum(vals) / len(vals))
         row = [probe]
-        for name in [*names, None]:
-            values = [
-                (
-                    s["run"]["average_final_accuracy"]
-                    if name is None
-                    else s["policies"].get(name, {}).get("final_accuracy")
-                )
-                for s in runs
-            ]
-            row.append(_mean_std([v for v in values if v is not None]))
-        row.append(str(len(runs)))
+        row += [_mean_std([v for v in per_name[n] if v is not None]) for n in names]
+        row += [_mean_std(averages), str(len(runs))]
         rows.append(row)
     return header, rows
 

@@ -226,9 +226,16 @@ async def compare(
             text = spec_text + f"\n# --compare: run.probe = {probe!r}, run.seed = {seed}\n"
             summary = await run_once(variant, text, out / f"{probe}-s{seed}", on_step=on_step)
             results.setdefault(probe, []).append(summary)
-    header, rows = compare_table(results)
     (out / "compare.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    (out / "compare.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    lines = []
+    for metric, title in (
+        ("final_accuracy", "Final eval accuracy (greedy)"),
+        ("final_pass1", "Final eval pass@1 (sampled at the training temperature)"),
+    ):
+        header, rows = compare_table(results, metric)
+        lines += [f"{title}, mean ± std over seeds {list(seeds)}:", ""]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        lines.append("")
+    (out / "compare.md").write_text("\n".join(lines), encoding="utf-8")
     return results

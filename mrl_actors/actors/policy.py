@@ -120,18 +120,18 @@ class PolicyActor:
             tg.start_soon(self.follow)
             task_status.started()
             done_here = 0
-            initial_acc = None
+            initial: dict[str, float] | None = None
             if self.state.version == 0:
-                initial_acc = await anyio.to_thread.run_sync(self.rt.evaluate, self._eval_items)
+                initial = await anyio.to_thread.run_sync(self.rt.evaluate, self._eval_items)
             while self.state.version < self.spec.run.steps:
                 if self.opts.stop_after is not None and done_here >= self.opts.stop_after:
                     break
-                await self.step(self.state.version, initial_acc)
-                initial_acc = None
+                await self.step(self.state.version, initial)
+                initial = None
                 done_here += 1
             tg.cancel_scope.cancel()
 
-    async def step(self, version: int, initial_acc: float | None) -> None:
+    async def step(self, version: int, initial: dict[str, float] | None) -> None:
         run, spec = self.run_id, self.spec.run
         t_start = time.perf_counter()
         items = self.rt.task.sample(spec.seed, version, spec.prompts_per_step)
@@ -175,12 +175,10 @@ class PolicyActor:
             peer_wait_s=waited,
             gen_time_s=t_gen,
         )
-        if initial_acc is not None:
-            metrics["eval_accuracy_initial"] = initial_acc
+        if initial is not None:  # measured before the first step
+            metrics.update({f"{k}_initial": v for k, v in initial.items()})
         if step % spec.eval_every == 0 or step == spec.steps:
-            metrics["eval_accuracy"] = await anyio.to_thread.run_sync(
-                self.rt.evaluate, self._eval_items
-            )
+            metrics.update(await anyio.to_thread.run_sync(self.rt.evaluate, self._eval_items))
         metrics["step_time_s"] = time.perf_counter() - t_start
 
         # 5: the step, in the log

@@ -177,22 +177,27 @@ class PolicyRuntime:
             )
         return out
 
-    def evaluate(self, items: list[TaskItem]) -> float:
-        """Greedy accuracy on `items` (blocking: run in a thread)."""
+    def evaluate(self, items: list[TaskItem], *, samples: int = 4) -> dict[str, float]:
+        """Greedy accuracy, and pass@1 over `samples` draws at the training temperature.
+
+        Greedy accuracy is the paper's metric; sampled pass@1 is what GRPO optimizes, and the two
+        can move apart while the policy sharpens. Blocking: run in a thread.
+        """
         import torch
 
         tok = self.tokenizer
+        pad = tok.pad_token_id or 0
         max_new = self.policy.engine.sampling.max_new_tokens
+        prompts = [self.render(item) for item in items]
+        greedy = 0
         self.model.eval()
-        correct = 0
         with torch.no_grad():
             for start in range(0, len(items), 32):
-                chunk = items[start : start + 32]
-                prompts = [self.render(item) for item in chunk]
-                width = max(len(p) for p in prompts)
-                ids = torch.full((len(chunk), width), tok.pad_token_id or 0, dtype=torch.long)
+                chunk = prompts[start : start + 32]
+                width = max(len(p) for p in chunk)
+                ids = torch.full((len(chunk), width), pad, dtype=torch.long)
                 attn = torch.zeros_like(ids)
-                for i, p in enumerate(prompts):
+                for i, p in enumerate(chunk):
                     ids[i, width - len(p) :] = torch.from_numpy(p.astype(np.int64))
                     attn[i, width - len(p) :] = 1
                 out = self.model.generate(
@@ -200,14 +205,22 @@ class PolicyRuntime:
                     attention_mask=attn,
                     do_sample=False,
                     max_new_tokens=max_new,
-                    pad_token_id=tok.pad_token_id or 0,
+                    pad_token_id=pad,
                     eos_token_id=tok.eos_token_id,
                 )
-                for item, row in zip(chunk, out[:, width:], strict=True):
+                for item, row in zip(items[start : start + 32], out[:, width:], strict=True):
                     text = tok.decode(row, skip_special_tokens=True)
-                    correct += int(self.task.verify(text, item).success)
+                    greedy += int(self.task.verify(text, item).success)
         self.model.train()
-        return correct / max(len(items), 1)
+        seed = derive_seed(self.spec.run.seed, self.name, "eval") % (2**62)
+        groups = self.engine.generate(prompts, n=samples, seed=seed)
+        sampled = [
+            float(self.task.verify(g.text, item).success)
+            for item, gens in zip(items, groups, strict=True)
+            for g in gens
+        ]
+        n = max(len(items), 1)
+        return {"eval_accuracy": greedy / n, "eval_pass1": float(np.mean(sampled or [0.0]))}
 
 
 def build_runtime(
