@@ -166,7 +166,42 @@ def test_vllm_sampling_params_and_weight_sync_bookkeeping(
     assert sorted(loaded) == sorted(n for n, _ in weights_for_vllm(model))
     started: list[Path] = []
     eng2 = VLLMEngine(SimpleNamespace(), tok, EngineConfig(kind="vllm"), tmp_path / "v0")
-    eng2._start = lambda d, cfg: started.append(d) or SimpleNamespace()  # type: ignore[method-assign]
+
+    def fake_start(model_dir: Path, cfg: EngineConfig) -> Any:
+        started.append(model_dir)
+        return SimpleNamespace()
+
+    eng2._start = fake_start  # type: ignore[method-assign]  # a test double
     eng2.sync_weights(model, 2)
     assert eng2.version == 2 and eng2.reload_syncs == 1
     assert started == [tmp_path / "v2"] and (tmp_path / "v2" / "model.safetensors").exists()
+
+
+class _Boost(torch.nn.Module):
+    """An LM head that makes one token overwhelmingly likely."""
+
+    def __init__(self, head: Any, token: int) -> None:
+        super().__init__()
+        self.head, self.token = head, token
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        out = self.head(h)
+        out[..., self.token] += 100.0
+        return out
+
+
+def test_eos_stops_with_reason_stop_and_is_kept(models_dir: Path) -> None:
+    """EOS ends a completion ("stop"), stays in token_ids (as TRL keeps it), not in the text."""
+    model, tok = build_tiny(models_dir / "llama2-7b", hidden_size=32, layers=1, heads=2, seed=1)
+    boosted = _Boost(model.get_output_embeddings(), tok.eos_token_id)
+    model.get_output_embeddings = lambda: boosted
+    gens = HFEngine(model, tok, SamplingConfig(max_new_tokens=5)).generate(
+        _prompts(tok), n=2, seed=0
+    )
+    for g in (g for gs in gens for g in gs):
+        assert g.token_ids.tolist() == [tok.eos_token_id] and g.finish_reason == "stop"
+        assert g.text == "" and g.logprobs[0] > -1e-3
+    gens = HFEngine(model, tok, SamplingConfig(max_new_tokens=5, stop_at_eos=False)).generate(
+        _prompts(tok)[:1], n=1, seed=0
+    )
+    assert len(gens[0][0].token_ids) == 5 and gens[0][0].finish_reason == "length"
