@@ -70,6 +70,7 @@ def _check(args: argparse.Namespace) -> int:
     import numpy as np
 
     from mrl_actors.thl import ResidualBudget, aggregate, load_vocab, transfer_many
+    from mrl_actors.thl.bytes_table import pair_warnings
     from mrl_actors.thl.residual import format_table
 
     texts = read_texts(Path(args.text_file))
@@ -80,11 +81,13 @@ def _check(args: argparse.Namespace) -> int:
     out = transfer_many(src, dst, ids, budget=budget)
     agg = aggregate([t.residual for t in out], [t.rejected for t in out])
     rejected = [(n, t.reason) for n, t in enumerate(out, 1) if t.rejected]
+    warnings = pair_warnings(src, dst)
     if args.json:
         doc: dict[str, Any] = {
             "from": {"path": str(args.src), "fingerprint": src.fingerprint, "kind": src.kind},
             "to": {"path": str(args.dst), "fingerprint": dst.fingerprint, "kind": dst.kind},
             "budget": msgspec.to_builtins(budget),
+            "pair_warnings": warnings,
             "aggregate": agg,
             "sequences": [
                 {"line": n, "rejected": t.rejected, "reason": t.reason}
@@ -96,6 +99,8 @@ def _check(args: argparse.Namespace) -> int:
     else:
         print(f"THL check: {src.name} ({src.kind}) -> {dst.name} ({dst.kind}), {len(texts)} lines")
         print(format_table(agg))
+        for w in warnings:
+            print(f"pair: {w}")
         for n, reason in rejected[:10]:
             print(f"line {n}: rejected: {reason}")
         if len(rejected) > 10:

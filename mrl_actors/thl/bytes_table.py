@@ -104,7 +104,7 @@ class Vocab:
     pad_id: int | None
     unk_id: int | None
     end_ids: frozenset[int]  # ids with the EOS role: eos_id plus chat turn ends (<|im_end|>)
-    lossy_normalizer: bool  # the normalizer can change bytes (NFC/NFKC, lowercase, strip accents)
+    lossy_normalizer: tuple[str, ...]  # normalizer steps that can change bytes ("NFC", ...)
     kind: str  # "byte-level", "sentencepiece", "wordpiece" or "plain"
     piece_tokens: dict[bytes, int] = field(default_factory=dict)  # bytes -> id, for tests/tools
 
@@ -185,14 +185,15 @@ def _kind(spec: dict[str, Any]) -> tuple[str, bool, str]:
     return "plain", False, ""
 
 
-def _is_lossy_normalizer(spec: dict[str, Any]) -> bool:
+def _lossy_normalizers(spec: dict[str, Any]) -> tuple[str, ...]:
+    """Normalizer steps that can rewrite a text's bytes (the space-to-▁ Replace cannot)."""
     lossy = {"NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents", "Strip", "BertNormalizer"}
+    found = []
     for node in _walk(spec.get("normalizer")):
-        if node.get("type") in lossy:
-            return True
-        if node.get("type") == "Replace" and node.get("content") != "▁":
-            return True
-    return False
+        kind = str(node.get("type"))
+        if kind in lossy or (kind == "Replace" and node.get("content") != "▁"):
+            found.append(kind)
+    return tuple(found)
 
 
 def _continuation_spec(spec: dict[str, Any]) -> dict[str, Any]:
@@ -331,7 +332,7 @@ def build_vocab(
         pad_id=_role(pad_id, getattr(hf, "pad_token_id", None), specials, _PAD_NAMES),
         unk_id=unk_id,
         end_ids=frozenset(end_ids),
-        lossy_normalizer=_is_lossy_normalizer(spec),
+        lossy_normalizer=_lossy_normalizers(spec),
         kind=kind,
         piece_tokens=piece_tokens,
     )
@@ -376,3 +377,25 @@ def load_vocab(source: str | os.PathLike[str] | Tokenizer | Any) -> Vocab:
     with _LOCK:
         _PATH_CACHE[key] = vocab.fingerprint
     return vocab
+
+
+def pair_warnings(src: Vocab, dst: Vocab) -> list[str]:
+    """Why this tokenizer pair can be lossy on some text, known before any text is seen.
+
+    Each transfer still measures its own lossy bytes; this says which texts to expect them on.
+    """
+    out = []
+    if dst.lossy_normalizer:
+        steps = ", ".join(dst.lossy_normalizer)
+        out.append(f"receiver normalizer rewrites some text ({steps}): such bytes are lossy")
+    missing = int((dst.byte_ids < 0).sum())
+    if missing:
+        out.append(
+            f"receiver has no token for {missing} of 256 byte values (no byte fallback): "
+            "unseen characters become [UNK] or are dropped"
+        )
+    if dst.kind == "wordpiece":
+        out.append("receiver is WordPiece: whitespace other than single spaces is not kept")
+    if src.unk_id is not None and (src.byte_ids < 0).any():
+        out.append("peer can emit [UNK], whose bytes nobody knows")
+    return out

@@ -10,6 +10,7 @@ from tokenizers import Tokenizer
 
 from mrl_actors.errors import TokenizerError
 from mrl_actors.thl import Vocab, load_vocab
+from mrl_actors.thl.bytes_table import pair_warnings
 
 REAL = ("gpt2", "llama2-7b", "mistral-7b", "qwen1.5-1.8b")
 
@@ -54,7 +55,7 @@ def test_specials_have_no_bytes_and_roles_are_found(real: dict[str, Vocab]) -> N
     assert ll.token_bytes(1) == b"" and ll.special[[0, 1, 2]].all()
     assert q.bos_id is None and q.eos_id == 151643 and q.pad_id == 151643
     assert 151645 in q.end_ids  # <|im_end|> ends a completion like EOS
-    assert q.lossy_normalizer and not ll.lossy_normalizer  # Qwen's NFC can change bytes
+    assert q.lossy_normalizer == ("NFC",) and ll.lossy_normalizer == ()  # NFC rewrites bytes
 
 
 def test_tables_match_the_tokenizers_own_decode(real: dict[str, Vocab]) -> None:
@@ -71,6 +72,12 @@ def test_tables_match_the_tokenizers_own_decode(real: dict[str, Vocab]) -> None:
                 continue
             # A leading space is stripped by SentencePiece decoders: compare stripped.
             assert v.tokenizer.decode([idx]).strip() == text.strip(), (v.name, idx)
+
+
+def test_pair_warnings_name_what_can_be_lossy(real: dict[str, Vocab]) -> None:
+    assert pair_warnings(real["gpt2"], real["llama2-7b"]) == []
+    (warning,) = pair_warnings(real["gpt2"], real["qwen1.5-1.8b"])
+    assert "NFC" in warning
 
 
 def test_vocabs_are_cached_by_fingerprint(real: dict[str, Vocab], models_dir: Path) -> None:

@@ -11,6 +11,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 from mrl_actors.thl import ResidualBudget, Vocab, load_vocab, render_prompt, transfer, transfer_many
 from mrl_actors.thl.baselines import two_pointer_spans
+from mrl_actors.thl.bytes_table import pair_warnings
 
 REAL = ("gpt2", "llama2-7b", "mistral-7b", "qwen1.5-1.8b")
 TEXT = (
@@ -199,6 +200,7 @@ def test_trained_tokenizers_with_every_real_one(
         t = transfer(rv, tv, _ids(rv, " Hello 北京", eos=False))
         assert t.rejected and "lossy" in t.reason
         assert t.residual.lossy_bytes > 0 or t.residual.unk_tokens > 0
+        assert pair_warnings(rv, tv)  # known lossy before any text: no byte fallback
     assert transfer(tv, tv, _ids(tv, clean)).residual.one_to_one_share == 1.0
 
 
