@@ -40,14 +40,14 @@ def test_build_tiny_is_seeded_and_leaves_global_rng_alone(models_dir: Path) -> N
 def test_tiny_policy_is_built_once_then_loaded(models_dir: Path, tmp_path: Path) -> None:
     task = ArithmeticTask(ArithmeticConfig(size=16))
     kw = {"hidden_size": 16, "layers": 1, "heads": 2, "warm_steps": 3}
-    m1, _ = tiny_policy(models_dir / "gpt2", tmp_path, task, **kw)  # type: ignore[arg-type]
+    m1, _ = tiny_policy(models_dir / "gpt2", tmp_path, task, **kw)
     t0 = time.perf_counter()
-    m2, _ = tiny_policy(models_dir / "gpt2", tmp_path, task, **kw)  # type: ignore[arg-type]
+    m2, _ = tiny_policy(models_dir / "gpt2", tmp_path, task, **kw)
     assert weights_sha256(m1) == weights_sha256(m2)
     assert len(list(tmp_path.iterdir())) == 1 and time.perf_counter() - t0 < 30
     fresh, _ = build_tiny(models_dir / "gpt2", hidden_size=16, layers=1, heads=2)
     assert weights_sha256(fresh) != weights_sha256(m1)  # the warm start changed the weights
-    m3, _ = tiny_policy(models_dir / "gpt2", tmp_path, task, **{**kw, "warm_steps": 4})  # type: ignore[arg-type]
+    m3, _ = tiny_policy(models_dir / "gpt2", tmp_path, task, **{**kw, "warm_steps": 4})
     assert len(list(tmp_path.iterdir())) == 2 and weights_sha256(m3) != weights_sha256(m1)
 
 
