@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -199,10 +201,12 @@ def tiny_policy(
         family_dir, hidden_size=hidden_size, layers=layers, heads=heads, seed=seed
     )
     loss = warm_start(model, tok, task, steps=warm_steps, seed=seed)
-    tmp = d.with_name(d.name + f".tmp{id(model)}")
+    tmp = d.with_name(f"{d.name}.tmp{os.getpid()}-{id(model)}")
     save_model(model, tmp, tok)
     (tmp / "recipe.json").write_text(json.dumps(recipe, sort_keys=True, indent=1))
-    if not d.exists():
+    try:
         tmp.rename(d)  # atomic on one filesystem: concurrent builders cannot leave half a cache
+    except OSError:  # another process finished first: its copy is the same recipe, keep it
+        shutil.rmtree(tmp, ignore_errors=True)
     log.info("tiny_policy.built", path=str(d), loss=loss, seconds=time.perf_counter() - t0)
     return load_model(d)
