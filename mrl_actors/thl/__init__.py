@@ -2,7 +2,8 @@
 
 Modules, in the order data flows through them:
 
-- `bytes_table`: `Vocab` and `load_vocab`, the exact bytes of every token id, cached by fingerprint;
+- `bytes_table`: `Vocab`, `load_vocab` and `with_roles`, the exact bytes of every token id, cached
+  by fingerprint;
 - `traces`: `transfer` / `transfer_many` (peer ids and traces -> receiver ids and traces) and
   `render_prompt` (a prompt in the receiver's own format);
 - `align`: co-terminating byte spans for a whole batch, vectorized;
@@ -13,7 +14,7 @@ Modules, in the order data flows through them:
 See DESIGN.md section 4, decision 4, and the README section on the THL.
 """
 
-from mrl_actors.thl.bytes_table import Vocab, load_vocab
+from mrl_actors.thl.bytes_table import Vocab, load_vocab, with_roles
 from mrl_actors.thl.residual import Residual, ResidualBudget, aggregate
 from mrl_actors.thl.traces import Transfer, render_prompt, transfer, transfer_many
 
@@ -27,4 +28,5 @@ __all__ = [
     "render_prompt",
     "transfer",
     "transfer_many",
+    "with_roles",
 ]

@@ -28,7 +28,7 @@ import hashlib
 import json
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -377,6 +377,24 @@ def load_vocab(source: str | os.PathLike[str] | Tokenizer | Any) -> Vocab:
     with _LOCK:
         _PATH_CACHE[key] = vocab.fingerprint
     return vocab
+
+
+def with_roles(
+    vocab: Vocab, *, bos_id: int | None = None, eos_id: int | None = None, pad_id: int | None = None
+) -> Vocab:
+    """The same tables with other role ids, e.g. `<|im_end|>` as EOS for a chat-format receiver.
+
+    A peer's EOS-role token then becomes this `eos_id` on the receiver's side; as a peer, this
+    vocab treats `eos_id` as an end marker too.
+    """
+    eos = vocab.eos_id if eos_id is None else eos_id
+    return replace(
+        vocab,
+        bos_id=vocab.bos_id if bos_id is None else bos_id,
+        eos_id=eos,
+        pad_id=vocab.pad_id if pad_id is None else pad_id,
+        end_ids=vocab.end_ids | ({eos} if eos is not None else set()),
+    )
 
 
 def pair_warnings(src: Vocab, dst: Vocab) -> list[str]:

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from mrl_actors.thl import ResidualBudget, Vocab, load_vocab, render_prompt, transfer, transfer_many
+from mrl_actors.thl import (
+    ResidualBudget,
+    Vocab,
+    load_vocab,
+    render_prompt,
+    transfer,
+    transfer_many,
+    with_roles,
+)
 from mrl_actors.thl.baselines import two_pointer_spans
 from mrl_actors.thl.bytes_table import pair_warnings
 
@@ -167,6 +175,15 @@ def test_specials_are_mapped_by_role_never_as_text(real: dict[str, Vocab]) -> No
     assert llama.ids_to_bytes(t.ids) == b"Hi there"  # the marker is not text
     assert t.residual.dropped_special == 1 and t.logprobs is not None
     assert _rel(float(t.logprobs.sum()), float(lp.sum())) < 1e-9
+
+
+def test_a_chat_format_receiver_can_take_its_turn_end_as_eos(real: dict[str, Vocab]) -> None:
+    qwen_chat = with_roles(real["qwen1.5-1.8b"], eos_id=151645)  # <|im_end|>
+    llama = real["llama2-7b"]
+    ids = _ids(llama, " Four.")
+    t = transfer(llama, qwen_chat, ids, logprobs=np.full(ids.shape[0], -0.5))
+    assert t.ids[-1] == 151645 and t.logprobs is not None and t.logprobs[-1] == -0.5
+    assert real["qwen1.5-1.8b"].eos_id == 151643  # the cached vocab is unchanged
 
 
 def test_a_lossy_normalizer_is_detected_and_rejected(real: dict[str, Vocab]) -> None:
