@@ -10,8 +10,9 @@ tokenizer's own conventions:
 - SentencePiece (Llama-2, Mistral, Unigram with Metaspace): `▁` is a space, `<0xNN>` is byte NN
   when the model has byte fallback;
 - WordPiece: `##x` continues a word, any other piece starts one and so stands for " x" (the space
-  the decoder would insert; a WordPiece receiver is exact only where the text has exactly those
-  spaces, which is what the residual report measures);
+  the decoder would insert; none is implied before the first word of a receiver's completion). A
+  WordPiece receiver is exact only where the text has exactly those spaces, which is what the
+  residual report measures;
 - added tokens that are not special stand for their own text; special tokens (BOS, EOS, chat
   markers, `[UNK]`) stand for no bytes and are mapped by role, never as text.
 

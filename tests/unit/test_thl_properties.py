@@ -167,3 +167,49 @@ def test_no_exception_escapes_for_any_ids(
     assert t.ids.dtype == np.int32 and t.loss_mask.shape == t.ids.shape
     if n_lp != len(ids):
         assert t.rejected and t.residual.problems
+
+
+@pytest.fixture(scope="session")
+def trained_vocabs() -> dict[str, Vocab]:
+    from test_thl_transfer import _unigram, _wordpiece  # trained once per session, in-process
+
+    return {"wordpiece": load_vocab(_wordpiece()), "unigram": load_vocab(_unigram())}
+
+
+@pytest.mark.parametrize(
+    ("a", "b"), [("gpt2", "wordpiece"), ("unigram", "llama2-7b"), ("llama2-7b", "unigram")]
+)
+@SETTINGS
+@given(data=cut_bytes(), seed=st.integers(0, 2**32 - 1))
+def test_lossy_pairs_are_reported_never_silently_wrong(
+    vocabs: dict[str, Vocab],
+    trained_vocabs: dict[str, Vocab],
+    a: str,
+    b: str,
+    data: bytes,
+    seed: int,
+) -> None:
+    """Trained WordPiece/Unigram tokenizers cannot write every byte: whatever they lose is
+    counted, the transfer is rejected by the default budget, and the log-prob sum still holds."""
+    pool = {**vocabs, **trained_vocabs}
+    src, dst = pool[a], pool[b]
+    if src.kind == "byte-level" or (src.byte_ids >= 0).all():
+        ids = peer_ids(src, data)
+    else:  # no byte tokens: the peer can only have sampled its encoding of valid text
+        ids = np.asarray(
+            src.continuation.encode(data.decode("utf-8", "ignore"), add_special_tokens=False).ids
+        )
+    lp = -np.asarray(np.random.default_rng(seed).exponential(size=ids.shape[0]))
+    t = transfer(src, dst, ids, logprobs=lp)
+    r = t.residual
+    want, written = src.ids_to_bytes(ids), dst.ids_to_bytes(t.ids)
+    if dst.kind == "wordpiece" and written[:1] == b" " and want[:1] != b" ":
+        written = written[1:]  # no space is implied before the first word of a completion
+    same = written == want
+    if not same or r.unk_tokens:
+        assert not r.exact and t.rejected  # reported, never silently wrong
+    if r.exact:
+        assert same and not t.rejected
+    if not r.problems:
+        assert t.logprobs is not None
+        assert abs(float(t.logprobs.sum() - lp.sum())) <= 1e-9 * max(1.0, abs(float(lp.sum())))
