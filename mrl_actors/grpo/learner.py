@@ -27,6 +27,7 @@ from mrl_actors.grpo.loss import (
     grpo_policy_loss,
     importance_stats,
     off_policy_token_loss,
+    off_policy_weight,
     truncated_is_ratio,
 )
 from mrl_actors.logs import get_logger
@@ -198,6 +199,12 @@ class GRPOLearner:
             off.backward()
             m["loss_off"] = float(off.detach())
             m.update(importance_stats(ratio, mask, "is_off"))
+            # what each token's grad log pi was actually multiplied by (truncation, shaping, weight)
+            applied, _ = off_policy_weight(
+                logps.detach(), ob.behaviour_logps.to(dev), mask, off_policy_loss
+            )
+            applied = applied.expand_as(mask) * ob.weights.to(dev).unsqueeze(1)
+            m.update(importance_stats(applied, mask, "is_off_applied"))
             loss_total += m["loss_off"]
         m["loss"] = loss_total
         return m

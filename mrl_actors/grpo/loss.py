@@ -94,6 +94,30 @@ def grpo_policy_loss(
     return LossParts(loss, kl_sum, float(low.sum()), float(high.sum()), float(mask.sum()))
 
 
+def off_policy_weight(
+    logps: torch.Tensor,  # [B, T] current policy on the off-policy tokens (detached)
+    behaviour_logps: torch.Tensor,  # [B, T] the generating policy's log-probs (aligned by the THL)
+    mask: torch.Tensor,  # [B, T]
+    spec: OffPolicyLoss,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight each token's grad log pi gets ([B, T] or [B, 1]), and the raw ratio pi/mu [B, T].
+
+    `truncated_is`: min(pi/mu, cap) per token, or min(exp(sum log pi/mu), cap) per sequence.
+    `luffy`: d f(p) / d log p = p * gamma / (p + gamma)^2 for f(p) = p / (p + gamma), which peaks at
+    1 / (4 gamma) where p = gamma: the shaping lifts unlikely tokens and damps near-certain ones.
+    """
+    log_ratio = torch.nan_to_num((logps - behaviour_logps) * mask, nan=0.0)  # [B, T]
+    ratio = torch.exp(log_ratio)
+    if spec.kind == "truncated_is":
+        if spec.level == "sequence":
+            return torch.clamp(torch.exp(log_ratio.sum(-1, keepdim=True)), max=spec.cap), ratio
+        return torch.clamp(ratio, max=spec.cap), ratio
+    if spec.kind == "luffy":
+        p = torch.exp(logps)
+        return p * spec.gamma / (p + spec.gamma) ** 2, ratio
+    raise ConfigError(f"unknown OffPolicyLoss.kind {spec.kind!r}")
+
+
 def off_policy_token_loss(
     logps: torch.Tensor,  # [B, T] current policy on the off-policy tokens, carries grad
     behaviour_logps: torch.Tensor,  # [B, T] the generating policy's log-probs (aligned by the THL)
@@ -108,19 +132,11 @@ def off_policy_token_loss(
     objective, which boosts gradients on low-probability tokens and needs no clipping.
     """
     adv = _as_token_advantages(advantages)
-    log_ratio = torch.nan_to_num((logps.detach() - behaviour_logps) * mask, nan=0.0)  # [B, T]
-    ratio = torch.exp(log_ratio)
+    w, ratio = off_policy_weight(logps.detach(), behaviour_logps, mask, spec)
     if spec.kind == "truncated_is":
-        if spec.level == "sequence":
-            seq = torch.exp(log_ratio.sum(-1, keepdim=True))  # [B, 1]
-            w = torch.clamp(seq, max=spec.cap)
-        else:
-            w = torch.clamp(ratio, max=spec.cap)
         return -adv * w * logps, ratio
-    if spec.kind == "luffy":
-        p = torch.exp(logps)
-        return -adv * p / (p + spec.gamma), ratio
-    raise ConfigError(f"unknown OffPolicyLoss.kind {spec.kind!r}")
+    p = torch.exp(logps)
+    return -adv * p / (p + spec.gamma), ratio
 
 
 def importance_stats(ratio: torch.Tensor, mask: torch.Tensor, prefix: str) -> dict[str, float]:

@@ -183,3 +183,25 @@ def test_accumulation_does_not_change_the_dapo_gradient(base: tuple[Any, Any]) -
         grads.append(torch.cat([p.grad.flatten() for p in lr.params if p.grad is not None]))
     torch.testing.assert_close(grads[1], grads[0], atol=1e-7, rtol=1e-5)
     torch.testing.assert_close(grads[2], grads[0], atol=1e-7, rtol=1e-5)
+
+
+def test_off_policy_weight_is_what_the_gradient_of_log_pi_is_multiplied_by() -> None:
+    """The reported applied weight equals d(loss term)/d(log pi), and truncation bounds it."""
+    from mrl_actors.grpo.loss import off_policy_weight
+
+    gen = torch.Generator().manual_seed(0)
+    logps = -torch.rand(3, 5, generator=gen, dtype=torch.float64) * 4
+    beh = -torch.rand(3, 5, generator=gen, dtype=torch.float64) * 4
+    mask = torch.ones(3, 5, dtype=torch.float64)
+    luffy = OffPolicyLoss(kind="luffy", gamma=0.1)
+    w, _ = off_policy_weight(logps, beh, mask, luffy)
+    lp = logps.clone().requires_grad_(True)
+    p = torch.exp(lp)
+    (p / (p + 0.1)).sum().backward()
+    assert lp.grad is not None
+    torch.testing.assert_close(w, lp.grad, rtol=1e-12, atol=1e-12)
+    assert float(w.max()) <= 1 / (4 * 0.1) + 1e-12
+    for level in ("token", "sequence"):
+        spec = OffPolicyLoss(kind="truncated_is", level=level, cap=1.5)  # type: ignore[arg-type]
+        w, ratio = off_policy_weight(logps, beh - 3.0, mask, spec)  # pi >> mu: ratios above cap
+        assert float(w.max()) <= 1.5 and float(ratio.max()) > 1.5
