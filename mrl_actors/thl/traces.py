@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 
@@ -25,11 +25,12 @@ from mrl_actors.logs import get_logger
 from mrl_actors.thl.align import align
 from mrl_actors.thl.bytes_table import Vocab
 from mrl_actors.thl.residual import Residual, ResidualBudget
-from mrl_actors.thl.retokenize import retokenize
+from mrl_actors.thl.retokenize import Retokenized, retokenize
 
 log = get_logger(__name__)
 
 LogprobRule = Literal["uniform", "last"]
+T = TypeVar("T")
 _DEFAULT_BUDGET = ResidualBudget()
 
 
@@ -61,6 +62,21 @@ def _as_array(x: object, n: int, name: str, dtype: type, problems: list[str]) ->
     return arr
 
 
+def _per_seq(given: Sequence[T] | None, name: str, seqs: list[Retokenized]) -> Sequence[T] | None:
+    """`given` when it has one entry per sequence; else None, with the problem noted on each."""
+    if given is None:
+        return None
+    try:
+        n = len(given)
+    except TypeError:
+        n = -1
+    if n != len(seqs):
+        for s in seqs:
+            s.problems.append(f"{name} has {n} entries for a batch of {len(seqs)} sequences")
+        return None
+    return given
+
+
 def _scalar(x: object, problems: list[str]) -> float | None:
     """A scalar advantage as a float, or None with a problem noted."""
     try:
@@ -89,6 +105,10 @@ def transfer_many(
     budget = budget or _DEFAULT_BUDGET
     seqs = retokenize(src, dst, list(src_ids))
     k = len(seqs)
+    logprobs = _per_seq(logprobs, "logprobs", seqs)
+    loss_mask = _per_seq(loss_mask, "loss_mask", seqs)
+    advantages = _per_seq(advantages, "advantages", seqs)
+    token_rewards = _per_seq(token_rewards, "token_rewards", seqs)
     totals = np.asarray([len(s.data) for s in seqs], dtype=np.int64)  # [K]
     off = np.concatenate([[0], np.cumsum(totals)]).astype(np.int64)  # [K + 1]
     # 4. alignment over the whole batch on one global byte axis.
@@ -114,9 +134,8 @@ def transfer_many(
     add_eos = has_eos & (dst.eos_id is not None)  # [K]
     m_out = n_dst + add_eos  # [K]
     out_off = np.concatenate([[0], np.cumsum(m_out)])  # [K + 1]
-    core_pos = np.arange(dst_flat.shape[0]) + np.repeat(
-        out_off[:-1] - np.cumsum(n_dst) + n_dst, n_dst
-    )
+    shift = out_off[:-1] - (np.cumsum(n_dst) - n_dst)  # [K]: EOS slots before each sequence
+    core_pos = np.arange(dst_flat.shape[0]) + np.repeat(shift, n_dst)  # [M]
     eos_pos = out_off[1:][add_eos] - 1
     total = int(out_off[-1])
 

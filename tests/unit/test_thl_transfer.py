@@ -297,3 +297,15 @@ def test_special_token_text_in_a_completion_stays_text(real: dict[str, Vocab]) -
     t = transfer(gpt2, llama, _ids(gpt2, text, eos=False))
     assert llama.ids_to_bytes(t.ids) == text.encode() and t.residual.exact
     assert not llama.special[t.ids].any()
+
+
+def test_a_trace_list_of_the_wrong_batch_length_rejects_not_raises(
+    real: dict[str, Vocab],
+) -> None:
+    src, dst = real["gpt2"], real["mistral-7b"]
+    ids = [_ids(src, "one"), _ids(src, "two")]
+    out = transfer_many(src, dst, ids, logprobs=[np.zeros(2)], advantages=[0.1, 0.2, 0.3])
+    assert len(out) == 2
+    for t in out:
+        assert t.rejected and "batch of 2 sequences" in t.reason
+        assert t.logprobs is None and t.advantages is None
