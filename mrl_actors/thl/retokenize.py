@@ -41,6 +41,7 @@ class Retokenized:
 
 
 def prepare(src: Vocab, raw: object) -> Retokenized:
+    """Peer ids checked (shape, dtype, range) without raising, and their byte lengths."""
     problems: list[str] = []
     try:
         arr = np.asarray(raw)
