@@ -17,6 +17,7 @@ import ssl
 from collections.abc import Mapping
 from typing import Any
 
+import anyio
 import msgspec
 
 from mrl_actors.errors import ConfigError, ServerError
@@ -107,11 +108,23 @@ async def connect(cfg: ConnectionConfig) -> Any:
     if tls is not None:
         kwargs["tls"] = tls
 
+    errors: list[str] = []
+
     async def _on_error(exc: Exception) -> None:
+        errors.append(str(exc))
         _log.warning("nats_client_error", error=str(exc))
 
     kwargs["error_cb"] = _on_error
+    # nats-py keeps retrying a refused first connection (bad credentials included) while
+    # reconnects are allowed; bound the first connect so a wrong token fails, not hangs.
+    limit = cfg.connect_timeout * (len(kwargs["servers"]) + 1) + 1.0
     try:
-        return await nats.connect(**kwargs)
+        with anyio.fail_after(limit):
+            return await nats.connect(**kwargs)
+    except TimeoutError as exc:
+        last = errors[-1] if errors else "no answer"
+        raise ServerError(
+            f"cannot connect to NATS at {cfg.url} within {limit:.0f}s: {last}"
+        ) from exc
     except Exception as exc:
         raise ServerError(f"cannot connect to NATS at {cfg.url}: {exc!r}") from exc

@@ -1,0 +1,77 @@
+"""The embedded nats-server: loopback, token auth, durable store, clean stop by pid."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from mrl_actors.connection import ConnectionConfig, connect
+from mrl_actors.errors import ServerError
+from mrl_actors.server import EmbeddedServer, ServerInfo, open_run_dir, write_server_info
+
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_token_is_required_and_stop_ends_the_process(tmp_path: Path) -> None:
+    srv = EmbeddedServer(tmp_path / "nats", sync_interval="always")
+    await srv.start()
+    pid = srv.pid
+    try:
+        assert srv.url.startswith("nats://127.0.0.1:") and _alive(pid)
+        conf = (tmp_path / "nats" / "server.conf").read_text()
+        assert (
+            "sync_interval: always" in conf
+            and oct((tmp_path / "nats" / "server.conf").stat().st_mode)[-3:] == "600"
+        )
+        with pytest.raises(ServerError):
+            await connect(ConnectionConfig(url=srv.url, connect_timeout=1))
+        with pytest.raises(ServerError):
+            await connect(ConnectionConfig(url=srv.url, token="wrong", connect_timeout=1))
+        nc = await connect(ConnectionConfig(url=srv.url, token=srv.token))
+        assert nc.max_payload == srv.max_payload
+        await nc.close()
+    finally:
+        await srv.stop()
+    assert not _alive(pid)
+    await srv.stop()  # idempotent
+
+
+async def test_taken_port_is_a_server_error(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(ServerError, match="did not start"):
+            await EmbeddedServer(tmp_path / "nats", port=port, start_timeout=5).start()
+
+
+async def test_open_run_dir_uses_live_server_or_starts_one(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(ServerError, match="not a run directory"):
+        async with open_run_dir(run):
+            pass
+    async with EmbeddedServer(run / "nats") as srv:
+        write_server_info(run, srv.info(run="r1"))
+        first_pid = srv.pid
+        async with open_run_dir(run) as info:
+            assert info == ServerInfo(
+                url=srv.url, token=srv.token, pid=srv.pid, run="r1", store_dir=str(srv.store_dir)
+            )
+    # the server is gone: server.json is stale, so an embedded server serves the store
+    async with open_run_dir(run) as info:
+        assert info.pid != first_pid and info.run == "r1" and _alive(info.pid)
+        nc = await connect(ConnectionConfig(url=info.url, token=info.token))
+        await nc.close()
+        started = info.pid
+    assert not _alive(started)
