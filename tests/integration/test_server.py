@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from mrl_actors.connection import ConnectionConfig, connect
 from mrl_actors.errors import ServerError
-from mrl_actors.server import EmbeddedServer, ServerInfo, open_run_dir, write_server_info
+from mrl_actors.server import (
+    EmbeddedServer,
+    ServerInfo,
+    nats_server_binary,
+    open_run_dir,
+    write_server_info,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -75,3 +82,21 @@ async def test_open_run_dir_uses_live_server_or_starts_one(tmp_path: Path) -> No
         await nc.close()
         started = info.pid
     assert not _alive(started)
+
+
+@pytest.mark.parametrize(
+    "conf",
+    sorted((Path(__file__).resolve().parents[2] / "runtime" / "nats").glob("*.conf")),
+    ids=lambda p: p.name,
+)
+def test_shipped_server_configs_are_valid(conf: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "MRL_NATS_TOKEN": "t", "MRL_STORE": str(tmp_path)}
+    out = subprocess.run(
+        [nats_server_binary(), "-t", "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        check=False,
+    )
+    assert out.returncode == 0 and "is valid" in out.stdout + out.stderr, out.stderr
