@@ -264,3 +264,37 @@ def test_a_malformed_spec_is_refused_with_the_field_named(tmp_path: Path, models
     )
     assert out.returncode == 2
     assert "policies[0].grpo.lr" in out.stderr and str(path) in out.stderr
+
+
+def test_mrl_node_hosts_its_policies_against_a_server_by_url(
+    models_dir: Path, model_cache: Path, tmp_path: Path
+) -> None:
+    """The multi-host path: a node joins a live server by URL (token from the environment)."""
+    from mrl_actors.server import EmbeddedServer
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(spec_text(models_dir, "t-node", "independent", steps=2))
+
+    async def serve_and_read() -> list[Event]:
+        from mrl_actors.connection import ConnectionConfig, connect
+        from mrl_actors.log import EventLog
+
+        async with EmbeddedServer(tmp_path / "nats") as srv:
+            env = {**os.environ, "MRL_CACHE_DIR": str(model_cache), "MRL_NATS_TOKEN": srv.token}
+            cmd = [sys.executable, "-m", "mrl_actors.node_cli", str(spec)]
+            cmd += ["--run-dir", str(tmp_path / "node"), "--server", srv.url, "--policies", "llama"]
+            proc = await anyio.run_process(cmd, env=env, check=False)
+            assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+            nc = await connect(ConnectionConfig(url=srv.url, token=srv.token))
+            try:
+                log = await EventLog.open(nc, "t-node", create=False)
+                return [rec.event async for rec in log.read(start_seq=1)]
+            finally:
+                await nc.close()
+
+    events = anyio.run(serve_and_read)
+    assert [e.step for e in _steps(events, "llama")] == [1, 2]
+    assert _steps(events, "gpt2") == []  # not hosted by this node
+    kinds = [e.KIND for e in events]
+    assert kinds.count("node") == 2  # NodeJoined, NodeLeft
+    assert (tmp_path / "node" / "checkpoints" / "llama" / "step-2" / "model.safetensors").exists()
