@@ -11,7 +11,7 @@ import re
 import msgspec
 import numpy as np
 
-from mrl_actors.tasks.base import TaskItem, Verdict, derive_seed, sample_from
+from mrl_actors.tasks.base import TaskItem, Verdict, derive_seed, sample_from, shuffled
 
 _INT = re.compile(r"-?\d+")
 _MAX_SCAN = 10_000  # characters of a completion the verifier looks at (huge ones are cut)
@@ -48,8 +48,7 @@ class ArithmeticTask:
             )
 
     def items(self, seed: int) -> list[TaskItem]:
-        order = np.random.default_rng(derive_seed(seed, "items")).permutation(len(self._items))
-        return [self._items[int(i)] for i in order]
+        return shuffled(self._items, seed)
 
     def sample(self, seed: int, step: int, k: int) -> list[TaskItem]:
         return sample_from(self._items, seed, step, k)

@@ -61,6 +61,14 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(h[:8], "little") >> 1
 
 
+def shuffled(items: list[TaskItem], seed: int) -> list[TaskItem]:
+    """All `items` in a seed-determined order (what `Task.items(seed)` returns)."""
+    import numpy as np
+
+    order = np.random.default_rng(derive_seed(seed, "items")).permutation(len(items))
+    return [items[int(i)] for i in order]
+
+
 def sample_from(items: list[TaskItem], seed: int, step: int, k: int) -> list[TaskItem]:
     """`k` items for `step`, walking seed-shuffled epochs: each item once per epoch."""
     import numpy as np

@@ -14,7 +14,7 @@ from fractions import Fraction
 import msgspec
 import numpy as np
 
-from mrl_actors.tasks.base import TaskItem, Verdict, derive_seed, sample_from
+from mrl_actors.tasks.base import TaskItem, Verdict, derive_seed, sample_from, shuffled
 
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _MAX_EXPR = 200  # characters: longer "expressions" are rejected, not parsed
@@ -97,8 +97,7 @@ class CountdownTask:
         return [int(x) for x in nums.split()], int(target)
 
     def items(self, seed: int) -> list[TaskItem]:
-        order = np.random.default_rng(derive_seed(seed, "items")).permutation(len(self._items))
-        return [self._items[int(i)] for i in order]
+        return shuffled(self._items, seed)
 
     def sample(self, seed: int, step: int, k: int) -> list[TaskItem]:
         return sample_from(self._items, seed, step, k)

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import numpy as np
 
 from mrl_actors.errors import ConfigError
 from mrl_actors.logs import get_logger
-from mrl_actors.tasks.base import TaskItem, Verdict, derive_seed, sample_from
+from mrl_actors.tasks.base import TaskItem, Verdict, sample_from, shuffled
 
 log = get_logger(__name__)
 _GSM = re.compile(r"####\s*([^\n#]+)")
@@ -122,8 +121,7 @@ class MathTask:
             raise ConfigError(f"{cfg.path}: the dataset is empty")
 
     def items(self, seed: int) -> list[TaskItem]:
-        order = np.random.default_rng(derive_seed(seed, "items")).permutation(len(self._items))
-        return [self._items[int(i)] for i in order]
+        return shuffled(self._items, seed)
 
     def sample(self, seed: int, step: int, k: int) -> list[TaskItem]:
         return sample_from(self._items, seed, step, k)
