@@ -27,6 +27,7 @@ from anyio.abc import TaskStatus
 from mrl_actors.errors import EventDecodeError
 from mrl_actors.events import AnyEvent, DeadLettered, event_id
 from mrl_actors.logs import get_logger
+from mrl_actors.see.pull import Puller
 from mrl_actors.see.stream import EventLog, Record, check_token, delivery, filter_subjects
 
 RAW_PREFIX_BYTES = 4096
@@ -134,21 +135,18 @@ class Consumer:
             await js.add_consumer(self.log.stream, cfg)
             self._log.info("consumer_bound", start_seq=start, subjects=self.subjects)
         if self._sub is None:
-            self._sub = await js.pull_subscribe_bind(durable=self.name, stream=self.log.stream)
+            self._sub = await Puller(self.log.nc, self.log.stream, self.name).start()
 
     async def close(self) -> None:
         if self._sub is not None:
             sub, self._sub = self._sub, None
-            await sub.unsubscribe()
+            await sub.stop()
 
     async def fetch(self, batch: int = 256, timeout: float = 1.0) -> list[Any]:
         """Raw messages (possibly none) from the server."""
         if self._sub is None:
             await self.bind()
-        try:
-            return list(await self._sub.fetch(batch, timeout=timeout))
-        except TimeoutError:  # nats-py raises both its own and asyncio's
-            return []
+        return await self._sub.fetch(batch, timeout)
 
     async def handle(self, msgs: list[Any], applier: Applier) -> None:
         """Apply (or skip, or dead-letter) each message in order, publish dead letters, ack all."""

@@ -31,6 +31,7 @@ from mrl_actors.events import (
     encode,
 )
 from mrl_actors.logs import get_logger
+from mrl_actors.see.pull import Puller
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _HEADROOM = 8 * 1024  # subject, headers and protocol overhead on top of the payload
@@ -332,23 +333,19 @@ class EventLog:
             num_replicas=1,
         )
         info = await self.js.add_consumer(self.stream, cfg)
-        sub = await self.js.pull_subscribe_bind(consumer=info.name, stream=self.stream)
+        puller = await Puller(self.nc, self.stream, info.name).start()
         try:
             if not follow and info.num_pending == 0:
                 return
             while True:
-                try:
-                    msgs = await sub.fetch(batch, timeout=1.0)
-                except TimeoutError:  # nats-py raises both its own and asyncio's
-                    continue
-                for msg in msgs:
+                for msg in await puller.fetch(batch, timeout=1.0):
                     d = delivery(msg.reply)
                     yield d.seq, msg.subject, msg.data, d.time_ns
                     if not follow and d.pending == 0:
                         return
         finally:
             with anyio.CancelScope(shield=True):
-                await _quietly(sub.unsubscribe())
+                await _quietly(puller.stop())
                 await _quietly(self.js.delete_consumer(self.stream, info.name))
 
     async def read(

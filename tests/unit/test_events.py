@@ -69,10 +69,10 @@ def test_constructing_non_finite_or_ragged_events_fails_early() -> None:
     with pytest.raises(ValueError, match=r"completions\[1\].logprobs\[0\] is .*nan"):
         _rollout([_completion([1], [0.0]), _completion([1], [math.nan])])
     _rollout([_completion([1, 2], [3e38, 3e38])])  # huge but finite
-    with pytest.raises(ValueError, match="entries"):
-        _completion([1, 2], [0.0])
-    with pytest.raises(ValueError, match="reward"):
-        _completion([1], [0.0], reward=math.inf)
+    with pytest.raises(ValueError, match=r"completions\[0\]: token_ids has 2 entries"):
+        _rollout([_completion([1, 2], [0.0])])
+    with pytest.raises(ValueError, match=r"completions\[0\].reward is inf"):
+        _rollout([_completion([1], [0.0], reward=math.inf)])
 
 
 def _payload(**changes: object) -> bytes:
