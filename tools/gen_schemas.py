@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -43,7 +44,7 @@ def _completion(i: int) -> ev.Completion:
 
 def samples() -> dict[str, ev.Event]:
     """One deterministic instance of every current event type, keyed by its tag."""
-    base = {"run": RUN, "time_ns": 1_790_000_000_000_000_000}
+    base: dict[str, Any] = {"run": RUN, "time_ns": 1_790_000_000_000_000_000}
 
     def eid(kind: str, source: str, *key: object) -> str:
         return ev.event_id(kind, RUN, source, *key)
