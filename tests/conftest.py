@@ -1,4 +1,4 @@
-"""Fixtures every test tier shares: offline Hugging Face, the real tokenizers in ../shared/models."""
+"""Fixtures every test tier shares: offline Hugging Face, the real tokenizers in shared/models."""
 
 from __future__ import annotations
 
