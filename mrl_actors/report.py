@@ -33,6 +33,8 @@ _PLOTS: tuple[tuple[str, str], ...] = (
     ("is_off_ess", "Peer-sample token ratios π/μ: ESS share"),
     ("is_off_max", "Peer-sample token ratios π/μ: max"),
     ("thl_exact_share", "THL: share of transfers byte-exact"),
+    ("thl_one_to_one_share", "THL: receiver tokens in 1:1 spans"),
+    ("thl_nm_byte_share", "THL: bytes in n:m spans"),
     ("peer_events_used", "Peer events used per step"),
 )
 

@@ -103,6 +103,8 @@ class PolicyRuntime:
             exact=bool(t.residual.exact),
             rejected=t.rejected,
             reason=t.reason,
+            one_to_one_share=float(t.residual.one_to_one_share),
+            nm_byte_share=float(t.residual.nm_byte_share),
         )
 
     def probe_context(self, version: int) -> ProbeContext:

@@ -47,6 +47,8 @@ class Transferred:
     exact: bool  # the receiver's tokens reproduce the peer's bytes exactly
     rejected: bool  # over the THL residual budget: not to be used
     reason: str = ""
+    one_to_one_share: float = 1.0  # receiver tokens in 1:1 spans (per-token ratios exact)
+    nm_byte_share: float = 0.0  # bytes in spans that are not 1:1 (only span sums exact)
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ class ProbeMetrics:
     prompts_rescued: int = 0
     thl_exact: int = 0  # transfers whose receiver tokens reproduce the peer's bytes exactly
     thl_transfers: int = 0
+    thl_one_to_one: float = 0.0  # sum over transfers of their 1:1 token share
+    thl_nm_bytes: float = 0.0  # sum over transfers of their n:m byte share
 
     def as_dict(self) -> dict[str, float]:
         out = {
@@ -93,6 +97,8 @@ class ProbeMetrics:
         }
         if self.thl_transfers:
             out["thl_exact_share"] = self.thl_exact / self.thl_transfers
+            out["thl_one_to_one_share"] = self.thl_one_to_one / self.thl_transfers
+            out["thl_nm_byte_share"] = self.thl_nm_bytes / self.thl_transfers
         return out
 
 
@@ -188,6 +194,8 @@ def transfer_counted(
     t = ctx.transfer(policy, completion)
     metrics.thl_transfers += 1
     metrics.thl_exact += int(t.exact)
+    metrics.thl_one_to_one += t.one_to_one_share
+    metrics.thl_nm_bytes += t.nm_byte_share
     if t.rejected or t.ids.size == 0:
         metrics.dropped_budget += 1
         return None

@@ -140,8 +140,9 @@ def test_prp_and_sgt_go_through_the_thl(runs: dict[str, tuple[Path, dict[str, An
     for probe in ("prp", "sgt"):
         summary = runs[probe][1]
         assert _total(summary, "off_policy_samples") > 0
-        exact = [v for p in summary["policies"].values() for _, v in p["series"]["thl_exact_share"]]
-        assert exact and all(0.0 <= v <= 1.0 for v in exact)
+        for key in ("thl_exact_share", "thl_one_to_one_share", "thl_nm_byte_share"):
+            values = [v for p in summary["policies"].values() for _, v in p["series"][key]]
+            assert values and all(0.0 <= v <= 1.0 for v in values), key
 
 
 def test_sgt_rescues_prompts_the_receiver_failed(

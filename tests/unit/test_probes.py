@@ -90,6 +90,8 @@ def _identity_transfer(reject: bool = False):  # type: ignore[no-untyped-def]
             exact=True,
             rejected=reject,
             reason="over budget" if reject else "",
+            one_to_one_share=0.75,
+            nm_byte_share=0.5,
         )
 
     return transfer
@@ -174,6 +176,8 @@ def test_prp_pools_peer_rollouts_with_a_sequence_level_truncated_weight() -> Non
     got = [s.advantage for s in batch.on_policy + batch.off_policy]
     np.testing.assert_allclose(got, expected, rtol=1e-12)
     assert batch.metrics.thl_transfers == 4 and batch.metrics.thl_exact == 4
+    assert batch.metrics.as_dict()["thl_one_to_one_share"] == 0.75
+    assert batch.metrics.as_dict()["thl_nm_byte_share"] == 0.5
 
 
 def test_prp_carried_advantages_and_shaped_weighting() -> None:
