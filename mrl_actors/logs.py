@@ -62,4 +62,23 @@ def get_logger(name: str, **context: Any) -> Any:
     """A logger bound to `name` (as `logger`) and any context given."""
     if not _configured:
         configure()
-    return structlog.get_logger(name).bind(logger=name, **context)
+    return _Lazy(name, context)
+
+
+class _Lazy:
+    """Binds at each call, so loggers made at import time (module level) follow a later
+    `configure` (the CLI's --log-level, a run's log file) instead of the defaults."""
+
+    __slots__ = ("_context", "_name")
+
+    def __init__(self, name: str, context: dict[str, Any]) -> None:
+        self._name = name
+        self._context = context
+
+    def bind(self, **more: Any) -> _Lazy:
+        return _Lazy(self._name, {**self._context, **more})
+
+    def __getattr__(self, method: str) -> Any:
+        return getattr(
+            structlog.get_logger(self._name).bind(logger=self._name, **self._context), method
+        )

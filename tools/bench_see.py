@@ -167,7 +167,12 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--min-ratio", type=float, default=0.0, help="exit 1 below this ratio")
-    return anyio.run(main_async, parser.parse_args())
+    parser.add_argument("--log-level", default="warning", help="structlog level (info: per-round)")
+    args = parser.parse_args()
+    from mrl_actors import logs
+
+    logs.configure("console", args.log_level)
+    return anyio.run(main_async, args)
 
 
 if __name__ == "__main__":
