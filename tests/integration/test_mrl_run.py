@@ -299,3 +299,26 @@ def test_mrl_node_hosts_its_policies_against_a_server_by_url(
     kinds = [e.KIND for e in events]
     assert kinds.count("node") == 2  # NodeJoined, NodeLeft
     assert (tmp_path / "node" / "checkpoints" / "llama" / "step-2" / "model.safetensors").exists()
+
+
+def test_compare_runs_every_probe_and_prints_the_table(
+    models_dir: Path, model_cache: Path, tmp_path: Path
+) -> None:
+    spec = tmp_path / "spec.toml"
+    spec.write_text(spec_text(models_dir, "t-cmp", "sgt", steps=1))
+    cmd = [sys.executable, "-m", "mrl_actors.cli", "run", str(spec), "--compare", "--seeds", "3"]
+    out = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "cmp"), "--no-progress"],
+        env={**os.environ, "MRL_CACHE_DIR": str(model_cache)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    table = (tmp_path / "cmp" / "compare.md").read_text()
+    assert table in out.stdout
+    for probe in ("independent", "prp", "xgrpo", "sgt"):
+        summary = json.loads((tmp_path / "cmp" / f"{probe}-s3" / "summary.json").read_text())
+        assert summary["run"]["probe"] == probe and summary["run"]["seed"] == 3
+        assert sum(f"| {probe} |" in line for line in table.splitlines()) == 2  # acc and pass@1
+    assert "| probe | gpt2 | llama | average | seeds |" in table
