@@ -53,10 +53,11 @@ def bucket_name(run: str) -> str:
 class ObjectStoreBlobs:
     """Blobs in a JetStream object store bucket (`MRL_<run>_BLOBS`)."""
 
-    def __init__(self, js: Any, run: str, *, replicas: int = 1) -> None:
+    def __init__(self, js: Any, run: str, *, replicas: int = 1, timeout_s: float = 30.0) -> None:
         self._js = js
         self._bucket = bucket_name(run)
         self._replicas = replicas
+        self._timeout_s = timeout_s  # a read of a blob whose chunks vanish mid-way would not end
         self._store: Any = None
 
     async def _obj(self) -> Any:
@@ -79,13 +80,20 @@ class ObjectStoreBlobs:
         return BlobRef(store="object", key=key, sha256=key, size=len(data))
 
     async def get(self, ref: BlobRef) -> bytes:
+        import anyio
         from nats.js.errors import DigestMismatchError, NotFoundError
 
         store = await self._obj()
         try:
-            result = await store.get(ref.key)
+            with anyio.fail_after(self._timeout_s):
+                result = await store.get(ref.key)
         except NotFoundError as exc:
             raise LogError(f"blob {ref.key} not found in bucket {self._bucket}") from exc
+        except TimeoutError as exc:
+            raise LogError(
+                f"blob {ref.key}: no complete read from bucket {self._bucket} within "
+                f"{self._timeout_s:.0f} s"
+            ) from exc
         except DigestMismatchError as exc:  # a torn object: the store's own digest disagrees
             raise BlobIntegrityError(f"blob {ref.key}: object store digest mismatch") from exc
         return verify(ref, bytes(result.data or b""))

@@ -36,11 +36,15 @@ def prepare_runtime(spec: RunSpec, policy: PolicySpec, run_dir: Path) -> PolicyR
     return rt
 
 
-def set_threads(n_policies: int) -> None:
-    """Share the cores between policies; fixed per machine so replays see the same arithmetic."""
+def set_threads(spec: RunSpec) -> None:
+    """Share the cores between the spec's policies, however many this process hosts.
+
+    The count depends only on the machine and the spec, so a run, its resume and its replay (by
+    `mrl run` or by an `mrl-node` hosting some of the policies) do the same float arithmetic.
+    """
     import torch
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, n_policies)))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, len(spec.policies))))
 
 
 async def run_node(
@@ -58,7 +62,7 @@ async def run_node(
     chosen = [p for p in spec.policies if policies is None or p.name in policies]
     opts = opts or ActorOptions(node=node)
     logger = get_logger(__name__, run=spec.run.name, node=node)
-    set_threads(len(chosen))
+    set_threads(spec)
     await log.append(
         NodeJoined(
             run=spec.run.name,

@@ -50,21 +50,33 @@ def code_version() -> str:
 
 
 def _stop_stale_server(run_dir: Path) -> None:
-    """A killed `mrl run` can leave its nats-server child behind: stop it by its recorded pid."""
+    """A killed `mrl run` can leave its nats-server child behind: stop it by its recorded pid,
+    but only if that pid is still a nats-server serving this run's store (pids get reused)."""
     from mrl_actors.server import SERVER_INFO, read_server_info
 
     info = read_server_info(run_dir)
     if info is None:
         return
-    try:
-        os.kill(info.pid, signal.SIGTERM)
-        for _ in range(100):
-            time.sleep(0.05)
-            os.kill(info.pid, 0)
-        os.kill(info.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    if _is_our_server(info.pid, run_dir):
+        try:
+            os.kill(info.pid, signal.SIGTERM)
+            for _ in range(100):
+                time.sleep(0.05)
+                os.kill(info.pid, 0)
+            os.kill(info.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     (run_dir / SERVER_INFO).unlink(missing_ok=True)
+
+
+def _is_our_server(pid: int, run_dir: Path) -> bool:
+    """pid runs nats-server with a config inside this run directory (Linux /proc)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    store = str(run_dir.resolve()).encode()
+    return any(b"nats-server" in a for a in argv[:1]) and any(store in a for a in argv)
 
 
 async def _open_log(spec: RunSpec, run_dir: Path, stack: Any) -> Any:
@@ -175,12 +187,15 @@ async def run_once(
         opts = ActorOptions(on_step=on_step, stop_after=stop_after)
         await run_node(log, spec, run_dir, opts=opts)
         finished = stop_after is None
-        if finished:
+        done = event_id("run", spec.run.name, "mrl", "finished")
+        if finished and not [
+            r async for r in log.read(start_seq=1, kinds=["run"]) if r.event.event_id == done
+        ]:
             await log.append(
                 RunFinished(
                     run=spec.run.name,
                     source="mrl",
-                    event_id=event_id("run", spec.run.name, "mrl", "finished"),
+                    event_id=done,
                     time_ns=time.time_ns(),
                     status="completed",
                     summary={"wall_time_s": time.perf_counter() - t0},

@@ -142,22 +142,22 @@ class EmbeddedServer:
         """Start the server and wait until JetStream answers; retry once on a port clash."""
         if self._proc is not None:
             raise ServerError("embedded nats-server already started")
-        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the log and the token
         attempts = 1 if self._port else 3
         last = ""
         for _ in range(attempts):
             self.port = self._port or free_port()
             conf = self.store_dir / "server.conf"
-            conf.write_text(
+            _write_private(
+                conf,
                 _render_config(
                     port=self.port,
                     store_dir=self.store_dir,
                     token=self.token,
                     sync_interval=self.sync_interval,
                     max_payload=self.max_payload,
-                )
+                ),
             )
-            conf.chmod(0o600)
             logfile = self.store_dir / "server.log"
             with open(logfile, "ab") as out:
                 self._proc = subprocess.Popen(
@@ -166,7 +166,12 @@ class EmbeddedServer:
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                 )
-            if await self._wait_ready():
+            try:
+                ready = await self._wait_ready()
+            except BaseException:  # cancelled or failed while waiting: never leave it running
+                self._kill()
+                raise
+            if ready:
                 _log.info("nats_server_started", url=self.url, pid=self.pid, store=str(conf.parent))
                 return self
             last = logfile.read_text(errors="replace")[-2000:]
@@ -244,8 +249,7 @@ def write_server_info(run_dir: str | os.PathLike[str], info: ServerInfo) -> Path
     """Write `DIR/server.json` (mode 0600, it holds the token) atomically."""
     path = Path(run_dir) / SERVER_INFO
     tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(msgspec.json.format(msgspec.json.encode(info)))
-    tmp.chmod(0o600)
+    _write_private(tmp, msgspec.json.format(msgspec.json.encode(info)).decode())
     tmp.replace(path)
     return path
 
@@ -258,6 +262,14 @@ def read_server_info(run_dir: str | os.PathLike[str]) -> ServerInfo | None:
         return msgspec.json.decode(path.read_bytes(), type=ServerInfo)
     except msgspec.DecodeError as exc:
         raise ServerError(f"{path} is not a server info file: {exc}") from exc
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file that holds a secret, readable by its owner only from its first byte."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode under O_CREAT: set it anyway
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def _alive(pid: int) -> bool:

@@ -74,6 +74,15 @@ class PolicySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             raise ValueError(
                 "name must be letters, digits, '_' or '-' (it is a NATS subject token)"
             )
+        if (
+            self.grpo.loss_type == "dr_grpo"
+            and self.grpo.max_completion_length != self.engine.sampling.max_new_tokens
+        ):
+            raise ValueError(
+                f"grpo.max_completion_length ({self.grpo.max_completion_length}) must equal "
+                f"engine.sampling.max_new_tokens ({self.engine.sampling.max_new_tokens}): "
+                "dr_grpo normalises by it"
+            )
         if self.engine.sampling.temperature != self.grpo.temperature:
             raise ValueError(
                 f"engine.sampling.temperature ({self.engine.sampling.temperature}) must equal "
@@ -89,6 +98,13 @@ class ServerSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # JetStream fsync policy of the embedded server: "2m" (nats default) or "always" (see README).
     sync_interval: str = "2m"
     replicas: int = 1  # stream replicas (needs a cluster of at least this many servers)
+
+    def __post_init__(self) -> None:
+        if "@" in self.url:
+            raise ValueError(
+                "url must not carry credentials (the spec is stored in the run's log): "
+                "use MRL_NATS_TOKEN / MRL_NATS_USER / MRL_NATS_PASSWORD / MRL_NATS_CREDS"
+            )
 
 
 class THLSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -115,6 +131,14 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
             raise ValueError("at least one [[policies]] entry is needed")
         if len(set(names)) != len(names):
             raise ValueError(f"policy names must be unique, got {names}")
+        samples = self.run.prompts_per_step * self.run.group_size
+        for p in self.policies:
+            if p.grpo.loss_type != "dapo" and samples % p.grpo.grad_accum:
+                raise ValueError(
+                    f"policy {p.name!r}: {samples} samples per step (prompts_per_step x "
+                    f"group_size) do not split into grad_accum={p.grpo.grad_accum} equal "
+                    f"micro-batches, which loss_type {p.grpo.loss_type!r} needs"
+                )
 
     def with_probe(self, probe: ProbeName, *, seed: int | None = None, name: str = "") -> RunSpec:
         run = msgspec.structs.replace(

@@ -39,6 +39,7 @@ from mrl_actors.actors.state import (
     rollout_id,
     take_peer_events,
 )
+from mrl_actors.errors import LogError
 from mrl_actors.events import (
     CheckpointSaved,
     ConsumedEvent,
@@ -56,6 +57,7 @@ from mrl_actors.probes import PEER_KIND, Seen
 from mrl_actors.tasks import derive_seed
 
 FOLLOW_POLL_S = 0.05
+FOLD_TIMEOUT_S = 120.0  # how long the live fold may lag behind this actor's own appends
 
 
 @dataclass
@@ -78,7 +80,9 @@ class PolicyActor:
         self.opts = opts
         self.probe = rt.spec.run.probe
         self.peers = [p.name for p in rt.spec.policies if p.name != self.name]
-        self.state = PolicyState(policy=self.name, peer_kind=PEER_KIND[self.probe])
+        self.state = PolicyState(
+            policy=self.name, peer_kind=PEER_KIND[self.probe], peers=frozenset(self.peers)
+        )
         self._log = get_logger(__name__, run=self.run_id, actor="policy", policy=self.name)
         self._writer: Any = None
         self._eval_items = rt.task.items(derive_seed(rt.spec.run.seed, "eval"))[
@@ -106,6 +110,16 @@ class PolicyActor:
             return True
         return ready()
 
+    async def _folded(self, seq: int, what: str) -> None:
+        """Wait until the fold has reached `seq`; a fold that falls behind is an error, not a
+        reason to go on from stale state (it would repeat a step the log already holds)."""
+        if not await self._until(lambda: self.state.last_seq >= seq, FOLD_TIMEOUT_S):
+            raise LogError(
+                f"{self.name}: the log follower did not reach seq {seq} ({what}) within "
+                f"{FOLD_TIMEOUT_S:.0f} s (folded up to {self.state.last_seq}); the run can be "
+                "resumed with `mrl run --resume`"
+            )
+
     # ------------------------------------------------------------------ run
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -123,10 +137,16 @@ class PolicyActor:
             initial: dict[str, float] | None = None
             if self.state.version == 0:
                 initial = await anyio.to_thread.run_sync(self.rt.evaluate, self._eval_items)
-            while self.state.version < self.spec.run.steps:
+            version = self.state.version
+            while version < self.spec.run.steps:
                 if self.opts.stop_after is not None and done_here >= self.opts.stop_after:
                     break
-                await self.step(self.state.version, initial)
+                await self.step(version, initial)
+                version += 1
+                if self.state.version != version:  # the fold must agree with what we did
+                    raise LogError(
+                        f"{self.name}: took step {version} but the log says {self.state.version}"
+                    )
                 initial = None
                 done_here += 1
             tg.cancel_scope.cancel()
@@ -137,17 +157,23 @@ class PolicyActor:
         items = self.rt.task.sample(spec.seed, version, spec.prompts_per_step)
         ids = [rollout_id(run, self.name, version, j, it.prompt_id) for j, it in enumerate(items)]
 
-        # 1-2: own rollouts, reused from the log when a killed run already wrote them
+        # 1-2: own rollouts; groups a killed run already logged are reused, not sampled again,
+        # and whatever of their successes and summaries it did not log yet is appended now
         gen_tokens, t_gen = 0, 0.0
-        if not all(i in self.state.own for i in ids):
+        logged = {i: self.state.own[i].event for i in ids if i in self.state.own}
+        groups = [logged[i] for i in ids] if len(logged) == len(ids) else []
+        if not groups:
             t0 = time.perf_counter()
-            groups = await anyio.to_thread.run_sync(self.rt.rollouts, run, version, items, ids)
+            fresh = await anyio.to_thread.run_sync(self.rt.rollouts, run, version, items, ids)
             t_gen = time.perf_counter() - t0
-            gen_tokens = sum(c.token_ids_array().size for g in groups for c in g.completions)
-            missing = [g for g in groups if g.event_id not in self.state.own]
-            seqs = await self._writer.append_many(self._experience_events(missing))
-            if seqs:
-                await self._until(lambda: self.state.last_seq >= max(seqs), 60.0)
+            gen_tokens = sum(c.token_ids_array().size for g in fresh for c in g.completions)
+            groups = [logged.get(g.event_id, g) for g in fresh]
+        missing = [
+            e for e in self._experience_events(groups) if e.event_id not in self.state.own_logged
+        ]
+        seqs = await self._writer.append_many(missing)
+        if seqs:
+            await self._folded(max(seqs), "own rollouts")
         own = [self.state.own[i] for i in ids]
 
         # 3: peers on the same prompts (bounded wait; XGRPO/PRP/SGT only)
@@ -199,7 +225,7 @@ class PolicyActor:
                 metrics=metrics,
             )
         )
-        await self._until(lambda: self.state.last_seq >= seq, 60.0)
+        await self._folded(seq, f"learner step {step}")
         if step % spec.checkpoint_every == 0 or step == spec.steps:
             await self.checkpoint(step, sha)
         await self._throughput(step, gen_tokens, t_gen, metrics)

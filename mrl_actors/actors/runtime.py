@@ -87,6 +87,15 @@ class PolicyRuntime:
         """A peer's completion in this policy's tokens, checked against the THL budget."""
         from mrl_actors.thl import transfer
 
+        if peer not in self.peer_vocabs:  # the fold ignores unknown policies; belt and braces
+            return Transferred(
+                ids=np.zeros(0, np.int32),
+                logprobs=np.zeros(0),
+                loss_mask=np.zeros(0, bool),
+                exact=False,
+                rejected=True,
+                reason=f"unknown peer policy {peer!r}",
+            )
         t = transfer(
             self.peer_vocabs[peer],
             self.vocab,

@@ -26,6 +26,7 @@ from mrl_actors.events import (
 from mrl_actors.probes import PromptInputs, Seen
 
 PeerEvent = RolloutGroupCompleted | RewardSummary | SuccessVerified
+_POLICY_EVENTS = (RolloutGroupCompleted, RewardSummary, SuccessVerified, LearnerStepCompleted)
 # Kinds a policy actor folds: its own and its peers' experience, and learner steps.
 FOLDED_KINDS = ("rollout", "reward", "success", "learner")
 
@@ -36,6 +37,7 @@ class PolicyState:
 
     policy: str
     peer_kind: str | None  # the event kind its probe reads from peers (None: independent)
+    peers: frozenset[str] = frozenset()  # the run's other policies; events of others are ignored
     last_seq: int = 0  # highest stream sequence folded (idempotence: lower ones are ignored)
     version: int = 0  # learner steps taken (= its policy version)
     used: frozenset[int] = frozenset()  # sequences consumed by its learner steps
@@ -49,14 +51,25 @@ class PolicyState:
     )
     # (peer, prompt id) -> highest policy version at which the peer finished that prompt
     peer_done: Mapping[tuple[str, str], int] = field(default_factory=lambda: MappingProxyType({}))
+    # ids of its own experience events (rollout, success, reward) in the log, with their policy
+    # version; kept from the current version on, so a resumed step appends only what is missing
+    own_logged: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def evolve(state: PolicyState, seen: Seen[Event]) -> PolicyState:
-    """The state after one more event. Events at or below `last_seq` change nothing."""
+    """The state after one more event. Events at or below `last_seq` change nothing.
+
+    An event whose `policy` is not its `source` (the subject's last token), or that names a policy
+    outside the run, is ignored: a writer can only speak for the subject it may publish on.
+    """
     if seen.seq <= state.last_seq:
         return state
     ev = seen.event
     state = replace(state, last_seq=seen.seq)
+    if not isinstance(ev, _POLICY_EVENTS) or ev.policy != ev.source:
+        return state
+    if ev.policy != state.policy and ev.policy not in state.peers:
+        return state
     if isinstance(ev, LearnerStepCompleted) and ev.policy == state.policy:
         consumed = frozenset(c.seq for c in ev.consumed)
         own = {k: v for k, v in state.own.items() if v.seq not in consumed}
@@ -65,21 +78,23 @@ def evolve(state: PolicyState, seen: Seen[Event]) -> PolicyState:
             for k, v in state.pending.items()
             if (kept := tuple(s for s in v if s.seq not in consumed))
         }
+        logged = {k: v for k, v in state.own_logged.items() if v >= ev.step}
         return replace(
             state,
             version=ev.step,
             used=state.used | consumed,
             own=MappingProxyType(own),
             pending=MappingProxyType(pending),
+            own_logged=MappingProxyType(logged),
         )
-    if seen.seq in state.used:
-        return state
-    if isinstance(ev, RolloutGroupCompleted) and ev.policy == state.policy:
-        own = {**state.own, ev.event_id: Seen(seen.seq, ev)}
-        return replace(state, own=MappingProxyType(own))
-    if not isinstance(ev, RolloutGroupCompleted | RewardSummary | SuccessVerified):
+    if seen.seq in state.used or isinstance(ev, LearnerStepCompleted):
         return state
     if ev.policy == state.policy:
+        own_logged = {**state.own_logged, ev.event_id: ev.policy_version}
+        state = replace(state, own_logged=MappingProxyType(own_logged))
+        if isinstance(ev, RolloutGroupCompleted):
+            own = {**state.own, ev.event_id: Seen(seen.seq, ev)}
+            state = replace(state, own=MappingProxyType(own))
         return state
     if isinstance(ev, RewardSummary):
         key = (ev.policy, ev.prompt_id)

@@ -123,6 +123,13 @@ class GRPOLearner:
         """gather -> loss -> backward for every micro-batch; leaves the summed grads in `.grad`."""
         if not on_policy and not off_policy:
             raise ConfigError("GRPOLearner.step needs at least one sample")
+        if self.cfg.loss_type != "dapo" and len(on_policy) % self.cfg.grad_accum:
+            # grpo/bnpo/dr_grpo normalise per micro-batch, so uneven micro-batches would weigh
+            # samples unequally (TRL requires the same divisibility)
+            raise ConfigError(
+                f"{len(on_policy)} on-policy samples do not split into grad_accum="
+                f"{self.cfg.grad_accum} equal micro-batches (loss_type {self.cfg.loss_type!r})"
+            )
         if off_policy and off_policy_loss is None:
             raise ConfigError("off-policy samples given without an OffPolicyLoss")
         cfg = self.cfg

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import re
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Literal
 
@@ -116,6 +117,9 @@ def delivery(reply: str) -> Delivery:
     return Delivery(int(t[b + 3]), int(t[b + 2]), int(t[b + 5]), int(t[b + 6]))
 
 
+_CONSUMER_CHECK_S = 5.0  # after this long without messages, a read checks its consumer exists
+
+
 class EventLog:
     """The stream of one run. Build with `await EventLog.open(nc, run, config)`."""
 
@@ -165,7 +169,9 @@ class EventLog:
                 raise LogError("blob_store = 'zarr' needs blob_dir")
             blobs = ZarrBlobs(config.blob_dir)
         else:
-            blobs = ObjectStoreBlobs(js, run, replicas=config.replicas)
+            blobs = ObjectStoreBlobs(
+                js, run, replicas=config.replicas, timeout_s=config.ack_timeout_s
+            )
         return cls(nc, run, config, blobs)
 
     # ------------------------------------------------------------------ append
@@ -268,9 +274,10 @@ class EventLog:
             except LogError as exc:
                 raise _decode_error("blob_missing", f"seq {seq}: {exc}") from exc
             event = decode(blob, max_bytes=self.config.max_event_bytes)
-            if subject.split(".")[2] != event.KIND or isinstance(event, BlobPointer):
+            if isinstance(event, BlobPointer):
                 raise _decode_error("schema", f"seq {seq}: blob holds a {type(event).__name__}")
-        elif subject != f"{self.config.prefix}.{event.run}.{event.KIND}.{event.source}":
+        # an event is only valid on its own subject: its run, kind and source (inline or blob)
+        if subject != f"{self.config.prefix}.{event.run}.{event.KIND}.{event.source}":
             raise _decode_error("schema", f"seq {seq}: {type(event).__name__} on {subject}")
         return event
 
@@ -311,38 +318,68 @@ class EventLog:
     ) -> AsyncIterator[tuple[int, str, bytes, int]]:
         """Stored messages in sequence order as (seq, subject, payload, time_ns), undecoded.
 
-        Without `follow`, stops after the last message that matched when the read began.
+        Without `follow`, stops when the read has caught up (no matching message pending); with
+        it, waits for new ones. A read whose server-side consumer disappears (server restart,
+        failover, inactivity) recreates it after the last sequence it yielded.
         """
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        from nats.js.errors import NotFoundError
 
-        policy = DeliverPolicy.ALL
-        if start_seq is not None:
-            policy = DeliverPolicy.BY_START_SEQUENCE
-        elif start_time is not None:
-            policy = DeliverPolicy.BY_START_TIME
         subjects = filter_subjects(self.config.prefix, self.run, kinds, sources)
-        cfg = ConsumerConfig(
-            deliver_policy=policy,
-            opt_start_seq=start_seq if start_seq is not None else None,
-            opt_start_time=start_time if start_seq is None else None,
-            ack_policy=AckPolicy.NONE,
-            filter_subjects=subjects if len(subjects) > 1 else None,
-            filter_subject=subjects[0] if len(subjects) == 1 else None,
-            inactive_threshold=60.0,
-            mem_storage=True,
-            num_replicas=1,
-        )
-        info = await self.js.add_consumer(self.stream, cfg)
-        puller = await Puller(self.nc, self.stream, info.name).start()
+
+        async def open_from(seq: int | None) -> tuple[Any, Any]:
+            policy = DeliverPolicy.ALL
+            if seq is not None:
+                policy = DeliverPolicy.BY_START_SEQUENCE
+            elif start_time is not None:
+                policy = DeliverPolicy.BY_START_TIME
+            cfg = ConsumerConfig(
+                deliver_policy=policy,
+                opt_start_seq=seq,
+                opt_start_time=start_time if seq is None else None,
+                ack_policy=AckPolicy.NONE,
+                filter_subjects=subjects if len(subjects) > 1 else None,
+                filter_subject=subjects[0] if len(subjects) == 1 else None,
+                inactive_threshold=60.0,
+                mem_storage=True,
+                num_replicas=1,
+            )
+            info = await self.js.add_consumer(self.stream, cfg)
+            return info, await Puller(self.nc, self.stream, info.name).start()
+
+        info, puller = await open_from(start_seq)
+        last = -1  # the last sequence yielded
+        idle_since = time.monotonic()
         try:
             if not follow and info.num_pending == 0:
                 return
             while True:
-                for msg in await puller.fetch(batch, timeout=1.0):
+                msgs = await puller.fetch(batch, timeout=1.0)
+                for msg in msgs:
                     d = delivery(msg.reply)
+                    last = d.seq
                     yield d.seq, msg.subject, msg.data, d.time_ns
                     if not follow and d.pending == 0:
                         return
+                if msgs or time.monotonic() - idle_since < _CONSUMER_CHECK_S:
+                    idle_since = time.monotonic() if msgs else idle_since
+                    continue
+                # quiet for a while: is our (in-memory, one-replica) consumer still there? A
+                # server restart or failover, or its inactivity threshold, can remove it, and
+                # then no fetch would ever be answered. Recreate it just after what we yielded.
+                idle_since = time.monotonic()
+                try:
+                    await self.js.consumer_info(self.stream, info.name)
+                    continue
+                except NotFoundError:
+                    pass
+                self._log.warning("read_consumer_lost", consumer=info.name, after_seq=last)
+                with anyio.CancelScope(shield=True):
+                    await _quietly(puller.stop())
+                resume = last + 1 if last >= 0 else start_seq
+                info, puller = await open_from(resume)
+                if not follow and info.num_pending == 0:
+                    return
         finally:
             with anyio.CancelScope(shield=True):
                 await _quietly(puller.stop())

@@ -293,6 +293,33 @@ async def test_follow_sees_events_appended_later(
     assert got == [1, 2, 3]
 
 
+async def test_a_follow_read_whose_consumer_is_lost_recreates_it_and_misses_nothing(
+    event_log: EventLog, make_rollout: MakeRollout
+) -> None:
+    """Regression: a read's consumer removed under it (server restart, failover, inactivity)
+    used to leave the read waiting forever without an error."""
+    got: list[int] = []
+
+    async def tail() -> None:
+        async for r in event_log.read(follow=True):
+            got.append(r.seq)
+            if len(got) == 6:
+                return
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tail)
+            for i in range(3):
+                await event_log.append(make_rollout("t1", "qwen", i))
+            while len(got) < 3:
+                await anyio.sleep(0.05)
+            for c in await event_log.js.consumers_info(event_log.stream):
+                await event_log.js.delete_consumer(event_log.stream, c.name)
+            for i in range(3, 6):
+                await event_log.append(make_rollout("t1", "qwen", i))
+    assert got == [1, 2, 3, 4, 5, 6]
+
+
 async def test_events_of_another_run_or_bad_source_are_refused(
     event_log: EventLog, make_rollout: MakeRollout
 ) -> None:

@@ -106,7 +106,7 @@ def _log() -> list[Seen[Event]]:
 
 
 def _fold(log: list[Seen[Event]]) -> PolicyState:
-    state = PolicyState(policy="a", peer_kind="success")
+    state = PolicyState(policy="a", peer_kind="success", peers=frozenset({"b"}))
     for s in log:
         state = evolve(state, s)
     return state
@@ -156,3 +156,22 @@ def test_assemble_and_split_consumed_agree() -> None:
     np.testing.assert_array_equal(
         live[0].peer_successes[0].event.completion.token_ids_array(), [1, 2]
     )
+
+
+def test_events_that_speak_for_another_policy_or_an_unknown_one_are_ignored() -> None:
+    import msgspec
+
+    log = _log()
+    forged = msgspec.structs.replace(_success("b", 0, "p1"), source="c")  # c claims to be b
+    stranger = _success("z", 0, "p1")  # a policy outside the run
+    state = _fold([*log, Seen(20, forged), Seen(21, stranger)])
+    assert take_peer_events(state, ["p1"]) == []
+    assert state.last_seq == 21  # read, and ignored
+
+
+def test_own_logged_experience_is_tracked_until_its_step_is_taken() -> None:
+    log = _log()
+    state = _fold(log[:2])  # a's group and summary for p0, version 0
+    assert set(state.own_logged) == {log[0].event.event_id, log[1].event.event_id}
+    state = _fold(log)  # ... then a's learner step 1 prunes everything of version 0
+    assert state.own_logged == {}
