@@ -19,7 +19,9 @@ tokenizer's own conventions:
 A table is a CSR pair of numpy arrays (`starts`, `lengths` into one `uint8` buffer) so that a
 whole batch of ids turns into bytes with one gather. Tables are built once per tokenizer and cached
 by `fingerprint`, a hash of the vocabulary, merges, normalizer, pre-tokenizer, decoder and added
-tokens.
+tokens, together with the resolved role ids and the chat template: two directories with the same
+tokenizer.json but another `eos_token` in tokenizer_config.json share a fingerprint (the same
+byte-level tokenization) but not a table.
 """
 
 from __future__ import annotations
@@ -245,8 +247,12 @@ def _fingerprint(spec: dict[str, Any]) -> str:
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:16]
 
 
-_CACHE: dict[tuple[str, bool], Vocab] = {}  # (fingerprint, has a transformers tokenizer)
-_PATH_CACHE: dict[tuple[str, float], str] = {}
+# (fingerprint, has a transformers tokenizer, bos, eos, pad, unk, chat-template hash): the
+# fingerprint alone is the byte-level identity, which tokenizer_config.json does not change, yet
+# its roles and template do change what a `Vocab` says.
+_CacheKey = tuple[str, bool, int | None, int | None, int | None, int | None, str]
+_CACHE: dict[_CacheKey, Vocab] = {}
+_PATH_CACHE: dict[tuple[str, float], _CacheKey] = {}
 _LOCK = threading.Lock()
 
 
@@ -263,6 +269,15 @@ def _role(
     return None
 
 
+def _template_hash(hf: Any) -> str:
+    """A hash of the transformers tokenizer's chat template ("" when none), for the cache key."""
+    template = getattr(hf, "chat_template", None)
+    if template is None:
+        return ""
+    canon = json.dumps(template, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:16]
+
+
 def build_vocab(
     tokenizer: Tokenizer,
     *,
@@ -272,19 +287,32 @@ def build_vocab(
     eos_id: int | None = None,
     pad_id: int | None = None,
 ) -> Vocab:
-    """Build (or fetch from the fingerprint cache) the byte table of a backend tokenizer."""
+    """Build (or fetch from the cache) the byte table of a backend tokenizer.
+
+    The cache key is the fingerprint plus the resolved role ids and the chat template, so a
+    tokenizer whose tokenizer_config.json names another EOS never gets another's table.
+    """
     spec = json.loads(tokenizer.to_str())
     fp = _fingerprint(spec)
+    added = {a["id"]: a for a in spec.get("added_tokens") or []}
+    specials = {str(a["content"]): int(a["id"]) for a in added.values() if a.get("special")}
+    unk = (spec.get("model") or {}).get("unk_token")
+    unk_id = tokenizer.token_to_id(unk) if isinstance(unk, str) else None
+    if unk_id is None:
+        unk_id = _role(None, None, specials, _UNK_NAMES)
+    bos = _role(bos_id, getattr(hf, "bos_token_id", None), specials, _BOS_NAMES)
+    eos = _role(eos_id, getattr(hf, "eos_token_id", None), specials, _EOS_NAMES)
+    pad = _role(pad_id, getattr(hf, "pad_token_id", None), specials, _PAD_NAMES)
+    key: _CacheKey = (fp, hf is not None, bos, eos, pad, unk_id, _template_hash(hf))
     with _LOCK:
-        cached = _CACHE.get((fp, hf is not None))
-    if cached is not None and bos_id is None and eos_id is None and pad_id is None:
+        cached = _CACHE.get(key)
+    if cached is not None:
         return cached
     kind, byte_fallback, wp_prefix = _kind(spec)
     vocab_map: dict[str, int] = tokenizer.get_vocab(with_added_tokens=True)
     size = max(vocab_map.values()) + 1 if vocab_map else 0
     pieces: list[bytes] = [b""] * size
     special = np.zeros(size, dtype=bool)
-    added = {a["id"]: a for a in spec.get("added_tokens") or []}
     for piece, idx in vocab_map.items():
         a = added.get(idx)
         if a is not None:
@@ -294,11 +322,6 @@ def build_vocab(
                 pieces[idx] = str(a["content"]).encode("utf-8")
             continue
         pieces[idx] = _piece_bytes(piece, kind, byte_fallback, wp_prefix)
-    specials = {str(a["content"]): int(a["id"]) for a in added.values() if a.get("special")}
-    unk = (spec.get("model") or {}).get("unk_token")
-    unk_id = vocab_map.get(unk) if isinstance(unk, str) else None
-    if unk_id is None:
-        unk_id = _role(None, None, specials, _UNK_NAMES)
     if unk_id is not None and 0 <= unk_id < size:
         special[unk_id] = True
         pieces[unk_id] = b""
@@ -313,7 +336,6 @@ def build_vocab(
             piece_tokens[p] = idx
     for b in range(256):
         byte_ids[b] = piece_tokens.get(bytes([b]), -1)
-    eos = _role(eos_id, getattr(hf, "eos_token_id", None), specials, _EOS_NAMES)
     end_ids = {specials[n] for n in _END_MARKERS if n in specials}
     if eos is not None:
         end_ids.add(eos)
@@ -328,9 +350,9 @@ def build_vocab(
         buffer=buffer,
         special=special,
         byte_ids=byte_ids,
-        bos_id=_role(bos_id, getattr(hf, "bos_token_id", None), specials, _BOS_NAMES),
+        bos_id=bos,
         eos_id=eos,
-        pad_id=_role(pad_id, getattr(hf, "pad_token_id", None), specials, _PAD_NAMES),
+        pad_id=pad,
         unk_id=unk_id,
         end_ids=frozenset(end_ids),
         lossy_normalizer=_lossy_normalizers(spec),
@@ -339,15 +361,15 @@ def build_vocab(
     )
     log.debug("thl.vocab_built", name=name, fingerprint=fp, kind=kind, size=size)
     with _LOCK:
-        _CACHE.setdefault((fp, hf is not None), vocab)
-    return vocab
+        return _CACHE.setdefault(key, vocab)
 
 
 def load_vocab(source: str | os.PathLike[str] | Tokenizer | Any) -> Vocab:
     """A `Vocab` from a tokenizer directory, a `tokenizers.Tokenizer` or a transformers tokenizer.
 
     Raises `TokenizerError` when a directory holds no loadable tokenizer. Loading the same
-    directory again (unchanged) or a tokenizer with the same fingerprint returns the cached table.
+    directory again (unchanged) or a tokenizer with the same fingerprint, role ids and chat
+    template returns the cached table.
     """
     if isinstance(source, Tokenizer):
         return build_vocab(source, name="tokenizer")
@@ -361,9 +383,9 @@ def load_vocab(source: str | os.PathLike[str] | Tokenizer | Any) -> Vocab:
     except OSError as exc:
         raise TokenizerError(f"tokenizer directory {path} cannot be read: {exc}") from exc
     with _LOCK:
-        fp = _PATH_CACHE.get(key)
-        if fp is not None and (fp, True) in _CACHE:
-            return _CACHE[(fp, True)]
+        cache_key = _PATH_CACHE.get(key)
+        if cache_key is not None and cache_key in _CACHE:
+            return _CACHE[cache_key]
     try:
         from transformers import AutoTokenizer
 
@@ -375,8 +397,17 @@ def load_vocab(source: str | os.PathLike[str] | Tokenizer | Any) -> Vocab:
             "point at a directory with tokenizer.json (or vocab/merges files)"
         ) from exc
     vocab = build_vocab(backend, hf=hf, name=path.name)
+    built: _CacheKey = (
+        vocab.fingerprint,
+        True,
+        vocab.bos_id,
+        vocab.eos_id,
+        vocab.pad_id,
+        vocab.unk_id,
+        _template_hash(hf),
+    )
     with _LOCK:
-        _PATH_CACHE[key] = vocab.fingerprint
+        _PATH_CACHE[key] = built
     return vocab
 
 

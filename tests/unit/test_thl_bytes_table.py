@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +88,32 @@ def test_vocabs_are_cached_by_fingerprint(real: dict[str, Vocab], models_dir: Pa
     again = load_vocab(Tokenizer.from_str(real["llama2-7b"].tokenizer.to_str()))
     assert again.fingerprint == real["llama2-7b"].fingerprint
     assert np.array_equal(again.lengths, real["llama2-7b"].lengths)
+
+
+def _qwen_copy(models_dir: Path, dest: Path, **config: object) -> Path:
+    """A writable copy of the Qwen tokenizer with `config` merged into tokenizer_config.json."""
+    dest.mkdir()
+    for f in (models_dir / "qwen1.5-1.8b").iterdir():
+        shutil.copyfile(f, dest / f.name)  # copyfile: the shared files are read-only
+    cfg_path = dest / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.update(config)
+    cfg_path.write_text(json.dumps(cfg))
+    return dest
+
+
+def test_the_cache_tells_apart_tokenizer_configs(
+    real: dict[str, Vocab], models_dir: Path, tmp_path: Path
+) -> None:
+    """Same tokenizer.json, other roles or chat template: another table, same fingerprint."""
+    base = real["qwen1.5-1.8b"]
+    chat = load_vocab(_qwen_copy(models_dir, tmp_path / "chat", eos_token="<|im_end|>"))
+    assert chat is not base and chat.hf is not base.hf
+    assert (chat.eos_id, base.eos_id) == (151645, 151643)
+    assert chat.fingerprint == base.fingerprint  # the byte-level tokenization is the same
+    templ = load_vocab(_qwen_copy(models_dir, tmp_path / "templ", chat_template="{{ messages }}"))
+    assert templ is not base and templ.hf.chat_template == "{{ messages }}"
+    assert load_vocab(base.hf) is base  # the same roles and template still hit the cache
 
 
 def test_an_unloadable_directory_is_a_tokenizer_error(tmp_path: Path) -> None:
