@@ -35,6 +35,24 @@ def sample_top_p(logits: torch.Tensor, top_p: float, gen: torch.Generator) -> to
     return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
 
 
+def end_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The ids that end a completion: the tokenizer's EOS plus the model's
+    `generation_config.eos_token_id` (an int or a list), as `model.generate` would stop on.
+
+    Chat models often list more than one (Qwen chat: `<|im_end|>` and `<|endoftext|>`); stopping
+    on the tokenizer's EOS alone would run on past the end of the turn.
+    """
+    ids: set[int] = set()
+    if isinstance(tokenizer.eos_token_id, int):
+        ids.add(tokenizer.eos_token_id)
+    extra = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(extra, int):
+        ids.add(extra)
+    elif isinstance(extra, (list, tuple)):
+        ids.update(int(x) for x in extra)
+    return ids
+
+
 class HFEngine:
     """Batched sampling from a `transformers` causal LM."""
 
@@ -47,6 +65,7 @@ class HFEngine:
         self.batch_size = batch_size
         self.version = 0
         self.eos_id = tokenizer.eos_token_id
+        self.end_ids = end_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     def sync_weights(self, model: Any, version: int) -> None:
@@ -101,7 +120,7 @@ class HFEngine:
                     continue
                 tokens[i].append(tok_l[i])
                 logps[i].append(lp_l[i])
-                if s.stop_at_eos and tok_l[i] == self.eos_id:
+                if s.stop_at_eos and tok_l[i] in self.end_ids:
                     done[i], reason[i] = True, "stop"
                 elif s.stop:
                     tail = self.tokenizer.decode(tokens[i][-_STOP_WINDOW:])
@@ -122,7 +141,7 @@ class HFEngine:
         result = []
         for i in range(b):
             t, lp_i = tokens[i], logps[i]
-            if reason[i] == "stop" and s.stop and t[-1] != self.eos_id:
+            if reason[i] == "stop" and s.stop and t[-1] not in self.end_ids:
                 k = stop_index(t, self.tokenizer, s.stop) or len(t)  # cut right after the stop
                 t, lp_i = t[:k], lp_i[:k]
             result.append(

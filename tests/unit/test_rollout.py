@@ -205,3 +205,17 @@ def test_eos_stops_with_reason_stop_and_is_kept(models_dir: Path) -> None:
         _prompts(tok)[:1], n=1, seed=0
     )
     assert len(gens[0][0].token_ids) == 5 and gens[0][0].finish_reason == "length"
+
+
+def test_every_generation_config_eos_id_stops(models_dir: Path) -> None:
+    """A token in the model's generation_config.eos_token_id list (Qwen chat: `<|im_end|>` as well
+    as `<|endoftext|>`) ends a completion like the tokenizer's EOS, and is kept."""
+    model, tok = build_tiny(models_dir / "gpt2", hidden_size=32, layers=1, heads=2, seed=1)
+    other = 198  # "\n": not the tokenizer's EOS (50256)
+    model.generation_config.eos_token_id = [tok.eos_token_id, other]
+    boosted = _Boost(model.get_output_embeddings(), other)
+    model.get_output_embeddings = lambda: boosted
+    eng = HFEngine(model, tok, SamplingConfig(max_new_tokens=5, stop=("zzz",)))
+    for g in (g for gs in eng.generate(_prompts(tok), n=2, seed=0) for g in gs):
+        assert g.token_ids.tolist() == [other] and g.finish_reason == "stop"
+    assert eng.end_ids == {tok.eos_token_id, other}
