@@ -86,6 +86,26 @@ class HFEngine:
             out.extend(self._generate_batch(flat[start : start + bs], gen))
         return [out[i * n : (i + 1) * n] for i in range(len(prompts))]
 
+    def _stop_tail(self, prompt: np.ndarray, tokens: list[int]) -> str:
+        """The text of the last `_STOP_WINDOW` completion tokens, as they read in context.
+
+        Decoded after one token of left context (the previous completion token, or the prompt's
+        last), keeping only what follows that token's own text: decoded alone, a SentencePiece
+        window loses its first "▁" (Llama's decoder strips it), and a stop string that starts
+        with a space at the very start of a completion would never be seen.
+        """
+        window = tokens[-_STOP_WINDOW:]
+        if len(tokens) > _STOP_WINDOW:
+            ctx: int | None = tokens[-_STOP_WINDOW - 1]
+        else:
+            ctx = int(prompt[-1]) if len(prompt) else None
+        if ctx is not None:
+            head = self.tokenizer.decode([ctx])
+            full = self.tokenizer.decode([ctx, *window])
+            if full.startswith(head):
+                return str(full[len(head) :])
+        return str(self.tokenizer.decode(window))  # no context, or it does not decode apart
+
     @torch.no_grad()
     def _generate_batch(
         self, prompts: Sequence[np.ndarray], gen: torch.Generator
@@ -123,7 +143,7 @@ class HFEngine:
                 if s.stop_at_eos and tok_l[i] in self.end_ids:
                     done[i], reason[i] = True, "stop"
                 elif s.stop:
-                    tail = self.tokenizer.decode(tokens[i][-_STOP_WINDOW:])
+                    tail = self._stop_tail(prompts[i], tokens[i])
                     if any(x in tail for x in s.stop):
                         done[i], reason[i] = True, "stop"
             if all(done):

@@ -219,3 +219,15 @@ def test_every_generation_config_eos_id_stops(models_dir: Path) -> None:
     for g in (g for gs in eng.generate(_prompts(tok), n=2, seed=0) for g in gs):
         assert g.token_ids.tolist() == [other] and g.finish_reason == "stop"
     assert eng.end_ids == {tok.eos_token_id, other}
+
+
+def test_a_stop_string_with_a_leading_space_at_the_start_is_seen(models_dir: Path) -> None:
+    """Llama's decoder strips the first "▁" of what it decodes: the stop check reads the
+    completion after a token of context, so " the" as the first token already stops."""
+    model, tok = build_tiny(models_dir / "llama2-7b", hidden_size=32, layers=1, heads=2, seed=1)
+    the = tok.convert_tokens_to_ids("▁the")
+    boosted = _Boost(model.get_output_embeddings(), the)
+    model.get_output_embeddings = lambda: boosted
+    eng = HFEngine(model, tok, SamplingConfig(max_new_tokens=5, stop=(" the",)))
+    for g in (g for gs in eng.generate(_prompts(tok), n=2, seed=0) for g in gs):
+        assert g.token_ids.tolist() == [the] and g.finish_reason == "stop"
