@@ -119,6 +119,22 @@ def weights_sha256(model: Any) -> str:
     return h.hexdigest()
 
 
+def target_ids(tokenizer: Any, prompt: str, target: str, prompt_ids: Any) -> list[int]:
+    """Token ids of `target` as the model would produce them right after `prompt`.
+
+    Encoding `target` on its own is wrong for SentencePiece tokenizers that add a dummy prefix
+    space (Mistral: `" 12"` alone becomes `['▁▁', '1', '2']`, after the prompt it is `['▁', '1',
+    '2']`), so the target is cut from the joint encoding of prompt + target. When the prompt's ids
+    are not a prefix of the joint ids (a merge across the boundary) that cut is ill-defined and the
+    target is encoded on its own, as before.
+    """
+    p = [int(i) for i in prompt_ids]
+    joint = [int(i) for i in tokenizer(prompt + target)["input_ids"]]
+    if len(joint) > len(p) and joint[: len(p)] == p:
+        return joint[len(p) :]
+    return [int(i) for i in tokenizer(target, add_special_tokens=False)["input_ids"]]
+
+
 def warm_start(
     model: Any,
     tokenizer: Any,
@@ -145,9 +161,10 @@ def warm_start(
     for step in range(steps):
         samples = []
         for item in task.sample(seed, step, batch_size):
-            p = encode_prompt(tokenizer, task.prompt_text(item))
-            c = tokenizer(task.target_text(item), add_special_tokens=False)["input_ids"] + [eos]
-            c = np.asarray(c, dtype=np.int32)
+            prompt = task.prompt_text(item)
+            p = encode_prompt(tokenizer, prompt)
+            ids = [*target_ids(tokenizer, prompt, task.target_text(item), p), eos]
+            c = np.asarray(ids, dtype=np.int32)
             samples.append(Sample(p, c, np.zeros(len(c), np.float32), 0.0))
         b = collate(samples, tokenizer.pad_token_id or 0)
         logps, _ = completion_logps(
@@ -189,7 +206,7 @@ def tiny_policy(
         "task_cfg": repr(getattr(task, "cfg", None)),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "recipe_version": 1,
+        "recipe_version": 2,  # 2: targets cut from the joint encoding
     }
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     d = Path(cache_dir) / f"{recipe['family']}-h{hidden_size}-l{layers}-{key}"

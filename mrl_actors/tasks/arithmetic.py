@@ -1,7 +1,11 @@
 """A seeded synthetic arithmetic task small enough for a tiny model to learn on a CPU in minutes.
 
 Prompts look like `"Q: 7+5=\nA:"` and the target completion is `" 12\n"`. The verifier reads the
-first integer of the completion, so it rewards exactly what the target format teaches.
+first number of the completion, so it rewards exactly what the target format teaches.
+
+The first number is read whole, a decimal part included (a Unicode minus `−` reads as `-`), and
+must spell the integer answer exactly: `" 12.5"` is not 12. The format is kept strict on purpose,
+so `" 12.0"` does not count either: the target teaches `" 12"` and only that is rewarded.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import numpy as np
 
 from mrl_actors.tasks.base import TaskItem, Verdict, derive_seed, sample_from, shuffled
 
-_INT = re.compile(r"-?\d+")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")  # the whole first number: "12.5" is not "12"
 _MAX_SCAN = 10_000  # characters of a completion the verifier looks at (huge ones are cut)
 
 
@@ -62,7 +66,7 @@ class ArithmeticTask:
     def verify(self, completion: str, item: TaskItem) -> Verdict:
         if not isinstance(completion, str):
             return Verdict(0.0, False, "not_text")
-        m = _INT.search(completion[:_MAX_SCAN])
+        m = _NUMBER.search(completion[:_MAX_SCAN].replace("\u2212", "-"))
         if m is None:
             return Verdict(0.0, False, "no_answer")
         if m.group(0) == item.answer:

@@ -5,12 +5,19 @@ Mathematical equivalence (`0.5` vs `\\frac12`, `42.0` vs `42`) is judged by Hugg
 can be slow or raise on adversarial input: the verifier cuts completions to their last
 `max_chars`, disables math-verify's signal-based timeout off the main thread (signals only work
 there), and turns every exception into a zero-reward verdict.
+
+Off the main thread nothing can interrupt sympy, and it evaluates `9^{9^{9}}` or `99999!` exactly,
+holding the GIL for ever: one such completion would hang the whole process. So `too_costly` screens
+every predicted answer first, cheaply and conservatively (power towers, factorials, huge exponents,
+long digit runs, big binomials, long answers), and such answers are judged wrong without reaching
+sympy. Plain numbers (`72`, `-0.5`, `1/2`) are compared exactly without sympy at all.
 """
 
 from __future__ import annotations
 
 import re
 import threading
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +29,19 @@ from mrl_actors.tasks.base import TaskItem, Verdict, sample_from, shuffled
 
 log = get_logger(__name__)
 _GSM = re.compile(r"####\s*([^\n#]+)")
-_NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+# A whole number token: fractions and decimals included, so "#### 1/2" is 1/2, not 1.
+_NUM = re.compile(r"-?\d[\d,]*(?:[./]\d+)?")
+_PLAIN = re.compile(r"-?\d+(?:\.\d+|/\d+)?")
+# Limits of `too_costly`: sympy handles answers within them in milliseconds.
+_MAX_ANSWER_CHARS = 300
+_LONG_DIGITS = re.compile(r"\d{31,}")
+_MAX_EXPONENT_DIGITS = 3  # an exponent with at most 3 digits in all is below 1000 (9*99, 999)
+_BINOM = re.compile(r"binom|choose")
+_FOUR_DIGITS = re.compile(r"\d{4,}")
+_COMMAND = re.compile(r"\\[A-Za-z]*")
+_WORD = re.compile(r"[\w.]*")
+_OPEN = {"{": "}", "(": ")", "[": "]"}
+_CLOSE = {v: k for k, v in _OPEN.items()}
 
 
 def extract_gsm8k(text: str) -> str | None:
@@ -48,6 +67,98 @@ def extract_boxed(text: str) -> str | None:
             if depth == 0:
                 return text[i:j]
     return None
+
+
+def _group_end(s: str, i: int) -> int:
+    """Index just past the bracket group opening at `s[i]` (or `len(s)` when it never closes)."""
+    depth = 0
+    for j in range(i, len(s)):
+        if s[j] in _OPEN:
+            depth += 1
+        elif s[j] in _CLOSE:
+            depth -= 1
+            if depth == 0:
+                return j + 1
+    return len(s)
+
+
+def _group_start(s: str, j: int) -> int:
+    """Index of the bracket opening the group that closes at `s[j]` (0 when it never opens)."""
+    depth = 0
+    for i in range(j, -1, -1):
+        if s[i] in _CLOSE:
+            depth += 1
+        elif s[i] in _OPEN:
+            depth -= 1
+            if depth == 0:
+                return i
+    return 0
+
+
+def _exponent_end(s: str, i: int) -> int:
+    """Index just past the exponent that starts at `s[i]` (right after `^`).
+
+    A bracket group, or a LaTeX command with its brace arguments, or else a run of word characters
+    and dots: deliberately greedy, so `9**999999` counts all its digits (latex would take one).
+    """
+    while i < len(s) and s[i] in " -+":
+        i += 1
+    if i < len(s) and s[i] in _OPEN:
+        return _group_end(s, i)
+    if i < len(s) and s[i] == "\\":
+        m = _COMMAND.match(s, i)
+        i = m.end() if m else i + 1
+        while i < len(s) and s[i] == "{":
+            i = _group_end(s, i)
+        return i
+    m = _WORD.match(s, i)
+    return m.end() if m else i
+
+
+def too_costly(answer: str) -> bool:
+    """Whether sympy might take unbounded time on `answer`, so it must not be handed to it.
+
+    Conservative and cheap (scans of at most 300 characters, no parsing): an answer longer than
+    300 characters, a factorial `!` (LaTeX's `\\!` thin space aside), a digit run over 30 digits,
+    a binomial with a power or a 4-digit number, or any power (`^` or `**`) that is part of a
+    tower (its exponent holds a power, a power follows it directly, or its bracketed base holds
+    one) or whose exponent has more than 3 digits (so is 1000 or more). A correct answer written
+    in one of these forms is judged wrong unless it matches the reference string exactly; such
+    final answers are rare in GSM8K and MATH, and a hung process costs the whole run.
+    """
+    if len(answer) > _MAX_ANSWER_CHARS or _LONG_DIGITS.search(answer):
+        return True
+    s = answer.replace("\\!", "").replace("**", "^")
+    if "!" in s:
+        return True
+    if _BINOM.search(s) and ("^" in s or _FOUR_DIGITS.search(s)):
+        return True
+    for i, c in enumerate(s):
+        if c != "^":
+            continue
+        end = _exponent_end(s, i + 1)
+        exponent = s[i + 1 : end]
+        if "^" in exponent or sum(d.isdigit() for d in exponent) > _MAX_EXPONENT_DIGITS:
+            return True
+        if s[end:].lstrip().startswith("^"):
+            return True  # a chained tower: 9^9^9, 9^{9}^{9}
+        k = i - 1
+        while k >= 0 and s[k] == " ":
+            k -= 1
+        if k >= 0 and s[k] in _CLOSE and "^" in s[_group_start(s, k) : k]:
+            return True  # a bracketed base holding a power: (9^{99})^{99}
+    return False
+
+
+def _plain_number(answer: str) -> Fraction | None:
+    """`answer` as an exact number when it is a plain integer, decimal or a/b; else None."""
+    a = answer.strip().replace(",", "")
+    if not _PLAIN.fullmatch(a):
+        return None
+    try:
+        return Fraction(a)
+    except (ValueError, ZeroDivisionError):
+        return None
 
 
 def math_equal(gold: str, predicted: str, timeout: int = 5) -> bool:
@@ -153,6 +264,12 @@ def verify_math(completion: str, gold: str, max_chars: int = 4000) -> Verdict:
         return Verdict(0.0, False, f"extract_failed: {type(e).__name__}")
     if predicted is None or not predicted.strip():
         return Verdict(0.0, False, "no_answer")
-    if predicted.strip() == gold.strip() or math_equal(gold, predicted):
+    if predicted.strip() == gold.strip():
+        return Verdict(1.0, True, "correct")
+    if too_costly(predicted):
+        return Verdict(0.0, False, "too_costly")
+    g, p = _plain_number(gold), _plain_number(predicted)
+    equal = g == p if g is not None and p is not None else math_equal(gold, predicted)
+    if equal:
         return Verdict(1.0, True, "correct")
     return Verdict(0.0, False, "wrong_answer")

@@ -9,8 +9,17 @@ import pytest
 import torch
 
 from mrl_actors.errors import ConfigError
-from mrl_actors.models import build_tiny, load_model, save_model, tiny_policy, weights_sha256
-from mrl_actors.tasks import ArithmeticConfig, ArithmeticTask
+from mrl_actors.models import (
+    build_tiny,
+    load_model,
+    load_tokenizer,
+    save_model,
+    target_ids,
+    tiny_policy,
+    weights_sha256,
+)
+from mrl_actors.rollout.prompts import encode_prompt
+from mrl_actors.tasks import ArithmeticConfig, ArithmeticTask, CountdownTask
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama2-7b", "mistral-7b", "qwen1.5-1.8b"])
@@ -59,3 +68,41 @@ def test_save_and_load_a_local_checkpoint(models_dir: Path, tmp_path: Path) -> N
     assert ltok("hi")["input_ids"] == tok("hi")["input_ids"]
     with pytest.raises(ConfigError, match=r"no config\.json"):
         build_tiny(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama2-7b", "mistral-7b", "qwen1.5-1.8b"])
+def test_warm_start_targets_are_what_follows_the_prompt(models_dir: Path, family: str) -> None:
+    """The supervised target is the prompt's continuation in the joint encoding.
+
+    SentencePiece tokenizers add a dummy prefix space to text encoded alone: Mistral's `" 12\\n"`
+    was `['▁▁', '1', '2', '<0x0A>']` (the warm start taught a double space), and Llama-2's and
+    Mistral's countdown target `<answer>` began with a stray `▁<`. Arithmetic targets of GPT-2 and
+    Llama-2 (and all of GPT-2's and Qwen's) come out the same as before.
+    """
+    tok = load_tokenizer(models_dir / family)
+    arith = ArithmeticTask(ArithmeticConfig(ops=("+", "-", "*")))
+    countdown = CountdownTask()
+    for task in (arith, countdown):
+        for item in task.items(0)[:20]:
+            prompt, target = task.prompt_text(item), task.target_text(item)
+            p = encode_prompt(tok, prompt)
+            ids = target_ids(tok, prompt, target, p)
+            assert list(p) + ids == tok(prompt + target)["input_ids"]
+            alone = tok(target, add_special_tokens=False)["input_ids"]
+            if family in ("gpt2", "qwen1.5-1.8b") or (family == "llama2-7b" and task is arith):
+                assert ids == alone, (family, target)
+            assert not tok.convert_ids_to_tokens(ids)[0].startswith("▁▁"), (family, target)
+            if task is countdown:
+                assert tok.convert_ids_to_tokens(ids)[0] == "<", (family, target)
+    p = encode_prompt(tok, "Q: 7+5=\nA:")
+    got = tok.convert_ids_to_tokens(target_ids(tok, "Q: 7+5=\nA:", " 12\n", p))
+    if family == "mistral-7b":
+        assert got == ["▁", "1", "2", "<0x0A>"]
+
+
+def test_target_ids_fall_back_when_the_prompt_merges_into_the_target(models_dir: Path) -> None:
+    """When the prompt's ids are not a prefix of the joint ids, the target is encoded alone."""
+    tok = load_tokenizer(models_dir / "gpt2")
+    p = encode_prompt(tok, "hello wor")
+    assert list(p) != tok("hello world")["input_ids"][: len(p)]  # "Ġwor" + "ld" -> "Ġworld"
+    assert target_ids(tok, "hello wor", "ld", p) == tok("ld", add_special_tokens=False)["input_ids"]

@@ -78,3 +78,30 @@ def test_task_config_errors_name_the_problem(tmp_path: Path) -> None:
     _write_jsonl(tmp_path / "q.jsonl", [{"q": "1", "a": "1"}])
     with pytest.raises(ConfigError, match="no column 'question'"):
         make_task(TaskConfig(kind="math", math=MathConfig(path=str(tmp_path / "q.jsonl"))))
+
+
+def test_math_task_keeps_fraction_and_decimal_gold_answers(tmp_path: Path) -> None:
+    """A gold `#### 1/2` stays 1/2 (it used to be cut to 1, and `#### 1` then scored correct)."""
+    rows = [
+        {"question": "Half of 1?", "answer": "1 / 2 is\n#### 1/2"},
+        {"question": "5 halves?", "answer": "#### 2.5"},
+    ]
+    _write_jsonl(tmp_path / "train.jsonl", rows)
+    task = make_task(TaskConfig(kind="math", math=MathConfig(path=str(tmp_path / "train.jsonl"))))
+    half, two_and_half = sorted(task.items(0), key=lambda i: i.prompt_id)
+    assert (half.answer, two_and_half.answer) == ("1/2", "2.5")
+    assert task.verify(task.target_text(half), half).success
+    assert task.verify("#### 0.5", half).success
+    assert not task.verify("#### 1", half).success
+    assert not task.verify("#### 2", two_and_half).success
+
+
+def test_arithmetic_task_rewards_only_the_exact_integer() -> None:
+    """The first number is read whole: `12.5` and the strict-format `12.0` are not 12."""
+    task = ArithmeticTask(ArithmeticConfig(ops=("+", "-")))
+    for item in task.items(0)[:50]:
+        assert task.verify(task.target_text(item), item).success
+        assert not task.verify(f" {item.answer}.5\n", item).success
+        assert not task.verify(f" {item.answer}.0\n", item).success
+        unicode_minus = item.answer.replace("-", "\u2212")
+        assert task.verify(f" {unicode_minus}\n", item).success
