@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -50,8 +49,7 @@ ADVERSARIAL = [
 
 @pytest.mark.parametrize("completion", ADVERSARIAL, ids=range(len(ADVERSARIAL)))
 def test_verifiers_never_raise_on_adversarial_completions(completion: str) -> None:
-    """Every verifier returns a zero-reward Verdict, quickly, on garbage."""
-    t0 = time.perf_counter()
+    """Every verifier returns a zero-reward Verdict on garbage (a hang fails by pytest-timeout)."""
     for verdict in (
         ARITH.verify(completion, ARITH.items(0)[0]) if not any(c.isdigit() for c in completion)
         else Verdict(0.0, False, "skip"),
@@ -62,7 +60,6 @@ def test_verifiers_never_raise_on_adversarial_completions(completion: str) -> No
         assert verdict.reward in (0.0, 1.0)
         assert verdict.success == (verdict.reward == 1.0)
         assert verdict.reason
-    assert time.perf_counter() - t0 < 20
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
