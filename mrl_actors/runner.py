@@ -17,8 +17,6 @@ paper-style table to DIR/compare.md and DIR/compare.json.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,46 +47,21 @@ def code_version() -> str:
         return __version__
 
 
-def _stop_stale_server(run_dir: Path) -> None:
-    """A killed `mrl run` can leave its nats-server child behind: stop it by its recorded pid,
-    but only if that pid is still a nats-server serving this run's store (pids get reused)."""
-    from mrl_actors.server import SERVER_INFO, read_server_info
-
-    info = read_server_info(run_dir)
-    if info is None:
-        return
-    if _is_our_server(info.pid, run_dir):
-        try:
-            os.kill(info.pid, signal.SIGTERM)
-            for _ in range(100):
-                time.sleep(0.05)
-                os.kill(info.pid, 0)
-            os.kill(info.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    (run_dir / SERVER_INFO).unlink(missing_ok=True)
-
-
-def _is_our_server(pid: int, run_dir: Path) -> bool:
-    """pid runs nats-server with a config inside this run directory (Linux /proc)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    store = str(run_dir.resolve()).encode()
-    return any(b"nats-server" in a for a in argv[:1]) and any(store in a for a in argv)
-
-
 async def _open_log(spec: RunSpec, run_dir: Path, stack: Any) -> Any:
     """Connect to the spec's server, or start the embedded one in DIR/nats; open the run's log."""
     from mrl_actors.connection import ConnectionConfig, connect
     from mrl_actors.log import EventLog, LogConfig
-    from mrl_actors.server import STORE_SUBDIR, EmbeddedServer, write_server_info
+    from mrl_actors.server import (
+        STORE_SUBDIR,
+        EmbeddedServer,
+        stop_stale_server,
+        write_server_info,
+    )
 
     if spec.server.url:
         cfg = ConnectionConfig.from_env(url=spec.server.url)
     else:
-        _stop_stale_server(run_dir)
+        stop_stale_server(run_dir)
         srv = await stack.enter_async_context(
             EmbeddedServer(run_dir / STORE_SUBDIR, sync_interval=spec.server.sync_interval)
         )
@@ -99,8 +72,11 @@ async def _open_log(spec: RunSpec, run_dir: Path, stack: Any) -> Any:
     return await EventLog.open(nc, spec.run.name, LogConfig(replicas=spec.server.replicas))
 
 
-async def _record_start(log: Any, spec: RunSpec, spec_text: str) -> None:
-    """RunStarted and PolicyRegistered, once per run (a resumed run finds them in the log)."""
+async def _record_start(log: Any, spec: RunSpec, spec_text: str) -> set[str]:
+    """RunStarted and PolicyRegistered, once per run (a resumed run finds them in the log).
+
+    Returns the ids of the run's `run` and `policy` events already in the log before this start.
+    """
     from mrl_actors.thl import load_vocab
 
     have = {rec.event.event_id async for rec in log.read(start_seq=1, kinds=["run", "policy"])}
@@ -147,6 +123,7 @@ async def _record_start(log: Any, spec: RunSpec, spec_text: str) -> None:
         )
     if events:
         await log.append_many(events)
+    return have
 
 
 def _builtins(obj: Any) -> Any:
@@ -183,14 +160,12 @@ async def run_once(
     t0 = time.perf_counter()
     async with AsyncExitStack() as stack:
         log = await _open_log(spec, run_dir, stack)
-        await _record_start(log, spec, spec_text)
+        had = await _record_start(log, spec, spec_text)
         opts = ActorOptions(on_step=on_step, stop_after=stop_after)
         await run_node(log, spec, run_dir, opts=opts)
         finished = stop_after is None
         done = event_id("run", spec.run.name, "mrl", "finished")
-        if finished and not [
-            r async for r in log.read(start_seq=1, kinds=["run"]) if r.event.event_id == done
-        ]:
+        if finished and done not in had:  # a resumed run that had already finished
             await log.append(
                 RunFinished(
                     run=spec.run.name,

@@ -282,6 +282,41 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def serves(pid: int, store_dir: str | os.PathLike[str]) -> bool:
+    """`pid` is a live nats-server whose config lies in `store_dir`.
+
+    A pid in `server.json` can outlive its server and be reused by any process, so liveness alone
+    is not enough. Without procfs (not Linux) liveness is all that can be checked.
+    """
+    if not Path("/proc/self").exists():
+        return _alive(pid)
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    store = str(Path(store_dir).resolve()).encode()
+    return b"nats-server" in argv[0] and any(store in a for a in argv)
+
+
+def stop_stale_server(run_dir: str | os.PathLike[str]) -> None:
+    """Stop the server a killed owner of `run_dir` left behind (by its recorded pid, if that pid
+    still is that server), and forget `server.json`."""
+    root = Path(run_dir)
+    info = read_server_info(root)
+    if info is None:
+        return
+    if serves(info.pid, root / STORE_SUBDIR):
+        try:
+            os.kill(info.pid, signal.SIGTERM)
+            for _ in range(100):
+                time.sleep(0.05)
+                os.kill(info.pid, 0)
+            os.kill(info.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    (root / SERVER_INFO).unlink(missing_ok=True)
+
+
 @asynccontextmanager
 async def open_run_dir(run_dir: str | os.PathLike[str]) -> AsyncIterator[ServerInfo]:
     """The server of a run directory: the live one from `server.json`, else an embedded one.
@@ -292,7 +327,7 @@ async def open_run_dir(run_dir: str | os.PathLike[str]) -> AsyncIterator[ServerI
     """
     root = Path(run_dir)
     info = read_server_info(root)
-    if info is not None and _alive(info.pid):
+    if info is not None and serves(info.pid, root / STORE_SUBDIR):
         yield info
         return
     store = root / STORE_SUBDIR

@@ -20,8 +20,6 @@ from mrl_actors.probes.common import Transferred
 from mrl_actors.spec import PolicySpec, RunSpec
 from mrl_actors.tasks import Task, TaskItem, derive_seed
 
-INITIAL = "step-0"  # the checkpoint every replay and resume starts from
-
 
 def cache_dir() -> Path:
     """Where warm-started tiny models are kept between runs (`MRL_CACHE_DIR` overrides)."""

@@ -74,18 +74,17 @@ def _handle(args: argparse.Namespace) -> int:
     try:
         if args.compare:
             seeds = [int(s) for s in args.seeds.split(",") if s.strip()] or [spec.run.seed]
-            results = anyio.run(
+            anyio.run(
                 lambda: compare(spec, text, out, seeds=seeds, on_step=bars.step, on_run=bars.reset)
             )
-            bars.close()
+            bars.close()  # before printing, so the table is not drawn over
             print((out / "compare.md").read_text(encoding="utf-8"), end="")
             print(f"runs and reports: {out}/<probe>-s<seed>/report.html")
-            del results
         else:
             summary = anyio.run(
                 lambda: run_once(spec, text, out, on_step=bars.step, stop_after=args.stop_after)
             )
-            bars.close()
+            bars.close()  # before printing, so the summary is not drawn over
             _print_summary(summary, out)
     finally:
         bars.close()

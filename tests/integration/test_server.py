@@ -100,3 +100,15 @@ def test_shipped_server_configs_are_valid(conf: Path, tmp_path: Path) -> None:
         check=False,
     )
     assert out.returncode == 0 and "is valid" in out.stdout + out.stderr, out.stderr
+
+
+async def test_a_recorded_pid_counts_only_while_it_is_our_server(tmp_path: Path) -> None:
+    """pids get reused: `server.json`'s pid is trusted only if it is nats-server on this store."""
+    from mrl_actors.server import serves
+
+    async with EmbeddedServer(tmp_path / "a" / "nats") as srv:
+        assert serves(srv.pid, tmp_path / "a" / "nats")
+        assert not serves(srv.pid, tmp_path / "b" / "nats")  # someone else's store
+        pid = srv.pid
+    assert not serves(os.getpid(), tmp_path / "a" / "nats")  # alive, but not a nats-server
+    assert not serves(pid, tmp_path / "a" / "nats")  # stopped
