@@ -107,8 +107,8 @@ class PolicySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         if self.engine.sampling.temperature != self.grpo.temperature:
             fail(
                 "engine.sampling.temperature",
-                f"equal to grpo.temperature ({self.grpo.temperature}): behaviour and learner log-probs "
-                "must be at the same temperature",
+                f"equal to grpo.temperature ({self.grpo.temperature}): behaviour and learner "
+                "log-probs must be at the same temperature",
                 self.engine.sampling.temperature,
             )
 

@@ -14,7 +14,6 @@ from mrl_actors.tasks.base import Task, TaskItem, Verdict, derive_seed
 from mrl_actors.tasks.countdown import CountdownConfig, CountdownTask
 from mrl_actors.tasks.math import MathConfig, MathTask, verify_math
 
-
 TASK_KINDS = ("arithmetic", "countdown", "math")  # what `make_task` builds
 
 
