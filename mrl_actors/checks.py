@@ -12,6 +12,8 @@ import math
 
 from mrl_actors.errors import ConfigError
 
+MAX_STEPS = 10_000_000  # more learner steps than this is a typo, not a plan
+
 
 def fail(field: str, rule: str, value: object) -> None:
     raise ConfigError(f"{field}: must be {rule}, got {value!r}")

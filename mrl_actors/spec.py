@@ -16,15 +16,13 @@ from typing import Any, Literal
 
 import msgspec
 
-from mrl_actors.checks import check_float, check_int, fail
+from mrl_actors.checks import MAX_STEPS, check_float, check_int, fail
 from mrl_actors.errors import ConfigError
 from mrl_actors.grpo.config import GRPOConfig
 from mrl_actors.probes.config import ProbeName, ProbesConfig
 from mrl_actors.rollout.base import EngineConfig
 from mrl_actors.tasks import TaskConfig
 from mrl_actors.thl.residual import ResidualBudget
-
-MAX_STEPS = 10_000_000  # more learner steps than this is a typo, not a plan
 
 
 def check_name(obj: RunSection | PolicySpec) -> None:
