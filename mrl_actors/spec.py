@@ -218,12 +218,12 @@ def _where(message: str) -> str:
     path. An unknown key is named in full, so a typo reads as the field it is.
     """
     m = re.search(r"^(.*) - at `\$\.?(.*)`$", message, re.DOTALL)
-    if not m:
-        return message
-    what, path = m.group(1), m.group(2)
-    unknown = re.fullmatch(r"Object contains unknown field `(.*)`", what)
-    if unknown:
-        where = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
+    what, path = (m.group(1), m.group(2)) if m else (message, "")  # no path: the top level
+    named = re.fullmatch(r"Object (contains unknown|missing required) field `(.*)`", what)
+    if named:
+        where = f"{path}.{named.group(2)}" if path else named.group(2)
+        if named.group(1) == "missing required":
+            return f"{where}: required, and missing"
         return f"{where}: unknown field (a typo? see the spec reference)"
     field = re.match(r"^([A-Za-z_][\w.\[\]]*): (.*)$", what, re.DOTALL)
     if field:

@@ -50,7 +50,7 @@ def test_toy_pair_uses_two_families_with_real_tokenizers() -> None:
         (('model = "m"', 'model = "m"\nengine = 3'), "policies[0].engine"),
         (("[run]", '[probes.sgt]\nk = "two"\n[run]'), "probes.sgt.k"),
         (("[run]", '[probes.prp]\nweighting = "huge"\n[run]'), "probes.prp.weighting"),
-        (("[run]", "[runn]\nx = 1\n[run]"), "unknown field `runn`"),
+        (("[run]", "[runn]\nx = 1\n[run]"), "runn: unknown field"),
     ],
 )
 def test_a_malformed_spec_names_the_field(patch: tuple[str, str], where: str) -> None:
@@ -191,6 +191,12 @@ MALFORMED = [
     (_policy("tiny = { warm_start_steps = -1 }"), "policies[0].tiny.warm_start_steps"),
     (_policy("tiny = { hidden = 64 }"), "policies[0].tiny.hidden: unknown field"),
     (('model = "m"', 'model = ""'), "policies[0].model"),
+    (('model = "m"', ""), "policies[0].model: required, and missing"),
+    (('[run]\nname = "t"', ""), "run: required, and missing"),
+    (_run("policies = []"), "run.policies: unknown field"),
+    (_policy('[policies.engine.sampling]\nstop = "x"'), "policies[0].engine.sampling.stop"),
+    (_policy("[policies.grpo]\nlr = 1970-01-01"), "policies[0].grpo.lr: Expected `float`"),
+    (_policy("[policies.grpo]\nlr = " + "9" * 400), "policies[0].grpo.lr"),
     (('model = "m"', 'model = "m"\n[[policies]]\nname = "a"\nmodel = "m"'), "policies: "),
 ]
 
