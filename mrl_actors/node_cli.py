@@ -11,27 +11,38 @@ spec or the log. Without `--server`, the node joins the live server of `--run-di
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from mrl_actors.cli import args as types
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = types.Parser(
         prog="mrl-node", description="Host a run's policy actors on this machine."
     )
-    parser.add_argument("spec", type=Path, help="the run's experiment spec (TOML)")
+    parser.add_argument("spec", type=types.spec_file, help="the run's experiment spec (TOML)")
     parser.add_argument(
         "--run-dir", type=Path, required=True, help="checkpoints go here (local to this host)"
     )
-    parser.add_argument("--server", default="", help="NATS URL(s), comma-separated for a cluster")
     parser.add_argument(
-        "--policies", default="", help="comma-separated policy names to host (default: all)"
+        "--server",
+        type=types.server_urls,
+        default="",
+        help="NATS URL(s), comma-separated for a cluster",
     )
-    parser.add_argument("--node", default=socket.gethostname(), help="this node's name")
+    parser.add_argument(
+        "--policies",
+        type=types.token_list,
+        default="",
+        help="comma-separated policy names to host (default: all)",
+    )
+    parser.add_argument(
+        "--node", type=types.token, default=types.host_token(), help="this node's name"
+    )
     parser.add_argument("--log-format", choices=["console", "json"], default="json")
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-level", type=types.log_level, default="info")
     return parser
 
 

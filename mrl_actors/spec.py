@@ -16,12 +16,19 @@ from typing import Any, Literal
 
 import msgspec
 
+from mrl_actors.checks import MAX_STEPS, check_float, check_int, fail
 from mrl_actors.errors import ConfigError
 from mrl_actors.grpo.config import GRPOConfig
 from mrl_actors.probes.config import ProbeName, ProbesConfig
 from mrl_actors.rollout.base import EngineConfig
 from mrl_actors.tasks import TaskConfig
 from mrl_actors.thl.residual import ResidualBudget
+
+
+def check_name(obj: RunSection | PolicySpec) -> None:
+    """`obj.name` is one NATS subject token (and part of the stream name `MRL_<name>`)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,128}", obj.name):
+        fail("name", "1 to 128 letters, digits, '_' or '-' (a NATS subject token)", obj.name)
 
 
 class RunSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -38,13 +45,14 @@ class RunSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     checkpoint_every: int = 10  # save a safetensors checkpoint every this many steps (and the end)
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.name):
-            raise ValueError(
-                "name must be letters, digits, '_' or '-' (it is a NATS subject token)"
-            )
-        for field in ("steps", "prompts_per_step", "group_size", "eval_every", "checkpoint_every"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"{field} must be >= 1")
+        check_name(self)
+        check_int(self, "seed", 0, 2**63 - 1)
+        check_int(self, "steps", 1, MAX_STEPS)
+        check_int(self, "prompts_per_step", 1, 100_000)
+        check_int(self, "group_size", 1, 4096)
+        check_int(self, "eval_every", 1, MAX_STEPS)
+        check_int(self, "eval_size", 1, 1_000_000)
+        check_int(self, "checkpoint_every", 1, MAX_STEPS)
 
 
 class TinySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -55,6 +63,17 @@ class TinySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     heads: int = 4
     warm_start_steps: int = 300  # supervised steps on the task's target texts before RL
     warm_start_lr: float = 3e-3
+
+    def __post_init__(self) -> None:
+        check_int(self, "hidden_size", 2, 65_536)
+        check_int(self, "layers", 1, 1024)
+        check_int(self, "heads", 1, 1024)
+        check_int(self, "warm_start_steps", 0, 1_000_000)
+        check_float(self, "warm_start_lr", gt=0, le=1)
+        # The tiny model has as many key/value heads as query heads, each hidden_size / heads
+        # wide; rotary embeddings (Llama, Qwen) rotate head dimensions in pairs.
+        if self.hidden_size % (2 * self.heads):
+            fail("hidden_size", f"a multiple of 2 x heads ({2 * self.heads})", self.hidden_size)
 
 
 class PolicySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -70,24 +89,25 @@ class PolicySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     chat_template: bool = False  # render prompts with the tokenizer's chat template
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.name):
-            raise ValueError(
-                "name must be letters, digits, '_' or '-' (it is a NATS subject token)"
-            )
+        check_name(self)
+        if not self.model:
+            fail("model", "a directory or a hub id", self.model)
         if (
             self.grpo.loss_type == "dr_grpo"
             and self.grpo.max_completion_length != self.engine.sampling.max_new_tokens
         ):
-            raise ValueError(
-                f"grpo.max_completion_length ({self.grpo.max_completion_length}) must equal "
-                f"engine.sampling.max_new_tokens ({self.engine.sampling.max_new_tokens}): "
-                "dr_grpo normalises by it"
+            fail(
+                "grpo.max_completion_length",
+                f"equal to engine.sampling.max_new_tokens ({self.engine.sampling.max_new_tokens}): "
+                "dr_grpo normalises by it",
+                self.grpo.max_completion_length,
             )
         if self.engine.sampling.temperature != self.grpo.temperature:
-            raise ValueError(
-                f"engine.sampling.temperature ({self.engine.sampling.temperature}) must equal "
-                f"grpo.temperature ({self.grpo.temperature}): behaviour and learner log-probs "
-                "must be at the same temperature"
+            fail(
+                "engine.sampling.temperature",
+                f"equal to grpo.temperature ({self.grpo.temperature}): behaviour and learner "
+                "log-probs must be at the same temperature",
+                self.engine.sampling.temperature,
             )
 
 
@@ -105,6 +125,9 @@ class ServerSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
                 "url must not carry credentials (the spec is stored in the run's log): "
                 "use MRL_NATS_TOKEN / MRL_NATS_USER / MRL_NATS_PASSWORD / MRL_NATS_CREDS"
             )
+        check_int(self, "replicas", 1, 5)  # JetStream keeps at most 5 replicas of a stream
+        if self.replicas > 1 and not self.url:
+            fail("replicas", "1 without a `url`: the embedded server is one server", self.replicas)
 
 
 class THLSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -128,16 +151,17 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     def __post_init__(self) -> None:
         names = [p.name for p in self.policies]
         if not names:
-            raise ValueError("at least one [[policies]] entry is needed")
+            fail("policies", "at least one [[policies]] entry", names)
         if len(set(names)) != len(names):
-            raise ValueError(f"policy names must be unique, got {names}")
+            fail("policies", "uniquely named", names)
         samples = self.run.prompts_per_step * self.run.group_size
-        for p in self.policies:
+        for i, p in enumerate(self.policies):
             if p.grpo.loss_type != "dapo" and samples % p.grpo.grad_accum:
-                raise ValueError(
-                    f"policy {p.name!r}: {samples} samples per step (prompts_per_step x "
-                    f"group_size) do not split into grad_accum={p.grpo.grad_accum} equal "
-                    f"micro-batches, which loss_type {p.grpo.loss_type!r} needs"
+                fail(
+                    f"policies[{i}].grpo.grad_accum",
+                    f"a divisor of the {samples} samples per step (prompts_per_step x "
+                    f"group_size): loss_type {p.grpo.loss_type!r} needs equal micro-batches",
+                    p.grpo.grad_accum,
                 )
 
     def with_probe(self, probe: ProbeName, *, seed: int | None = None, name: str = "") -> RunSpec:
@@ -154,22 +178,31 @@ def load_spec(path: str | Path) -> tuple[RunSpec, str]:
     """Read and check a spec file; returns the spec (model paths resolved) and its text."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the spec: {exc.strerror}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start}: {data[exc.start : exc.start + 1]!r})"
+        ) from exc
     return parse_spec(text, source=str(path), base_dir=path.parent), text
 
 
 def parse_spec(text: str, *, source: str = "<spec>", base_dir: Path | None = None) -> RunSpec:
+    """Decode and check a spec's text; every failure is a ConfigError naming `source` and field."""
     try:
         raw: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    except RecursionError as exc:  # tomllib recurses once per nested array or inline table
+        raise ConfigError(f"{source}: arrays or tables nested too deeply to be a spec") from exc
     try:
         spec = msgspec.convert(raw, RunSpec)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {_where(str(exc))}") from exc
-    except ConfigError as exc:  # raised by a nested Struct's own checks
+    except (ValueError, TypeError, RecursionError) as exc:  # checks outside msgspec's reach
         raise ConfigError(f"{source}: {exc}") from exc
     if base_dir is not None:
         spec = msgspec.structs.replace(
@@ -179,9 +212,24 @@ def parse_spec(text: str, *, source: str = "<spec>", base_dir: Path | None = Non
 
 
 def _where(message: str) -> str:
-    """msgspec says "... - at `$.policies[1].grpo.lr`"; say it as "policies[1].grpo.lr: ..."."""
-    m = re.search(r"^(.*) - at `\$\.?(.*)`$", message)
-    return f"{m.group(2) or '(top level)'}: {m.group(1)}" if m else message
+    """msgspec says "... - at `$.policies[1].grpo`"; say it as "policies[1].grpo.lr: ...".
+
+    A Struct's own check says "lr: must be ..." (see `mrl_actors.checks`); its field joins the
+    path. An unknown key is named in full, so a typo reads as the field it is.
+    """
+    m = re.search(r"^(.*) - at `\$\.?(.*)`$", message, re.DOTALL)
+    what, path = (m.group(1), m.group(2)) if m else (message, "")  # no path: the top level
+    named = re.fullmatch(r"Object (contains unknown|missing required) field `(.*)`", what)
+    if named:
+        where = f"{path}.{named.group(2)}" if path else named.group(2)
+        if named.group(1) == "missing required":
+            return f"{where}: required, and missing"
+        return f"{where}: unknown field (a typo? see the spec reference)"
+    field = re.match(r"^([A-Za-z_][\w.\[\]]*): (.*)$", what, re.DOTALL)
+    if field:
+        where = f"{path}.{field.group(1)}" if path else field.group(1)
+        return f"{where}: {field.group(2)}"
+    return f"{path or '(top level)'}: {what}"
 
 
 def _resolve_model(p: PolicySpec, base: Path) -> PolicySpec:

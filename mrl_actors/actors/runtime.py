@@ -190,37 +190,16 @@ class PolicyRuntime:
         """Greedy accuracy, and pass@1 over `samples` draws at the training temperature.
 
         Greedy accuracy is the paper's metric; sampled pass@1 is what GRPO optimizes, and the two
-        can move apart while the policy sharpens. Blocking: run in a thread.
+        can move apart while the policy sharpens. Both go through the rollout engine, so the
+        evaluated completions end where training's do (stop strings, every end id, the length
+        cap) and read the weights the engine was last synced with. Blocking: run in a thread.
         """
-        import torch
-
-        tok = self.tokenizer
-        pad = tok.pad_token_id or 0
-        max_new = self.policy.engine.sampling.max_new_tokens
         prompts = [self.render(item) for item in items]
-        greedy = 0
-        self.model.eval()
-        with torch.no_grad():
-            for start in range(0, len(items), 32):
-                chunk = prompts[start : start + 32]
-                width = max(len(p) for p in chunk)
-                ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-                attn = torch.zeros_like(ids)
-                for i, p in enumerate(chunk):
-                    ids[i, width - len(p) :] = torch.from_numpy(p.astype(np.int64))
-                    attn[i, width - len(p) :] = 1
-                out = self.model.generate(
-                    input_ids=ids,
-                    attention_mask=attn,
-                    do_sample=False,
-                    max_new_tokens=max_new,
-                    pad_token_id=pad,
-                    eos_token_id=tok.eos_token_id,
-                )
-                for item, row in zip(items[start : start + 32], out[:, width:], strict=True):
-                    text = tok.decode(row, skip_special_tokens=True)
-                    greedy += int(self.task.verify(text, item).success)
-        self.model.train()
+        greedy = self.engine.generate(prompts, n=1, seed=0, greedy=True)
+        correct = [
+            float(self.task.verify(gens[0].text, item).success)
+            for item, gens in zip(items, greedy, strict=True)
+        ]
         seed = derive_seed(self.spec.run.seed, self.name, "eval") % (2**62)
         groups = self.engine.generate(prompts, n=samples, seed=seed)
         sampled = [
@@ -228,8 +207,10 @@ class PolicyRuntime:
             for item, gens in zip(items, groups, strict=True)
             for g in gens
         ]
-        n = max(len(items), 1)
-        return {"eval_accuracy": greedy / n, "eval_pass1": float(np.mean(sampled or [0.0]))}
+        return {
+            "eval_accuracy": float(np.mean(correct or [0.0])),
+            "eval_pass1": float(np.mean(sampled or [0.0])),
+        }
 
 
 def build_runtime(
@@ -238,7 +219,7 @@ def build_runtime(
     """A runtime for `policy`: from `weights_dir` when given (replay, resume), else its start."""
     from mrl_actors.grpo import GRPOLearner
     from mrl_actors.models import load_model
-    from mrl_actors.rollout.base import make_engine
+    from mrl_actors.rollout.factory import make_engine
     from mrl_actors.thl import load_vocab
 
     if weights_dir is not None:

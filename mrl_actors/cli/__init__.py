@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 
 from mrl_actors import __version__
+from mrl_actors.cli import args
+from mrl_actors.cli.args import Parser
 from mrl_actors.errors import MrlError
 
 # Command groups, in the order `mrl --help` lists them: (module, name).
@@ -20,14 +22,16 @@ _GROUPS = ("run", "log", "thl")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mrl", description="Mutual RL for heterogeneous LLMs over a NATS JetStream log."
     )
     parser.add_argument("--version", action="version", version=f"mrl-actors {__version__}")
     parser.add_argument(
         "--log-format", choices=["console", "json"], default="console", help="structured log style"
     )
-    parser.add_argument("--log-level", default="info", help="debug, info, warning or error")
+    parser.add_argument(
+        "--log-level", type=args.log_level, default="info", help="debug, info, warning or error"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _GROUPS:
         module = importlib.import_module(f"mrl_actors.cli.{name}_cmd")

@@ -9,27 +9,36 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
+
+from mrl_actors.cli import args as types
 
 
 def _source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", nargs="?", help="run directory (holds nats/ and server.json)")
     p.add_argument("--server", metavar="URL", help="NATS URL instead of a run directory")
-    p.add_argument("--run", help="run id (default: the run dir's, or the only one on the server)")
+    p.add_argument(
+        "--run", type=types.token, help="run id (default: the run dir's, or the only one there)"
+    )
 
 
 def _filter_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kind", action="append", default=[], help="event kind (repeatable)")
+    p.add_argument(
+        "--kind", type=types.event_kind, action="append", default=[], help="event kind (repeatable)"
+    )
     p.add_argument(
         "--policy",
         "--source",
         dest="sources",
+        type=types.token,
         action="append",
         default=[],
         help="policy or node that wrote the event (repeatable)",
     )
     p.add_argument(
         "--where",
+        type=types.where,
         action="append",
         default=[],
         metavar="EXPR",
@@ -45,10 +54,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     _source_args(tail)
     _filter_args(tail)
     start = tail.add_mutually_exclusive_group()
-    start.add_argument("--seq", type=int, help="start at this stream sequence")
-    start.add_argument("--since", help="start at a time: 10m, 2h, 1d ago or an ISO time")
+    start.add_argument("--seq", type=types.int_in(1), help="start at this stream sequence (>= 1)")
+    start.add_argument(
+        "--since", type=types.since, help="start at a time: 10m, 2h, 1d ago or an ISO time"
+    )
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
-    tail.add_argument("-n", "--limit", type=int, default=0, help="stop after this many lines")
+    tail.add_argument(
+        "-n",
+        "--limit",
+        type=types.int_in(0),
+        default=0,
+        help="stop after this many lines (0: no limit)",
+    )
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
     tail.set_defaults(handler=_tail)
 
@@ -60,7 +77,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     export = cmds.add_parser("export", help="JSON lines, and zarr arrays of rollouts")
     _source_args(export)
     _filter_args(export)
-    export.add_argument("--out", required=True, help="directory to write")
+    export.add_argument("--out", required=True, type=Path, help="directory to write")
+    export.add_argument(
+        "--force", action="store_true", help="overwrite an earlier export (or a file) at --out"
+    )
     export.set_defaults(handler=_export)
 
 
@@ -76,8 +96,8 @@ def _tail(args: argparse.Namespace) -> int:
 
     from mrl_actors.see import inspect
 
-    where = [inspect.parse_where(w) for w in args.where]
-    since = inspect.parse_since(args.since) if args.since else None
+    where = args.where  # Predicates, parsed and checked by argparse
+    since = args.since
     enc = msgspec.json.Encoder()
 
     async def main() -> int:
@@ -145,19 +165,33 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def check_out(out: Path, *, force: bool) -> None:
+    """Refuse to write over a file, or over an earlier export, unless `force` says so."""
+    from mrl_actors.errors import ConfigError
 
+    earlier = [p for p in (out / "events.jsonl", out / "rollouts.zarr") if p.exists()]
+    if out.exists() and not out.is_dir():
+        if not force:
+            raise ConfigError(f"--out {out} is a file: choose a directory, or add --force")
+        out.unlink()
+    elif earlier and not force:
+        raise ConfigError(
+            f"--out {out} already holds an export ({earlier[0].name}): add --force to replace it"
+        )
+
+
+def _export(args: argparse.Namespace) -> int:
     import anyio
 
     from mrl_actors.see import inspect
 
-    where = [inspect.parse_where(w) for w in args.where]
+    check_out(args.out, force=args.force)
+    where = args.where
 
     async def main() -> dict[str, int]:
         async with _open(args) as log:
             records = log.read(kinds=args.kind, sources=args.sources)
-            return await inspect.export(records, Path(args.out), where=where)
+            return await inspect.export(records, args.out, where=where)
 
     counts = anyio.run(main)
     print(

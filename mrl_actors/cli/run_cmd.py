@@ -6,6 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from mrl_actors.checks import MAX_STEPS
+from mrl_actors.cli import args as types
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
@@ -13,23 +16,31 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run an experiment spec on this machine (embedded NATS server, one node)",
         description="Train the spec's policies concurrently, sharing experience through the log.",
     )
-    parser.add_argument("spec", nargs="?", type=Path, help="experiment spec (TOML)")
+    parser.add_argument("spec", nargs="?", type=types.spec_file, help="experiment spec (TOML)")
     parser.add_argument("--out", type=Path, help="run directory (default: runs/<run name>)")
     parser.add_argument(
-        "--resume", type=Path, metavar="RUN_DIR", help="continue a stopped or killed run"
+        "--resume",
+        type=types.existing_dir,
+        metavar="RUN_DIR",
+        help="continue a stopped or killed run",
     )
     parser.add_argument(
         "--compare", action="store_true", help="run the spec under every probe, print the table"
     )
     parser.add_argument(
-        "--seeds", default="", help="with --compare: comma-separated seeds (default: the spec's)"
+        "--seeds",
+        type=types.seeds,
+        default=[],
+        help="with --compare: comma-separated seeds (default: the spec's)",
     )
     parser.add_argument(
         "--probe", choices=["independent", "prp", "xgrpo", "sgt"], help="override run.probe"
     )
-    parser.add_argument("--steps", type=int, help="override run.steps")
     parser.add_argument(
-        "--stop-after", type=int, help=argparse.SUPPRESS
+        "--steps", type=types.int_in(1, MAX_STEPS), help="override run.steps (>= 1)"
+    )
+    parser.add_argument(
+        "--stop-after", type=types.int_in(1), help=argparse.SUPPRESS
     )  # take this many steps per policy and exit as if stopped (resume tests)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=_handle)
@@ -54,12 +65,16 @@ def _handle(args: argparse.Namespace) -> int:
         out = args.resume
     elif args.spec is None:
         raise ConfigError("mrl run needs a SPEC.toml (or --resume RUN_DIR)")
+    if args.seeds and not args.compare:
+        raise ConfigError("--seeds goes with --compare")
     else:
         spec, text = load_spec(args.spec)
         out = args.out or Path("runs") / spec.run.name
-    if args.probe or args.steps:
+    if args.probe is not None or args.steps is not None:
         run = msgspec.structs.replace(
-            spec.run, probe=args.probe or spec.run.probe, steps=args.steps or spec.run.steps
+            spec.run,
+            probe=spec.run.probe if args.probe is None else args.probe,
+            steps=spec.run.steps if args.steps is None else args.steps,
         )
         spec = msgspec.structs.replace(spec, run=run)
         text += (
@@ -73,7 +88,7 @@ def _handle(args: argparse.Namespace) -> int:
     bars = _Bars(enabled=not args.no_progress, total=spec.run.steps)
     try:
         if args.compare:
-            seeds = [int(s) for s in args.seeds.split(",") if s.strip()] or [spec.run.seed]
+            seeds = args.seeds or [spec.run.seed]
             anyio.run(
                 lambda: compare(spec, text, out, seeds=seeds, on_step=bars.step, on_run=bars.reset)
             )

@@ -12,6 +12,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from mrl_actors.cli.args import existing_dir
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("thl", help="tokenizer heterogeneity layer: check a tokenizer pair")
@@ -22,8 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    check.add_argument("--from", dest="src", required=True, help="peer tokenizer directory")
-    check.add_argument("--to", dest="dst", required=True, help="receiver tokenizer directory")
+    check.add_argument(
+        "--from", dest="src", type=existing_dir, required=True, help="peer tokenizer directory"
+    )
+    check.add_argument(
+        "--to", dest="dst", type=existing_dir, required=True, help="receiver tokenizer directory"
+    )
     check.add_argument(
         "--text-file", required=True, help="plain lines, or JSON lines with a 'text' field"
     )

@@ -10,7 +10,7 @@ from typing import Literal
 
 import msgspec
 
-from mrl_actors.errors import ConfigError
+from mrl_actors.checks import check_float, check_int
 
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 ScaleRewards = Literal["group", "batch", "none"]
@@ -62,18 +62,19 @@ class GRPOConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     is_cap: float | None = 3.0
 
     def __post_init__(self) -> None:
-        if self.epsilon < 0 or (self.epsilon_high is not None and self.epsilon_high < 0):
-            raise ConfigError(f"GRPOConfig.epsilon/epsilon_high must be >= 0, got {self.epsilon}")
-        if self.grad_accum < 1:
-            raise ConfigError(f"GRPOConfig.grad_accum must be >= 1, got {self.grad_accum}")
-        if self.temperature <= 0:
-            raise ConfigError(f"GRPOConfig.temperature must be > 0, got {self.temperature}")
-        if self.max_completion_length < 1:
-            raise ConfigError("GRPOConfig.max_completion_length must be >= 1")
-        if self.is_cap is not None and self.is_cap <= 0:
-            raise ConfigError(f"GRPOConfig.is_cap must be > 0 or None, got {self.is_cap}")
-        if self.beta < 0:
-            raise ConfigError(f"GRPOConfig.beta must be >= 0, got {self.beta}")
+        check_float(self, "epsilon", ge=0, lt=1)  # 1 - epsilon is the lower clip bound
+        check_float(self, "epsilon_high", ge=0, optional=True)
+        check_float(self, "beta", ge=0)
+        check_float(self, "lr", gt=0, le=1)
+        check_float(self, "adam_beta1", ge=0, lt=1)
+        check_float(self, "adam_beta2", ge=0, lt=1)
+        check_float(self, "adam_eps", gt=0)
+        check_float(self, "weight_decay", ge=0)
+        check_float(self, "max_grad_norm", ge=0, optional=True)
+        check_int(self, "grad_accum", 1, 4096)
+        check_float(self, "temperature", gt=0, le=100)
+        check_int(self, "max_completion_length", 1, 1_000_000)
+        check_float(self, "is_cap", gt=0, optional=True)
 
     @property
     def epsilon_low(self) -> float:
@@ -109,8 +110,6 @@ class OffPolicyLoss(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     coef: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.cap <= 0 or self.gamma <= 0 or self.coef < 0:
-            raise ConfigError(
-                f"OffPolicyLoss needs cap > 0, gamma > 0, coef >= 0; got {self.cap}, "
-                f"{self.gamma}, {self.coef}"
-            )
+        check_float(self, "cap", gt=0)
+        check_float(self, "gamma", gt=0)
+        check_float(self, "coef", ge=0)

@@ -23,10 +23,9 @@ from mrl_actors.events import (
     SuccessVerified,
 )
 from mrl_actors.grpo import OffPolicyLoss, Sample
+from mrl_actors.grpo.advantages import reward_std
 
 E = TypeVar("E")
-
-TRL_EPS = 1e-4  # TRL's GRPO adds this to the std before dividing
 
 
 @dataclass(frozen=True)
@@ -107,45 +106,13 @@ def is_fresh(version: int, peer_version: int, max_staleness: int) -> bool:
     return abs(version - peer_version) <= max_staleness
 
 
-def pooled_advantages(
-    rewards: np.ndarray,
-    pool: np.ndarray,
-    pool_weights: np.ndarray | None,
-    scale: Literal["group", "batch", "none"],
-    batch_std: float,
-) -> np.ndarray:
-    """Advantages of `rewards` against the baseline (and scale) of a reward pool.
-
-    rewards [G] float64, pool [K] float64 (contains the receiver's own rewards too), weights [K].
-    With uniform weights and `pool == rewards` this is exactly TRL's group advantage:
-    (r - mean) / (std + 1e-4), std unbiased. Weighted pools use the unbiased weighted variance
-    with reliability weights, V = sum w (r - mu)^2 / (sum w - sum w^2 / sum w).
-    `batch_std` is the std TRL would use for scale = "batch" (over the whole step's rewards).
-    """
-    w = np.ones_like(pool) if pool_weights is None else pool_weights
-    w_sum = w.sum()
-    mu = float((w * pool).sum() / w_sum)
-    adv = rewards - mu  # [G]
-    if scale == "none":
-        return adv
-    if scale == "batch":
-        return adv / (batch_std + TRL_EPS)
-    denom = w_sum - (w**2).sum() / w_sum
-    var = float((w * (pool - mu) ** 2).sum() / denom) if denom > 0 else 0.0
-    return adv / (np.sqrt(var) + TRL_EPS)
-
-
-def unbiased_std(values: np.ndarray) -> float:
-    return float(values.std(ddof=1)) if values.size > 1 else 0.0
-
-
 def own_rewards(inputs: PromptInputs) -> np.ndarray:
     return np.array([c.reward for c in inputs.own.event.completions], dtype=np.float64)
 
 
 def batch_std(prompts: Sequence[PromptInputs]) -> float:
     """TRL's scale_rewards = "batch": one std over every own reward of the step."""
-    return unbiased_std(np.concatenate([own_rewards(p) for p in prompts]))
+    return reward_std(np.concatenate([own_rewards(p) for p in prompts]))
 
 
 @dataclass(frozen=True)

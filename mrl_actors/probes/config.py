@@ -10,6 +10,8 @@ from typing import Literal
 
 import msgspec
 
+from mrl_actors.checks import check_float, check_int, fail
+
 ProbeName = Literal["independent", "prp", "xgrpo", "sgt"]
 PROBE_NAMES: tuple[ProbeName, ...] = ("independent", "prp", "xgrpo", "sgt")
 
@@ -23,6 +25,10 @@ class SharingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # How long a policy waits, each step, for peers' events on its own prompts before going on
     # without them. Waiting keeps sharing effective when policies run at different speeds.
     wait_for_peers_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        check_int(self, "max_staleness", 0, 1_000_000)
+        check_float(self, "wait_for_peers_s", ge=0, le=86_400)
 
 
 class PRPConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -40,6 +46,12 @@ class PRPConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     coef: float = 1.0  # weight of the peer-sample loss term relative to the on-policy term
     max_per_prompt: int = 8  # at most this many peer completions join one prompt's group
 
+    def __post_init__(self) -> None:
+        check_float(self, "cap", gt=0)
+        check_float(self, "gamma", gt=0)
+        check_float(self, "coef", ge=0)
+        check_int(self, "max_per_prompt", 1, 10_000)
+
 
 class XGRPOConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Cross-policy advantage sharing: peers' rewards set the receiver's baseline (value level)."""
@@ -52,6 +64,13 @@ class XGRPOConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     min_weight: float = 0.25
     max_weight: float = 4.0
 
+    def __post_init__(self) -> None:
+        check_float(self, "smoothing", ge=0)
+        check_float(self, "min_weight", gt=0)
+        check_float(self, "max_weight", gt=0)
+        if self.max_weight < self.min_weight:
+            fail("max_weight", f">= min_weight ({self.min_weight})", self.max_weight)
+
 
 class SGTConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Success-Gated Transfer: verified peer successes rescue prompts the receiver failed."""
@@ -62,6 +81,11 @@ class SGTConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     # "pooled": advantages over the receiver's failed group plus the rescue samples (LUFFY's mixed
     # group); "unit": rescue samples get advantage 1 and the receiver's own group is unchanged.
     advantage: Literal["pooled", "unit"] = "pooled"
+
+    def __post_init__(self) -> None:
+        check_float(self, "coef", ge=0)
+        check_float(self, "gamma", gt=0)
+        check_int(self, "k", 1, 10_000)
 
 
 class ProbesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from mrl_actors.grpo.advantages import pooled_advantages
 from mrl_actors.probes.common import (
     ProbeBatch,
     ProbeContext,
@@ -12,7 +13,6 @@ from mrl_actors.probes.common import (
     batch_std,
     own_rewards,
     own_samples,
-    pooled_advantages,
 )
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from mrl_actors.grpo import OffPolicyLoss, Sample
+from mrl_actors.grpo.advantages import pooled_advantages
 from mrl_actors.probes.common import (
     ProbeBatch,
     ProbeContext,
@@ -27,7 +28,6 @@ from mrl_actors.probes.common import (
     own_rewards,
     own_samples,
     peer_sample,
-    pooled_advantages,
     transfer_counted,
 )
 from mrl_actors.probes.config import SGTConfig

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mrl_actors.grpo.advantages import pooled_advantages
 from mrl_actors.probes.common import (
     ProbeBatch,
     ProbeContext,
@@ -21,7 +22,6 @@ from mrl_actors.probes.common import (
     is_fresh,
     own_rewards,
     own_samples,
-    pooled_advantages,
 )
 from mrl_actors.probes.config import XGRPOConfig
 

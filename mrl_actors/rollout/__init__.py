@@ -5,8 +5,8 @@ from mrl_actors.rollout.base import (
     Generation,
     RolloutEngine,
     SamplingConfig,
-    make_engine,
 )
+from mrl_actors.rollout.factory import make_engine
 from mrl_actors.rollout.prompts import encode_prompt
 
 __all__ = [

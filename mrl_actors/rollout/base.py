@@ -14,12 +14,14 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import msgspec
 import numpy as np
 
-from mrl_actors.errors import ConfigError
+from mrl_actors.checks import check_float, check_int, fail
 
 FinishReason = Literal["stop", "length"]
+# vLLM weight dtypes (`vllm.LLM(dtype=...)`).
+DTYPES = ("auto", "bfloat16", "float16", "half", "float32", "float")
 
 
-class SamplingConfig(msgspec.Struct, frozen=True, kw_only=True):
+class SamplingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """How completions are sampled."""
 
     # Softmax temperature; the learner's GRPOConfig.temperature must be the same.
@@ -34,15 +36,14 @@ class SamplingConfig(msgspec.Struct, frozen=True, kw_only=True):
     stop_at_eos: bool = True
 
     def __post_init__(self) -> None:
-        if self.temperature <= 0:
-            raise ConfigError(f"SamplingConfig.temperature must be > 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"SamplingConfig.top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise ConfigError("SamplingConfig.max_new_tokens must be >= 1")
+        check_float(self, "temperature", gt=0, le=100)
+        check_float(self, "top_p", gt=0, le=1)
+        check_int(self, "max_new_tokens", 1, 1_000_000)
+        if any(not x for x in self.stop):
+            fail("stop", "non-empty strings (an empty one stops before any token)", self.stop)
 
 
-class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
+class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Which engine generates, and how."""
 
     # "hf" (transformers, CPU or GPU) or "vllm" (GPU hosts with the `vllm` extra).
@@ -58,6 +59,12 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
     sync_dir: str = ""
     # HF only: sequences per forward pass while sampling (0 = all at once).
     batch_size: int = 0
+
+    def __post_init__(self) -> None:
+        check_float(self, "gpu_memory_utilization", gt=0, le=1)
+        if self.dtype not in DTYPES:
+            fail("dtype", "one of " + ", ".join(DTYPES), self.dtype)
+        check_int(self, "batch_size", 0, 1_000_000)
 
 
 @dataclass(frozen=True)
@@ -77,24 +84,15 @@ class RolloutEngine(Protocol):
     version: int
 
     def generate(
-        self, prompts: Sequence[np.ndarray], *, n: int, seed: int
+        self, prompts: Sequence[np.ndarray], *, n: int, seed: int, greedy: bool = False
     ) -> list[list[Generation]]:
-        """`n` completions for each prompt (int32 token ids): result[i][j] is prompt i's j-th."""
+        """`n` completions for each prompt (int32 token ids): result[i][j] is prompt i's j-th.
+
+        `greedy` takes the most likely token at every step (evaluation): the same stop strings,
+        end ids and length cap apply as when sampling (`seed` and `top_p` play no part).
+        """
         ...
 
     def sync_weights(self, model: Any, version: int) -> None:
         """Take the learner's weights (as of policy `version`)."""
         ...
-
-
-def make_engine(cfg: EngineConfig, model: Any, tokenizer: Any) -> RolloutEngine:
-    """The engine `cfg.kind` names; raises EngineUnavailableError when vLLM is not installed."""
-    if cfg.kind == "hf":
-        from mrl_actors.rollout.hf import HFEngine
-
-        return HFEngine(model, tokenizer, cfg.sampling, batch_size=cfg.batch_size)
-    if cfg.kind == "vllm":
-        from mrl_actors.rollout.vllm_engine import VLLMEngine
-
-        return VLLMEngine.from_model(model, tokenizer, cfg)
-    raise ConfigError(f"unknown engine kind {cfg.kind!r}: use 'hf' or 'vllm'")

@@ -75,7 +75,7 @@ class HFEngine:
         self.version = version
 
     def generate(
-        self, prompts: Sequence[np.ndarray], *, n: int, seed: int
+        self, prompts: Sequence[np.ndarray], *, n: int, seed: int, greedy: bool = False
     ) -> list[list[Generation]]:
         flat = [p for p in prompts for _ in range(n)]  # prompt-major: [len(prompts) * n]
         bs = self.batch_size or len(flat)
@@ -83,7 +83,7 @@ class HFEngine:
         out: list[Generation] = []
         for start in range(0, len(flat), bs):
             gen = torch.Generator(device=dev).manual_seed(seed + start)
-            out.extend(self._generate_batch(flat[start : start + bs], gen))
+            out.extend(self._generate_batch(flat[start : start + bs], gen, greedy=greedy))
         return [out[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     def _stop_tail(self, prompt: np.ndarray, tokens: list[int]) -> str:
@@ -108,7 +108,7 @@ class HFEngine:
 
     @torch.no_grad()
     def _generate_batch(
-        self, prompts: Sequence[np.ndarray], gen: torch.Generator
+        self, prompts: Sequence[np.ndarray], gen: torch.Generator, *, greedy: bool = False
     ) -> list[Generation]:
         s = self.sampling
         dev = next(self.model.parameters()).device
@@ -132,7 +132,7 @@ class HFEngine:
         reason: list[str] = ["length"] * b
         for _ in range(s.max_new_tokens):
             logits = lm_head(hidden).float() / s.temperature  # [B, V]
-            tok = sample_top_p(logits, s.top_p, gen)
+            tok = logits.argmax(-1) if greedy else sample_top_p(logits, s.top_p, gen)  # [B]
             lp = torch.log_softmax(logits, -1).gather(-1, tok.unsqueeze(-1)).squeeze(-1)  # [B]
             tok_l, lp_l = tok.tolist(), lp.tolist()
             for i in range(b):

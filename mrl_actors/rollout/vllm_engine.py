@@ -48,12 +48,17 @@ def require_vllm() -> Any:
     return vllm
 
 
-def sampling_kwargs(s: SamplingConfig, n: int, seed: int) -> dict[str, Any]:
-    """Keyword arguments for `vllm.SamplingParams` equivalent to `s` (n samples, seeded)."""
+def sampling_kwargs(
+    s: SamplingConfig, n: int, seed: int, *, greedy: bool = False
+) -> dict[str, Any]:
+    """Keyword arguments for `vllm.SamplingParams` equivalent to `s` (n samples, seeded).
+
+    `greedy`: temperature 0, vLLM's greedy decoding; stops, end ids and the cap are unchanged.
+    """
     return {
         "n": n,
-        "temperature": s.temperature,
-        "top_p": s.top_p,
+        "temperature": 0.0 if greedy else s.temperature,
+        "top_p": 1.0 if greedy else s.top_p,
         "max_tokens": s.max_new_tokens,
         "stop": list(s.stop) or None,
         "include_stop_str_in_output": True,
@@ -143,10 +148,10 @@ class VLLMEngine:
             return vllm.LLM(**kwargs)
 
     def generate(
-        self, prompts: Sequence[np.ndarray], *, n: int, seed: int
+        self, prompts: Sequence[np.ndarray], *, n: int, seed: int, greedy: bool = False
     ) -> list[list[Generation]]:
         vllm = require_vllm()
-        params = vllm.SamplingParams(**sampling_kwargs(self.cfg.sampling, n, seed))
+        params = vllm.SamplingParams(**sampling_kwargs(self.cfg.sampling, n, seed, greedy=greedy))
         reqs = [{"prompt_token_ids": [int(t) for t in p]} for p in prompts]
         outs = self._llm.generate(reqs, params, use_tqdm=False)
         return [[to_generation(o, self.tokenizer, self.eos_id) for o in r.outputs] for r in outs]

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import msgspec
 
+from mrl_actors.checks import fail
 from mrl_actors.errors import ConfigError
 from mrl_actors.tasks.arithmetic import ArithmeticConfig, ArithmeticTask
 from mrl_actors.tasks.base import Task, TaskItem, Verdict, derive_seed
 from mrl_actors.tasks.countdown import CountdownConfig, CountdownTask
 from mrl_actors.tasks.math import MathConfig, MathTask, verify_math
 
+TASK_KINDS = ("arithmetic", "countdown", "math")  # what `make_task` builds
 
-class TaskConfig(msgspec.Struct, frozen=True, kw_only=True):
+
+class TaskConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Which task a policy trains on; only the block for `kind` is read."""
 
     # "arithmetic" (synthetic), "countdown" (synthetic) or "math" (local GSM8K/MATH-style file).
@@ -25,6 +28,12 @@ class TaskConfig(msgspec.Struct, frozen=True, kw_only=True):
     countdown: CountdownConfig = msgspec.field(default_factory=CountdownConfig)
     # Settings of a math dataset; required when kind == "math".
     math: MathConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in TASK_KINDS:
+            fail("kind", "one of " + ", ".join(TASK_KINDS), self.kind)
+        if self.kind == "math" and self.math is None:
+            fail("math", "a [task.math] block with `path` when kind = 'math'", None)
 
 
 def make_task(cfg: TaskConfig) -> Task:

@@ -15,13 +15,14 @@ import re
 import msgspec
 import numpy as np
 
+from mrl_actors.checks import check_int, fail
 from mrl_actors.tasks.base import TaskItem, Verdict, derive_seed, sample_from, shuffled
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")  # the whole first number: "12.5" is not "12"
 _MAX_SCAN = 10_000  # characters of a completion the verifier looks at (huge ones are cut)
 
 
-class ArithmeticConfig(msgspec.Struct, frozen=True, kw_only=True):
+class ArithmeticConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The synthetic arithmetic task."""
 
     # Operands are drawn from [0, max_operand].
@@ -32,6 +33,12 @@ class ArithmeticConfig(msgspec.Struct, frozen=True, kw_only=True):
     size: int = 512
     # Seed of the item set itself (separate from the run seed, so runs share one task).
     data_seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_int(self, "max_operand", 0, 1_000_000)
+        if not self.ops or any(op not in ("+", "-", "*") for op in self.ops):
+            fail("ops", 'a non-empty list of "+", "-", "*"', list(self.ops))
+        check_int(self, "size", 1, 1_000_000)
 
 
 class ArithmeticTask:

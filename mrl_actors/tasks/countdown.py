@@ -14,6 +14,7 @@ from fractions import Fraction
 import msgspec
 import numpy as np
 
+from mrl_actors.checks import check_int
 from mrl_actors.tasks.base import TaskItem, Verdict, derive_seed, sample_from, shuffled
 
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
@@ -22,7 +23,7 @@ _MAX_SCAN = 20_000
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 
 
-class CountdownConfig(msgspec.Struct, frozen=True, kw_only=True):
+class CountdownConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The countdown task."""
 
     # How many numbers each item offers.
@@ -33,6 +34,11 @@ class CountdownConfig(msgspec.Struct, frozen=True, kw_only=True):
     size: int = 512
     # Seed of the item set itself.
     data_seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_int(self, "n_numbers", 2, 10)  # longer expressions pass the verifier's length cap
+        check_int(self, "max_number", 1, 1_000_000)
+        check_int(self, "size", 1, 1_000_000)
 
 
 def _evaluate(node: ast.AST, used: list[int]) -> Fraction:

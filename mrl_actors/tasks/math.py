@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from mrl_actors.checks import check_int, fail
 from mrl_actors.errors import ConfigError
 from mrl_actors.logs import get_logger
 from mrl_actors.tasks.base import TaskItem, Verdict, sample_from, shuffled
@@ -177,7 +178,7 @@ def math_equal(gold: str, predicted: str, timeout: int = 5) -> bool:
         return False
 
 
-class MathConfig(msgspec.Struct, frozen=True, kw_only=True):
+class MathConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A math word-problem dataset on local disk."""
 
     # A .jsonl/.json or .parquet file (or a directory of them) readable by `datasets`.
@@ -190,6 +191,14 @@ class MathConfig(msgspec.Struct, frozen=True, kw_only=True):
     style: str = "gsm8k"
     # Completions longer than this are judged on their last `max_chars` characters only.
     max_chars: int = 4000
+
+    def __post_init__(self) -> None:
+        for field in ("path", "question_field", "answer_field"):
+            if not getattr(self, field):
+                fail(field, "a non-empty string", getattr(self, field))
+        if self.style not in ("gsm8k", "boxed"):
+            fail("style", "'gsm8k' or 'boxed'", self.style)
+        check_int(self, "max_chars", 1, 10_000_000)
 
 
 def load_items(path: str, question_field: str, answer_field: str, prefix: str) -> list[TaskItem]:

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 import msgspec
 
+from mrl_actors.checks import check_float, check_int
+
 
 class Residual(msgspec.Struct, frozen=True):
     """What one transfer cost. Shares are in [0, 1]; counts are per sequence."""
@@ -47,6 +49,12 @@ class ResidualBudget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Accept peer bytes that are not valid UTF-8 (a character cut by the length limit). They are
     # still lossy (and so rejected) unless the receiver reproduces them with byte tokens.
     allow_invalid_utf8: bool = True
+
+    def __post_init__(self) -> None:
+        check_float(self, "max_nm_byte_share", ge=0, le=1)
+        check_int(self, "max_span_bytes", 1, 1 << 30)
+        check_int(self, "max_span_tokens", 1, 1 << 30)
+        check_float(self, "min_one_to_one_share", ge=0, le=1)
 
     def check(self, r: Residual) -> str:
         """The reason this residual is over budget, or "" when it is within it."""

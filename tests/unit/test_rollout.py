@@ -231,3 +231,47 @@ def test_a_stop_string_with_a_leading_space_at_the_start_is_seen(models_dir: Pat
     eng = HFEngine(model, tok, SamplingConfig(max_new_tokens=5, stop=(" the",)))
     for g in (g for gs in eng.generate(_prompts(tok), n=2, seed=0) for g in gs):
         assert g.token_ids.tolist() == [the] and g.finish_reason == "stop"
+
+
+def test_greedy_decoding_is_transformers_greedy(tiny: tuple[Any, Any]) -> None:
+    """greedy=True takes the argmax at every step: the tokens `model.generate(do_sample=False)`
+    gives for each prompt alone, also when prompts of different lengths share a padded batch."""
+    model, tok = tiny
+    eng = HFEngine(model, tok, SamplingConfig(max_new_tokens=8))
+    prompts = _prompts(tok)
+    batched = eng.generate(prompts, n=1, seed=0, greedy=True)
+    for p, gens in zip(prompts, batched, strict=True):
+        ids = torch.from_numpy(p.astype(np.int64))[None]
+        ref = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=8,
+            pad_token_id=tok.pad_token_id or 0,
+        )[0, len(p) :]
+        assert gens[0].token_ids.tolist() == ref.tolist()
+
+
+def test_greedy_ignores_the_seed_and_keeps_stop_strings(models_dir: Path) -> None:
+    """Evaluation decodes greedily through the engine, so it ends where training's samples end."""
+    model, tok = build_tiny(models_dir / "gpt2", hidden_size=32, layers=1, heads=2, seed=1)
+    eng = HFEngine(model, tok, SamplingConfig(max_new_tokens=40, stop=("e",)))
+    a = eng.generate(_prompts(tok), n=2, seed=1, greedy=True)
+    b = eng.generate(_prompts(tok), n=2, seed=2, greedy=True)
+    flat = lambda r: [g.token_ids.tolist() for gs in r for g in gs]  # noqa: E731
+    assert flat(a) == flat(b) and all(
+        gs[0].token_ids.tolist() == gs[1].token_ids.tolist() for gs in a
+    )
+    for g in (g for gs in a for g in gs):
+        if g.finish_reason == "stop":
+            assert "e" in g.text and "e" not in tok.decode(g.token_ids[:-1].tolist())
+        else:
+            assert len(g.token_ids) == 40
+
+
+def test_vllm_greedy_request_is_temperature_zero() -> None:
+    kw = sampling_kwargs(
+        SamplingConfig(temperature=0.7, top_p=0.9, stop=("\n",)), 1, 3, greedy=True
+    )
+    assert (kw["temperature"], kw["top_p"], kw["n"], kw["stop"]) == (0.0, 1.0, 1, ["\n"])
+    assert kw["ignore_eos"] is False and kw["max_tokens"] == 64
