@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Literal
 
 import numpy as np
 
@@ -23,18 +23,9 @@ from mrl_actors.events import (
     SuccessVerified,
 )
 from mrl_actors.grpo import OffPolicyLoss, Sample
-
-E = TypeVar("E")
+from mrl_actors.see.record import Record as Seen  # an event with its stream sequence
 
 TRL_EPS = 1e-4  # TRL's GRPO adds this to the std before dividing
-
-
-@dataclass(frozen=True)
-class Seen(Generic[E]):
-    """An event together with the stream sequence it was stored at."""
-
-    seq: int
-    event: E
 
 
 @dataclass(frozen=True)
