@@ -25,7 +25,14 @@ from typing import Any
 import numpy as np
 
 from mrl_actors.errors import ConfigError, EventDecodeError
-from mrl_actors.events import AnyEvent, DeadLettered, RolloutGroupCompleted, decode, to_builtins
+from mrl_actors.events import (
+    AnyEvent,
+    BlobPointer,
+    DeadLettered,
+    RolloutGroupCompleted,
+    decode,
+    to_builtins,
+)
 from mrl_actors.see.deadletter import DeadLetters, error_kind
 from mrl_actors.see.port import LogPort
 from mrl_actors.see.record import Record
@@ -242,8 +249,13 @@ async def stats(log: LogPort, dead: DeadLetters | None = None) -> Stats:
         out.total.add(len(data), t)
         try:
             ev = decode(data, max_bytes=log.config.max_event_bytes)
-            if subject != f"{log.config.prefix}.{ev.run}.{ev.KIND}.{ev.source}":
-                raise _schema(f"seq {seq}: {type(ev).__name__} on {subject}")
+            kind_of = ev.KIND
+            if isinstance(ev, BlobPointer):  # stored on the subject of the event it stands for
+                kind_of = ev.kind
+                if ev.ref.size > log.config.max_event_bytes:
+                    raise _error("oversized", f"seq {seq}: blob of {ev.ref.size} bytes")
+            if subject != f"{log.config.prefix}.{ev.run}.{kind_of}.{ev.source}":
+                raise _error("schema", f"seq {seq}: {type(ev).__name__} on {subject}")
         except EventDecodeError as exc:
             out.undecodable += 1
             out.bad_by_error[error_kind(exc)] += 1
@@ -255,9 +267,9 @@ async def stats(log: LogPort, dead: DeadLetters | None = None) -> Stats:
     return out
 
 
-def _schema(message: str) -> EventDecodeError:
+def _error(kind: str, message: str) -> EventDecodeError:
     err = EventDecodeError(message)
-    err.kind = "schema"  # type: ignore[attr-defined]
+    err.kind = kind  # type: ignore[attr-defined]
     return err
 
 
