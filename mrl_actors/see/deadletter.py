@@ -10,15 +10,19 @@ duplicate window stores a retried publish once, and before its first publish a r
 dead letters it already wrote (a resumed actor re-reads the whole log) and skips those.
 
 Read-only tools are `best_effort`: a refused publish (no permission, a read-only store) is logged
-once and publishing stops; the count and the warnings remain. Actors are not: a dead letter they
+once and publishing stops (a publish the server does not answer is given up after 3 s); the
+count and the warnings remain. Actors are not: a dead letter they
 cannot publish is a broken log, and the error propagates.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from typing import TYPE_CHECKING
+
+import anyio
 
 from mrl_actors.errors import EventDecodeError
 from mrl_actors.events import DeadLettered, decode, event_id
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
 
 RAW_PREFIX_BYTES = 4096
 _REASON_CHARS = 1000
+BEST_EFFORT_WAIT_S = 3.0  # how long a read-only tool waits for a dead letter's ack
 
 
 def error_kind(exc: EventDecodeError) -> str:
@@ -91,10 +96,12 @@ class DeadLetters:
         if not self.publish or not letters:
             return
         try:
-            done = await self._already()
-            fresh = [dl for dl in letters if dl.original_seq not in done]
-            if fresh:
-                await self.log.append_many(fresh)
+            # a refused publish (no permission) is never answered: wait for it only so long
+            with anyio.fail_after(BEST_EFFORT_WAIT_S if self.best_effort else math.inf):
+                done = await self._already()
+                fresh = [dl for dl in letters if dl.original_seq not in done]
+                if fresh:
+                    await self.log.append_many(fresh)
         except Exception as exc:  # permission, a read-only store, a lost connection
             if not self.best_effort:
                 raise
