@@ -254,6 +254,8 @@ async def stats(log: LogPort, dead: DeadLetters | None = None) -> Stats:
                 kind_of = ev.kind
                 if ev.ref.size > log.config.max_event_bytes:
                     raise _error("oversized", f"seq {seq}: blob of {ev.ref.size} bytes")
+                if ev.ref.key != ev.ref.sha256 or not re.fullmatch(r"[0-9a-f]{64}", ev.ref.key):
+                    raise _error("schema", f"seq {seq}: blob key {ev.ref.key[:80]!r}")
             if subject != f"{log.config.prefix}.{ev.run}.{kind_of}.{ev.source}":
                 raise _error("schema", f"seq {seq}: {type(ev).__name__} on {subject}")
         except EventDecodeError as exc:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from mrl_actors.see.writer import OwnedWriter
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _HEADROOM = 8 * 1024  # subject, headers and protocol overhead on top of the payload
 
 
@@ -270,6 +271,8 @@ class EventLog:
             ref = event.ref
             if ref.size > self.config.max_event_bytes:
                 raise _decode_error("oversized", f"seq {seq}: blob of {ref.size} bytes")
+            if ref.key != ref.sha256 or not _SHA256.match(ref.key):  # blobs are content-keyed
+                raise _decode_error("schema", f"seq {seq}: blob key {ref.key[:80]!r}")
             try:
                 blob = await self.blobs.get(ref)
             except BlobIntegrityError as exc:

@@ -130,3 +130,25 @@ def test_log_tools_read_any_subject_shape_and_any_bytes(
     assert main(["log", "export", str(odd_run_dir), "--out", str(tmp_path / "e")]) == 0
     rows = (tmp_path / "e" / "events.jsonl").read_text().splitlines()
     assert sum('"RolloutGroupCompleted.v1"' in r for r in rows) == 2
+
+
+@async_test
+async def test_a_blob_pointer_with_a_foreign_key_is_dead_lettered_without_a_fetch(
+    nats_server: EmbeddedServer,
+) -> None:
+    """A pointer's key reaches the blob store only when it is the blob's sha256 (blobs are
+    content-keyed): a key like `../x y` is refused as `schema` before any request is made."""
+    import msgspec
+
+    nc = await connect(nats_server.client(user="admin"))
+    try:
+        log = await EventLog.open(nc, "t1")
+        ref = {"store": "object", "key": "../x y", "sha256": "0" * 64, "size": 10}
+        pointer = {"type": "BlobPointer.v1", "run": "t1", "source": "qwen", "event_id": "e"}
+        data = msgspec.msgpack.encode({**pointer, "kind": "rollout", "ref": ref})
+        await log.js.publish("mrl.t1.rollout.qwen", data)
+        dead = DeadLetters(log, "qwen")
+        assert [r async for r in log.read(dead_letters=dead)] == []
+        assert dead.by_error == {"schema": 1}
+    finally:
+        await nc.close()

@@ -2,11 +2,11 @@
 
 Two runs of the same tiny spec on this machine: a clean one, and one into which a client with
 write permission publishes, while the actors follow the log, garbage on every kind's subject:
-random bytes, invalid UTF-8 (`b"\\xa1\\xff"`, which used to end a run), unknown tags, valid events
-of the wrong kind, NaN arrays, a blob pointer above the size limit and a 2 MiB payload. The
-dirty run ends with the same final weights per policy; each bad message a policy actor folds
-over becomes exactly one dead letter of that actor; and resume, `mrl log tail|stats|export` and
-the report all work on that log afterwards.
+random bytes, invalid UTF-8 (`b"\\xa1\\xff"`, which used to end a run), unknown tags, valid
+events of the wrong kind, NaN arrays, blob pointers above the size limit or with a bad key, and
+a 2 MiB payload. The dirty run ends with the same final weights per policy; each bad message a
+policy actor folds over becomes exactly one dead letter of that actor; and resume,
+`mrl log tail|stats|export` and the report all work on that log afterwards.
 """
 
 from __future__ import annotations
@@ -125,7 +125,18 @@ def bad_payloads(run: str, kind: str, source: str, rng: random.Random) -> list[b
             "ref": {"store": "object", "key": "k", "sha256": "0" * 64, "size": 1 << 40},
         }
     )
+    bad_key = msgspec.msgpack.encode(
+        {
+            "type": "BlobPointer.v1",
+            "run": run,
+            "source": source,
+            "event_id": f"{run}/blob/{source}/key",
+            "kind": kind,
+            "ref": {"store": "object", "key": "../no such key", "sha256": "0" * 64, "size": 10},
+        }
+    )
     return [
+        bad_key,
         b"\xa1\xff",
         rng.randbytes(64),
         msgspec.msgpack.encode({"type": "Bogus.v9", "run": run}),
@@ -239,7 +250,7 @@ def test_a_run_survives_garbage_on_every_subject(
         for seq in seqs
         if subject.split(".")[2] in FOLDED and subject.split(".")[3] in POLICIES
     )
-    assert len(folded) == len(FOLDED) * len(POLICIES) * 6 + len(POLICIES)
+    assert len(folded) == len(FOLDED) * len(POLICIES) * 7 + len(POLICIES)
     dead = _dead_by_reader(recs)
     for policy in POLICIES:
         assert sorted(dead[policy]) == folded, policy  # every one, once
