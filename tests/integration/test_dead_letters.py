@@ -152,3 +152,25 @@ async def test_a_blob_pointer_with_a_foreign_key_is_dead_lettered_without_a_fetc
         assert dead.by_error == {"schema": 1}
     finally:
         await nc.close()
+
+
+@async_test
+async def test_an_owned_writer_steps_over_garbage_but_not_over_another_writer(
+    nats_server: EmbeddedServer, make_rollout: MakeRollout
+) -> None:
+    """Garbage on a policy's subject used to fail its next owned publish as a writer conflict."""
+    from mrl_actors.errors import WriterConflictError
+
+    nc = await connect(nats_server.client(user="admin"))
+    try:
+        log = await EventLog.open(nc, "t1")
+        writer = log.writer("qwen")
+        await writer.append(make_rollout("t1", "qwen", 0))
+        await log.js.publish("mrl.t1.rollout.qwen", b"\xa1\xff")
+        await log.js.publish("mrl.t1.rollout.qwen", b"\xc1")
+        assert await writer.append(make_rollout("t1", "qwen", 1)) == 4
+        await log.writer("qwen").append(make_rollout("t1", "qwen", 2))  # a second live writer
+        with pytest.raises(WriterConflictError):
+            await writer.append(make_rollout("t1", "qwen", 3))
+    finally:
+        await nc.close()
