@@ -88,7 +88,7 @@ class PolicyActor:
         )
         self._log = get_logger(__name__, run=self.run_id, actor="policy", policy=self.name)
         self.dead_letters = DeadLetters(log, self.name)
-        self._changed = anyio.Event()  # set (and replaced) after every fold
+        self._changed: anyio.Event | None = None  # set (and replaced) after every fold
         self._writer: Any = None
         self._eval_items = rt.task.items(derive_seed(rt.spec.run.seed, "eval"))[
             : rt.spec.run.eval_size
@@ -124,12 +124,15 @@ class PolicyActor:
     def _fold(self, rec: Record[AnyEvent]) -> None:
         self.state = evolve(self.state, rec)
         changed, self._changed = self._changed, anyio.Event()
-        changed.set()  # wakes every `_until` waiting on the state
+        if changed is not None:
+            changed.set()  # wakes every `_until` waiting on the state
 
     async def _until(self, ready: Callable[[], bool], timeout: float) -> bool:
         """Wait (at most `timeout` s) until `ready()` holds; it is rechecked after each fold."""
         with anyio.move_on_after(timeout):
             while not ready():
+                if self._changed is None:
+                    self._changed = anyio.Event()
                 await self._changed.wait()
             return True
         return ready()
