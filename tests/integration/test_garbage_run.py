@@ -36,7 +36,7 @@ from mrl_actors.events import (
 from mrl_actors.log import EventLog
 from mrl_actors.server import SERVER_INFO, ServerInfo, open_run_dir
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 RUN = "garbage"
 POLICIES = ("gpt2", "llama")
