@@ -383,34 +383,51 @@ def encode(event: Event) -> bytes:
 def decode(data: bytes, *, max_bytes: int = MAX_EVENT_BYTES) -> AnyEvent:
     """Decode one event, upcasting older versions; raise `EventDecodeError` with the reason.
 
-    The error's `kind` attribute is one of the `DeadLettered.error` values.
+    Total over bytes: whatever the input, the only exception that leaves is `EventDecodeError`
+    (its `kind` attribute is one of the `DeadLettered.error` values), so a reader can always
+    dead-letter a message and go on. msgspec reports bad UTF-8 as `UnicodeDecodeError`, checks
+    in `__post_init__` as `ValidationError`, deep nesting as `RecursionError`; an upcast can
+    fail in any way its old payload allows. All of them end here.
     """
-    if len(data) > max_bytes:
-        raise _error("oversized", f"payload is {len(data)} bytes, limit {max_bytes}")
+    try:
+        size = len(data)
+    except TypeError as exc:
+        raise _error("garbage", f"payload is a {type(data).__name__}, not bytes") from exc
+    if size > max_bytes:
+        raise _error("oversized", f"payload is {size} bytes, limit {max_bytes}")
     try:
         return _decoder.decode(data)
     except msgspec.ValidationError as exc:
         return _decode_slow(data, exc)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise _error("garbage", f"not a msgpack event: {exc}") from exc
+    except RecursionError as exc:
+        raise _error("garbage", "not a msgpack event: nested too deeply") from exc
+    except Exception as exc:  # untrusted bytes: any other failure is still a bad message
+        raise _error("garbage", f"not a msgpack event: {type(exc).__name__}: {exc}") from exc
 
 
 def _decode_slow(data: bytes, first: msgspec.ValidationError) -> AnyEvent:
     """Second look at a payload the typed decoder refused: upcast, or classify the failure."""
     try:
         raw = _raw_decoder.decode(data)
-    except msgspec.DecodeError as exc:  # pragma: no cover - typed decoder would have said so
-        raise _error("garbage", str(exc)) from exc
+    except Exception as exc:  # the typed decoder parsed it, but stay total
+        raise _error("garbage", f"not a msgpack event: {type(exc).__name__}: {exc}") from exc
     tag = raw.get("type") if isinstance(raw, dict) else None
     if isinstance(tag, str) and tag in UPCASTS:
         try:
             return msgspec.convert(UPCASTS[tag](raw), AnyEvent)
-        except (msgspec.ValidationError, KeyError, TypeError) as exc:
-            raise _error("schema", f"upcast of {tag} failed: {exc}") from exc
+        except Exception as exc:  # an old payload of any shape: missing keys, wrong types
+            raise _error("schema", f"upcast of {tag} failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(tag, str) or tag not in _KNOWN_TAGS:
-        raise _error("unknown_tag", f"unknown event tag {tag!r}") from first
+        raise _error("unknown_tag", f"unknown event tag {_short(tag)}") from first
     kind = "non_finite" if "must be finite" in str(first) else "schema"
     raise _error(kind, f"{tag}: {first}") from first
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _error(kind: str, message: str) -> EventDecodeError:

@@ -15,43 +15,56 @@ import anyio
 
 from mrl_actors.actors.runtime import PolicyRuntime
 from mrl_actors.actors.state import assemble, split_consumed
-from mrl_actors.errors import MrlError
-from mrl_actors.events import LearnerStepCompleted
+from mrl_actors.errors import EventDecodeError, MrlError
+from mrl_actors.events import Event, LearnerStepCompleted
 from mrl_actors.logs import get_logger
-from mrl_actors.probes import Seen
 from mrl_actors.probes.config import PROBE_NAMES, ProbeName
+from mrl_actors.see.deadletter import DeadLetters
+from mrl_actors.see.port import LogPort
+from mrl_actors.see.record import Record
 
 
 class ReplayMismatchError(MrlError):
     """Replayed weights differ from the checksum a learner step logged."""
 
 
-async def learner_steps(log: object, policy: str) -> list[LearnerStepCompleted]:
-    """A policy's learner steps in log order."""
+async def learner_steps(log: LogPort, policy: str) -> list[LearnerStepCompleted]:
+    """A policy's learner steps in log order.
+
+    Replay runs as the policy (before its actor starts), so a bad message on its learner subject
+    becomes a dead letter of that policy, as in its actor's fold, and is skipped.
+    """
     out = []
-    async for rec in log.read(start_seq=1, kinds=["learner"], sources=[policy]):  # type: ignore[attr-defined]
+    dead = DeadLetters(log, policy)
+    async for rec in log.read(start_seq=1, kinds=["learner"], sources=[policy], dead_letters=dead):
         if isinstance(rec.event, LearnerStepCompleted) and rec.event.policy == policy:
             out.append(rec.event)
     return out
 
 
 async def replay(
-    log: object, rt: PolicyRuntime, *, upto: int | None = None, verify: bool = True
+    log: LogPort, rt: PolicyRuntime, *, upto: int | None = None, verify: bool = True
 ) -> int:
     """Re-run `rt`'s logged learner steps 1..`upto` (all by default); returns the steps replayed."""
     steps = await learner_steps(log, rt.name)
     steps = steps[:upto] if upto is not None else steps
     logger = get_logger(__name__, policy=rt.name)
     for ev in steps:
-        records = []
+        records: list[Record[Event]] = []
         for c in ev.consumed:
-            rec = await log.get(c.seq)  # type: ignore[attr-defined]
+            try:
+                rec = await log.get(c.seq)
+            except EventDecodeError as exc:
+                raise ReplayMismatchError(
+                    f"{rt.name} step {ev.step}: seq {c.seq}, which the step consumed, no longer "
+                    f"decodes ({exc}); the log was altered"
+                ) from exc
             if rec.event.event_id != c.event_id:
                 raise ReplayMismatchError(
                     f"{rt.name} step {ev.step}: seq {c.seq} holds {rec.event.event_id!r}, the step "
                     f"recorded {c.event_id!r}"
                 )
-            records.append(Seen(rec.seq, rec.event))
+            records.append(rec)
         own, peers = split_consumed(rt.name, records)
         probe = _probe(ev)
         await anyio.to_thread.run_sync(rt.learn, probe, assemble(own, peers), ev.step - 1)

@@ -40,7 +40,11 @@ _PLOTS: tuple[tuple[str, str], ...] = (
 
 
 def summarize(events: Iterable[Event]) -> dict[str, Any]:
-    """Fold a run's events into the summary the report and `--compare` read."""
+    """Fold a run's events into the summary the report and `--compare` read.
+
+    Like the actors' fold, a policy's registration or learner step counts only from that
+    policy's own subject (`policy == source`); anything else is left out of the summary.
+    """
     run: dict[str, Any] = {}
     policies: dict[str, dict[str, Any]] = {}
     series: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
@@ -51,6 +55,8 @@ def summarize(events: Iterable[Event]) -> dict[str, Any]:
         sources[f"{ev.KIND}/{ev.source}"] += 1
         if isinstance(ev, RunStarted):
             run.update(name=ev.run, seed=ev.seed, code_version=ev.code_version, probes=ev.probes)
+        elif isinstance(ev, PolicyRegistered | LearnerStepCompleted) and ev.policy != ev.source:
+            continue
         elif isinstance(ev, PolicyRegistered):
             policies[ev.policy] = {
                 "family": ev.family,

@@ -152,6 +152,7 @@ async def run_once(
 
     from mrl_actors.node import run_node
     from mrl_actors.report import render_html, summarize
+    from mrl_actors.see.deadletter import DeadLetters
     from mrl_actors.server import SERVER_INFO
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -176,7 +177,8 @@ async def run_once(
                     summary={"wall_time_s": time.perf_counter() - t0},
                 )
             )
-        events = [rec.event async for rec in log.read(start_seq=1)]
+        dead = DeadLetters(log, "mrl", best_effort=True)  # the summary survives any message
+        events = [rec.event async for rec in log.read(start_seq=1, dead_letters=dead)]
         summary = summarize(events)
         summary["run"]["probe"] = spec.run.probe
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")

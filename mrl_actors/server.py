@@ -29,13 +29,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 import msgspec
 
 from mrl_actors.errors import ServerError
 from mrl_actors.logs import get_logger
+
+if TYPE_CHECKING:
+    from mrl_actors.connection import ConnectionConfig
 
 STORE_SUBDIR = "nats"
 SERVER_INFO = "server.json"
@@ -51,6 +54,12 @@ class ServerInfo(msgspec.Struct, frozen=True, kw_only=True):
     pid: int
     run: str = ""  # the run id whose stream lives there, when known
     store_dir: str = ""
+
+    def client(self, user: str = "admin") -> ConnectionConfig:
+        """How `user` connects to this server (one token for every user until per-actor users)."""
+        from mrl_actors.connection import ConnectionConfig
+
+        return ConnectionConfig(url=self.url, token=self.token)
 
 
 def nats_server_binary() -> str:
@@ -132,6 +141,12 @@ class EmbeddedServer:
         if self._proc is None:
             raise ServerError("embedded nats-server is not running")
         return self._proc.pid
+
+    def client(self, user: str = "admin") -> ConnectionConfig:
+        """How `user` connects to this server (one token for every user until per-actor users)."""
+        from mrl_actors.connection import ConnectionConfig
+
+        return ConnectionConfig(url=self.url, token=self.token)
 
     def info(self, run: str = "") -> ServerInfo:
         return ServerInfo(

@@ -20,7 +20,7 @@ Blocking work (sampling, THL, the learner step) runs in worker threads so the lo
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from mrl_actors.actors.state import (
 )
 from mrl_actors.errors import LogError
 from mrl_actors.events import (
+    AnyEvent,
     CheckpointSaved,
     ConsumedEvent,
     Event,
@@ -53,10 +54,12 @@ from mrl_actors.events import (
     pack_f32,
 )
 from mrl_actors.logs import get_logger
-from mrl_actors.probes import PEER_KIND, Seen
+from mrl_actors.probes import PEER_KIND
+from mrl_actors.see.deadletter import DeadLetters
+from mrl_actors.see.port import LogPort
+from mrl_actors.see.record import Record
 from mrl_actors.tasks import derive_seed
 
-FOLLOW_POLL_S = 0.05
 FOLD_TIMEOUT_S = 120.0  # how long the live fold may lag behind this actor's own appends
 
 
@@ -70,7 +73,7 @@ class ActorOptions:
 
 
 class PolicyActor:
-    def __init__(self, log: Any, rt: PolicyRuntime, run_dir: Path, opts: ActorOptions) -> None:
+    def __init__(self, log: LogPort, rt: PolicyRuntime, run_dir: Path, opts: ActorOptions) -> None:
         self.log = log
         self.rt = rt
         self.spec = rt.spec
@@ -84,6 +87,8 @@ class PolicyActor:
             policy=self.name, peer_kind=PEER_KIND[self.probe], peers=frozenset(self.peers)
         )
         self._log = get_logger(__name__, run=self.run_id, actor="policy", policy=self.name)
+        self.dead_letters = DeadLetters(log, self.name)
+        self._changed: anyio.Event | None = None  # set (and replaced) after every fold
         self._writer: Any = None
         self._eval_items = rt.task.items(derive_seed(rt.spec.run.seed, "eval"))[
             : rt.spec.run.eval_size
@@ -93,20 +98,42 @@ class PolicyActor:
 
     async def rebuild(self) -> None:
         """Fold every experience event already in the log (resume starts here)."""
-        async for rec in self.log.read(start_seq=1, kinds=FOLDED_KINDS):
-            self.state = evolve(self.state, Seen(rec.seq, rec.event))
+        async for rec in self._read(start_seq=1, follow=False):
+            self._fold(rec)
 
     async def follow(self) -> None:
         """Keep folding new events as they are stored."""
-        async for rec in self.log.read(
-            start_seq=self.state.last_seq + 1, kinds=FOLDED_KINDS, follow=True
-        ):
-            self.state = evolve(self.state, Seen(rec.seq, rec.event))
+        async for rec in self._read(start_seq=self.state.last_seq + 1, follow=True):
+            self._fold(rec)
+
+    def _read(self, *, start_seq: int, follow: bool) -> AsyncIterator[Record[AnyEvent]]:
+        """The one read of an actor: the kinds it folds, from itself and its peers only.
+
+        The server filters by subject (`mrl.<run>.<kind>.<source>` for each pair), so events
+        of other sources never reach this process; bad messages become dead letters on
+        `mrl.<run>.deadletter.<policy>` and the fold goes on.
+        """
+        return self.log.read(
+            start_seq=start_seq,
+            kinds=FOLDED_KINDS,
+            sources=[self.name, *self.peers],
+            follow=follow,
+            dead_letters=self.dead_letters,
+        )
+
+    def _fold(self, rec: Record[AnyEvent]) -> None:
+        self.state = evolve(self.state, rec)
+        changed, self._changed = self._changed, anyio.Event()
+        if changed is not None:
+            changed.set()  # wakes every `_until` waiting on the state
 
     async def _until(self, ready: Callable[[], bool], timeout: float) -> bool:
+        """Wait (at most `timeout` s) until `ready()` holds; it is rechecked after each fold."""
         with anyio.move_on_after(timeout):
             while not ready():
-                await anyio.sleep(FOLLOW_POLL_S)
+                if self._changed is None:
+                    self._changed = anyio.Event()
+                await self._changed.wait()
             return True
         return ready()
 
@@ -123,9 +150,7 @@ class PolicyActor:
     # ------------------------------------------------------------------ run
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        from mrl_actors.log import OwnedWriter
-
-        self._writer = OwnedWriter(self.log, self.name)
+        self._writer = self.log.writer(self.name)
         await self._writer.resume(
             ["rollout", "reward", "success", "learner", "checkpoint", "throughput"]
         )

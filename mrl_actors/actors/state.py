@@ -23,7 +23,8 @@ from mrl_actors.events import (
     SuccessVerified,
     event_id,
 )
-from mrl_actors.probes import PromptInputs, Seen
+from mrl_actors.probes import PromptInputs
+from mrl_actors.see.record import Record
 
 PeerEvent = RolloutGroupCompleted | RewardSummary | SuccessVerified
 _POLICY_EVENTS = (RolloutGroupCompleted, RewardSummary, SuccessVerified, LearnerStepCompleted)
@@ -41,12 +42,13 @@ class PolicyState:
     last_seq: int = 0  # highest stream sequence folded (idempotence: lower ones are ignored)
     version: int = 0  # learner steps taken (= its policy version)
     used: frozenset[int] = frozenset()  # sequences consumed by its learner steps
+    used_ids: frozenset[str] = frozenset()  # and the ids of the events stored there
     # its own rollout groups not yet consumed, by event id
-    own: Mapping[str, Seen[RolloutGroupCompleted]] = field(
+    own: Mapping[str, Record[RolloutGroupCompleted]] = field(
         default_factory=lambda: MappingProxyType({})
     )
     # peer events of `peer_kind` not yet consumed, by prompt id, in sequence order
-    pending: Mapping[str, tuple[Seen[PeerEvent], ...]] = field(
+    pending: Mapping[str, tuple[Record[PeerEvent], ...]] = field(
         default_factory=lambda: MappingProxyType({})
     )
     # (peer, prompt id) -> highest policy version at which the peer finished that prompt
@@ -56,11 +58,13 @@ class PolicyState:
     own_logged: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
 
-def evolve(state: PolicyState, seen: Seen[Event]) -> PolicyState:
+def evolve(state: PolicyState, seen: Record[Event]) -> PolicyState:
     """The state after one more event. Events at or below `last_seq` change nothing.
 
     An event whose `policy` is not its `source` (the subject's last token), or that names a policy
     outside the run, is ignored: a writer can only speak for the subject it may publish on.
+    An experience event is taken once by its id: the same id stored again at a later sequence
+    (a publish retried after the server's duplicate window) is ignored.
     """
     if seen.seq <= state.last_seq:
         return state
@@ -72,6 +76,7 @@ def evolve(state: PolicyState, seen: Seen[Event]) -> PolicyState:
         return state
     if isinstance(ev, LearnerStepCompleted) and ev.policy == state.policy:
         consumed = frozenset(c.seq for c in ev.consumed)
+        consumed_ids = frozenset(c.event_id for c in ev.consumed)
         own = {k: v for k, v in state.own.items() if v.seq not in consumed}
         pending = {
             k: kept
@@ -83,17 +88,20 @@ def evolve(state: PolicyState, seen: Seen[Event]) -> PolicyState:
             state,
             version=ev.step,
             used=state.used | consumed,
+            used_ids=state.used_ids | consumed_ids,
             own=MappingProxyType(own),
             pending=MappingProxyType(pending),
             own_logged=MappingProxyType(logged),
         )
     if seen.seq in state.used or isinstance(ev, LearnerStepCompleted):
         return state
+    if ev.event_id in state.used_ids or _pending(state, ev):
+        return state  # the same fact stored twice
     if ev.policy == state.policy:
         own_logged = {**state.own_logged, ev.event_id: ev.policy_version}
         state = replace(state, own_logged=MappingProxyType(own_logged))
         if isinstance(ev, RolloutGroupCompleted):
-            own = {**state.own, ev.event_id: Seen(seen.seq, ev)}
+            own = {**state.own, ev.event_id: Record(seen.seq, ev, seen.subject, seen.time_ns)}
             state = replace(state, own=MappingProxyType(own))
         return state
     if isinstance(ev, RewardSummary):
@@ -101,9 +109,19 @@ def evolve(state: PolicyState, seen: Seen[Event]) -> PolicyState:
         done = max(state.peer_done.get(key, -1), ev.policy_version)
         state = replace(state, peer_done=MappingProxyType({**state.peer_done, key: done}))
     if state.peer_kind == ev.KIND:
-        queued = (*state.pending.get(ev.prompt_id, ()), Seen(seen.seq, ev))
+        queued = (
+            *state.pending.get(ev.prompt_id, ()),
+            Record(seen.seq, ev, seen.subject, seen.time_ns),
+        )
         state = replace(state, pending=MappingProxyType({**state.pending, ev.prompt_id: queued}))
     return state
+
+
+def _pending(state: PolicyState, ev: PeerEvent) -> bool:
+    """Is an event of this id already waiting to be consumed?"""
+    if ev.event_id in state.own:
+        return True
+    return any(s.event.event_id == ev.event_id for s in state.pending.get(ev.prompt_id, ()))
 
 
 def rollout_id(run: str, policy: str, step: int, index: int, prompt_id: str) -> str:
@@ -120,7 +138,7 @@ def peers_ready(
     )
 
 
-def take_peer_events(state: PolicyState, prompt_ids: Sequence[str]) -> list[Seen[PeerEvent]]:
+def take_peer_events(state: PolicyState, prompt_ids: Sequence[str]) -> list[Record[PeerEvent]]:
     """The pending peer events for these prompts, in sequence order (what a step consumes)."""
     wanted = set(prompt_ids)
     out = [s for pid, queued in state.pending.items() if pid in wanted for s in queued]
@@ -128,13 +146,13 @@ def take_peer_events(state: PolicyState, prompt_ids: Sequence[str]) -> list[Seen
 
 
 def assemble(
-    own: Sequence[Seen[RolloutGroupCompleted]], peers: Sequence[Seen[PeerEvent]]
+    own: Sequence[Record[RolloutGroupCompleted]], peers: Sequence[Record[PeerEvent]]
 ) -> list[PromptInputs]:
     """The probe's inputs: one entry per own group (in step order), peer events by prompt.
 
     A peer event goes to the first own group on its prompt; `peers` must be in sequence order.
     """
-    by_prompt: dict[str, list[Seen[PeerEvent]]] = {}
+    by_prompt: dict[str, list[Record[PeerEvent]]] = {}
     for s in peers:
         by_prompt.setdefault(s.event.prompt_id, []).append(s)
     out: list[PromptInputs] = []
@@ -155,15 +173,15 @@ def assemble(
 
 
 def split_consumed(
-    policy: str, records: Sequence[Seen[Event]]
-) -> tuple[list[Seen[RolloutGroupCompleted]], list[Seen[PeerEvent]]]:
+    policy: str, records: Sequence[Record[Event]]
+) -> tuple[list[Record[RolloutGroupCompleted]], list[Record[PeerEvent]]]:
     """Replay's side of `assemble`: consumed events back into own groups and peer events."""
-    own: list[Seen[RolloutGroupCompleted]] = []
-    peers: list[Seen[PeerEvent]] = []
+    own: list[Record[RolloutGroupCompleted]] = []
+    peers: list[Record[PeerEvent]] = []
     for s in records:
         ev = s.event
         if isinstance(ev, RolloutGroupCompleted) and ev.policy == policy:
-            own.append(Seen(s.seq, ev))
+            own.append(Record(s.seq, ev, s.subject, s.time_ns))
         elif isinstance(ev, RolloutGroupCompleted | RewardSummary | SuccessVerified):
-            peers.append(Seen(s.seq, ev))
+            peers.append(Record(s.seq, ev, s.subject, s.time_ns))
     return own, sorted(peers, key=lambda s: s.seq)

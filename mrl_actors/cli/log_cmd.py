@@ -103,12 +103,14 @@ def _tail(args: argparse.Namespace) -> int:
     async def main() -> int:
         shown = 0
         async with _open(args) as log:
+            dead = inspect.tool_dead_letters(log)
             async for rec in log.read(
                 start_seq=args.seq,
                 start_time=since,
                 kinds=args.kind,
                 sources=args.sources,
                 follow=args.follow,
+                dead_letters=dead,
             ):
                 obj = inspect.record_json(rec) if (args.json or where) else {}
                 if where and not inspect.matches(rec, obj, where):
@@ -121,9 +123,16 @@ def _tail(args: argparse.Namespace) -> int:
                 shown += 1
                 if args.limit and shown >= args.limit:
                     break
+        _report_bad(dead.count)
         return 0
 
     return anyio.run(main)
+
+
+def _report_bad(count: int) -> None:
+    """After the per-message warnings: how many messages were skipped as not valid events."""
+    if count:
+        sys.stderr.write(f"mrl log: skipped {count} bad message(s): not valid events (see above)\n")
 
 
 def _stats(args: argparse.Namespace) -> int:
@@ -148,6 +157,7 @@ def _stats(args: argparse.Namespace) -> int:
                 "by_consumer": dict(st.dead_by_consumer),
             },
             "total": {"count": st.total.count, "bytes": st.total.bytes},
+            "bad_messages": {"count": st.undecodable, "by_error": dict(st.bad_by_error)},
         }
         print(msgspec.json.encode(obj).decode())
         return 0
@@ -162,6 +172,9 @@ def _stats(args: argparse.Namespace) -> int:
         print(f"  {err:<14} {n:>9,}")
     for consumer, n in st.dead_by_consumer.most_common():
         print(f"  consumer {consumer:<14} {n:>9,}")
+    print(f"\nbad messages (not valid events): {st.undecodable}")
+    for err, n in st.bad_by_error.most_common():
+        print(f"  {err:<14} {n:>9,}")
     return 0
 
 
@@ -190,8 +203,11 @@ def _export(args: argparse.Namespace) -> int:
 
     async def main() -> dict[str, int]:
         async with _open(args) as log:
-            records = log.read(kinds=args.kind, sources=args.sources)
-            return await inspect.export(records, args.out, where=where)
+            dead = inspect.tool_dead_letters(log)
+            records = log.read(kinds=args.kind, sources=args.sources, dead_letters=dead)
+            counts = await inspect.export(records, args.out, where=where)
+            _report_bad(dead.count)
+            return counts
 
     counts = anyio.run(main)
     print(

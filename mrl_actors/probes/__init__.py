@@ -17,13 +17,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from mrl_actors.probes.config import PROBE_NAMES, ProbeName, ProbesConfig
+from mrl_actors.see.record import Record as Seen  # what a probe's inputs are: stored events
 
 if TYPE_CHECKING:
     from mrl_actors.probes.common import (
         ProbeBatch,
         ProbeContext,
         PromptInputs,
-        Seen,
         Transferred,
     )
     from mrl_actors.probes.dispatch import PEER_KIND, build_batch
@@ -32,7 +32,6 @@ _LAZY = {
     "ProbeBatch": "mrl_actors.probes.common",
     "ProbeContext": "mrl_actors.probes.common",
     "PromptInputs": "mrl_actors.probes.common",
-    "Seen": "mrl_actors.probes.common",
     "Transferred": "mrl_actors.probes.common",
     "PEER_KIND": "mrl_actors.probes.dispatch",
     "build_batch": "mrl_actors.probes.dispatch",

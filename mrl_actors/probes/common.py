@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Literal
 
 import numpy as np
 
@@ -24,16 +24,7 @@ from mrl_actors.events import (
 )
 from mrl_actors.grpo import OffPolicyLoss, Sample
 from mrl_actors.grpo.advantages import reward_std
-
-E = TypeVar("E")
-
-
-@dataclass(frozen=True)
-class Seen(Generic[E]):
-    """An event together with the stream sequence it was stored at."""
-
-    seq: int
-    event: E
+from mrl_actors.see.record import Record as Seen  # an event with its stream sequence
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,17 @@ event exactly once and in order. One consumer name has one running instance at a
 
 A message that cannot be decoded (garbage, unknown tag, wrong field type, NaN, oversized, a blob
 whose hash does not match) or whose apply raised becomes a `DeadLettered` event on
-`mrl.<run>.deadletter.<consumer>` with the reason and the original sequence; then it is acked and
-the consumer goes on. Dead letters have deterministic ids, so a redelivered bad message is
-dead-lettered once.
+`mrl.<run>.deadletter.<consumer>` with the reason and the original sequence (`DeadLetters`, the
+same handling every reader of the log uses); then it is acked and the consumer goes on. Dead
+letters have deterministic ids, so a redelivered bad message is dead-lettered once.
+
+The fold contract is the same as the actors': `evolve(state, record) -> state` over
+`Record`s in sequence order (`FoldApplier`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -25,12 +27,12 @@ import anyio
 from anyio.abc import TaskStatus
 
 from mrl_actors.errors import EventDecodeError
-from mrl_actors.events import AnyEvent, DeadLettered, event_id
+from mrl_actors.events import AnyEvent, DeadLettered
 from mrl_actors.logs import get_logger
+from mrl_actors.see.deadletter import DeadLetters, error_kind
 from mrl_actors.see.pull import Puller
-from mrl_actors.see.stream import EventLog, Record, check_token, delivery, filter_subjects
-
-RAW_PREFIX_BYTES = 4096
+from mrl_actors.see.record import Record
+from mrl_actors.see.stream import EventLog, check_token, delivery, filter_subjects
 
 
 class Applier(Protocol):
@@ -39,7 +41,7 @@ class Applier(Protocol):
     @property
     def last_seq(self) -> int: ...
 
-    async def apply(self, record: Record) -> None:
+    async def apply(self, record: Record[AnyEvent]) -> None:
         """Fold `record` into the state and set `last_seq = record.seq` together with it."""
         ...
 
@@ -48,15 +50,17 @@ S = TypeVar("S")
 
 
 class FoldApplier(Generic[S]):
-    """An `Applier` over a pure `evolve(state, event) -> state` (the actors' fold)."""
+    """An `Applier` over a pure `evolve(state, record) -> state` (the actors' fold)."""
 
-    def __init__(self, evolve: Callable[[S, AnyEvent], S], state: S, last_seq: int = 0) -> None:
+    def __init__(
+        self, evolve: Callable[[S, Record[AnyEvent]], S], state: S, last_seq: int = 0
+    ) -> None:
         self.evolve = evolve
         self.state = state
         self.last_seq = last_seq
 
-    async def apply(self, record: Record) -> None:
-        self.state = self.evolve(self.state, record.event)
+    async def apply(self, record: Record[AnyEvent]) -> None:
+        self.state = self.evolve(self.state, record)
         self.last_seq = record.seq
 
 
@@ -88,12 +92,13 @@ class Consumer:
         self.ack_wait_s = ack_wait_s
         self.max_ack_pending = max_ack_pending
         self.stats = ConsumerStats()
+        self.dead = DeadLetters(log, self.name)
         self._sub: Any = None
         self._log = get_logger(__name__, run=log.run, actor=name)
 
     @property
     def dead_letter_subject(self) -> str:
-        return f"{self.log.config.prefix}.{self.log.run}.deadletter.{self.name}"
+        return self.dead.subject
 
     async def bind(self, after_seq: int | None = None) -> None:
         """Attach to the durable consumer; with `after_seq`, (re)position it just after that seq.
@@ -161,38 +166,23 @@ class Consumer:
             try:
                 event = await self.log.decode_payload(msg.subject, seq, msg.data)
             except EventDecodeError as exc:
-                dead.append(self._dead(msg, seq, getattr(exc, "kind", "schema"), str(exc)))
+                dead.append(self.dead.letter(seq, msg.subject, msg.data, error_kind(exc), str(exc)))
                 continue
             try:
-                await applier.apply(Record(seq, msg.subject, event, d.time_ns))
+                await applier.apply(Record(seq, event, msg.subject, d.time_ns))
             except Exception as exc:
                 self._log.exception("apply_failed", seq=seq, event_id=event.event_id)
-                dead.append(self._dead(msg, seq, "apply", f"{type(exc).__name__}: {exc}"))
+                reason = f"{type(exc).__name__}: {exc}"
+                dead.append(self.dead.letter(seq, msg.subject, msg.data, "apply", reason))
                 continue
             self.stats.applied += 1
         if dead:
-            await self.log.append_many(dead)
+            await self.dead.add_many(dead)
             for dl in dead:
                 self.stats.dead_by_error[dl.error] = self.stats.dead_by_error.get(dl.error, 0) + 1
             self.stats.dead_lettered += len(dead)
-            self._log.warning("dead_lettered", count=len(dead), last_seq=dead[-1].original_seq)
         for msg in msgs:
             await msg.ack()
-
-    def _dead(self, msg: Any, seq: int, error: str, reason: str) -> DeadLettered:
-        data = bytes(msg.data)
-        return DeadLettered(
-            run=self.log.run,
-            source=self.name,
-            event_id=event_id("deadletter", self.log.run, self.name, seq),
-            time_ns=time.time_ns(),
-            original_subject=msg.subject,
-            original_seq=seq,
-            error=error,
-            reason=reason[:1000],
-            raw_prefix=data[:RAW_PREFIX_BYTES],
-            raw_size=len(data),
-        )
 
     async def run(
         self,

@@ -4,6 +4,11 @@ Field predicates (`--where 'reward>0.5'`) look a field up in the event's JSON fo
 from the top (`completions.reward`), or a bare name found anywhere inside (`reward` matches each
 completion's reward); a predicate holds when any value found satisfies it. `kind`, `source`,
 `seq` and `type` are always available.
+
+These are read-only tools that meet whatever the log holds: a message that does not decode, or is
+not valid on its subject, is counted and named in one warning line (seq, subject, reason), and
+dead-lettered on `mrl.<run>.deadletter.mrl-log` when the tool may write (best effort, never
+fatal; `tool_dead_letters`). Subjects of any shape are accepted.
 """
 
 from __future__ import annotations
@@ -20,8 +25,33 @@ from typing import Any
 import numpy as np
 
 from mrl_actors.errors import ConfigError, EventDecodeError
-from mrl_actors.events import DeadLettered, RolloutGroupCompleted, decode, to_builtins
-from mrl_actors.see.stream import EventLog, Record
+from mrl_actors.events import (
+    AnyEvent,
+    BlobPointer,
+    DeadLettered,
+    RolloutGroupCompleted,
+    decode,
+    to_builtins,
+)
+from mrl_actors.see.deadletter import DeadLetters, error_kind
+from mrl_actors.see.port import LogPort
+from mrl_actors.see.record import Record
+
+TOOL_READER = "mrl-log"  # the dead-letter source of `mrl log` reads
+
+
+def tool_dead_letters(log: LogPort, reader: str = TOOL_READER) -> DeadLetters:
+    """Bad messages met by a read-only tool: counted, warned, dead-lettered if it may write."""
+    return DeadLetters(log, reader, best_effort=True)
+
+
+def kind_source(subject: str) -> tuple[str, str]:
+    """(kind, source) of `<prefix>.<run>.<kind>.<source>`; any other shape gives what it has."""
+    parts = subject.split(".", 3)
+    kind = parts[2] if len(parts) > 2 else "?"
+    source = parts[3] if len(parts) > 3 else ""
+    return kind, source
+
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
@@ -107,9 +137,9 @@ def _search(obj: Any, key: str) -> Iterable[Any]:
             yield from _search(item, key)
 
 
-def record_json(rec: Record) -> dict[str, Any]:
+def record_json(rec: Record[AnyEvent]) -> dict[str, Any]:
     """The JSON-lines form of a record (`mrl log tail --json`, `mrl log export`)."""
-    _, _, kind, source = rec.subject.split(".", 3)
+    kind, source = kind_source(rec.subject)
     return {
         "seq": rec.seq,
         "time": _iso(rec.time_ns),
@@ -119,7 +149,7 @@ def record_json(rec: Record) -> dict[str, Any]:
     }
 
 
-def matches(rec: Record, obj: dict[str, Any], where: list[Predicate]) -> bool:
+def matches(rec: Record[AnyEvent], obj: dict[str, Any], where: list[Predicate]) -> bool:
     if not where:
         return True
     flat = {**obj["event"], "seq": rec.seq, "kind": obj["kind"], "source": obj["source"]}
@@ -130,10 +160,10 @@ def _iso(ns: int) -> str:
     return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat(timespec="milliseconds")
 
 
-def line(rec: Record) -> str:
+def line(rec: Record[AnyEvent]) -> str:
     """One readable line: seq, time, kind.source, type and a short summary."""
     ev = rec.event
-    _, _, kind, source = rec.subject.split(".", 3)
+    kind, source = kind_source(rec.subject)
     head = f"{rec.seq:>8}  {_iso(rec.time_ns)[11:23]}  {kind}.{source:<12} {type(ev).__name__}"
     if isinstance(ev, RolloutGroupCompleted):
         r = ev.rewards_array()
@@ -199,34 +229,57 @@ class Stats:
     rows: dict[tuple[str, str], Row] = field(default_factory=lambda: defaultdict(Row))
     dead_by_error: Counter[str] = field(default_factory=Counter)
     dead_by_consumer: Counter[str] = field(default_factory=Counter)
-    undecodable: int = 0
+    undecodable: int = 0  # messages that are not a valid event on their subject
+    bad_by_error: Counter[str] = field(default_factory=Counter)
     total: Row = field(default_factory=Row)
 
 
-async def stats(log: EventLog) -> Stats:
-    """Counts, bytes and rates per (kind, source), and dead letters by error and consumer."""
+async def stats(log: LogPort, dead: DeadLetters | None = None) -> Stats:
+    """Counts, bytes and rates per (kind, source), dead letters by error and consumer, and the
+    messages that are not valid events (each also goes to `dead`).
+
+    Every message is decoded (blob pointers are not followed: their payload is counted as
+    stored) and checked against its subject, as a reader of that subject would.
+    """
     out = Stats()
-    async for _seq, subject, data, t in log.read_raw():
-        _, _, kind, source = subject.split(".", 3)
+    dead = dead or tool_dead_letters(log)
+    async for seq, subject, data, t in log.read_raw():
+        kind, source = kind_source(subject)
         out.rows[(kind, source)].add(len(data), t)
         out.total.add(len(data), t)
-        if kind == "deadletter":
-            try:
-                ev = decode(data)
-            except EventDecodeError:
-                out.undecodable += 1
-                continue
-            if isinstance(ev, DeadLettered):
-                out.dead_by_error[ev.error] += 1
-                out.dead_by_consumer[ev.source] += 1
+        try:
+            ev = decode(data, max_bytes=log.config.max_event_bytes)
+            kind_of = ev.KIND
+            if isinstance(ev, BlobPointer):  # stored on the subject of the event it stands for
+                kind_of = ev.kind
+                if ev.ref.size > log.config.max_event_bytes:
+                    raise _error("oversized", f"seq {seq}: blob of {ev.ref.size} bytes")
+                if ev.ref.key != ev.ref.sha256 or not re.fullmatch(r"[0-9a-f]{64}", ev.ref.key):
+                    raise _error("schema", f"seq {seq}: blob key {ev.ref.key[:80]!r}")
+            if subject != f"{log.config.prefix}.{ev.run}.{kind_of}.{ev.source}":
+                raise _error("schema", f"seq {seq}: {type(ev).__name__} on {subject}")
+        except EventDecodeError as exc:
+            out.undecodable += 1
+            out.bad_by_error[error_kind(exc)] += 1
+            await dead.add(seq, subject, data, exc)
+            continue
+        if isinstance(ev, DeadLettered):
+            out.dead_by_error[ev.error] += 1
+            out.dead_by_consumer[ev.source] += 1
     return out
+
+
+def _error(kind: str, message: str) -> EventDecodeError:
+    err = EventDecodeError(message)
+    err.kind = kind  # type: ignore[attr-defined]
+    return err
 
 
 # --------------------------------------------------------------------------- export
 
 
 async def export(
-    records: AsyncIterator[Record], out: Path, *, where: list[Predicate] | None = None
+    records: AsyncIterator[Record[AnyEvent]], out: Path, *, where: list[Predicate] | None = None
 ) -> dict[str, int]:
     """`out/events.jsonl` (every record) and `out/rollouts.zarr` (token ids, log-probs, rewards).
 

@@ -16,7 +16,7 @@ import datetime as dt
 import re
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import msgspec
@@ -33,8 +33,14 @@ from mrl_actors.events import (
 )
 from mrl_actors.logs import get_logger
 from mrl_actors.see.pull import Puller
+from mrl_actors.see.record import Record
+
+if TYPE_CHECKING:
+    from mrl_actors.see.deadletter import DeadLetters
+    from mrl_actors.see.writer import OwnedWriter
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _HEADROOM = 8 * 1024  # subject, headers and protocol overhead on top of the payload
 
 
@@ -53,15 +59,6 @@ class LogConfig(msgspec.Struct, frozen=True, kw_only=True):
     inline_limit: int = 0  # bytes; 0 = the server's max_payload minus 8 KiB of headroom
     max_event_bytes: int = MAX_EVENT_BYTES  # larger events (inline or in a blob) are refused
     ack_timeout_s: float = 30.0  # how long a publish may wait for its ack
-
-
-class Record(msgspec.Struct, frozen=True):
-    """An event as stored: its stream sequence, subject and server timestamp (ns since epoch)."""
-
-    seq: int
-    subject: str
-    event: AnyEvent
-    time_ns: int = 0
 
 
 class Ack(msgspec.Struct, frozen=True):
@@ -131,6 +128,7 @@ class EventLog:
         self.stream = stream_name(run)
         self.blobs = blobs
         self.duplicates = 0  # publishes the server reported as already stored
+        self.bad = 0  # undecodable messages met by reads without a dead-letter handler
         self.inline_limit = config.inline_limit or max(1024, nc.max_payload - _HEADROOM)
         self._log = get_logger(__name__, run=run)
 
@@ -258,6 +256,12 @@ class EventLog:
     def _publish_error(self, event: Event, exc: Exception) -> MrlError:
         return LogError(f"publish of {event.event_id} to {self.stream} failed: {exc!r}")
 
+    def writer(self, source: str) -> OwnedWriter:
+        """A writer that owns `source`'s subjects (see `mrl_actors.see.writer`)."""
+        from mrl_actors.see.writer import OwnedWriter
+
+        return OwnedWriter(self, source)
+
     # ------------------------------------------------------------------ read
 
     async def decode_payload(self, subject: str, seq: int, data: bytes) -> AnyEvent:
@@ -267,6 +271,8 @@ class EventLog:
             ref = event.ref
             if ref.size > self.config.max_event_bytes:
                 raise _decode_error("oversized", f"seq {seq}: blob of {ref.size} bytes")
+            if ref.key != ref.sha256 or not _SHA256.match(ref.key):  # blobs are content-keyed
+                raise _decode_error("schema", f"seq {seq}: blob key {ref.key[:80]!r}")
             try:
                 blob = await self.blobs.get(ref)
             except BlobIntegrityError as exc:
@@ -281,7 +287,7 @@ class EventLog:
             raise _decode_error("schema", f"seq {seq}: {type(event).__name__} on {subject}")
         return event
 
-    async def get(self, seq: int) -> Record:
+    async def get(self, seq: int) -> Record[AnyEvent]:
         """The record stored at `seq` (raises `LogError` if there is none, `EventDecodeError`)."""
         from nats.js.errors import NotFoundError
 
@@ -291,7 +297,7 @@ class EventLog:
             raise LogError(f"{self.stream} has no message at seq {seq}") from exc
         data = bytes(msg.data or b"")
         event = await self.decode_payload(msg.subject, seq, data)
-        return Record(seq, msg.subject, event, _time_ns(msg.time))
+        return Record(seq, event, msg.subject, _time_ns(msg.time))
 
     async def last_seq(self, subject: str | None = None) -> int:
         """The stream's last sequence, or the last sequence stored on `subject` (0 when none)."""
@@ -394,12 +400,14 @@ class EventLog:
         sources: Iterable[str] = (),
         follow: bool = False,
         strict: bool = False,
+        dead_letters: DeadLetters | None = None,
         batch: int = 256,
-    ) -> AsyncIterator[Record]:
+    ) -> AsyncIterator[Record[AnyEvent]]:
         """Decoded records in sequence order from `start_seq` (or `start_time`, or the start).
 
-        Malformed messages are skipped with a warning (consumers dead-letter them instead);
-        `strict=True` raises their `EventDecodeError`.
+        A message that does not decode, or is not valid on its subject, goes to `dead_letters`
+        (counted, logged, dead-lettered where the reader may write) and the read goes on;
+        without it, it is counted in `self.bad` and logged. `strict=True` raises instead.
         """
         async for seq, subject, data, t in self.read_raw(
             start_seq=start_seq,
@@ -414,9 +422,13 @@ class EventLog:
             except EventDecodeError as exc:
                 if strict:
                     raise
-                self._log.warning("read_skip", seq=seq, subject=subject, error=str(exc))
+                if dead_letters is not None:
+                    await dead_letters.add(seq, subject, data, exc)
+                else:
+                    self.bad += 1
+                    self._log.warning("bad_message", seq=seq, subject=subject, reason=str(exc))
                 continue
-            yield Record(seq, subject, event, t)
+            yield Record(seq, event, subject, t)
 
 
 async def _quietly(aw: Any) -> None:

@@ -6,6 +6,10 @@ and the writer raises `WriterConflictError`. A restarted writer resumes ownershi
 subject's last sequence from the stream (done lazily on the first publish to each subject, or
 eagerly with `resume`).
 
+Only a valid event counts as another writer: messages on the subject that are not valid events
+there (garbage from a misbehaving client; its readers dead-letter them) are stepped over, with a
+warning, instead of failing the owner.
+
 The expected sequence of message n+1 is the ack of message n, so owned publishes are sequential
 (one round trip each). Policies publish a few large events per step, so this costs little; bulk
 unowned traffic goes through `EventLog.append_many`, which pipelines.
@@ -15,12 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from mrl_actors.errors import LogError, WriterConflictError
+from mrl_actors.errors import EventDecodeError, LogError, WriterConflictError
 from mrl_actors.events import Event
 from mrl_actors.logs import get_logger
 from mrl_actors.see.stream import Ack, EventLog, check_token
 
 _WRONG_LAST_SEQUENCE = 10071  # JetStream API error code
+_NOISE_RETRIES = 5  # conflicts caused only by invalid messages stepped over, per publish
 
 
 class OwnedWriter:
@@ -53,15 +58,24 @@ class OwnedWriter:
         subject = self.log.subject_of(event)
         if subject not in self._last:
             self._last[subject] = await self.log.last_seq(subject)
-        expected = self._last[subject]
-        try:
-            ack = await self.log.append_acked(
-                event, headers={"Nats-Expected-Last-Subject-Sequence": str(expected)}
-            )
-        except LogError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, APIError) and cause.err_code == _WRONG_LAST_SEQUENCE:
+        for attempt in range(_NOISE_RETRIES + 1):
+            expected = self._last[subject]
+            try:
+                ack = await self.log.append_acked(
+                    event, headers={"Nats-Expected-Last-Subject-Sequence": str(expected)}
+                )
+                break
+            except LogError as exc:
+                cause = exc.__cause__
+                if not (isinstance(cause, APIError) and cause.err_code == _WRONG_LAST_SEQUENCE):
+                    raise
                 actual = await self.log.last_seq(subject)
+                if attempt < _NOISE_RETRIES and await self._only_noise(subject, expected, actual):
+                    self._log.warning(
+                        "writer_stepped_over_noise", subject=subject, after=expected, upto=actual
+                    )
+                    self._last[subject] = actual
+                    continue
                 self._log.error(
                     "writer_conflict", subject=subject, expected=expected, actual=actual
                 )
@@ -69,7 +83,21 @@ class OwnedWriter:
                     f"another writer published on {subject}: expected last seq {expected}, "
                     f"stream has {actual}; stop one of the two writers of {self.source!r}"
                 ) from exc
-            raise
         # A duplicate ack names the original message's seq: ours either way.
         self._last[subject] = max(self._last[subject], ack.seq)
         return ack
+
+    async def _only_noise(self, subject: str, after: int, upto: int) -> bool:
+        """Are the messages on `subject` in (`after`, `upto`] all invalid there (no writer's)?"""
+        kind = subject.split(".")[2]
+        async for seq, subj, data, _t in self.log.read_raw(
+            start_seq=after + 1, kinds=[kind], sources=[self.source]
+        ):
+            if seq > upto:
+                break
+            try:
+                await self.log.decode_payload(subj, seq, data)
+            except EventDecodeError:
+                continue
+            return False
+        return True

@@ -98,7 +98,7 @@ async def test_killed_consumer_restarted_applies_every_event_once(
         for msg in msgs:  # the body of Consumer.handle up to the crash: apply, no ack
             seq = msg.metadata.sequence.stream
             ev = await event_log.decode_payload(msg.subject, seq, msg.data)
-            await apply_then_die(Record(seq, msg.subject, ev))
+            await apply_then_die(Record(seq, ev, msg.subject))
     await consumer.close()
     await event_log.nc.close()
 
@@ -120,7 +120,7 @@ async def test_killed_consumer_restarted_applies_every_event_once(
     for msg in msgs:
         seq = msg.metadata.sequence.stream
         await applier.apply(
-            Record(seq, msg.subject, await log.decode_payload(msg.subject, seq, msg.data))
+            Record(seq, await log.decode_payload(msg.subject, seq, msg.data), msg.subject)
         )
     with anyio.fail_after(30):
         while consumer.stats.skipped < 10:
@@ -239,7 +239,7 @@ async def test_malformed_messages_are_dead_lettered_and_consumer_goes_on(
         await f
     assert len(good_ids) == n_good
 
-    state: FoldApplier[list[str]] = FoldApplier(lambda s, e: [*s, e.event_id], [])
+    state: FoldApplier[list[str]] = FoldApplier(lambda s, r: [*s, r.event.event_id], [])
     consumer = Consumer(log, "sgt", kinds=["rollout"])
     with anyio.fail_after(120):
         stats = await consumer.run(state, batch=1000, until_idle=True)

@@ -175,3 +175,18 @@ def test_own_logged_experience_is_tracked_until_its_step_is_taken() -> None:
     assert set(state.own_logged) == {log[0].event.event_id, log[1].event.event_id}
     state = _fold(log)  # ... then a's learner step 1 prunes everything of version 0
     assert state.own_logged == {}
+
+
+def test_the_same_event_id_at_a_new_sequence_is_taken_once() -> None:
+    """Regression: the fold deduplicated by stream sequence only, so an event published again
+    after the server's duplicate window (same id, new seq) was queued, or consumed, twice."""
+    log = _log()
+    b_p1 = _success("b", 0, "p1")
+    state = _fold([*log, Seen(20, b_p1), Seen(21, b_p1)])
+    assert [s.seq for s in take_peer_events(state, ["p1"])] == [20]
+    # b's success on p0 was consumed by step 1 (at seq 4): a copy at seq 22 is not offered again
+    state = _fold([*log, Seen(22, log[3].event)])
+    assert take_peer_events(state, ["p0"]) == []
+    # and a's own group stored twice is one group to learn from, at its first sequence
+    state = _fold([*log, Seen(23, log[5].event)])
+    assert [s.seq for s in state.own.values()] == [6]

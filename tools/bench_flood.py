@@ -1,0 +1,292 @@
+"""A toy run alone, and the same run while an outside client floods its stream: the slowdown.
+
+    python tools/bench_flood.py [--rate 5000] [--rounds 2] [--steps 4] [--unfiltered]
+
+The flood is valid `RewardSummary`, `RolloutGroupCompleted` and `SuccessVerified` events (the
+kinds policy actors fold) from a source that is not one of the run's policies, published by a
+separate process with the run server's admin credentials at `--rate` events/s from the moment the
+run's stream exists until the run ends. Policy actors ask the server only for their own and their
+peers' subjects, so these events should cost them nothing; what is left is the cost of a busy
+server and a busy publisher on the same cores. `--unfiltered` adds a column where the actors read
+every source of their kinds (the behaviour before server-side source filters) for comparison.
+
+After one untimed warm-up run (which also builds the warm-started tiny models), plain and
+flooded runs alternate `--rounds` times; the table shows the median wall time of each and the
+slowdown of the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MODELS = Path(os.environ.get("MRL_MODELS_DIR", ROOT.parent / "shared" / "models"))
+INTRUDER = "intruder"
+
+
+def spec_text(name: str, steps: int) -> str:
+    policies = ""
+    for pname, model in (("gpt2", "gpt2"), ("llama", "llama2-7b")):
+        policies += f"""
+[[policies]]
+name = "{pname}"
+model = "{MODELS / model}"
+tiny = {{ hidden_size = 32, layers = 1, heads = 2, warm_start_steps = 20 }}
+[policies.engine.sampling]
+max_new_tokens = 4
+"""
+    return f"""
+[run]
+name = "{name}"
+seed = 0
+probe = "xgrpo"
+steps = {steps}
+prompts_per_step = 2
+group_size = 4
+eval_every = {steps}
+eval_size = 4
+checkpoint_every = {steps}
+
+[probes.sharing]
+wait_for_peers_s = 60.0
+{policies}"""
+
+
+# --------------------------------------------------------------------------- the flooder process
+
+
+def flood(url: str, run: str, rate: float) -> None:
+    """Publish folded-kind events from a foreign source at `rate`/s until killed."""
+    from mrl_actors import events as ev
+    from mrl_actors import logs
+    from mrl_actors.connection import ConnectionConfig, connect
+
+    logs.configure("console", "error")  # the run's server stops before this process does
+
+    def payloads() -> list[tuple[str, bytes]]:
+        comp = ev.Completion(
+            token_ids=ev.pack_i32([1, 2, 3, 4]),
+            logprobs=ev.pack_f32([-0.5] * 4),
+            text="1234",
+            finish_reason="stop",
+            reward=1.0,
+            success=True,
+        )
+        common = {"run": run, "source": INTRUDER, "policy": INTRUDER, "policy_version": 0}
+        out = []
+        for i in range(64):  # prompt ids the policies also draw (p0..): worst case for a fold
+            pid = f"p{i}"
+            out += [
+                (
+                    "rollout",
+                    ev.RolloutGroupCompleted(
+                        event_id=f"flood/r/{i}",
+                        prompt_id=pid,
+                        prompt_text="q",
+                        completions=[comp] * 4,
+                        **common,
+                    ),
+                ),
+                (
+                    "reward",
+                    ev.RewardSummary(
+                        event_id=f"flood/w/{i}",
+                        prompt_id=pid,
+                        rewards=ev.pack_f32([1.0] * 4),
+                        success_rate=1.0,
+                        **common,
+                    ),
+                ),
+                (
+                    "success",
+                    ev.SuccessVerified(
+                        event_id=f"flood/s/{i}",
+                        prompt_id=pid,
+                        prompt_text="q",
+                        completion_index=0,
+                        completion=comp,
+                        **common,
+                    ),
+                ),
+            ]
+        return [(f"mrl.{run}.{kind}.{INTRUDER}", ev.encode(e)) for kind, e in out]
+
+    async def main() -> None:
+        cfg = ConnectionConfig(url=url, token=os.environ["MRL_BENCH_TOKEN"])
+        nc = await connect(cfg)
+        msgs = payloads()
+        sent, t0 = 0, time.monotonic()
+        while True:
+            due = int((time.monotonic() - t0) * rate)
+            while sent < due:
+                subject, data = msgs[sent % len(msgs)]
+                await nc.publish(subject, data)  # core publish: the stream stores it, no ack
+                sent += 1
+            await nc.flush()
+            await anyio.sleep(0.005)
+
+    anyio.run(main)
+
+
+# --------------------------------------------------------------------------- the timed runs
+
+
+@contextmanager
+def flooder(run_dir: Path, run: str, rate: float) -> Iterator[None]:
+    """Start the flooding process once the run's server is up; stop it (by pid) at the end."""
+    proc: subprocess.Popen[bytes] | None = None
+    stop = False
+
+    def start_when_ready() -> None:
+        nonlocal proc
+        import msgspec
+
+        from mrl_actors.server import SERVER_INFO, ServerInfo
+
+        while not stop and not (run_dir / SERVER_INFO).exists():
+            time.sleep(0.05)
+        if stop:
+            return
+        info = msgspec.json.decode((run_dir / SERVER_INFO).read_bytes(), type=ServerInfo)
+        cfg = info.client(user="admin")
+        env = {**os.environ, "MRL_BENCH_TOKEN": cfg.token}
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--flood", cfg.url, "--run", run, "--rate", str(rate)],
+            env=env,
+        )
+
+    import threading
+
+    waiter = threading.Thread(target=start_when_ready, daemon=True)
+    waiter.start()
+    try:
+        yield
+    finally:
+        stop = True
+        waiter.join()
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def unfiltered_actors() -> Any:
+    """Make policy actors read every source of their kinds (the old read), for comparison."""
+    from mrl_actors.actors import policy
+    from mrl_actors.actors.state import FOLDED_KINDS
+
+    original = policy.PolicyActor._read
+
+    def read_all(self: Any, *, start_seq: int, follow: bool) -> Any:
+        return self.log.read(
+            start_seq=start_seq,
+            kinds=FOLDED_KINDS,
+            follow=follow,
+            dead_letters=self.dead_letters,
+        )
+
+    policy.PolicyActor._read = read_all  # type: ignore[method-assign]
+    return original
+
+
+def timed_run(root: Path, name: str, steps: int, rate: float) -> tuple[float, int]:
+    """Wall time of one run (s), and how many foreign events its stream stored."""
+    from mrl_actors.runner import run_once
+    from mrl_actors.spec import parse_spec
+
+    text = spec_text(name, steps)
+    spec = parse_spec(text)
+    run_dir = root / name
+    t0 = time.perf_counter()
+    if rate > 0:
+        with flooder(run_dir, name, rate):
+            anyio.run(lambda: run_once(spec, text, run_dir))
+    else:
+        anyio.run(lambda: run_once(spec, text, run_dir))
+    wall = time.perf_counter() - t0
+    return wall, anyio.run(count_foreign, run_dir, name)
+
+
+async def count_foreign(run_dir: Path, run: str) -> int:
+    from mrl_actors.connection import connect
+    from mrl_actors.server import open_run_dir
+
+    async with open_run_dir(run_dir) as info:
+        nc = await connect(info.client(user="admin"))
+        try:
+            js = nc.jetstream()
+            st = await js.stream_info(f"MRL_{run}", subjects_filter=f"mrl.{run}.*.{INTRUDER}")
+            return sum((st.state.subjects or {}).values())
+        finally:
+            await nc.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rate", type=float, default=5000.0, help="flood events per second")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--unfiltered", action="store_true", help="also time unfiltered actors")
+    p.add_argument("--flood", metavar="URL", help=argparse.SUPPRESS)
+    p.add_argument("--run", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.flood:
+        flood(args.flood, args.run, args.rate)
+        return
+
+    from mrl_actors import logs
+
+    logs.configure("console", "error")
+    with tempfile.TemporaryDirectory(prefix="mrl-flood-") as tmp:
+        root = Path(tmp)
+        os.environ.setdefault("MRL_CACHE_DIR", str(root / "cache"))
+        t0 = time.perf_counter()
+        timed_run(root, "warmup", args.steps, 0)
+        print(f"warm-up run (builds the tiny models): {time.perf_counter() - t0:.1f} s")
+        cols: dict[str, list[float]] = {"plain": [], "flooded": []}
+        stored: dict[str, list[int]] = {"plain": [], "flooded": []}
+        if args.unfiltered:
+            cols["flooded, unfiltered"], stored["flooded, unfiltered"] = [], []
+        for r in range(args.rounds):
+            for col in cols:
+                rate = 0.0 if col == "plain" else args.rate
+                restore = unfiltered_actors() if col == "flooded, unfiltered" else None
+                try:
+                    name = f"{col.split(',')[0]}{'-u' if restore else ''}-{r}"
+                    wall, n = timed_run(root, name, args.steps, rate)
+                finally:
+                    if restore is not None:
+                        from mrl_actors.actors import policy
+
+                        policy.PolicyActor._read = restore  # type: ignore[method-assign]
+                cols[col].append(wall)
+                stored[col].append(n)
+                print(f"round {r}: {col:<20} {wall:6.1f} s, foreign events stored: {n:,}")
+        base = statistics.median(cols["plain"])
+        print()
+        print(f"{'run':<20} {'median s':>9} {'slowdown':>9} {'foreign ev/s':>13}")
+        for col, walls in cols.items():
+            med = statistics.median(walls)
+            ev_s = statistics.median(n / w for n, w in zip(stored[col], walls, strict=True))
+            print(f"{col:<20} {med:>9.1f} {med / base - 1:>+9.1%} {ev_s:>13,.0f}")
+
+
+if __name__ == "__main__":
+    main()
