@@ -13,12 +13,11 @@ from mrl_actors.models import (
     load_model,
     load_tokenizer,
     save_model,
-    target_ids,
-    tiny_policy,
     weights_sha256,
 )
 from mrl_actors.rollout.prompts import encode_prompt
 from mrl_actors.tasks import ArithmeticConfig, ArithmeticTask, CountdownTask
+from mrl_actors.warmstart import target_ids, tiny_policy
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama2-7b", "mistral-7b", "qwen1.5-1.8b"])
@@ -48,7 +47,7 @@ def test_build_tiny_is_seeded_and_leaves_global_rng_alone(models_dir: Path) -> N
 def test_tiny_policy_is_built_once_then_loaded(
     models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mrl_actors.models as models
+    import mrl_actors.warmstart as warmstart
 
     task = ArithmeticTask(ArithmeticConfig(size=16))
     kw = {"hidden_size": 16, "layers": 1, "heads": 2, "warm_steps": 3}
@@ -57,7 +56,7 @@ def test_tiny_policy_is_built_once_then_loaded(
     def no_second_warm_start(*args: object, **kwargs: object) -> float:
         raise AssertionError("the cached model was warm-started again")
 
-    monkeypatch.setattr(models, "warm_start", no_second_warm_start)
+    monkeypatch.setattr(warmstart, "warm_start", no_second_warm_start)
     m2, _ = tiny_policy(models_dir / "gpt2", tmp_path, task, **kw)
     assert weights_sha256(m1) == weights_sha256(m2)
     assert len(list(tmp_path.iterdir())) == 1
