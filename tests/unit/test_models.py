@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from mrl_actors.errors import ConfigError
 from mrl_actors.models import (
     build_tiny,
+    is_complete,
     load_model,
     load_tokenizer,
     save_model,
@@ -113,3 +115,43 @@ def test_target_ids_fall_back_when_the_prompt_merges_into_the_target(models_dir:
     p = encode_prompt(tok, "hello wor")
     assert list(p) != tok("hello world")["input_ids"][: len(p)]  # "Ġwor" + "ld" -> "Ġworld"
     assert target_ids(tok, "hello wor", "ld", p) == tok("ld", add_special_tokens=False)["input_ids"]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama2-7b", "mistral-7b", "qwen1.5-1.8b"])
+def test_every_family_warm_starts_learns_and_round_trips_a_checkpoint(
+    models_dir: Path, tmp_path: Path, family: str
+) -> None:
+    """Each architecture of ../shared/models works as a tiny policy, end to end.
+
+    Regression: the Qwen2 config kept 24 `layer_types` for 2 layers and failed to save step 0.
+    """
+    from mrl_actors.grpo import GRPOConfig, GRPOLearner, Sample
+
+    torch.set_num_threads(1)
+    task = ArithmeticTask(ArithmeticConfig(size=16))
+    kw = {"hidden_size": 16, "layers": 2, "heads": 4, "warm_steps": 2}
+    model, tok = tiny_policy(models_dir / family, tmp_path / "cache", task, **kw)
+    cfg = model.config
+    assert cfg.num_hidden_layers == 2
+    assert len(getattr(cfg, "layer_types", None) or [0, 0]) == 2
+    kv = getattr(cfg, "num_key_value_heads", None)
+    assert kv is None or cfg.num_attention_heads % kv == 0
+    if family == "mistral-7b":
+        assert kv == 1  # 32 heads over 8 KV heads, shrunk to 4 over 1: GQA is kept
+
+    samples = []
+    for i, item in enumerate(task.sample(0, 0, 4)):
+        prompt = task.prompt_text(item)
+        p = encode_prompt(tok, prompt)
+        c = np.asarray([*target_ids(tok, prompt, task.target_text(item), p)], np.int32)
+        samples.append(Sample(p, c, np.full(len(c), -5.0, np.float32), 1.0 if i % 2 else -1.0))
+    learner = GRPOLearner(model, GRPOConfig(lr=1e-3), pad_id=tok.pad_token_id or 0)
+    before = learner.state_dict_sha256()
+    metrics = learner.step(samples)
+    assert np.isfinite(metrics["loss"]) and learner.state_dict_sha256() != before
+
+    d = learner.save_checkpoint(tmp_path / "ckpt" / "step-1", tok)
+    assert is_complete(d)
+    loaded, ltok = load_model(d)
+    assert weights_sha256(loaded) == learner.state_dict_sha256()
+    assert ltok("Q: 1+2=")["input_ids"] == tok("Q: 1+2=")["input_ids"]
