@@ -10,7 +10,10 @@ import torch
 
 from mrl_actors.errors import ConfigError
 from mrl_actors.models import (
+    SAVED_MARKER,
     build_tiny,
+    discard,
+    discard_partial_saves,
     is_complete,
     load_model,
     load_tokenizer,
@@ -155,3 +158,44 @@ def test_every_family_warm_starts_learns_and_round_trips_a_checkpoint(
     loaded, ltok = load_model(d)
     assert weights_sha256(loaded) == learner.state_dict_sha256()
     assert ltok("Q: 1+2=")["input_ids"] == tok("Q: 1+2=")["input_ids"]
+
+
+def test_a_failed_save_leaves_the_old_checkpoint_or_nothing(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A save that dies after writing the weights leaves no directory under the target name."""
+    model, tok = build_tiny(models_dir / "gpt2", hidden_size=16, layers=1, heads=2, seed=0)
+    target = tmp_path / "ckpt" / "step-2"
+
+    def dies(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(type(tok), "save_pretrained", dies)
+    with pytest.raises(OSError, match="disk full"):
+        save_model(model, target, tok)
+    assert list(target.parent.iterdir()) == []  # no step-2, and the temp dir is cleaned up
+    monkeypatch.undo()
+
+    save_model(model, target, tok)
+    assert is_complete(target) and (target / SAVED_MARKER).exists()
+    other, _ = build_tiny(models_dir / "gpt2", hidden_size=16, layers=1, heads=2, seed=1)
+    save_model(other, target, tok)  # replaces the old one whole
+    assert weights_sha256(load_model(target)[0]) == weights_sha256(other)
+    assert save_model(model, target, tok, replace=False) == target  # kept: it is complete
+    assert weights_sha256(load_model(target)[0]) == weights_sha256(other)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["step-2"]
+
+
+def test_a_truncated_or_unmarked_checkpoint_is_incomplete(models_dir: Path, tmp_path: Path) -> None:
+    model, tok = build_tiny(models_dir / "gpt2", hidden_size=16, layers=1, heads=2, seed=0)
+    d = save_model(model, tmp_path / "step-0", tok)
+    weights = d / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    assert not is_complete(d)
+    (d / SAVED_MARKER).unlink()
+    model.save_pretrained(str(d))  # whole again, but not through save_model: no marker
+    assert not is_complete(d)
+    (tmp_path / ".step-1.tmp-99-1").mkdir()  # what a killed save leaves behind
+    assert discard_partial_saves(tmp_path) == [tmp_path / ".step-1.tmp-99-1"]
+    discard(d)
+    assert list(tmp_path.iterdir()) == []
