@@ -64,6 +64,22 @@ def test_a_cached_hub_id_loads_offline(hub: Path, models_dir: Path) -> None:
     assert tok("Q: 1+2=")["input_ids"] == vocab.tokenizer.encode("Q: 1+2=").ids
 
 
+def test_a_tiny_policy_of_a_cached_hub_id(hub: Path, tmp_path: Path, models_dir: Path) -> None:
+    """`tiny = {...}` with a hub id: the architecture comes from the cached snapshot's config."""
+    from mrl_actors.tasks import ArithmeticConfig, ArithmeticTask
+    from mrl_actors.warmstart import tiny_policy
+
+    torch.set_num_threads(1)
+    _cache_model(hub, "meta-llama/Llama-3.2-1B-Instruct", models_dir / "llama2-7b", seed=0)
+    task = ArithmeticTask(ArithmeticConfig(size=8))
+    kw = {"hidden_size": 16, "layers": 1, "heads": 2, "warm_steps": 1}
+    model, _ = tiny_policy("meta-llama/Llama-3.2-1B-Instruct", tmp_path / "cache", task, **kw)
+    assert type(model).__name__ == "LlamaForCausalLM" and model.config.hidden_size == 16
+    assert [p.name.split("-h16")[0] for p in (tmp_path / "cache").iterdir()] == [
+        "Llama-3.2-1B-Instruct"
+    ]
+
+
 def test_an_uncached_hub_id_names_the_field(hub: Path) -> None:
     missing = r"policies\[1\]\.model = 'Org/Missing' is a hub id that is not in the local"
     with pytest.raises(ConfigError, match=missing):
