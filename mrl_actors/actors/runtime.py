@@ -28,6 +28,7 @@ def cache_dir() -> Path:
 
 
 def checkpoint_dir(run_dir: Path, policy: str, step: int) -> Path:
+    """Where `policy`'s step-`step` checkpoint lives; it counts only when `models.is_complete`."""
     return run_dir / "checkpoints" / policy / f"step-{step}"
 
 
