@@ -1,12 +1,15 @@
-"""Models: tiny random-weight versions of real architectures, warm starts, load/save, hashes.
+"""Models: tiny random-weight versions of real architectures, atomic load/save, weight hashes.
 
 Tiny models keep the real config (architecture, vocabulary, tokenizer) of a directory such as
 `../shared/models/gpt2` and shrink only width and depth, so CPU tests exercise the same code paths
-as
-real checkpoints (DESIGN.md decision 2). The vocabulary then dominates the parameter count (GPT-2:
-50,257 x 64), which is fine. A short supervised warm start on the synthetic task gives GRPO a policy
-with non-zero reward to improve, and `tiny_policy` caches the result on disk so a run builds it
-once.
+as real checkpoints (DESIGN.md decision 2). The vocabulary then dominates the parameter count
+(GPT-2: 50,257 x 64), which is fine. The supervised warm start that makes such a model a policy
+lives in `warmstart`.
+
+A saved model directory is complete or absent: `save_model` writes a hidden sibling, fsyncs
+every file, adds the `SAVED_MARKER` listing the files and their sizes, renames the sibling into
+place and fsyncs the parent, so a process killed at any instant leaves either the old state or
+the whole checkpoint (`is_complete` tells them apart; `discard` removes the leftovers).
 """
 
 from __future__ import annotations
@@ -15,17 +18,24 @@ import hashlib
 import json
 import os
 import shutil
-import time
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from mrl_actors.errors import ConfigError
+from mrl_actors.hub import local_model_dir
 from mrl_actors.logs import get_logger
 
 log = get_logger(__name__)
+
+SAVED_MARKER = "saved.json"  # written last: {"files": {name: bytes}} of the complete checkpoint
+_TMP_INFIX = ".tmp-"
+# Tests only: kill this process (SIGKILL) while saving to a directory whose path ends with these
+# parts (`gpt2/step-0`), after the weights are written and before the checkpoint is complete.
+KILL_IN_SAVE_ENV = "MRL_TEST_KILL_IN_SAVE"
 
 # Config attribute names differ by family: (hidden, layers, heads, intermediate)
 _SIZE_KEYS = {
@@ -40,16 +50,65 @@ _DROPOUT_KEYS = (
     "hidden_dropout",
     "summary_first_dropout",
 )
+# Per-layer lists the config's own __init__ derives from the layer count: dropped so it re-derives
+_DERIVED_PER_LAYER = ("layer_types",)
 
 
 def load_tokenizer(path: str | Path) -> Any:
-    """The tokenizer in `path`, with a pad token (the eos token when it has none)."""
+    """The tokenizer in `path` (or a cached hub id), with a pad token (eos when it has none)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(path))
+    tok = AutoTokenizer.from_pretrained(str(local_model_dir(path)))
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def tiny_config(
+    family_dir: str | Path, *, hidden_size: int = 64, layers: int = 2, heads: int = 4
+) -> Any:
+    """`family_dir`'s config shrunk to the given sizes, every dependent field kept consistent.
+
+    Per-layer fields follow the layer count (`layer_types` is re-derived, other per-layer lists
+    are cut), grouped-query attention keeps its ratio where it divides `heads` (Mistral: 32/8 ->
+    4/1), `head_dim` follows hidden/heads, windows and dropout shrink with the model. The
+    config class validates the result, so a config that could not be saved fails here.
+    """
+    from transformers import AutoConfig
+
+    source = local_model_dir(family_dir)
+    if not (source / "config.json").exists():
+        raise ConfigError(f"{family_dir}: no config.json (expected a model directory)")
+    if hidden_size % heads:
+        raise ConfigError(f"tiny hidden_size {hidden_size} is not a multiple of heads {heads}")
+    base = AutoConfig.from_pretrained(str(source))
+    h, n_layer, n_head, inter = _SIZE_KEYS.get(base.model_type, _DEFAULT_KEYS)
+    d = base.to_dict()
+    old_layers, old_heads = int(d[n_layer]), int(d[n_head])
+    d.update({h: hidden_size, n_layer: layers, n_head: heads, inter: 4 * hidden_size})
+    for k in _DERIVED_PER_LAYER:
+        d.pop(k, None)
+    for k, v in list(d.items()):
+        if isinstance(v, list) and k != "architectures" and len(v) == old_layers:
+            d[k] = v[:layers]
+    if d.get("num_key_value_heads"):
+        ratio = max(1, old_heads // int(d["num_key_value_heads"]))
+        kv = heads // ratio if heads % ratio == 0 and heads >= ratio else heads
+        d["num_key_value_heads"] = kv
+    if "head_dim" in d:
+        d["head_dim"] = hidden_size // heads
+    if d.get("max_window_layers") is not None:
+        d["max_window_layers"] = min(int(d["max_window_layers"]), layers)
+    for k in _DROPOUT_KEYS:
+        if k in d:
+            d[k] = 0.0
+    try:
+        return type(base).from_dict(d)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"{family_dir}: cannot shrink the {base.model_type} config to hidden={hidden_size}, "
+            f"layers={layers}, heads={heads}: {exc}"
+        ) from exc
 
 
 def build_tiny(
@@ -65,24 +124,9 @@ def build_tiny(
     Weights are drawn inside `torch.random.fork_rng` from `seed`: same seed, same weights, and the
     caller's global RNG is left as it was.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    family_dir = Path(family_dir)
-    if not (family_dir / "config.json").exists():
-        raise ConfigError(f"{family_dir}: no config.json (expected a model directory)")
-    cfg = AutoConfig.from_pretrained(str(family_dir))
-    h, n_layer, n_head, inter = _SIZE_KEYS.get(cfg.model_type, _DEFAULT_KEYS)
-    setattr(cfg, h, hidden_size)
-    setattr(cfg, n_layer, layers)
-    setattr(cfg, n_head, heads)
-    setattr(cfg, inter, 4 * hidden_size)
-    if hasattr(cfg, "num_key_value_heads"):
-        cfg.num_key_value_heads = heads
-    if hasattr(cfg, "head_dim"):
-        cfg.head_dim = hidden_size // heads
-    for k in _DROPOUT_KEYS:
-        if hasattr(cfg, k):
-            setattr(cfg, k, 0.0)
+    cfg = tiny_config(family_dir, hidden_size=hidden_size, layers=layers, heads=heads)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
@@ -90,23 +134,130 @@ def build_tiny(
     return model, load_tokenizer(family_dir)
 
 
-def load_model(path_or_hub_id: str | Path, *, dtype: Any = torch.float32) -> tuple[Any, Any]:
-    """A real checkpoint and its tokenizer from a local directory (or, with network, the hub)."""
+def load_model(
+    path_or_hub_id: str | Path, *, dtype: Any = torch.float32, field: str = "model"
+) -> tuple[Any, Any]:
+    """A real checkpoint and its tokenizer from a local directory or a hub id (cache first).
+
+    `field` names the spec field the model came from, for the error when it cannot be found.
+    """
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(path_or_hub_id), dtype=dtype)
+    d = local_model_dir(path_or_hub_id, field=field)
+    model = AutoModelForCausalLM.from_pretrained(str(d), dtype=dtype)
     model.eval()
-    return model, load_tokenizer(path_or_hub_id)
+    return model, load_tokenizer(d)
 
 
-def save_model(model: Any, directory: str | Path, tokenizer: Any | None = None) -> Path:
-    """Save as safetensors + config (+ tokenizer): `from_pretrained(directory)` loads it back."""
+def is_complete(directory: str | Path) -> bool:
+    """Whether `directory` holds a whole checkpoint: its marker, and every file at its size."""
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(d), safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(d))
+    try:
+        files = json.loads((d / SAVED_MARKER).read_text())["files"]
+        return all((d / name).stat().st_size == size for name, size in files.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def discard(directory: str | Path) -> None:
+    """Remove `directory` (an incomplete or superseded checkpoint) without a half-deleted state:
+    it is renamed to a hidden sibling first, so its name never points at a partial copy."""
+    d = Path(directory)
+    if not d.exists():
+        return
+    trash = d.with_name(f".{d.name}{_TMP_INFIX}discard-{os.getpid()}-{threading.get_ident()}")
+    os.rename(d, trash)
+    _fsync_dir(d.parent)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def discard_partial_saves(parent: str | Path) -> list[Path]:
+    """Remove the hidden temporary siblings that killed saves left in `parent`.
+
+    Only for a directory one process writes (a policy's checkpoints): a concurrent save's temp
+    directory would be removed too.
+    """
+    p = Path(parent)
+    gone = [c for c in p.glob(f".*{_TMP_INFIX}*") if c.is_dir()] if p.is_dir() else []
+    for c in gone:
+        shutil.rmtree(c, ignore_errors=True)
+    return gone
+
+
+def save_model(
+    model: Any,
+    directory: str | Path,
+    tokenizer: Any | None = None,
+    *,
+    extra_files: dict[str, str] | None = None,
+    replace: bool = True,
+) -> Path:
+    """Save as safetensors + config (+ tokenizer, + `extra_files`), atomically.
+
+    `from_pretrained(directory)` loads it back. An existing `directory` is replaced
+    (`replace=True`) or kept (`replace=False`: a concurrent builder of the same content won).
+    """
+    d = Path(directory)
+    d.parent.mkdir(parents=True, exist_ok=True)
+    tmp = d.with_name(f".{d.name}{_TMP_INFIX}{os.getpid()}-{threading.get_ident()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        _kill_if_asked(d)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
+        files = {
+            str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()
+        }
+        (tmp / SAVED_MARKER).write_text(json.dumps({"files": files}, indent=1), encoding="utf-8")
+        _fsync_tree(tmp)
+        if d.exists() and (replace or not is_complete(d)):
+            discard(d)
+        try:
+            os.rename(tmp, d)
+        except OSError:  # `d` appeared meanwhile: a concurrent save of the same content
+            if replace or not is_complete(d):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            return d
+        _fsync_dir(d.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return d
+
+
+def _kill_if_asked(d: Path) -> None:
+    want = os.environ.get(KILL_IN_SAVE_ENV)
+    if want:
+        parts = Path(want).parts
+        if d.parts[-len(parts) :] == parts:
+            log.warning("test_kill_in_save", path=str(d))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _fsync_tree(root: Path) -> None:
+    for p in sorted(root.rglob("*"), key=lambda q: len(q.parts), reverse=True):
+        if p.is_file():
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        elif p.is_dir():
+            _fsync_dir(p)
+    _fsync_dir(root)
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def weights_sha256(model: Any) -> str:
@@ -117,113 +268,3 @@ def weights_sha256(model: Any) -> str:
         h.update(f"{name}|{a.dtype}|{tuple(a.shape)}\n".encode())
         h.update(a.view(torch.uint8).numpy().tobytes() if a.numel() else b"")
     return h.hexdigest()
-
-
-def target_ids(tokenizer: Any, prompt: str, target: str, prompt_ids: Any) -> list[int]:
-    """Token ids of `target` as the model would produce them right after `prompt`.
-
-    Encoding `target` on its own is wrong for SentencePiece tokenizers that add a dummy prefix
-    space (Mistral: `" 12"` alone becomes `['▁▁', '1', '2']`, after the prompt it is `['▁', '1',
-    '2']`), so the target is cut from the joint encoding of prompt + target. When the prompt's ids
-    are not a prefix of the joint ids (a merge across the boundary) that cut is ill-defined and the
-    target is encoded on its own, as before.
-    """
-    p = [int(i) for i in prompt_ids]
-    joint = [int(i) for i in tokenizer(prompt + target)["input_ids"]]
-    if len(joint) > len(p) and joint[: len(p)] == p:
-        return joint[len(p) :]
-    return [int(i) for i in tokenizer(target, add_special_tokens=False)["input_ids"]]
-
-
-def warm_start(
-    model: Any,
-    tokenizer: Any,
-    task: Any,
-    *,
-    steps: int = 200,
-    seed: int = 0,
-    batch_size: int = 32,
-    lr: float = 3e-3,
-) -> float:
-    """Supervised fine-tuning on `task.target_text` for `steps` AdamW steps; returns the last loss.
-
-    Loss on the completion tokens only (prompt tokens are context), eos appended so the model
-    learns to stop. Deterministic: batches come from `task.sample(seed, step, batch_size)`.
-    """
-    from mrl_actors.grpo.batch import Sample, collate
-    from mrl_actors.grpo.logprobs import completion_logps
-    from mrl_actors.rollout.prompts import encode_prompt
-
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    eos = tokenizer.eos_token_id
-    loss_v = float("nan")
-    for step in range(steps):
-        samples = []
-        for item in task.sample(seed, step, batch_size):
-            prompt = task.prompt_text(item)
-            p = encode_prompt(tokenizer, prompt)
-            ids = [*target_ids(tokenizer, prompt, task.target_text(item), p), eos]
-            c = np.asarray(ids, dtype=np.int32)
-            samples.append(Sample(p, c, np.zeros(len(c), np.float32), 0.0))
-        b = collate(samples, tokenizer.pad_token_id or 0)
-        logps, _ = completion_logps(
-            model, b.input_ids, b.attention_mask, b.completion_ids.size(1), 1.0
-        )
-        loss = -(logps * b.mask).sum() / b.mask.sum()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        loss_v = float(loss.detach())
-    model.eval()
-    return loss_v
-
-
-def tiny_policy(
-    family_dir: str | Path,
-    cache_dir: str | Path,
-    task: Any,
-    *,
-    hidden_size: int = 64,
-    layers: int = 2,
-    heads: int = 4,
-    seed: int = 0,
-    warm_steps: int = 200,
-) -> tuple[Any, Any]:
-    """A warm-started tiny model, built once, then loaded from `cache_dir` (keyed by recipe)."""
-    import transformers
-
-    recipe = {
-        "family": Path(family_dir).name,
-        "config": json.loads((Path(family_dir) / "config.json").read_text()),
-        "hidden": hidden_size,
-        "layers": layers,
-        "heads": heads,
-        "seed": seed,
-        "warm_steps": warm_steps,
-        "task": task.name,
-        "task_cfg": repr(getattr(task, "cfg", None)),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "recipe_version": 2,  # 2: targets cut from the joint encoding
-    }
-    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
-    d = Path(cache_dir) / f"{recipe['family']}-h{hidden_size}-l{layers}-{key}"
-    if (d / "model.safetensors").exists():
-        log.info("tiny_policy.cached", path=str(d))
-        return load_model(d)
-    t0 = time.perf_counter()
-    model, tok = build_tiny(
-        family_dir, hidden_size=hidden_size, layers=layers, heads=heads, seed=seed
-    )
-    loss = warm_start(model, tok, task, steps=warm_steps, seed=seed)
-    tmp = d.with_name(f"{d.name}.tmp{os.getpid()}-{id(model)}")
-    save_model(model, tmp, tok)
-    (tmp / "recipe.json").write_text(json.dumps(recipe, sort_keys=True, indent=1))
-    try:
-        tmp.rename(d)  # atomic on one filesystem: concurrent builders cannot leave half a cache
-    except OSError:  # another process finished first: its copy is the same recipe, keep it
-        shutil.rmtree(tmp, ignore_errors=True)
-    log.info("tiny_policy.built", path=str(d), loss=loss, seconds=time.perf_counter() - t0)
-    return load_model(d)

@@ -26,11 +26,23 @@ from mrl_actors.tasks import make_task
 
 
 def prepare_runtime(spec: RunSpec, policy: PolicySpec, run_dir: Path) -> PolicyRuntime:
-    """The policy at step 0: from its `step-0` checkpoint, saved on the first start."""
+    """The policy at step 0: from its `step-0` checkpoint, saved (atomically) on the first start.
+
+    A start killed while saving `step-0` leaves no `step-0` (or, from older versions, one without
+    the completeness marker): it is discarded with any temporary leftovers and saved again.
+    """
+    from mrl_actors.models import discard, discard_partial_saves, is_complete
+
     task = make_task(spec.task)
     start = checkpoint_dir(run_dir, policy.name, 0)
-    if (start / "config.json").exists():
+    logger = get_logger(__name__, run=spec.run.name, policy=policy.name)
+    for gone in discard_partial_saves(start.parent):  # this process owns the policy's directory
+        logger.warning("partial_checkpoint_discarded", path=str(gone))
+    if is_complete(start):
         return build_runtime(spec, policy, task, weights_dir=start)
+    if start.exists():
+        logger.warning("incomplete_checkpoint_discarded", path=str(start))
+        discard(start)
     rt = build_runtime(spec, policy, task)
     rt.learner.save_checkpoint(start, rt.tokenizer)
     return rt

@@ -77,6 +77,9 @@ async def _record_start(log: Any, spec: RunSpec, spec_text: str) -> set[str]:
 
     Returns the ids of the run's `run` and `policy` events already in the log before this start.
     """
+    from functools import partial
+
+    from mrl_actors.hub import local_model_dir
     from mrl_actors.thl import load_vocab
 
     have = {rec.event.event_id async for rec in log.read(start_seq=1, kinds=["run", "policy"])}
@@ -96,11 +99,13 @@ async def _record_start(log: Any, spec: RunSpec, spec_text: str) -> set[str]:
                 probes=[spec.run.probe],
             )
         )
-    for p in spec.policies:
+    for i, p in enumerate(spec.policies):
         eid = event_id("policy", run, p.name, "registered")
         if eid in have:
             continue
-        vocab = await anyio.to_thread.run_sync(load_vocab, p.model)
+        where = partial(local_model_dir, p.model, field=f"policies[{i}].model")
+        source = await anyio.to_thread.run_sync(where)  # a hub id: its cached snapshot
+        vocab = await anyio.to_thread.run_sync(load_vocab, source)
         events.append(
             PolicyRegistered(
                 run=run,
@@ -108,7 +113,7 @@ async def _record_start(log: Any, spec: RunSpec, spec_text: str) -> set[str]:
                 event_id=eid,
                 time_ns=time.time_ns(),
                 policy=p.name,
-                family=_family(p.model),
+                family=_family(source),
                 model_path=p.model,
                 tokenizer_fingerprint=vocab.fingerprint,
                 probe=spec.run.probe,
@@ -132,9 +137,9 @@ def _builtins(obj: Any) -> Any:
     return msgspec.to_builtins(obj)
 
 
-def _family(model: str) -> str:
+def _family(model: Path) -> str:
     try:
-        return str(json.loads((Path(model) / "config.json").read_text())["model_type"])
+        return str(json.loads((model / "config.json").read_text())["model_type"])
     except (OSError, KeyError, ValueError):
         return "unknown"
 

@@ -155,6 +155,7 @@ class PolicyActor:
             ["rollout", "reward", "success", "learner", "checkpoint", "throughput"]
         )
         await self.rebuild()
+        await self.repair_checkpoint()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.follow)
             task_status.started()
@@ -306,14 +307,29 @@ class PolicyActor:
             )
         return out
 
-    async def checkpoint(self, step: int, sha: str) -> None:
+    async def checkpoint(self, step: int, sha: str, *, repair: bool = False) -> None:
+        """Save step `step`'s checkpoint, then log `CheckpointSaved`.
+
+        The save is atomic (`models.save_model`) and the event follows the rename, so a logged
+        checkpoint is complete on disk. With `repair` (a resumed actor whose learner is at
+        `step`) only what a killed save left out is done: the save when the directory is not
+        complete, the event when the log lacks it.
+        """
+        from mrl_actors.models import is_complete
+
         path = checkpoint_dir(self.run_dir, self.name, step)
-        await anyio.to_thread.run_sync(self.rt.learner.save_checkpoint, path, self.rt.tokenizer)
+        if not (repair and is_complete(path)):
+            if repair:
+                self._log.warning("checkpoint_repaired", step=step, path=str(path))
+            await anyio.to_thread.run_sync(self.rt.learner.save_checkpoint, path, self.rt.tokenizer)
+        eid = event_id("checkpoint", self.run_id, self.name, step)
+        if repair and await self._logged(eid):
+            return
         await self._writer.append(
             CheckpointSaved(
                 run=self.run_id,
                 source=self.name,
-                event_id=event_id("checkpoint", self.run_id, self.name, step),
+                event_id=eid,
                 time_ns=time.time_ns(),
                 policy=self.name,
                 step=step,
@@ -321,6 +337,23 @@ class PolicyActor:
                 weights_sha256=sha,
             )
         )
+
+    async def _logged(self, eid: str) -> bool:
+        async for rec in self.log.read(start_seq=1, kinds=["checkpoint"], sources=[self.name]):
+            if rec.event.event_id == eid:
+                return True
+        return False
+
+    async def repair_checkpoint(self) -> None:
+        """A resumed actor whose last logged step was due a checkpoint makes sure it exists.
+
+        The learner's version is the last step the log holds (replay brought it there), so a
+        save killed at that step can be redone from the same weights.
+        """
+        v, spec = self.rt.learner.version, self.spec.run
+        if v > 0 and (v % spec.checkpoint_every == 0 or v == spec.steps):
+            sha = await anyio.to_thread.run_sync(self.rt.learner.state_dict_sha256)
+            await self.checkpoint(v, sha, repair=True)
 
     async def _throughput(
         self, step: int, gen_tokens: int, t_gen: float, metrics: dict[str, float]

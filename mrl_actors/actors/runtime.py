@@ -28,18 +28,26 @@ def cache_dir() -> Path:
 
 
 def checkpoint_dir(run_dir: Path, policy: str, step: int) -> Path:
+    """Where `policy`'s step-`step` checkpoint lives; it counts only when `models.is_complete`."""
     return run_dir / "checkpoints" / policy / f"step-{step}"
 
 
 def load_initial_model(spec: RunSpec, policy: PolicySpec, task: Task) -> tuple[Any, Any]:
-    """The policy's starting weights: a cached warm-started tiny model, or a real checkpoint."""
-    from mrl_actors.models import load_model, tiny_policy
+    """The policy's starting weights: a cached warm-started tiny model, or a real checkpoint.
 
+    `policy.model` is a directory or a hub id (looked up in the local Hugging Face cache first).
+    """
+    from mrl_actors.hub import local_model_dir
+    from mrl_actors.models import load_model
+    from mrl_actors.warmstart import tiny_policy
+
+    field = f"policies[{spec.policies.index(policy)}].model"
+    source = local_model_dir(policy.model, field=field)
     if policy.tiny is None:
-        return load_model(policy.model)
+        return load_model(source, field=field)
     t = policy.tiny
     return tiny_policy(
-        policy.model,
+        policy.model,  # its name keys the cache; `source` is the same directory
         cache_dir(),
         task,
         hidden_size=t.hidden_size,
@@ -47,6 +55,7 @@ def load_initial_model(spec: RunSpec, policy: PolicySpec, task: Task) -> tuple[A
         heads=t.heads,
         seed=spec.run.seed,
         warm_steps=t.warm_start_steps,
+        lr=t.warm_start_lr,
     )
 
 

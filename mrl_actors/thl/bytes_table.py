@@ -39,6 +39,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from mrl_actors.errors import TokenizerError
+from mrl_actors.hub import is_hub_id, local_model_dir
 from mrl_actors.logs import get_logger
 
 log = get_logger(__name__)
@@ -378,6 +379,8 @@ def load_vocab(source: str | os.PathLike[str] | Tokenizer | Any) -> Vocab:
             source.backend_tokenizer, hf=source, name=str(getattr(source, "name_or_path", "hf"))
         )
     path = Path(source)
+    if not path.exists() and is_hub_id(path):  # a spec's hub id: its snapshot in the HF cache
+        path = local_model_dir(path)
     try:
         key = (str(path.resolve()), path.stat().st_mtime)
     except OSError as exc:

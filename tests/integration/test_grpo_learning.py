@@ -17,10 +17,11 @@ import torch
 
 from mrl_actors.grpo import GRPOConfig, GRPOLearner, Sample, group_advantages
 from mrl_actors.logs import get_logger
-from mrl_actors.models import tiny_policy, weights_sha256
+from mrl_actors.models import weights_sha256
 from mrl_actors.rollout import SamplingConfig, encode_prompt
 from mrl_actors.rollout.hf import HFEngine
 from mrl_actors.tasks import ArithmeticConfig, ArithmeticTask
+from mrl_actors.warmstart import tiny_policy
 
 log = get_logger(__name__)
 STEPS, PROMPTS, GROUP = 60, 8, 8
