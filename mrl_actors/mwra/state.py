@@ -1,0 +1,156 @@
+"""MWRA's view of a run: a pure fold over the log, so replaying the log rebuilds it exactly.
+
+Folded events and what each contributes:
+
+- `PolicyRegistered`: the policies that need slots.
+- `NodeJoined` / `NodeHeartbeat` / `ThroughputReported`: membership and liveness (last seen);
+  `NodeLeft` removes a node.
+- `ThroughputReported` (role rollout): samples/s per rollout slot of a policy, a running average.
+  A node reports the rate while generating, summed over its slots of that policy.
+- `LearnerStepTimed` / `LearnerStepCompleted`: the weight version (the decision boundary), the
+  learner's wait and compute seconds, samples per step, backlog and staleness.
+- `RolloutGroupCompleted`: one more unconsumed group until the learner's next report.
+- `SlotsAssigned`: the assignment in force and its epoch (an older or equal epoch is ignored).
+- `SlotMoveMeasured`: the measured cost of moves, the last few kept for the cost gate.
+
+Time comes only from events (`time_ns`) and from the `now` the rule is asked at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from mrl_actors import events as ev
+
+Role = Literal["rollout", "learner"]
+Slot = tuple[str, int]  # (node, slot index)
+Owner = tuple[str, Role]  # (policy, role)
+
+MOVE_COSTS_KEPT = 16
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    slots: int
+    last_seen_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyView:
+    version: int = 0  # learner steps taken
+    rollout_sps_per_slot: float = 0.0  # samples/s one rollout slot produces (0: not measured)
+    samples_per_step: float = 0.0  # completions one learner step consumes (0: not measured)
+    compute_s: float = 0.0  # seconds a learner step computes (0: not measured)
+    wait_s: float = 0.0  # seconds the learner waited for input, running average
+    pending_groups: int = 0  # unconsumed groups
+    staleness: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class MwraState:
+    run: str = ""
+    epoch: int = 0
+    policies: dict[str, PolicyView] = field(default_factory=dict)
+    nodes: dict[str, NodeView] = field(default_factory=dict)
+    assignment: dict[Slot, Owner] = field(default_factory=dict)
+    move_costs: tuple[float, ...] = ()  # measured seconds per move, oldest first
+    decided_versions: dict[str, int] = field(default_factory=dict)  # versions at the last epoch
+    last_event_ns: int = 0
+
+
+def _ema(old: float, new: float, alpha: float) -> float:
+    return new if old <= 0.0 else (1.0 - alpha) * old + alpha * new
+
+
+def _seen(state: MwraState, node: str, time_ns: int) -> MwraState:
+    view = state.nodes.get(node)
+    if view is None or time_ns <= view.last_seen_ns:
+        return state
+    nodes = dict(state.nodes)
+    nodes[node] = replace(view, last_seen_ns=time_ns)
+    return replace(state, nodes=nodes)
+
+
+def _policy(state: MwraState, name: str, **changes: float | int) -> MwraState:
+    policies = dict(state.policies)
+    policies[name] = replace(policies.get(name, PolicyView()), **changes)  # type: ignore[arg-type]
+    return replace(state, policies=policies)
+
+
+def slots_of(state: MwraState, node: str, policy: str, role: Role) -> int:
+    """How many of `node`'s slots the assignment in force gives to (policy, role)."""
+    return sum(1 for (n, _), own in state.assignment.items() if n == node and own == (policy, role))
+
+
+def evolve(state: MwraState, event: ev.Event, *, alpha: float = 0.3) -> MwraState:
+    """The state after `event`; events MWRA does not read leave it unchanged (same object)."""
+    if not state.run:
+        state = replace(state, run=event.run)
+    if event.time_ns > state.last_event_ns:
+        state = replace(state, last_event_ns=event.time_ns)
+    match event:
+        case ev.PolicyRegistered(policy=name):
+            if name not in state.policies:
+                state = _policy(state, name)
+        case ev.NodeJoined(node=node, slots=slots, time_ns=t):
+            nodes = dict(state.nodes)
+            nodes[node] = NodeView(slots=slots, last_seen_ns=t)
+            state = replace(state, nodes=nodes)
+        case ev.NodeHeartbeat(node=node, time_ns=t, slots=slots):
+            view = state.nodes.get(node)
+            if view is not None and view.slots != slots:
+                nodes = dict(state.nodes)
+                nodes[node] = replace(view, slots=slots)
+                state = replace(state, nodes=nodes)
+            state = _seen(state, node, t)
+        case ev.NodeLeft(node=node):
+            if node in state.nodes:
+                nodes = dict(state.nodes)
+                del nodes[node]
+                state = replace(state, nodes=nodes)
+        case ev.ThroughputReported(node=node, policy=name, role=role, time_ns=t):
+            state = _seen(state, node, t)
+            n = slots_of(state, node, name, role)
+            if role == "rollout" and n > 0 and event.samples_per_s > 0:
+                old = state.policies.get(name, PolicyView()).rollout_sps_per_slot
+                rate = _ema(old, event.samples_per_s / n, alpha)
+                state = _policy(state, name, rollout_sps_per_slot=rate)
+        case ev.LearnerStepTimed(policy=name):
+            old_p = state.policies.get(name, PolicyView())
+            state = _policy(
+                state,
+                name,
+                version=max(old_p.version, event.step),
+                compute_s=_ema(old_p.compute_s, event.compute_s, alpha),
+                wait_s=(1.0 - alpha) * old_p.wait_s + alpha * event.wait_s,
+                samples_per_step=_ema(old_p.samples_per_step, float(event.samples), alpha),
+                pending_groups=event.pending_groups,
+                staleness=event.staleness,
+            )
+        case ev.LearnerStepCompleted(policy=name, step=step):
+            old_p = state.policies.get(name, PolicyView())
+            pending = max(0, old_p.pending_groups - len(event.consumed))
+            state = _policy(state, name, version=max(old_p.version, step), pending_groups=pending)
+        case ev.RolloutGroupCompleted(policy=name):
+            pending = state.policies.get(name, PolicyView()).pending_groups + 1
+            state = _policy(state, name, pending_groups=pending)
+        case ev.SlotsAssigned(epoch=epoch) if epoch > state.epoch:
+            assignment: dict[Slot, Owner] = {
+                (a.node, a.slot): (a.policy, a.role) for a in event.assignments
+            }
+            decided = {name: p.version for name, p in state.policies.items()}
+            state = replace(state, epoch=epoch, assignment=assignment, decided_versions=decided)
+        case ev.SlotMoveMeasured(seconds=seconds):
+            costs = (*state.move_costs, max(0.0, seconds))[-MOVE_COSTS_KEPT:]
+            state = replace(state, move_costs=costs)
+        case _:
+            pass
+    return state
+
+
+def fold(events: list[ev.Event], *, alpha: float = 0.3) -> MwraState:
+    state = MwraState()
+    for event in events:
+        state = evolve(state, event, alpha=alpha)
+    return state
