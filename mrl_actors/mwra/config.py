@@ -38,8 +38,11 @@ class MwraConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # Do not move for less than this relative gain in balanced step rate: estimates are noisy,
     # and two nearly equal allocations must not alternate.
     hysteresis: float = 0.02
-    # Weight of a new throughput or timing report in its running average.
+    # Weight of a new learner timing (wait, compute, samples per step) in its running average.
     ema_alpha: float = 0.3
+    # Time constant of each node's throughput average: long enough that per-report noise (20%
+    # is common) cannot flip a decision, short against how fast completion lengths drift.
+    rate_window_s: float = 120.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.max_move_fraction <= 1.0:
@@ -53,6 +56,8 @@ class MwraConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             )
         if not 0.0 < self.ema_alpha <= 1.0:
             raise ConfigError(f"mwra.ema_alpha is {self.ema_alpha}; need (0, 1]")
+        if self.rate_window_s <= 0:
+            raise ConfigError(f"mwra.rate_window_s is {self.rate_window_s}; need > 0")
         if self.cost_window < 1 or self.gain_horizon_s <= 0 or self.default_move_s < 0:
             raise ConfigError("mwra.cost_window >= 1, gain_horizon_s > 0, default_move_s >= 0")
         if self.hysteresis < 0:

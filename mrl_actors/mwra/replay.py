@@ -29,7 +29,12 @@ class Allocator:
         self.decisions: list[ev.SlotsAssigned] = []
 
     def observe(self, event: ev.Event) -> None:
-        self.state = evolve(self.state, event, alpha=self.config.ema_alpha)
+        self.state = evolve(
+            self.state,
+            event,
+            alpha=self.config.ema_alpha,
+            rate_window_s=self.config.rate_window_s,
+        )
 
     def step(self, now_ns: int) -> ev.SlotsAssigned | None:
         decision = decide(self.state, now_ns, self.config)
@@ -54,5 +59,5 @@ def check(events: Iterable[ev.Event], config: MwraConfig) -> list[ReplayMismatch
             replayed = decide(state, event.time_ns, config)
             if replayed != event:
                 mismatches.append(ReplayMismatch(i, event, replayed))
-        state = evolve(state, event, alpha=config.ema_alpha)
+        state = evolve(state, event, alpha=config.ema_alpha, rate_window_s=config.rate_window_s)
     return mismatches

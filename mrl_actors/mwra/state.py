@@ -18,6 +18,7 @@ Time comes only from events (`time_ns`) and from the `now` the rule is asked at.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -54,6 +55,15 @@ class MwraState:
     policies: dict[str, PolicyView] = field(default_factory=dict)
     nodes: dict[str, NodeView] = field(default_factory=dict)
     assignment: dict[Slot, Owner] = field(default_factory=dict)
+    # Slots moved at an epoch and still loading (no `SlotMoveMeasured` for that epoch yet).
+    loading: dict[Slot, int] = field(default_factory=dict)
+    # Derived from `assignment` less `loading`: working slots per (node, policy, role), the
+    # denominator of a node's throughput report.
+    working: dict[tuple[str, str, Role], int] = field(default_factory=dict)
+    # Per (node, policy): samples/s per working rollout slot (running average) and those slots;
+    # a policy's rate is their slot-weighted mean, kept as running sums per policy.
+    node_rates: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
+    rate_sums: dict[str, tuple[float, int]] = field(default_factory=dict)
     move_costs: tuple[float, ...] = ()  # measured seconds per move, oldest first
     decided_versions: dict[str, int] = field(default_factory=dict)  # versions at the last epoch
     last_event_ns: int = 0
@@ -79,12 +89,54 @@ def _policy(state: MwraState, name: str, **changes: float | int) -> MwraState:
 
 
 def slots_of(state: MwraState, node: str, policy: str, role: Role) -> int:
-    """How many of `node`'s slots the assignment in force gives to (policy, role)."""
-    return sum(1 for (n, _), own in state.assignment.items() if n == node and own == (policy, role))
+    """How many of `node`'s slots work for (policy, role) now: assigned and done loading."""
+    return state.working.get((node, policy, role), 0)
 
 
-def evolve(state: MwraState, event: ev.Event, *, alpha: float = 0.3) -> MwraState:
-    """The state after `event`; events MWRA does not read leave it unchanged (same object)."""
+def _rollout_rate(
+    state: MwraState, node: str, policy: str, sps: float, window_s: float, rate_window_s: float
+) -> MwraState:
+    """Fold one node's rollout report into the policy's slot-weighted mean rate per slot.
+
+    Each node's rate is a running average over about `rate_window_s` of report time, so that
+    noisy reports do not flip decisions; the policy's rate is the slot-weighted mean over nodes.
+    """
+    alpha = 1.0 - math.exp(-max(window_s, 1e-3) / rate_window_s)
+    n = slots_of(state, node, policy, "rollout")
+    if n <= 0 or sps <= 0:
+        return state
+    key = (node, policy)
+    old_rate, old_n = state.node_rates.get(key, (0.0, 0))
+    rate = _ema(old_rate, sps / n, alpha)
+    total, slots = state.rate_sums.get(policy, (0.0, 0))
+    total, slots = total - old_rate * old_n + rate * n, slots - old_n + n
+    node_rates = dict(state.node_rates)
+    node_rates[key] = (rate, n)
+    rate_sums = dict(state.rate_sums)
+    rate_sums[policy] = (total, slots)
+    state = replace(state, node_rates=node_rates, rate_sums=rate_sums)
+    return _policy(state, policy, rollout_sps_per_slot=total / slots if slots else 0.0)
+
+
+def _working(
+    assignment: dict[Slot, Owner], loading: dict[Slot, int]
+) -> dict[tuple[str, str, Role], int]:
+    working: dict[tuple[str, str, Role], int] = {}
+    for (node, slot), (policy, role) in assignment.items():
+        if (node, slot) not in loading:
+            key = (node, policy, role)
+            working[key] = working.get(key, 0) + 1
+    return working
+
+
+def evolve(
+    state: MwraState, event: ev.Event, *, alpha: float = 0.3, rate_window_s: float = 120.0
+) -> MwraState:
+    """The state after `event`; events MWRA does not read leave it unchanged (same object).
+
+    `alpha` weighs a new learner timing in its running average; `rate_window_s` is the time
+    constant of the per-node throughput averages (both from `MwraConfig`).
+    """
     if not state.run:
         state = replace(state, run=event.run)
     if event.time_ns > state.last_event_ns:
@@ -111,11 +163,9 @@ def evolve(state: MwraState, event: ev.Event, *, alpha: float = 0.3) -> MwraStat
                 state = replace(state, nodes=nodes)
         case ev.ThroughputReported(node=node, policy=name, role=role, time_ns=t):
             state = _seen(state, node, t)
-            n = slots_of(state, node, name, role)
-            if role == "rollout" and n > 0 and event.samples_per_s > 0:
-                old = state.policies.get(name, PolicyView()).rollout_sps_per_slot
-                rate = _ema(old, event.samples_per_s / n, alpha)
-                state = _policy(state, name, rollout_sps_per_slot=rate)
+            if role == "rollout":
+                sps = event.samples_per_s
+                state = _rollout_rate(state, node, name, sps, event.window_s, rate_window_s)
         case ev.LearnerStepTimed(policy=name):
             old_p = state.policies.get(name, PolicyView())
             state = _policy(
@@ -139,18 +189,39 @@ def evolve(state: MwraState, event: ev.Event, *, alpha: float = 0.3) -> MwraStat
             assignment: dict[Slot, Owner] = {
                 (a.node, a.slot): (a.policy, a.role) for a in event.assignments
             }
+            # A slot that changed owner loads the new policy until its move is measured.
+            loading = {
+                slot: state.loading.get(slot, epoch) if state.assignment.get(slot) == own else epoch
+                for slot, own in assignment.items()
+                if slot in state.assignment
+                and (state.assignment[slot] != own or slot in state.loading)
+            }
             decided = {name: p.version for name, p in state.policies.items()}
-            state = replace(state, epoch=epoch, assignment=assignment, decided_versions=decided)
-        case ev.SlotMoveMeasured(seconds=seconds):
+            state = replace(
+                state,
+                epoch=epoch,
+                assignment=assignment,
+                loading=loading,
+                working=_working(assignment, loading),
+                decided_versions=decided,
+            )
+        case ev.SlotMoveMeasured(node=node, slot=slot, epoch=epoch, seconds=seconds):
             costs = (*state.move_costs, max(0.0, seconds))[-MOVE_COSTS_KEPT:]
             state = replace(state, move_costs=costs)
+            if state.loading.get((node, slot)) == epoch:
+                loading = dict(state.loading)
+                del loading[(node, slot)]
+                working = dict(state.working)
+                policy, role = state.assignment[(node, slot)]
+                working[(node, policy, role)] = working.get((node, policy, role), 0) + 1
+                state = replace(state, loading=loading, working=working)
         case _:
             pass
     return state
 
 
-def fold(events: list[ev.Event], *, alpha: float = 0.3) -> MwraState:
+def fold(events: list[ev.Event], *, alpha: float = 0.3, rate_window_s: float = 120.0) -> MwraState:
     state = MwraState()
     for event in events:
-        state = evolve(state, event, alpha=alpha)
+        state = evolve(state, event, alpha=alpha, rate_window_s=rate_window_s)
     return state
