@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import sys
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def test_small_sim_keeps_mwra_invariants_through_a_node_loss() -> None:
     config = run.alloc.config
     rollout = sc.slots - sc.learner_slots * len(sc.policies)
     bound = max(1, int(config.max_move_fraction * rollout))
-    for before, after in zip(decisions, decisions[1:], strict=False):
+    for before, after in itertools.pairwise(decisions):
         old = {(a.node, a.slot): (a.policy, a.role) for a in before.assignments}
         new = {(a.node, a.slot): (a.policy, a.role) for a in after.assignments}
         changed = [s for s in new if s in old and old[s] != new[s]]
