@@ -1,4 +1,4 @@
-"""The production cluster of ops/: three TLS servers rendered from the templates, one account per run.
+"""The production cluster of ops/: three TLS servers from the templates, one account per run.
 
 Certificates come from a CA this test makes in `tmp_path`; the servers listen on 127.0.0.1 free
 ports and are stopped by PID. Checked: every rendered config passes `nats-server -t`, a client
