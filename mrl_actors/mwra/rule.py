@@ -135,6 +135,8 @@ def decide(state: MwraState, now_ns: int, config: MwraConfig) -> ev.SlotsAssigne
     # Learners first: a policy short of learner slots takes free ones, else rollout slots.
     for p in policies:
         have = sum(1 for o in assign.values() if o == (p, "learner"))
+        if config.learners(p) > have:
+            reasons.append(f"learner {p}+{config.learners(p) - have}")
         for _ in range(config.learners(p) - have):
             if free:
                 slot = free.pop(0)
@@ -145,7 +147,6 @@ def decide(state: MwraState, now_ns: int, config: MwraConfig) -> ev.SlotsAssigne
                 donor = max(roll, key=lambda q: (roll[q], q))
                 slot = max(s for s, o in assign.items() if o == (donor, "rollout"))
             assign[slot] = (p, "learner")
-            reasons.append(f"learner {p}")
 
     c, cap = rates(state)
 

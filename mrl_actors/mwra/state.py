@@ -13,7 +13,8 @@ Folded events and what each contributes:
 - `SlotsAssigned`: the assignment in force and its epoch (an older or equal epoch is ignored).
 - `SlotMoveMeasured`: the measured cost of moves, the last few kept for the cost gate.
 
-Time comes only from events (`time_ns`) and from the `now` the rule is asked at.
+Only registered policies get slots: reports naming any other policy are not folded. Time comes
+only from events (`time_ns`) and from the `now` the rule is asked at.
 """
 
 from __future__ import annotations
@@ -66,7 +67,6 @@ class MwraState:
     rate_sums: dict[str, tuple[float, int]] = field(default_factory=dict)
     move_costs: tuple[float, ...] = ()  # measured seconds per move, oldest first
     decided_versions: dict[str, int] = field(default_factory=dict)  # versions at the last epoch
-    last_event_ns: int = 0
 
 
 def _ema(old: float, new: float, alpha: float) -> float:
@@ -103,7 +103,9 @@ def _rollout_rate(
     """
     alpha = 1.0 - math.exp(-max(window_s, 1e-3) / rate_window_s)
     n = slots_of(state, node, policy, "rollout")
-    if n <= 0 or sps <= 0:
+    # A report that is not a finite positive rate (a node's bug, not a fact) is not folded: one
+    # NaN would poison the running sums for the rest of the run.
+    if n <= 0 or not (math.isfinite(sps) and sps > 0 and math.isfinite(window_s)):
         return state
     key = (node, policy)
     old_rate, old_n = state.node_rates.get(key, (0.0, 0))
@@ -132,15 +134,13 @@ def _working(
 def evolve(
     state: MwraState, event: ev.Event, *, alpha: float = 0.3, rate_window_s: float = 120.0
 ) -> MwraState:
-    """The state after `event`; events MWRA does not read leave it unchanged (same object).
+    """The state after `event`; an event MWRA does not read returns the same object.
 
     `alpha` weighs a new learner timing in its running average; `rate_window_s` is the time
     constant of the per-node throughput averages (both from `MwraConfig`).
     """
     if not state.run:
         state = replace(state, run=event.run)
-    if event.time_ns > state.last_event_ns:
-        state = replace(state, last_event_ns=event.time_ns)
     match event:
         case ev.PolicyRegistered(policy=name):
             if name not in state.policies:
@@ -150,10 +150,13 @@ def evolve(
             nodes[node] = NodeView(slots=slots, last_seen_ns=t)
             state = replace(state, nodes=nodes)
         case ev.NodeHeartbeat(node=node, time_ns=t, slots=slots):
+            # A heartbeat also introduces a node whose `NodeJoined` this reader never saw.
             view = state.nodes.get(node)
-            if view is not None and view.slots != slots:
+            if view is None or view.slots != slots:
                 nodes = dict(state.nodes)
-                nodes[node] = replace(view, slots=slots)
+                nodes[node] = NodeView(
+                    slots=slots, last_seen_ns=max(t, view.last_seen_ns if view else t)
+                )
                 state = replace(state, nodes=nodes)
             state = _seen(state, node, t)
         case ev.NodeLeft(node=node):
@@ -163,10 +166,10 @@ def evolve(
                 state = replace(state, nodes=nodes)
         case ev.ThroughputReported(node=node, policy=name, role=role, time_ns=t):
             state = _seen(state, node, t)
-            if role == "rollout":
+            if role == "rollout" and name in state.policies:
                 sps = event.samples_per_s
                 state = _rollout_rate(state, node, name, sps, event.window_s, rate_window_s)
-        case ev.LearnerStepTimed(policy=name):
+        case ev.LearnerStepTimed(policy=name) if name in state.policies:
             old_p = state.policies.get(name, PolicyView())
             state = _policy(
                 state,
@@ -178,11 +181,11 @@ def evolve(
                 pending_groups=event.pending_groups,
                 staleness=event.staleness,
             )
-        case ev.LearnerStepCompleted(policy=name, step=step):
+        case ev.LearnerStepCompleted(policy=name, step=step) if name in state.policies:
             old_p = state.policies.get(name, PolicyView())
             pending = max(0, old_p.pending_groups - len(event.consumed))
             state = _policy(state, name, version=max(old_p.version, step), pending_groups=pending)
-        case ev.RolloutGroupCompleted(policy=name):
+        case ev.RolloutGroupCompleted(policy=name) if name in state.policies:
             pending = state.policies.get(name, PolicyView()).pending_groups + 1
             state = _policy(state, name, pending_groups=pending)
         case ev.SlotsAssigned(epoch=epoch) if epoch > state.epoch:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mrl_actors import events as ev
 from mrl_actors.errors import ConfigError
 from mrl_actors.mwra import MwraConfig, fold
 from mrl_actors.mwra.replay import Allocator, check
-from mrl_actors.mwra.rule import target_counts
+from mrl_actors.mwra.rule import live_nodes, target_counts
 from mrl_actors.mwra.state import MwraState
 
 RUN = "r"
@@ -312,3 +314,79 @@ def test_config_refuses_bad_values() -> None:
         MwraConfig(dead_after=3.0)
     with pytest.raises(ConfigError, match=r"ratio\.a"):
         MwraConfig(ratio={"a": -1.0})
+
+
+def test_reports_of_unregistered_policies_and_non_finite_rates_are_not_folded() -> None:
+    alloc = started(MwraConfig())
+    before = alloc.state
+    alloc.observe(throughput("n0", "a", float("nan"), 5))
+    alloc.observe(throughput("n0", "a", float("inf"), 6))
+    alloc.observe(stepped("ghost", 1, 7))
+    alloc.observe(throughput("n0", "ghost", 3.0, 8))
+    assert alloc.state.policies == before.policies
+    assert alloc.state.rate_sums == before.rate_sums
+    assert "ghost" not in {p for p, _ in alloc.state.assignment.values()}
+
+
+_actions = st.lists(
+    st.tuples(
+        st.sampled_from(["report", "step", "beat", "moved", "tick", "join", "leave"]),
+        st.sampled_from(["a", "b"]),
+        st.sampled_from(["n0", "n1", "n2"]),
+        st.floats(min_value=0.1, max_value=10.0),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_actions)
+def test_any_event_sequence_replays_and_keeps_the_invariants(
+    actions: list[tuple[str, str, str, float]],
+) -> None:
+    config = MwraConfig(hysteresis=0.0)
+    alloc = Allocator(config)
+    log: list[ev.Event] = []
+
+    def feed(e: ev.Event) -> None:
+        log.append(e)
+        alloc.observe(e)
+
+    for e in (registered("a"), registered("b"), joined("n0", 4)):
+        feed(e)
+    t = 0.0
+    steps = {"a": 0, "b": 0}
+    for kind, policy, node, x in actions:
+        t += x
+        if kind == "report":
+            feed(throughput(node, policy, x, t))
+        elif kind == "step":
+            steps[policy] += 1
+            feed(stepped(policy, steps[policy], t, compute_s=x))
+        elif kind == "beat":
+            feed(heartbeat(node, 3, t))
+        elif kind == "moved":
+            feed(moved(x, t))
+        elif kind == "join":
+            feed(joined(node, 2, t))
+        elif kind == "leave":
+            feed(
+                ev.NodeLeft(
+                    run=RUN,
+                    source=node,
+                    event_id=f"left{t}",
+                    time_ns=int(t * S),
+                    node=node,
+                    reason="",
+                )
+            )
+        decision = alloc.step(int(t * S))
+        if decision is None:
+            continue
+        log.append(decision)
+        live = set(live_nodes(alloc.state, int(t * S), config))
+        assert {a.node for a in decision.assignments} <= live
+        assert all(a.slot < alloc.state.nodes[a.node].slots for a in decision.assignments)
+    epochs = [e.epoch for e in log if isinstance(e, ev.SlotsAssigned)]
+    assert epochs == list(range(1, len(epochs) + 1))
+    assert check(log, config) == []
