@@ -330,6 +330,52 @@ class BlobPointer(Event, frozen=True, kw_only=True, tag="BlobPointer.v1"):
     ref: BlobRef
 
 
+class NodeHeartbeat(Event, frozen=True, kw_only=True, tag="NodeHeartbeat.v1"):
+    """A node says it is alive, once per liveness interval; MWRA reassigns a silent node's slots."""
+
+    KIND: ClassVar[str] = "node"
+    node: str
+    slots: int  # slots the node offers now
+    epoch: int = 0  # the newest `SlotsAssigned.epoch` the node has applied
+
+
+class SlotMoveMeasured(Event, frozen=True, kw_only=True, tag="SlotMoveMeasured.v1"):
+    """How long one slot was out of work while it switched policy or role (MWRA's cost gate)."""
+
+    KIND: ClassVar[str] = "slots"
+    node: str
+    slot: int
+    epoch: int  # the assignment that caused the move
+    from_policy: str
+    to_policy: str
+    seconds: float
+
+    def __post_init__(self) -> None:
+        _check_number("seconds", self.seconds)
+
+
+class LearnerStepTimed(Event, frozen=True, kw_only=True, tag="LearnerStepTimed.v1"):
+    """Where a learner step's time went and what was waiting for it, next to its completion.
+
+    MWRA's inputs at the weight-version boundary: how long the learner waited for groups, how
+    long it computed, how many samples a step takes, the backlog it left, and the staleness of
+    what it consumed.
+    """
+
+    KIND: ClassVar[str] = "learner"
+    policy: str
+    step: int  # the version this step produced (as in `LearnerStepCompleted.step`)
+    wait_s: float  # seconds the learner waited for enough groups before this step
+    compute_s: float  # seconds the step itself took
+    samples: int  # completions consumed by the step
+    pending_groups: int  # groups of this policy still unconsumed after the step
+    staleness: float = 0.0  # mean learner versions between sampling and consumption
+
+    def __post_init__(self) -> None:
+        for name in ("wait_s", "compute_s", "staleness"):
+            _check_number(name, getattr(self, name))
+
+
 AnyEvent = (
     RunStarted
     | PolicyRegistered
@@ -345,6 +391,9 @@ AnyEvent = (
     | RunFinished
     | DeadLettered
     | BlobPointer
+    | NodeHeartbeat
+    | SlotMoveMeasured
+    | LearnerStepTimed
 )
 
 EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__

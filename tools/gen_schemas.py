@@ -186,6 +186,37 @@ def samples() -> dict[str, ev.Event]:
             kind="rollout",
             ref=ev.BlobRef(store="object", key="cd" * 32, sha256="cd" * 32, size=9_000_000),
         ),
+        ev.NodeHeartbeat(
+            **base,
+            source="node0",
+            event_id=eid("node", "node0", "heartbeat", 3),
+            node="node0",
+            slots=8,
+            epoch=2,
+        ),
+        ev.SlotMoveMeasured(
+            **base,
+            source="node0",
+            event_id=eid("slots", "node0", "moved", 2, 5),
+            node="node0",
+            slot=5,
+            epoch=2,
+            from_policy="qwen",
+            to_policy="llama",
+            seconds=41.5,
+        ),
+        ev.LearnerStepTimed(
+            **base,
+            source="qwen",
+            event_id=eid("learner", "qwen", 4, "timed"),
+            policy="qwen",
+            step=4,
+            wait_s=1.5,
+            compute_s=12.25,
+            samples=64,
+            pending_groups=3,
+            staleness=0.5,
+        ),
     ]
     return {msgspec.inspect.type_info(type(e)).tag: e for e in items}  # type: ignore[attr-defined]
 

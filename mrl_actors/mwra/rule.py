@@ -1,0 +1,254 @@
+"""MWRA's rule: from the folded state and the time, the next `SlotsAssigned`, or none.
+
+`decide` is pure and deterministic: the same state and `now` give the same event, byte for byte,
+which is what lets a replay of the log check every decision (`mwra.replay`).
+
+Two kinds of change, in this order:
+
+1. Mandatory, at any time: slots of dead or departed nodes leave the assignment (a node is dead
+   when silent for `dead_after` liveness intervals), each policy gets its learner slots, a policy
+   with no rollout slot gets one (a starved learner), and free slots go where the target wants them.
+   None of these evicts useful work, so no gate applies.
+2. Rebalance, only at a weight-version boundary (some learner stepped since the last epoch):
+   move at most `max_move_fraction` of the rollout slots toward the target allocation, and only
+   when the gain in balanced step rate beats the hysteresis and, with `cost_gate`, the measured
+   cost of the moves (mean of the last `cost_window` `SlotMoveMeasured`).
+
+The model: a rollout slot of policy p yields `c_p` learner steps/s (samples/s per slot over
+samples per step); the learner caps p at `L_p = 1/compute_s` steps/s. With `n_p` rollout slots,
+p steps at `s_p = min(n_p c_p, L_p)`. The objective is the balanced rate
+`U = sum_p w_p * min_p (s_p / w_p)`: the step rate all policies reach together in the asked ratio.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+from mrl_actors import events as ev
+from mrl_actors.mwra.config import MwraConfig
+from mrl_actors.mwra.state import MwraState, Owner, Slot
+
+SOURCE = "mwra"
+
+
+def live_nodes(state: MwraState, now_ns: int, config: MwraConfig) -> list[str]:
+    """Nodes heard from within `dead_after` liveness intervals, sorted by name."""
+    limit = config.dead_after * config.liveness_interval_s * 1e9
+    return sorted(n for n, v in state.nodes.items() if now_ns - v.last_seen_ns <= limit)
+
+
+def rates(state: MwraState) -> tuple[dict[str, float], dict[str, float]]:
+    """Per-policy steps/s per rollout slot (`c`) and learner cap (`L`, inf when unmeasured).
+
+    Each factor (samples/s per slot, samples per step) a policy has not measured yet borrows the
+    mean of the policies that have (1.0 when none has): it must still get slots to be measured.
+    """
+    views = state.policies
+
+    def filled(values: dict[str, float]) -> dict[str, float]:
+        known = {k: v for k, v in values.items() if v > 0}
+        prior = sum(known.values()) / len(known) if known else 1.0
+        return {k: known.get(k, prior) for k in values}
+
+    sps = filled({name: p.rollout_sps_per_slot for name, p in views.items()})
+    per_step = filled({name: p.samples_per_step for name, p in views.items()})
+    c = {name: sps[name] / per_step[name] for name in views}
+    cap = {name: (1.0 / p.compute_s if p.compute_s > 0 else math.inf) for name, p in views.items()}
+    return c, cap
+
+
+def balanced_rate(
+    counts: dict[str, int], c: dict[str, float], cap: dict[str, float], config: MwraConfig
+) -> float:
+    """`U`: the step rate the policies reach together in the asked ratio."""
+    if not counts:
+        return 0.0
+    t = min(min(counts[p] * c[p], cap[p]) / config.weight(p) for p in counts)
+    return t * sum(config.weight(p) for p in counts)
+
+
+def target_counts(
+    total: int, c: dict[str, float], cap: dict[str, float], config: MwraConfig
+) -> dict[str, int]:
+    """Integer rollout slots per policy that maximise `U` (water-filling, largest remainders)."""
+    names = sorted(c)
+    if not names or total <= 0:
+        return dict.fromkeys(names, 0)
+    need = {p: config.weight(p) / c[p] for p in names}  # slots per unit of balanced rate
+    t = min(total / sum(need.values()), min(cap[p] / config.weight(p) for p in names))
+    share = {p: t * need[p] for p in names}
+    left = total - sum(share.values())
+    # Slots beyond the balanced point go to policies whose learner can still use them.
+    while left > 1e-9:
+        room = {p: cap[p] / c[p] - share[p] for p in names if cap[p] / c[p] - share[p] > 1e-9}
+        if not room:  # every learner is saturated: spread what is left by need
+            weight = sum(need.values())
+            for p in names:
+                share[p] += left * need[p] / weight
+            break
+        weight = sum(need[p] for p in room)
+        given = 0.0
+        for p, space in room.items():
+            add = min(left * need[p] / weight, space)
+            share[p] += add
+            given += add
+        left -= given
+    counts = {p: math.floor(share[p] + 1e-9) for p in names}
+    order = sorted(names, key=lambda p: (-(share[p] - counts[p]), p))
+    for p in order[: max(0, total - sum(counts.values()))]:
+        counts[p] += 1
+    # Every policy keeps at least one rollout slot when there are enough: a learner with no
+    # producer never reports, so it could never win slots back.
+    for p in names:
+        if counts[p] == 0 and total >= len(names):
+            donor = max(names, key=lambda q: (counts[q], q))
+            counts[donor] -= 1
+            counts[p] = 1
+    return counts
+
+
+def _move_cost_s(state: MwraState, config: MwraConfig) -> float:
+    recent = state.move_costs[-config.cost_window :]
+    return sum(recent) / len(recent) if recent else config.default_move_s
+
+
+def decide(state: MwraState, now_ns: int, config: MwraConfig) -> ev.SlotsAssigned | None:
+    """The next assignment, or None when nothing is worth changing now."""
+    policies = sorted(state.policies)
+    if not policies:
+        return None
+    live = live_nodes(state, now_ns, config)
+    live_slots = [(n, i) for n in live for i in range(state.nodes[n].slots)]
+    live_set = set(live_slots)
+    assign: dict[Slot, Owner] = {
+        s: o for s, o in state.assignment.items() if s in live_set and o[0] in state.policies
+    }
+    reasons: list[str] = []
+    dropped = sorted({n for (n, _) in state.assignment} - set(live))
+    if dropped:
+        reasons.append("lost " + ",".join(dropped))
+    elif len(assign) != len(state.assignment):
+        reasons.append("dropped slots")
+    free = [s for s in live_slots if s not in assign]
+
+    # Learners first: a policy short of learner slots takes free ones, else rollout slots.
+    for p in policies:
+        have = sum(1 for o in assign.values() if o == (p, "learner"))
+        if config.learners(p) > have:
+            reasons.append(f"learner {p}+{config.learners(p) - have}")
+        for _ in range(config.learners(p) - have):
+            if free:
+                slot = free.pop(0)
+            else:
+                roll = Counter(o[0] for o in assign.values() if o[1] == "rollout")
+                if not roll:
+                    break
+                donor = max(roll, key=lambda q: (roll[q], q))
+                slot = max(s for s, o in assign.items() if o == (donor, "rollout"))
+            assign[slot] = (p, "learner")
+
+    c, cap = rates(state)
+
+    def counts_of(a: dict[Slot, Owner]) -> dict[str, int]:
+        n = dict.fromkeys(policies, 0)
+        for pol, role in a.values():
+            if role == "rollout":
+                n[pol] += 1
+        return n
+
+    # Free slots cost nothing to fill: give each to the policy furthest below its target.
+    if free:
+        total = sum(counts_of(assign).values()) + len(free)
+        target = target_counts(total, c, cap, config)
+        for slot in free:
+            n = counts_of(assign)
+            p = max(policies, key=lambda q: (target[q] - n[q], -n[q], q))
+            assign[slot] = (p, "rollout")
+        reasons.append(f"filled {len(free)}")
+
+    # A starved learner (no rollout slot) takes one from the policy with the most.
+    n = counts_of(assign)
+    for p in policies:
+        if n[p] == 0 and sum(n.values()) >= len(policies):
+            donor = max(policies, key=lambda q: (n[q], q))
+            slot = max(s for s, o in assign.items() if o == (donor, "rollout"))
+            assign[slot] = (p, "rollout")
+            n = counts_of(assign)
+            reasons.append(f"starved {p}")
+
+    boundary = any(
+        view.version > state.decided_versions.get(name, 0) for name, view in state.policies.items()
+    )
+    if boundary:
+        moved, why = _rebalance(state, assign, c, cap, config)
+        if moved:
+            assign = moved
+            reasons.append(why)
+    if not reasons:
+        return None
+    epoch = state.epoch + 1
+    return ev.SlotsAssigned(
+        run=state.run,
+        source=SOURCE,
+        event_id=ev.event_id("slots", state.run, SOURCE, epoch),
+        time_ns=now_ns,
+        epoch=epoch,
+        assignments=[
+            ev.SlotAssignment(node=node, slot=i, policy=p, role=role)
+            for (node, i), (p, role) in sorted(assign.items())
+        ],
+        reason="; ".join(reasons),
+    )
+
+
+def _rebalance(
+    state: MwraState,
+    assign: dict[Slot, Owner],
+    c: dict[str, float],
+    cap: dict[str, float],
+    config: MwraConfig,
+) -> tuple[dict[Slot, Owner] | None, str]:
+    """At most `max_moves` rollout slots toward the target, if the gain clears both gates."""
+    policies = sorted(state.policies)
+    n = dict.fromkeys(policies, 0)
+    for pol, role in assign.values():
+        if role == "rollout":
+            n[pol] += 1
+    total = sum(n.values())
+    if total == 0:
+        return None, ""
+    target = target_counts(total, c, cap, config)
+    budget = max(1, int(config.max_move_fraction * total))
+    after = dict(n)
+    moves: list[tuple[str, str]] = []
+    while len(moves) < budget:
+        short = [p for p in policies if target[p] > after[p]]
+        extra = [p for p in policies if after[p] > target[p]]
+        if not short or not extra:
+            break
+        to = max(short, key=lambda p: ((target[p] - after[p]) / max(target[p], 1), p))
+        frm = max(extra, key=lambda p: ((after[p] - target[p]) / max(target[p], 1), p))
+        after[frm] -= 1
+        after[to] += 1
+        moves.append((frm, to))
+    if not moves:
+        return None, ""
+    before_u = balanced_rate(n, c, cap, config)
+    after_u = balanced_rate(after, c, cap, config)
+    gain = after_u - before_u
+    if gain <= 0 or (before_u > 0 and gain / before_u < config.hysteresis):
+        return None, ""
+    if config.cost_gate and before_u > 0:
+        # A moving slot produces nothing for the measured move time: value it at the average
+        # balanced rate per slot. Gain counts over the horizon.
+        slot_rate = before_u / max(total, 1)
+        cost = len(moves) * _move_cost_s(state, config) * slot_rate
+        if gain * config.gain_horizon_s <= cost:
+            return None, ""
+    moved = dict(assign)
+    for frm, to in moves:
+        slot = max(s for s, o in moved.items() if o == (frm, "rollout"))
+        moved[slot] = (to, "rollout")
+    summary = ",".join(f"{p}:{n[p]}->{after[p]}" for p in policies if after[p] != n[p])
+    return moved, f"rebalance {summary} gain {gain / before_u if before_u else 1.0:.3f}"

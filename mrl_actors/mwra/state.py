@@ -1,0 +1,230 @@
+"""MWRA's view of a run: a pure fold over the log, so replaying the log rebuilds it exactly.
+
+Folded events and what each contributes:
+
+- `PolicyRegistered`: the policies that need slots.
+- `NodeJoined` / `NodeHeartbeat` / `ThroughputReported`: membership and liveness (last seen);
+  `NodeLeft` removes a node.
+- `ThroughputReported` (role rollout): samples/s per rollout slot of a policy, a running average.
+  A node reports the rate while generating, summed over its slots of that policy.
+- `LearnerStepTimed` / `LearnerStepCompleted`: the weight version (the decision boundary), the
+  learner's wait and compute seconds, samples per step, backlog and staleness.
+- `RolloutGroupCompleted`: one more unconsumed group until the learner's next report.
+- `SlotsAssigned`: the assignment in force and its epoch (an older or equal epoch is ignored).
+- `SlotMoveMeasured`: the measured cost of moves, the last few kept for the cost gate.
+
+Only registered policies get slots: reports naming any other policy are not folded. Time comes
+only from events (`time_ns`) and from the `now` the rule is asked at.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from mrl_actors import events as ev
+
+Role = Literal["rollout", "learner"]
+Slot = tuple[str, int]  # (node, slot index)
+Owner = tuple[str, Role]  # (policy, role)
+
+MOVE_COSTS_KEPT = 16
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    slots: int
+    last_seen_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyView:
+    version: int = 0  # learner steps taken
+    rollout_sps_per_slot: float = 0.0  # samples/s one rollout slot produces (0: not measured)
+    samples_per_step: float = 0.0  # completions one learner step consumes (0: not measured)
+    compute_s: float = 0.0  # seconds a learner step computes (0: not measured)
+    wait_s: float = 0.0  # seconds the learner waited for input, running average
+    pending_groups: int = 0  # unconsumed groups
+    staleness: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class MwraState:
+    run: str = ""
+    epoch: int = 0
+    policies: dict[str, PolicyView] = field(default_factory=dict)
+    nodes: dict[str, NodeView] = field(default_factory=dict)
+    assignment: dict[Slot, Owner] = field(default_factory=dict)
+    # Slots moved at an epoch and still loading (no `SlotMoveMeasured` for that epoch yet).
+    loading: dict[Slot, int] = field(default_factory=dict)
+    # Derived from `assignment` less `loading`: working slots per (node, policy, role), the
+    # denominator of a node's throughput report.
+    working: dict[tuple[str, str, Role], int] = field(default_factory=dict)
+    # Per (node, policy): samples/s per working rollout slot (running average) and those slots;
+    # a policy's rate is their slot-weighted mean, kept as running sums per policy.
+    node_rates: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
+    rate_sums: dict[str, tuple[float, int]] = field(default_factory=dict)
+    move_costs: tuple[float, ...] = ()  # measured seconds per move, oldest first
+    decided_versions: dict[str, int] = field(default_factory=dict)  # versions at the last epoch
+
+
+def _ema(old: float, new: float, alpha: float) -> float:
+    return new if old <= 0.0 else (1.0 - alpha) * old + alpha * new
+
+
+def _seen(state: MwraState, node: str, time_ns: int) -> MwraState:
+    view = state.nodes.get(node)
+    if view is None or time_ns <= view.last_seen_ns:
+        return state
+    nodes = dict(state.nodes)
+    nodes[node] = replace(view, last_seen_ns=time_ns)
+    return replace(state, nodes=nodes)
+
+
+def _policy(state: MwraState, name: str, **changes: float | int) -> MwraState:
+    policies = dict(state.policies)
+    policies[name] = replace(policies.get(name, PolicyView()), **changes)  # type: ignore[arg-type]
+    return replace(state, policies=policies)
+
+
+def slots_of(state: MwraState, node: str, policy: str, role: Role) -> int:
+    """How many of `node`'s slots work for (policy, role) now: assigned and done loading."""
+    return state.working.get((node, policy, role), 0)
+
+
+def _rollout_rate(
+    state: MwraState, node: str, policy: str, sps: float, window_s: float, rate_window_s: float
+) -> MwraState:
+    """Fold one node's rollout report into the policy's slot-weighted mean rate per slot.
+
+    Each node's rate is a running average over about `rate_window_s` of report time, so that
+    noisy reports do not flip decisions; the policy's rate is the slot-weighted mean over nodes.
+    """
+    alpha = 1.0 - math.exp(-max(window_s, 1e-3) / rate_window_s)
+    n = slots_of(state, node, policy, "rollout")
+    # A report that is not a finite positive rate (a node's bug, not a fact) is not folded: one
+    # NaN would poison the running sums for the rest of the run.
+    if n <= 0 or not (math.isfinite(sps) and sps > 0 and math.isfinite(window_s)):
+        return state
+    key = (node, policy)
+    old_rate, old_n = state.node_rates.get(key, (0.0, 0))
+    rate = _ema(old_rate, sps / n, alpha)
+    total, slots = state.rate_sums.get(policy, (0.0, 0))
+    total, slots = total - old_rate * old_n + rate * n, slots - old_n + n
+    node_rates = dict(state.node_rates)
+    node_rates[key] = (rate, n)
+    rate_sums = dict(state.rate_sums)
+    rate_sums[policy] = (total, slots)
+    state = replace(state, node_rates=node_rates, rate_sums=rate_sums)
+    return _policy(state, policy, rollout_sps_per_slot=total / slots if slots else 0.0)
+
+
+def _working(
+    assignment: dict[Slot, Owner], loading: dict[Slot, int]
+) -> dict[tuple[str, str, Role], int]:
+    working: dict[tuple[str, str, Role], int] = {}
+    for (node, slot), (policy, role) in assignment.items():
+        if (node, slot) not in loading:
+            key = (node, policy, role)
+            working[key] = working.get(key, 0) + 1
+    return working
+
+
+def evolve(
+    state: MwraState, event: ev.Event, *, alpha: float = 0.3, rate_window_s: float = 120.0
+) -> MwraState:
+    """The state after `event`; an event MWRA does not read returns the same object.
+
+    `alpha` weighs a new learner timing in its running average; `rate_window_s` is the time
+    constant of the per-node throughput averages (both from `MwraConfig`).
+    """
+    if not state.run:
+        state = replace(state, run=event.run)
+    match event:
+        case ev.PolicyRegistered(policy=name):
+            if name not in state.policies:
+                state = _policy(state, name)
+        case ev.NodeJoined(node=node, slots=slots, time_ns=t):
+            nodes = dict(state.nodes)
+            nodes[node] = NodeView(slots=slots, last_seen_ns=t)
+            state = replace(state, nodes=nodes)
+        case ev.NodeHeartbeat(node=node, time_ns=t, slots=slots):
+            # A heartbeat also introduces a node whose `NodeJoined` this reader never saw.
+            view = state.nodes.get(node)
+            if view is None or view.slots != slots:
+                nodes = dict(state.nodes)
+                nodes[node] = NodeView(
+                    slots=slots, last_seen_ns=max(t, view.last_seen_ns if view else t)
+                )
+                state = replace(state, nodes=nodes)
+            state = _seen(state, node, t)
+        case ev.NodeLeft(node=node):
+            if node in state.nodes:
+                nodes = dict(state.nodes)
+                del nodes[node]
+                state = replace(state, nodes=nodes)
+        case ev.ThroughputReported(node=node, policy=name, role=role, time_ns=t):
+            state = _seen(state, node, t)
+            if role == "rollout" and name in state.policies:
+                sps = event.samples_per_s
+                state = _rollout_rate(state, node, name, sps, event.window_s, rate_window_s)
+        case ev.LearnerStepTimed(policy=name) if name in state.policies:
+            old_p = state.policies.get(name, PolicyView())
+            state = _policy(
+                state,
+                name,
+                version=max(old_p.version, event.step),
+                compute_s=_ema(old_p.compute_s, event.compute_s, alpha),
+                wait_s=(1.0 - alpha) * old_p.wait_s + alpha * event.wait_s,
+                samples_per_step=_ema(old_p.samples_per_step, float(event.samples), alpha),
+                pending_groups=event.pending_groups,
+                staleness=event.staleness,
+            )
+        case ev.LearnerStepCompleted(policy=name, step=step) if name in state.policies:
+            old_p = state.policies.get(name, PolicyView())
+            pending = max(0, old_p.pending_groups - len(event.consumed))
+            state = _policy(state, name, version=max(old_p.version, step), pending_groups=pending)
+        case ev.RolloutGroupCompleted(policy=name) if name in state.policies:
+            pending = state.policies.get(name, PolicyView()).pending_groups + 1
+            state = _policy(state, name, pending_groups=pending)
+        case ev.SlotsAssigned(epoch=epoch) if epoch > state.epoch:
+            assignment: dict[Slot, Owner] = {
+                (a.node, a.slot): (a.policy, a.role) for a in event.assignments
+            }
+            # A slot that changed owner loads the new policy until its move is measured.
+            loading = {
+                slot: state.loading.get(slot, epoch) if state.assignment.get(slot) == own else epoch
+                for slot, own in assignment.items()
+                if slot in state.assignment
+                and (state.assignment[slot] != own or slot in state.loading)
+            }
+            decided = {name: p.version for name, p in state.policies.items()}
+            state = replace(
+                state,
+                epoch=epoch,
+                assignment=assignment,
+                loading=loading,
+                working=_working(assignment, loading),
+                decided_versions=decided,
+            )
+        case ev.SlotMoveMeasured(node=node, slot=slot, epoch=epoch, seconds=seconds):
+            costs = (*state.move_costs, max(0.0, seconds))[-MOVE_COSTS_KEPT:]
+            state = replace(state, move_costs=costs)
+            if state.loading.get((node, slot)) == epoch:
+                loading = dict(state.loading)
+                del loading[(node, slot)]
+                working = dict(state.working)
+                policy, role = state.assignment[(node, slot)]
+                working[(node, policy, role)] = working.get((node, policy, role), 0) + 1
+                state = replace(state, loading=loading, working=working)
+        case _:
+            pass
+    return state
+
+
+def fold(events: list[ev.Event], *, alpha: float = 0.3, rate_window_s: float = 120.0) -> MwraState:
+    state = MwraState()
+    for event in events:
+        state = evolve(state, event, alpha=alpha, rate_window_s=rate_window_s)
+    return state

@@ -1,0 +1,392 @@
+"""MWRA's fold and rule on constructed states: every decision property the issue names."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mrl_actors import events as ev
+from mrl_actors.errors import ConfigError
+from mrl_actors.mwra import MwraConfig, fold
+from mrl_actors.mwra.replay import Allocator, check
+from mrl_actors.mwra.rule import live_nodes, target_counts
+from mrl_actors.mwra.state import MwraState
+
+RUN = "r"
+S = 1_000_000_000  # ns per second
+
+
+def joined(node: str, slots: int, t: float = 0.0) -> ev.NodeJoined:
+    return ev.NodeJoined(
+        run=RUN,
+        source=node,
+        event_id=ev.event_id("node", RUN, node, "joined"),
+        time_ns=int(t * S),
+        node=node,
+        host="h",
+        pid=1,
+        slots=slots,
+    )
+
+
+def heartbeat(node: str, slots: int, t: float) -> ev.NodeHeartbeat:
+    return ev.NodeHeartbeat(
+        run=RUN,
+        source=node,
+        event_id=ev.event_id("node", RUN, node, "hb", t),
+        time_ns=int(t * S),
+        node=node,
+        slots=slots,
+    )
+
+
+def registered(policy: str) -> ev.PolicyRegistered:
+    return ev.PolicyRegistered(
+        run=RUN,
+        source=policy,
+        event_id=ev.event_id("policy", RUN, policy),
+        policy=policy,
+        family="gpt2",
+        model_path="/m",
+        tokenizer_fingerprint="f",
+        probe="independent",
+    )
+
+
+def throughput(node: str, policy: str, sps: float, t: float) -> ev.ThroughputReported:
+    return ev.ThroughputReported(
+        run=RUN,
+        source=node,
+        event_id=ev.event_id("throughput", RUN, node, policy, t),
+        time_ns=int(t * S),
+        node=node,
+        policy=policy,
+        role="rollout",
+        window_s=10.0,
+        tokens_per_s=sps * 100,
+        samples_per_s=sps,
+    )
+
+
+def stepped(policy: str, step: int, t: float, *, compute_s: float = 1.0) -> ev.LearnerStepTimed:
+    return ev.LearnerStepTimed(
+        run=RUN,
+        source=policy,
+        event_id=ev.event_id("learner", RUN, policy, step, "timed"),
+        time_ns=int(t * S),
+        policy=policy,
+        step=step,
+        wait_s=0.0,
+        compute_s=compute_s,
+        samples=64,
+        pending_groups=0,
+    )
+
+
+def moved(seconds: float, t: float) -> ev.SlotMoveMeasured:
+    return ev.SlotMoveMeasured(
+        run=RUN,
+        source="n0",
+        event_id=ev.event_id("slots", RUN, "n0", "moved", t),
+        time_ns=int(t * S),
+        node="n0",
+        slot=0,
+        epoch=1,
+        from_policy="a",
+        to_policy="b",
+        seconds=seconds,
+    )
+
+
+def rollout_counts(state: MwraState) -> Counter[str]:
+    return Counter(p for p, role in state.assignment.values() if role == "rollout")
+
+
+def started(config: MwraConfig, slots: int = 8) -> Allocator:
+    """Two policies on one node, first assignment made."""
+    alloc = Allocator(config)
+    for e in (registered("a"), registered("b"), joined("n0", slots)):
+        alloc.observe(e)
+    first = alloc.step(0)
+    assert first is not None and first.epoch == 1
+    return alloc
+
+
+def per_slot_report(alloc: Allocator, rates: dict[str, float], t: float) -> None:
+    """Each policy's rollout slots report `rates[p]` samples/s per slot."""
+    counts = rollout_counts(alloc.state)
+    for p, r in rates.items():
+        alloc.observe(throughput("n0", p, r * counts[p], t))
+
+
+def test_first_assignment_places_learners_and_splits_rollout_equally() -> None:
+    alloc = started(MwraConfig())
+    roles = Counter(alloc.state.assignment.values())
+    assert roles[("a", "learner")] == roles[("b", "learner")] == 1
+    assert rollout_counts(alloc.state) == {"a": 3, "b": 3}
+
+
+def test_slower_policy_gains_slots_at_boundaries_in_bounded_steps() -> None:
+    config = MwraConfig(max_move_fraction=0.2, cost_gate=False)  # 0.2 * 6 slots: 1 per decision
+    alloc = started(config)
+    t = 10.0
+    for step in range(1, 6):
+        per_slot_report(alloc, {"a": 5.0, "b": 1.0}, t)  # a samples 5x faster per slot
+        before = rollout_counts(alloc.state)
+        alloc.observe(stepped("a", step, t))
+        alloc.step(int(t * S))
+        after = rollout_counts(alloc.state)
+        assert sum(abs(after[p] - before[p]) for p in "ab") <= 2  # one slot moved at most
+        t += 10
+    assert rollout_counts(alloc.state) == {"a": 1, "b": 5}
+
+
+def test_no_rebalance_between_weight_version_boundaries() -> None:
+    alloc = started(MwraConfig(cost_gate=False))
+    per_slot_report(alloc, {"a": 4.0, "b": 1.0}, 5)
+    assert alloc.step(6 * S) is None  # no learner stepped since epoch 1
+
+
+def test_starved_learner_gets_a_slot_at_once() -> None:
+    alloc = started(MwraConfig())
+    # Hand every rollout slot to `a`, as an old epoch might have.
+    assignments = [
+        ev.SlotAssignment(node="n0", slot=i, policy="a" if i != 1 else "b", role="rollout")
+        for i in range(8)
+    ]
+    assignments[0] = ev.SlotAssignment(node="n0", slot=0, policy="a", role="learner")
+    assignments[1] = ev.SlotAssignment(node="n0", slot=1, policy="b", role="learner")
+    alloc.observe(
+        ev.SlotsAssigned(run=RUN, source="x", event_id="e", epoch=5, assignments=assignments)
+    )
+    assert rollout_counts(alloc.state)["b"] == 0
+    decision = alloc.step(1 * S)  # no boundary, no measurement: still mandatory
+    assert decision is not None and "starved b" in decision.reason
+    assert rollout_counts(alloc.state)["b"] == 1
+
+
+def test_cost_gate_blocks_a_move_whose_measured_cost_exceeds_its_gain() -> None:
+    def after_boundary(config: MwraConfig, cost_s: float) -> ev.SlotsAssigned | None:
+        alloc = started(config)
+        for i in range(3):
+            alloc.observe(moved(cost_s, 1 + i))
+        per_slot_report(alloc, {"a": 2.0, "b": 1.0}, 5)  # one move gains a third
+        alloc.observe(stepped("a", 1, 6))
+        return alloc.step(6 * S)
+
+    config = MwraConfig(gain_horizon_s=300.0, hysteresis=0.0)
+    cheap = after_boundary(config, cost_s=1.0)
+    assert cheap is not None and "rebalance" in cheap.reason
+    assert after_boundary(config, cost_s=1000.0) is None  # measured moves cost more than they earn
+    ungated = after_boundary(MwraConfig(hysteresis=0.0, cost_gate=False), cost_s=1000.0)
+    assert ungated is not None
+
+
+def test_no_oscillation_on_a_stable_input_sequence() -> None:
+    alloc = started(MwraConfig())
+    t = 10.0
+    history = []
+    for step in range(1, 40):
+        per_slot_report(alloc, {"a": 3.0, "b": 1.0}, t)
+        alloc.observe(stepped("a" if step % 2 else "b", step, t))
+        alloc.step(int(t * S))
+        history.append(tuple(sorted(rollout_counts(alloc.state).items())))
+        t += 10
+    # It converges and then stays: the last half of the run holds one allocation.
+    assert len(set(history[len(history) // 2 :])) == 1
+    # And it never went back to an allocation it had left.
+    seen: list[tuple[tuple[str, int], ...]] = []
+    for h in history:
+        if not seen or seen[-1] != h:
+            assert h not in seen
+            seen.append(h)
+
+
+def test_dead_node_slots_are_reassigned_within_two_liveness_intervals() -> None:
+    config = MwraConfig(liveness_interval_s=10.0)
+    alloc = Allocator(config)
+    for e in (registered("a"), registered("b"), joined("n0", 4), joined("n1", 4)):
+        alloc.observe(e)
+    alloc.step(0)
+    assert {n for n, _ in alloc.state.assignment} == {"n0", "n1"}
+    last_beat = 0.0
+    t = 0.0
+    recovered_at = None
+    while t < 60:
+        t += config.tick_s
+        if t <= 20 and t - last_beat >= 10:  # n1 beats until t=20, then dies
+            for n in ("n0", "n1"):
+                alloc.observe(heartbeat(n, 4, t))
+            last_beat = t
+        elif t > 20 and int(t) % 10 == 0:
+            alloc.observe(heartbeat("n0", 4, t))
+        decision = alloc.step(int(t * S))
+        if decision is not None and "lost n1" in decision.reason:
+            recovered_at = t
+            break
+    assert recovered_at is not None
+    assert recovered_at - 20 <= 2 * config.liveness_interval_s
+    assert {n for n, _ in alloc.state.assignment} == {"n0"}
+    roles = Counter(alloc.state.assignment.values())
+    assert roles[("a", "learner")] == roles[("b", "learner")] == 1
+    assert rollout_counts(alloc.state) == {"a": 1, "b": 1}
+
+
+def _scenario(config: MwraConfig) -> list[ev.Event]:
+    """A recorded log: the events MWRA read, interleaved with the decisions it wrote."""
+    alloc = Allocator(config)
+    log: list[ev.Event] = []
+
+    def feed(e: ev.Event) -> None:
+        log.append(e)
+        alloc.observe(e)
+
+    for e in (registered("a"), registered("b"), joined("n0", 8)):
+        feed(e)
+    for step in range(1, 25):
+        t = step * 7.0
+        counts = rollout_counts(alloc.state)
+        feed(throughput("n0", "a", (3.0 + step % 3 * 0.1) * counts["a"], t))
+        feed(throughput("n0", "b", 1.0 * counts["b"], t))
+        feed(heartbeat("n0", 8, t))
+        if step % 5 == 0:
+            feed(moved(2.0 + step, t))
+        feed(stepped("a" if step % 2 else "b", step, t, compute_s=0.5))
+        decision = alloc.step(int(t * S))
+        if decision is not None:
+            log.append(decision)
+    return log
+
+
+def test_replay_reproduces_every_decision_and_epochs_increase() -> None:
+    config = MwraConfig(hysteresis=0.0)
+    log = _scenario(config)
+    decisions = [e for e in log if isinstance(e, ev.SlotsAssigned)]
+    assert len(decisions) >= 2
+    epochs = [d.epoch for d in decisions]
+    assert epochs == sorted(set(epochs)) and epochs[0] == 1
+    assert check(log, config) == []
+    assert _scenario(config) == log  # the same inputs give the same decisions, byte for byte
+    assert fold(log) == fold(list(log))
+
+
+def test_replay_reports_a_decision_the_rule_would_not_make() -> None:
+    config = MwraConfig(hysteresis=0.0)
+    log = _scenario(config)
+    i = next(i for i, e in enumerate(log) if isinstance(e, ev.SlotsAssigned) and e.epoch == 2)
+    forged = log[i]
+    assert isinstance(forged, ev.SlotsAssigned)
+    log[i] = ev.SlotsAssigned(
+        run=forged.run,
+        source=forged.source,
+        event_id=forged.event_id,
+        time_ns=forged.time_ns,
+        epoch=forged.epoch,
+        assignments=forged.assignments[::-1],
+        reason=forged.reason,
+    )
+    mismatches = check(log, config)
+    assert mismatches and mismatches[0].index == i
+
+
+def test_older_epoch_is_ignored() -> None:
+    alloc = started(MwraConfig())
+    current = dict(alloc.state.assignment)
+    alloc.observe(ev.SlotsAssigned(run=RUN, source="x", event_id="old", epoch=1, assignments=[]))
+    assert alloc.state.assignment == current
+
+
+def test_target_respects_ratio_and_learner_caps() -> None:
+    config = MwraConfig(ratio={"a": 2.0})
+    c = {"a": 1.0, "b": 1.0}
+    assert target_counts(9, c, {"a": float("inf"), "b": float("inf")}, config) == {"a": 6, "b": 3}
+    # a's learner takes at most 2 steps/s: slots beyond 2 would idle, so b gets them.
+    assert target_counts(9, c, {"a": 2.0, "b": float("inf")}, config) == {"a": 2, "b": 7}
+
+
+def test_config_refuses_bad_values() -> None:
+    with pytest.raises(ConfigError, match="max_move_fraction"):
+        MwraConfig(max_move_fraction=0.0)
+    with pytest.raises(ConfigError, match="dead_after"):
+        MwraConfig(dead_after=3.0)
+    with pytest.raises(ConfigError, match=r"ratio\.a"):
+        MwraConfig(ratio={"a": -1.0})
+
+
+def test_reports_of_unregistered_policies_and_non_finite_rates_are_not_folded() -> None:
+    alloc = started(MwraConfig())
+    before = alloc.state
+    alloc.observe(throughput("n0", "a", float("nan"), 5))
+    alloc.observe(throughput("n0", "a", float("inf"), 6))
+    alloc.observe(stepped("ghost", 1, 7))
+    alloc.observe(throughput("n0", "ghost", 3.0, 8))
+    assert alloc.state.policies == before.policies
+    assert alloc.state.rate_sums == before.rate_sums
+    assert "ghost" not in {p for p, _ in alloc.state.assignment.values()}
+
+
+_actions = st.lists(
+    st.tuples(
+        st.sampled_from(["report", "step", "beat", "moved", "tick", "join", "leave"]),
+        st.sampled_from(["a", "b"]),
+        st.sampled_from(["n0", "n1", "n2"]),
+        st.floats(min_value=0.1, max_value=10.0),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_actions)
+def test_any_event_sequence_replays_and_keeps_the_invariants(
+    actions: list[tuple[str, str, str, float]],
+) -> None:
+    config = MwraConfig(hysteresis=0.0)
+    alloc = Allocator(config)
+    log: list[ev.Event] = []
+
+    def feed(e: ev.Event) -> None:
+        log.append(e)
+        alloc.observe(e)
+
+    for e in (registered("a"), registered("b"), joined("n0", 4)):
+        feed(e)
+    t = 0.0
+    steps = {"a": 0, "b": 0}
+    for kind, policy, node, x in actions:
+        t += x
+        if kind == "report":
+            feed(throughput(node, policy, x, t))
+        elif kind == "step":
+            steps[policy] += 1
+            feed(stepped(policy, steps[policy], t, compute_s=x))
+        elif kind == "beat":
+            feed(heartbeat(node, 3, t))
+        elif kind == "moved":
+            feed(moved(x, t))
+        elif kind == "join":
+            feed(joined(node, 2, t))
+        elif kind == "leave":
+            feed(
+                ev.NodeLeft(
+                    run=RUN,
+                    source=node,
+                    event_id=f"left{t}",
+                    time_ns=int(t * S),
+                    node=node,
+                    reason="",
+                )
+            )
+        decision = alloc.step(int(t * S))
+        if decision is None:
+            continue
+        log.append(decision)
+        live = set(live_nodes(alloc.state, int(t * S), config))
+        assert {a.node for a in decision.assignments} <= live
+        assert all(a.slot < alloc.state.nodes[a.node].slots for a in decision.assignments)
+    epochs = [e.epoch for e in log if isinstance(e, ev.SlotsAssigned)]
+    assert epochs == list(range(1, len(epochs) + 1))
+    assert check(log, config) == []
