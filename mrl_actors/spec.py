@@ -18,6 +18,7 @@ import msgspec
 
 from mrl_actors.errors import ConfigError
 from mrl_actors.grpo.config import GRPOConfig
+from mrl_actors.natsconf import check_duration
 from mrl_actors.probes.config import ProbeName, ProbesConfig
 from mrl_actors.rollout.base import EngineConfig
 from mrl_actors.tasks import TaskConfig
@@ -98,6 +99,12 @@ class ServerSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # JetStream fsync policy of the embedded server: "2m" (nats default) or "always" (see README).
     sync_interval: str = "2m"
     replicas: int = 1  # stream replicas (needs a cluster of at least this many servers)
+    # Size limits of the run's stream, set when it is created; a full stream refuses new events
+    # (the run stops with an error and can be resumed with larger limits), it never drops old
+    # ones. max_bytes bounds the blob bucket too, separately. -1 (or 0 for max_age_s): none.
+    max_bytes: int = 20 * 1024**3  # 20 GiB: a few hundred thousand rollout groups
+    max_msgs: int = -1
+    max_age_s: float = 0.0  # events older than this are deleted: keep 0 to be able to resume
 
     def __post_init__(self) -> None:
         if "@" in self.url:
@@ -105,6 +112,11 @@ class ServerSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
                 "url must not carry credentials (the spec is stored in the run's log): "
                 "use MRL_NATS_TOKEN / MRL_NATS_USER / MRL_NATS_PASSWORD / MRL_NATS_CREDS"
             )
+        check_duration("sync_interval", self.sync_interval, always=True)
+        if self.max_bytes == 0 or self.max_bytes < -1 or self.max_msgs == 0 or self.max_msgs < -1:
+            raise ValueError("max_bytes and max_msgs must be positive, or -1 for no limit")
+        if self.max_age_s < 0 or self.replicas < 1:
+            raise ValueError("max_age_s must be >= 0 and replicas >= 1")
 
 
 class THLSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

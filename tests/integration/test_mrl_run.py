@@ -93,12 +93,12 @@ def runs(
 
 
 async def _events(run_dir: Path, run: str) -> list[Event]:
-    from mrl_actors.connection import ConnectionConfig, connect
+    from mrl_actors.connection import connect
     from mrl_actors.log import EventLog
     from mrl_actors.server import open_run_dir
 
     async with open_run_dir(run_dir) as info:
-        nc = await connect(ConnectionConfig(url=info.url, token=info.token))
+        nc = await connect(info.client())
         try:
             log = await EventLog.open(nc, run, create=False)
             return [rec.event async for rec in log.read(start_seq=1)]
@@ -175,7 +175,7 @@ def test_replaying_the_logged_inputs_gives_the_final_weights_bitwise(
     events = anyio.run(_events, run_dir, spec.run.name)
 
     async def replay_all(policy: str) -> str:
-        from mrl_actors.connection import ConnectionConfig, connect
+        from mrl_actors.connection import connect
         from mrl_actors.log import EventLog
         from mrl_actors.server import open_run_dir
 
@@ -184,7 +184,7 @@ def test_replaying_the_logged_inputs_gives_the_final_weights_bitwise(
             spec, p, make_task(spec.task), weights_dir=checkpoint_dir(run_dir, policy, 0)
         )
         async with open_run_dir(run_dir) as info:
-            nc = await connect(ConnectionConfig(url=info.url, token=info.token))
+            nc = await connect(info.client())
             try:
                 log = await EventLog.open(nc, spec.run.name, create=False)
                 assert await replay(log, rt) == STEPS  # checks every step's checksum on the way
@@ -270,23 +270,24 @@ def test_a_malformed_spec_is_refused_with_the_field_named(tmp_path: Path, models
 def test_mrl_node_hosts_its_policies_against_a_server_by_url(
     models_dir: Path, model_cache: Path, tmp_path: Path
 ) -> None:
-    """The multi-host path: a node joins a live server by URL (token from the environment)."""
+    """The multi-host path: a node joins a live server by URL (user from the environment)."""
     from mrl_actors.server import EmbeddedServer
 
     spec = tmp_path / "spec.toml"
     spec.write_text(spec_text(models_dir, "t-node", "independent", steps=2))
 
     async def serve_and_read() -> list[Event]:
-        from mrl_actors.connection import ConnectionConfig, connect
+        from mrl_actors.connection import connect
         from mrl_actors.log import EventLog
 
         async with EmbeddedServer(tmp_path / "nats") as srv:
-            env = {**os.environ, "MRL_CACHE_DIR": str(model_cache), "MRL_NATS_TOKEN": srv.token}
+            env = {**os.environ, "MRL_CACHE_DIR": str(model_cache), "MRL_NATS_USER": "admin"}
+            env["MRL_NATS_PASSWORD"] = srv.users["admin"]
             cmd = [sys.executable, "-m", "mrl_actors.node_cli", str(spec)]
             cmd += ["--run-dir", str(tmp_path / "node"), "--server", srv.url, "--policies", "llama"]
             proc = await anyio.run_process(cmd, env=env, check=False)
             assert proc.returncode == 0, proc.stderr.decode()[-2000:]
-            nc = await connect(ConnectionConfig(url=srv.url, token=srv.token))
+            nc = await connect(srv.client())
             try:
                 log = await EventLog.open(nc, "t-node", create=False)
                 return [rec.event async for rec in log.read(start_seq=1)]

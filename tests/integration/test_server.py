@@ -45,7 +45,7 @@ async def test_token_is_required_and_stop_ends_the_process(tmp_path: Path) -> No
             await connect(ConnectionConfig(url=srv.url, connect_timeout=1))
         with pytest.raises(ServerError):
             await connect(ConnectionConfig(url=srv.url, token="wrong", connect_timeout=1))
-        nc = await connect(ConnectionConfig(url=srv.url, token=srv.token))
+        nc = await connect(srv.client())
         assert nc.max_payload == srv.max_payload
         await nc.close()
     finally:
@@ -73,12 +73,12 @@ async def test_open_run_dir_uses_live_server_or_starts_one(tmp_path: Path) -> No
         first_pid = srv.pid
         async with open_run_dir(run) as info:
             assert info == ServerInfo(
-                url=srv.url, token=srv.token, pid=srv.pid, run="r1", store_dir=str(srv.store_dir)
+                url=srv.url, users=srv.users, pid=srv.pid, run="r1", store_dir=str(srv.store_dir)
             )
     # the server is gone: server.json is stale, so an embedded server serves the store
     async with open_run_dir(run) as info:
         assert info.pid != first_pid and info.run == "r1" and _alive(info.pid)
-        nc = await connect(ConnectionConfig(url=info.url, token=info.token))
+        nc = await connect(info.client())
         await nc.close()
         started = info.pid
     assert not _alive(started)
@@ -90,7 +90,12 @@ async def test_open_run_dir_uses_live_server_or_starts_one(tmp_path: Path) -> No
     ids=lambda p: p.name,
 )
 def test_shipped_server_configs_are_valid(conf: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "MRL_NATS_TOKEN": "t", "MRL_STORE": str(tmp_path)}
+    from mrl_actors.auth import run_permissions
+    from mrl_actors.natsconf import password_variable
+
+    env = {**os.environ, "MRL_STORE": str(tmp_path)}
+    for user in [*run_permissions("demo", ["qwen", "llama"]), "node-host1"]:
+        env[password_variable(user)] = "pw"
     out = subprocess.run(
         [nats_server_binary(), "-t", "-c", str(conf)],
         capture_output=True,
