@@ -97,6 +97,7 @@ def _read(run: str, *, consumer_names: Iterable[str] = ()) -> list[str]:
         f"$JS.API.DIRECT.GET.{o}.>",
         f"$JS.API.STREAM.MSG.GET.{o}",
         f"$JS.FC.{o}.>",
+        "$JS.API.STREAM.NAMES",  # the ordered consumer finds the bucket's stream by subject
     ]
     for name in consumer_names:  # durable consumers named after the user's own source
         subjects += [
@@ -132,7 +133,7 @@ def admin_permissions() -> Permissions:
 
 def reader_permissions(run: str, *, user: str = READER) -> Permissions:
     return Permissions(
-        publish_allow=(*_read(run), "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST"),
+        publish_allow=(*_read(run), "$JS.API.STREAM.LIST"),
         publish_deny=_WRITER_DENY,
         subscribe_allow=(f"{inbox_prefix(user)}.>",),
     )

@@ -136,7 +136,8 @@ class EmbeddedServer:
     throughput). `max_payload` bounds one message; larger events go to the blob store.
 
     Users: `admin` always; given `run` (and its `policies`), also `reader` and one
-    `policy-<name>` per policy, each with a fresh password and its role's permissions.
+    `policy-<name>` per policy, each with a fresh password and its role's permissions;
+    `extra_users` adds others (an `mrl-node` user: `auth.node_permissions`).
     """
 
     def __init__(
@@ -146,6 +147,7 @@ class EmbeddedServer:
         port: int | None = None,
         run: str = "",
         policies: Sequence[str] = (),
+        extra_users: Mapping[str, Permissions] | None = None,
         sync_interval: str = "2m",
         max_payload: int = 8 * 1024 * 1024,
         start_timeout: float = 15.0,
@@ -154,8 +156,8 @@ class EmbeddedServer:
         self.store_dir = Path(store_dir).resolve()
         self.run = run
         roles = run_permissions(run, policies) if run else {ADMIN: admin_permissions()}
-        self._roles = roles
-        self.users = {name: secrets.token_urlsafe(24) for name in roles}
+        self._roles = {**roles, **(extra_users or {})}
+        self.users = {name: secrets.token_urlsafe(24) for name in self._roles}
         self.sync_interval = check_duration("sync_interval", sync_interval, always=True)
         self.max_payload = max_payload
         self._port = port
