@@ -142,7 +142,8 @@ def test_spec_sync_interval_is_checked_at_parse_time() -> None:
     from mrl_actors.errors import ConfigError
     from mrl_actors.spec import parse_spec
 
-    toml = '[run]\nname = "r"\n[[policies]]\nname = "a"\nmodel = "gpt2"\n[server]\nsync_interval = {}\n'
+    toml = '[run]\nname = "r"\n[[policies]]\nname = "a"\nmodel = "gpt2"\n'
+    toml += "[server]\nsync_interval = {}\n"
     for bad in ("2m" + INJECTION, "2 m", "2d", "", "always; http: 1"):
         with pytest.raises(ConfigError, match="sync_interval"):
             parse_spec(toml.format(json.dumps(bad)))
