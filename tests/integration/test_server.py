@@ -230,3 +230,24 @@ async def test_stale_server_is_stopped_without_blocking_the_loop(tmp_path: Path)
     finally:
         await srv.stop()
     assert not _alive(pid)
+
+
+def test_mrl_node_never_prints_a_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mrl_actors import node_cli
+    from mrl_actors.connection import redact
+    from mrl_actors.server import free_port
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text('[run]\nname = "r"\n[[policies]]\nname = "a"\nmodel = "gpt2"\n')
+    url = f"nats://someone:hunter2@127.0.0.1:{free_port()}"  # nothing listens there
+    assert node_cli.main([str(spec), "--run-dir", str(tmp_path / "n"), "--server", url]) == 2
+    out = capsys.readouterr()
+    assert "mrl-node: error: cannot connect to NATS at nats://***@127.0.0.1:" in out.err
+    assert "hunter2" not in out.err + out.out
+    cfg = ConnectionConfig(url=url, user="u", password="hunter2", token="s3cr3t")
+    assert "hunter2" not in repr(cfg) and "s3cr3t" not in str(cfg)
+    assert redact(f"at {url}, {url}") == f"at {url.replace('someone:hunter2', '***')}, " + (
+        url.replace("someone:hunter2", "***")
+    )
