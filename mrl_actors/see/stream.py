@@ -181,10 +181,7 @@ class EventLog:
                     )
                 )
             except APIError as exc:
-                raise LogError(
-                    f"cannot create stream {name} (max_bytes={config.max_bytes}, "
-                    f"replicas={config.replicas}): {exc.description}"
-                ) from exc
+                raise _create_error(f"stream {name}", config, exc) from exc
         blobs: BlobStore
         if config.blob_store == "zarr":
             if not config.blob_dir:
@@ -280,7 +277,8 @@ class EventLog:
         return Ack(seq=ack.seq, duplicate=bool(ack.duplicate))
 
     def _publish_error(self, event: Event, exc: Exception) -> MrlError:
-        return LogError(f"publish of {event.event_id} to {self.stream} failed: {exc!r}")
+        why = getattr(exc, "description", None) or repr(exc)  # e.g. "maximum messages exceeded"
+        return LogError(f"publish of {event.event_id} to {self.stream} failed: {why}")
 
     # ------------------------------------------------------------------ read
 
@@ -457,17 +455,28 @@ def _grown(current: Any, limits: dict[str, Any]) -> bool:
 
 async def _ensure_bucket(js: Any, run: str, config: LogConfig) -> None:
     from nats.js.api import ObjectStoreConfig
-    from nats.js.errors import NotFoundError
+    from nats.js.errors import APIError, NotFoundError
 
     from mrl_actors.blobs import bucket_name
 
     try:
         await js.object_store(bucket_name(run))
     except NotFoundError:
-        await js.create_object_store(
-            bucket_name(run),
-            config=ObjectStoreConfig(replicas=config.replicas, max_bytes=config.max_bytes),
-        )
+        try:
+            await js.create_object_store(
+                bucket_name(run),
+                config=ObjectStoreConfig(replicas=config.replicas, max_bytes=config.max_bytes),
+            )
+        except APIError as exc:
+            raise _create_error(f"blob bucket {bucket_name(run)}", config, exc) from exc
+
+
+def _create_error(what: str, config: LogConfig, exc: Any) -> LogError:
+    """JetStream reserves `max_bytes` of its store limit (75% of the free disk by default)."""
+    return LogError(
+        f"cannot create {what} (max_bytes={config.max_bytes}, replicas={config.replicas}): "
+        f"{exc.description}; lower [server] max_bytes (-1: no limit) or free disk space"
+    )
 
 
 async def _quietly(aw: Any) -> None:
