@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from mrl_actors import logs
-    from mrl_actors.cli import run_until_signal, unwrap_error
+    from mrl_actors.cli import Terminated, run_until_signal, unwrap_error
     from mrl_actors.connection import redact
 
     logs.configure(args.log_format, args.log_level)
@@ -47,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_until_signal(_serve, args)
     except KeyboardInterrupt:
         return 130
+    except Terminated:
+        return 143
     except BaseException as exc:
         err = unwrap_error(exc)
         if err is None:

@@ -147,13 +147,20 @@ def test_forged_writes_are_refused_and_the_run_is_unaffected(
         assert shas == [e.weights_sha256 for e in _steps(clean, policy)]
 
 
-def test_sigterm_stops_the_run_and_its_server(start_run: StartRun) -> None:
+@pytest.mark.parametrize(
+    ("signum", "code", "said"),
+    [(signal.SIGTERM, 143, "mrl: terminated"), (signal.SIGINT, 130, "mrl: interrupted")],
+    ids=["SIGTERM", "SIGINT"],
+)
+def test_a_signal_stops_the_run_and_its_server(
+    start_run: StartRun, signum: int, code: int, said: str
+) -> None:
     proc, out = start_run("t-term", 50)
     server_pid = _wait_ready(proc, out)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err[-2000:]
-    assert "Traceback" not in err and "mrl: terminated" in err
+    assert proc.returncode == code, err[-2000:]
+    assert "Traceback" not in err and said in err
     assert not (out / SERVER_INFO).exists()
     for _ in range(100):
         if not _alive(server_pid):
