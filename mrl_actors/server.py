@@ -106,7 +106,7 @@ def render_config(
     sync_interval: str,
     max_payload: int,
 ) -> str:
-    """The server config, from checked values only: every string goes through `auth.quote`."""
+    """The server config, from checked values only: every string goes through `quote`."""
     check_duration("sync_interval", sync_interval, always=True)
     sync = "always" if sync_interval == "always" else quote(sync_interval)
     if not store_dir.is_absolute():
