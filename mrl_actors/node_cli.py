@@ -4,8 +4,10 @@
 several hosts, each host runs `mrl-node` against the same JetStream server or cluster, hosting
 the policies named for it (`--policies`); the log is the only thing the nodes share. Credentials
 come from `MRL_NATS_*` environment variables (see `mrl_actors/connection.py`), never from the
-spec or the log. Without `--server`, the node joins the live server of `--run-dir` (its
-`server.json`).
+spec or the log: on a cluster the operator gives each node a user whose permissions are
+`mrl_actors.auth.node_permissions` (its policies' subjects and its own node subject). Without
+`--server`, the node joins the live server of `--run-dir` (its `server.json`), each policy as
+its own user. SIGTERM stops it like Ctrl-C; a lost server ends it with one error line.
 """
 
 from __future__ import annotations
