@@ -74,10 +74,19 @@ class ObjectStoreBlobs:
         return self._store
 
     async def put(self, data: bytes) -> BlobRef:
+        from nats.js.errors import NotFoundError
+
         key = sha256_hex(data)
+        ref = BlobRef(store="object", key=key, sha256=key, size=len(data))
         store = await self._obj()
+        try:  # stored already (a retried publish): overwriting would purge, a right writers lack
+            info = await store.get_info(key)
+            if not info.deleted and info.size == len(data):
+                return ref
+        except NotFoundError:
+            pass
         await store.put(key, data)
-        return BlobRef(store="object", key=key, sha256=key, size=len(data))
+        return ref
 
     async def get(self, ref: BlobRef) -> bytes:
         import anyio

@@ -7,14 +7,20 @@ environment: `ConnectionConfig` is never encoded into an event, and its `repr` h
 Environment variables (each overrides nothing given explicitly):
 `MRL_NATS_URL` (comma-separated for a cluster), `MRL_NATS_TOKEN`, `MRL_NATS_USER`,
 `MRL_NATS_PASSWORD`, `MRL_NATS_CREDS`, `MRL_NATS_NKEY_SEED`, `MRL_NATS_TLS_CA`,
-`MRL_NATS_TLS_CERT`, `MRL_NATS_TLS_KEY`.
+`MRL_NATS_TLS_CERT`, `MRL_NATS_TLS_KEY`, `MRL_NATS_INBOX_PREFIX` (default `_INBOX_<user>` when a
+user is given: the embedded server lets each user subscribe only to its own inbox).
+
+A lost server is retried `max_reconnect_attempts` times, `reconnect_time_wait` apart; then the
+connection closes and `connect(..., on_lost=...)` calls back, so a run ends with a clear error
+instead of waiting forever. No message names a password: `redact` removes it from every one.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -35,6 +41,7 @@ _ENV = {
     "tls_ca": "MRL_NATS_TLS_CA",
     "tls_cert": "MRL_NATS_TLS_CERT",
     "tls_key": "MRL_NATS_TLS_KEY",
+    "inbox_prefix": "MRL_NATS_INBOX_PREFIX",
 }
 _SECRET = ("token", "password")
 
@@ -51,13 +58,18 @@ class ConnectionConfig(msgspec.Struct, frozen=True, kw_only=True, repr_omit_defa
     tls_ca: str = ""  # CA bundle that signed the server certificate; enables TLS
     tls_cert: str = ""  # client certificate for mutual TLS
     tls_key: str = ""
+    inbox_prefix: str = ""  # reply subjects; empty: `_INBOX_<user>` with a user, else `_INBOX`
     name: str = "mrl"  # client name, shown in the server's connection list
     connect_timeout: float = 5.0
-    max_reconnect_attempts: int = 60  # at the client's 2 s wait: about two minutes
+    max_reconnect_attempts: int = 15  # then the connection closes and the run ends
+    reconnect_time_wait: float = 2.0  # seconds between attempts: about 30 s in all
+
+    def inbox(self) -> str:
+        return self.inbox_prefix or (f"_INBOX_{self.user}" if self.user else "_INBOX")
 
     def __repr__(self) -> str:  # never print a secret
         fields = {
-            k: ("***" if k in _SECRET and v else v)
+            k: ("***" if k in _SECRET and v else redact(v) if k == "url" else v)
             for k, v in msgspec.structs.asdict(self).items()
             if v
         }
@@ -85,8 +97,26 @@ class ConnectionConfig(msgspec.Struct, frozen=True, kw_only=True, repr_omit_defa
         return ctx
 
 
-async def connect(cfg: ConnectionConfig) -> Any:
-    """An open `nats.aio.client.Client`; raises `ServerError` naming the URL when it cannot."""
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^@/\s]*)@")
+
+
+def redact(text: str, cfg: ConnectionConfig | None = None) -> str:
+    """`text` without credentials: URL user-info (`nats://u:p@h` -> `nats://***@h`) and, given
+    `cfg`, any literal occurrence of its password or token."""
+    out = _USERINFO.sub(lambda m: f"{m['scheme']}***@", text)
+    if cfg is not None:
+        for secret in (cfg.password, cfg.token):
+            if secret:
+                out = out.replace(secret, "***")
+    return out
+
+
+async def connect(cfg: ConnectionConfig, *, on_lost: Callable[[str], None] | None = None) -> Any:
+    """An open `nats.aio.client.Client`; raises `ServerError` naming the URL when it cannot.
+
+    `on_lost(reason)` is called once if the connection closes by itself later (the server is
+    gone and every reconnect attempt failed), not when the caller closes it.
+    """
     import nats
 
     kwargs: dict[str, Any] = {
@@ -94,6 +124,8 @@ async def connect(cfg: ConnectionConfig) -> Any:
         "name": cfg.name,
         "connect_timeout": cfg.connect_timeout,
         "max_reconnect_attempts": cfg.max_reconnect_attempts,
+        "reconnect_time_wait": cfg.reconnect_time_wait,
+        "inbox_prefix": cfg.inbox(),
     }
     if cfg.token:
         kwargs["token"] = cfg.token
@@ -109,22 +141,37 @@ async def connect(cfg: ConnectionConfig) -> Any:
         kwargs["tls"] = tls
 
     errors: list[str] = []
+    where = redact(cfg.url)
+    client: list[Any] = []
 
     async def _on_error(exc: Exception) -> None:
-        errors.append(str(exc))
-        _log.warning("nats_client_error", error=str(exc))
+        errors.append(redact(str(exc), cfg))
+        _log.warning("nats_client_error", url=where, error=errors[-1])
+
+    async def _on_closed() -> None:
+        from nats.errors import NoServersError
+
+        # closed after every reconnect attempt failed (nats-py records NoServersError then),
+        # not closed by its owner
+        if on_lost is not None and client and isinstance(client[0].last_error, NoServersError):
+            last = errors[-1] if errors else "connection closed"
+            on_lost(
+                f"lost the log server at {where} after {cfg.max_reconnect_attempts} "
+                f"reconnect attempts ({last})"
+            )
 
     kwargs["error_cb"] = _on_error
+    kwargs["closed_cb"] = _on_closed
     # nats-py keeps retrying a refused first connection (bad credentials included) while
     # reconnects are allowed; bound the first connect so a wrong token fails, not hangs.
     limit = cfg.connect_timeout * (len(kwargs["servers"]) + 1) + 1.0
     try:
         with anyio.fail_after(limit):
-            return await nats.connect(**kwargs)
+            nc = await nats.connect(**kwargs)
     except TimeoutError as exc:
         last = errors[-1] if errors else "no answer"
-        raise ServerError(
-            f"cannot connect to NATS at {cfg.url} within {limit:.0f}s: {last}"
-        ) from exc
+        raise ServerError(f"cannot connect to NATS at {where} within {limit:.0f}s: {last}") from exc
     except Exception as exc:
-        raise ServerError(f"cannot connect to NATS at {cfg.url}: {exc!r}") from exc
+        raise ServerError(f"cannot connect to NATS at {where}: {redact(repr(exc), cfg)}") from exc
+    client.append(nc)
+    return nc

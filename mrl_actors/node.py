@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,14 @@ async def run_node(
     node: str = "local",
     policies: Sequence[str] | None = None,
     opts: ActorOptions | None = None,
+    log_for: Callable[[str], AbstractAsyncContextManager[Any]] | None = None,
 ) -> None:
-    """Host `policies` (all of the spec's by default) until each has taken its steps."""
+    """Host `policies` (all of the spec's by default) until each has taken its steps.
+
+    `log` writes the node's own events. With `log_for`, each policy actor gets its own
+    connection, `log_for(policy)`, as its own user: the server, not this process, decides what
+    each actor may write (`mrl_actors.auth`). Without it, the actors share `log`.
+    """
     from mrl_actors.replay import replay
 
     chosen = [p for p in spec.policies if policies is None or p.name in policies]
@@ -90,27 +97,30 @@ async def run_node(
     )
     reason = "completed"
     try:
-        actors = []
-        for p in chosen:
-            rt = await anyio.to_thread.run_sync(prepare_runtime, spec, p, run_dir)
-            replayed = await replay(log, rt)
-            logger.info("policy_ready", policy=p.name, replayed_steps=replayed)
-            actors.append(PolicyActor(log, rt, run_dir, opts))
-        async with anyio.create_task_group() as tg:
-            for actor in actors:
-                await tg.start(actor.run)
+        async with AsyncExitStack() as stack:
+            actors = []
+            for p in chosen:
+                own = log if log_for is None else await stack.enter_async_context(log_for(p.name))
+                rt = await anyio.to_thread.run_sync(prepare_runtime, spec, p, run_dir)
+                replayed = await replay(own, rt)
+                logger.info("policy_ready", policy=p.name, replayed_steps=replayed)
+                actors.append(PolicyActor(own, rt, run_dir, opts))
+            async with anyio.create_task_group() as tg:
+                for actor in actors:
+                    await tg.start(actor.run)
     except BaseException as exc:
         reason = f"{type(exc).__name__}: {exc}"[:500]
         raise
     finally:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-            await log.append(
-                NodeLeft(
-                    run=spec.run.name,
-                    source=node,
-                    event_id=event_id("node", spec.run.name, node, "left", time.time_ns()),
-                    time_ns=time.time_ns(),
-                    node=node,
-                    reason=reason,
+        if log.nc.is_connected:  # with the server gone there is no one to tell: do not wait
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await log.append(
+                    NodeLeft(
+                        run=spec.run.name,
+                        source=node,
+                        event_id=event_id("node", spec.run.name, node, "left", time.time_ns()),
+                        time_ns=time.time_ns(),
+                        node=node,
+                        reason=reason,
+                    )
                 )
-            )

@@ -4,8 +4,10 @@
 several hosts, each host runs `mrl-node` against the same JetStream server or cluster, hosting
 the policies named for it (`--policies`); the log is the only thing the nodes share. Credentials
 come from `MRL_NATS_*` environment variables (see `mrl_actors/connection.py`), never from the
-spec or the log. Without `--server`, the node joins the live server of `--run-dir` (its
-`server.json`).
+spec or the log: on a cluster the operator gives each node a user whose permissions are
+`mrl_actors.auth.node_permissions` (its policies' subjects and its own node subject). Without
+`--server`, the node joins the live server of `--run-dir` (its `server.json`), each policy as
+its own user. SIGTERM stops it like Ctrl-C; a lost server ends it with one error line.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from mrl_actors.cli import args as types
 
@@ -49,28 +52,33 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from mrl_actors import logs
-    from mrl_actors.errors import MrlError
+    from mrl_actors.cli import Terminated, run_until_signal, unwrap_error
+    from mrl_actors.connection import redact
 
     logs.configure(args.log_format, args.log_level)
     try:
-        import anyio
-
-        anyio.run(_serve, args)
-    except MrlError as exc:
-        print(f"mrl-node: error: {exc}", file=sys.stderr)
-        return 2
+        run_until_signal(_serve, args)
     except KeyboardInterrupt:
         return 130
+    except Terminated:
+        return 143
+    except BaseException as exc:
+        err = unwrap_error(exc)
+        if err is None:
+            raise
+        print(f"mrl-node: error: {redact(str(err))}", file=sys.stderr)
+        return 2
     return 0
 
 
 async def _serve(args: argparse.Namespace) -> None:
     from contextlib import AsyncExitStack
+    from functools import partial
 
-    from mrl_actors.connection import ConnectionConfig, connect
+    from mrl_actors.auth import policy_user
     from mrl_actors.errors import ConfigError
-    from mrl_actors.log import EventLog, LogConfig
     from mrl_actors.node import run_node
+    from mrl_actors.see.access import ends_if_server_lost, open_log, spec_log_config
     from mrl_actors.server import open_run_dir
     from mrl_actors.spec import load_spec
 
@@ -79,17 +87,27 @@ async def _serve(args: argparse.Namespace) -> None:
     unknown = set(hosted or ()) - {p.name for p in spec.policies}
     if unknown:
         raise ConfigError(f"--policies names {sorted(unknown)}, not in {args.spec}")
+    names = [p.name for p in spec.policies]
     async with AsyncExitStack() as stack:
         if args.server:
-            cfg = ConnectionConfig.from_env(url=args.server)
-        else:
-            info = await stack.enter_async_context(open_run_dir(args.run_dir))
-            cfg = ConnectionConfig(url=info.url, token=info.token)
-        nc = await connect(cfg)
-        stack.push_async_callback(nc.close)
-        log = await EventLog.open(nc, spec.run.name, LogConfig(replicas=spec.server.replicas))
+            where: dict[str, Any] = {"server": args.server}
+        else:  # the run directory's live server, or one started here for as long as we run
+            info = await stack.enter_async_context(
+                open_run_dir(args.run_dir, run=spec.run.name, policies=names)
+            )
+            where = {"info": info}
+        opened = partial(open_log, run=spec.run.name, config=spec_log_config(spec.server), **where)
+        on_lost = await stack.enter_async_context(
+            ends_if_server_lost("restart mrl-node once the server is back")
+        )
+        # By URL one user (MRL_NATS_*) hosts every policy here; by run directory the node
+        # writes its own events as admin and each policy connects as its own user.
+        log = await stack.enter_async_context(opened(create=True, on_lost=on_lost))
         args.run_dir.mkdir(parents=True, exist_ok=True)
-        await run_node(log, spec, args.run_dir, node=args.node, policies=hosted)
+        log_for = None
+        if not args.server:
+            log_for = lambda name: opened(user=policy_user(name), on_lost=on_lost)  # noqa: E731
+        await run_node(log, spec, args.run_dir, node=args.node, policies=hosted, log_for=log_for)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,7 +4,7 @@ A run directory holds everything a run is:
 
     DIR/spec.toml         the spec as run (resume reads it back)
     DIR/nats/             the JetStream store of the embedded server (the log)
-    DIR/server.json       url, token and pid of the server while the run is live
+    DIR/server.json       url, users (passwords) and pid of the server while the run is live
     DIR/checkpoints/<policy>/step-<k>/   safetensors checkpoints; step-0 is the start
     DIR/run.log           structured logs (JSON lines)
     DIR/summary.json      the run folded from its log
@@ -47,29 +47,35 @@ def code_version() -> str:
         return __version__
 
 
-async def _open_log(spec: RunSpec, run_dir: Path, stack: Any) -> Any:
-    """Connect to the spec's server, or start the embedded one in DIR/nats; open the run's log."""
-    from mrl_actors.connection import ConnectionConfig, connect
-    from mrl_actors.log import EventLog, LogConfig
-    from mrl_actors.server import (
-        STORE_SUBDIR,
-        EmbeddedServer,
-        stop_stale_server,
-        write_server_info,
-    )
+async def _open_log(
+    spec: RunSpec, run_dir: Path, stack: Any, on_lost: Callable[[str], None]
+) -> tuple[Any, Callable[[str], Any] | None]:
+    """The run's log as admin, and how each policy opens its own (`None`: through this one).
 
-    if spec.server.url:
-        cfg = ConnectionConfig.from_env(url=spec.server.url)
-    else:
-        stop_stale_server(run_dir)
+    With no `server.url` the run owns an embedded server in DIR/nats whose users are the run's
+    roles (`mrl_actors.auth`): each policy actor then connects as itself. Against a server by
+    URL the credentials are one user's, from `MRL_NATS_*`, shared by the actors.
+    """
+    from functools import partial
+
+    from mrl_actors.auth import policy_user
+    from mrl_actors.see.access import open_log, spec_log_config
+    from mrl_actors.server import serve_run_dir
+
+    names = [p.name for p in spec.policies]
+    where: dict[str, Any] = {"server": spec.server.url}
+    if not spec.server.url:
         srv = await stack.enter_async_context(
-            EmbeddedServer(run_dir / STORE_SUBDIR, sync_interval=spec.server.sync_interval)
+            serve_run_dir(
+                run_dir, run=spec.run.name, policies=names, sync_interval=spec.server.sync_interval
+            )
         )
-        write_server_info(run_dir, srv.info(run=spec.run.name))
-        cfg = ConnectionConfig(url=srv.url, token=srv.token)
-    nc = await connect(cfg)
-    stack.push_async_callback(nc.close)
-    return await EventLog.open(nc, spec.run.name, LogConfig(replicas=spec.server.replicas))
+        where = {"info": srv.info()}
+    opened = partial(open_log, run=spec.run.name, config=spec_log_config(spec.server), **where)
+    log = await stack.enter_async_context(opened(create=True, on_lost=on_lost))
+    if spec.server.url:
+        return log, None
+    return log, lambda name: opened(user=policy_user(name), on_lost=on_lost)
 
 
 async def _record_start(log: Any, spec: RunSpec, spec_text: str) -> set[str]:
@@ -157,18 +163,19 @@ async def run_once(
 
     from mrl_actors.node import run_node
     from mrl_actors.report import render_html, summarize
+    from mrl_actors.see.access import ends_if_server_lost
     from mrl_actors.see.deadletter import DeadLetters
-    from mrl_actors.server import SERVER_INFO
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / SPEC_FILE).write_text(spec_text, encoding="utf-8")
     logger = get_logger(__name__, run=spec.run.name)
     t0 = time.perf_counter()
-    async with AsyncExitStack() as stack:
-        log = await _open_log(spec, run_dir, stack)
+    hint = f"resume with: mrl run --resume {run_dir}"
+    async with ends_if_server_lost(hint) as on_lost, AsyncExitStack() as stack:
+        log, log_for = await _open_log(spec, run_dir, stack, on_lost)
         had = await _record_start(log, spec, spec_text)
         opts = ActorOptions(on_step=on_step, stop_after=stop_after)
-        await run_node(log, spec, run_dir, opts=opts)
+        await run_node(log, spec, run_dir, opts=opts, log_for=log_for)
         finished = stop_after is None
         done = event_id("run", spec.run.name, "mrl", "finished")
         if finished and done not in had:  # a resumed run that had already finished
@@ -189,7 +196,6 @@ async def run_once(
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         (run_dir / "report.html").write_text(render_html(summary), encoding="utf-8")
         logger.info("run_written", dir=str(run_dir), finished=finished)
-    (run_dir / SERVER_INFO).unlink(missing_ok=True)
     return summary
 
 

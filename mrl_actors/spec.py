@@ -19,6 +19,7 @@ import msgspec
 from mrl_actors.checks import MAX_STEPS, check_float, check_int, fail
 from mrl_actors.errors import ConfigError
 from mrl_actors.grpo.config import GRPOConfig
+from mrl_actors.natsconf import check_duration
 from mrl_actors.probes.config import ProbeName, ProbesConfig
 from mrl_actors.rollout.base import EngineConfig
 from mrl_actors.tasks import TaskConfig
@@ -118,6 +119,14 @@ class ServerSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # JetStream fsync policy of the embedded server: "2m" (nats default) or "always" (see README).
     sync_interval: str = "2m"
     replicas: int = 1  # stream replicas (needs a cluster of at least this many servers)
+    # Size limits of the run's stream, set when it is created; a full stream refuses new events
+    # (the run stops with an error and can be resumed with larger limits), it never drops old
+    # ones. max_bytes bounds the blob bucket too, separately; JetStream reserves both up front
+    # against its store limit (75% of the free disk), so 8 GiB each needs ~22 GiB free.
+    # -1 (or 0 for max_age_s): no limit.
+    max_bytes: int = 8 * 1024**3
+    max_msgs: int = -1
+    max_age_s: float = 0.0  # events older than this are deleted: keep 0 to be able to resume
 
     def __post_init__(self) -> None:
         if "@" in self.url:
@@ -128,6 +137,12 @@ class ServerSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         check_int(self, "replicas", 1, 5)  # JetStream keeps at most 5 replicas of a stream
         if self.replicas > 1 and not self.url:
             fail("replicas", "1 without a `url`: the embedded server is one server", self.replicas)
+        check_duration("sync_interval", self.sync_interval, always=True)
+        if self.max_bytes == 0 or self.max_bytes < -1:
+            fail("max_bytes", "positive, or -1 for no limit", self.max_bytes)
+        if self.max_msgs == 0 or self.max_msgs < -1:
+            fail("max_msgs", "positive, or -1 for no limit", self.max_msgs)
+        check_float(self, "max_age_s", ge=0.0)
 
 
 class THLSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mrl_actors import events as ev  # noqa: E402
-from mrl_actors.connection import ConnectionConfig, connect  # noqa: E402
+from mrl_actors.connection import connect  # noqa: E402
 from mrl_actors.log import Consumer, EventLog, Record  # noqa: E402
 from mrl_actors.server import EmbeddedServer  # noqa: E402
 
@@ -122,7 +122,7 @@ async def plain_round(nc: Any, run: str, payloads: list[tuple[str, bytes]]) -> t
 async def main_async(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-see-") as tmp:
         async with EmbeddedServer(Path(tmp) / "nats") as srv:
-            nc = await connect(ConnectionConfig(url=srv.url, token=srv.token))
+            nc = await connect(srv.client())
             results: dict[str, list[tuple[float, float]]] = {"typed": [], "plain": []}
             size = 0
             for r in range(args.rounds):

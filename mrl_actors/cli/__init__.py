@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from mrl_actors import __version__
 from mrl_actors.cli import args
 from mrl_actors.cli.args import Parser
 from mrl_actors.errors import MrlError
+
+T = TypeVar("T")
 
 # Command groups, in the order `mrl --help` lists them: (module, name).
 _GROUPS = ("run", "log", "thl")
@@ -47,12 +50,72 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(args.log_format, args.log_level)
     try:
         return int(args.handler(args) or 0)
-    except MrlError as exc:
-        print(f"mrl: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("mrl: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("mrl: terminated", file=sys.stderr)
+        return 143
+    except BaseException as exc:
+        err = unwrap_error(exc)
+        if err is None:
+            raise
+        print(f"mrl: error: {err}", file=sys.stderr)
+        return 2
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived; everything was stopped and cleaned up as for Ctrl-C."""
+
+
+def unwrap_error(exc: BaseException) -> MrlError | None:
+    """The `MrlError` behind `exc`, also from inside (nested) exception groups: task groups
+    wrap what their tasks raise, and the person at the terminal needs the message, not the
+    traceback."""
+    if isinstance(exc, MrlError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = unwrap_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def run_until_signal(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """`anyio.run(fn, *args)`, stopped by SIGTERM the way Ctrl-C stops it: the task is
+    cancelled, so every `finally` and context exit runs (the embedded server stops, its
+    `server.json` goes), then `Terminated` is raised."""
+    import signal
+
+    import anyio
+
+    got: list[int] = []
+    results: list[T] = []
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        got.append(signum)
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(watch)
+            results.append(await fn(*args))
+            tg.cancel_scope.cancel()
+
+    try:
+        anyio.run(main)
+    except BaseException as exc:
+        if got:  # whatever the stop raised on the way down, it was the signal's doing
+            raise Terminated from exc
+        raise
+    if got:
+        raise Terminated
+    return results[0]
 
 
 if __name__ == "__main__":  # pragma: no cover

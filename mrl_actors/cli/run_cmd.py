@@ -50,10 +50,10 @@ def _handle(args: argparse.Namespace) -> int:
     import os
     import sys
 
-    import anyio
     import msgspec
 
     from mrl_actors import logs
+    from mrl_actors.cli import run_until_signal
     from mrl_actors.errors import ConfigError
     from mrl_actors.runner import compare, resume_spec, run_once
     from mrl_actors.spec import load_spec
@@ -89,14 +89,14 @@ def _handle(args: argparse.Namespace) -> int:
     try:
         if args.compare:
             seeds = args.seeds or [spec.run.seed]
-            anyio.run(
+            run_until_signal(
                 lambda: compare(spec, text, out, seeds=seeds, on_step=bars.step, on_run=bars.reset)
             )
             bars.close()  # before printing, so the table is not drawn over
             print((out / "compare.md").read_text(encoding="utf-8"), end="")
             print(f"runs and reports: {out}/<probe>-s<seed>/report.html")
         else:
-            summary = anyio.run(
+            summary = run_until_signal(
                 lambda: run_once(spec, text, out, on_step=bars.step, stop_after=args.stop_after)
             )
             bars.close()  # before printing, so the summary is not drawn over

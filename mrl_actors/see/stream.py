@@ -12,6 +12,7 @@ then checks every ack (a missing or failed ack raises `LogError`; nothing is dro
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import re
 import time
@@ -50,6 +51,9 @@ class LogConfig(msgspec.Struct, frozen=True, kw_only=True):
     prefix: str = "mrl"  # first subject token
     replicas: int = 1  # 3 on a cluster: survives one server loss, costs 3x disk and a RAFT round
     storage: Literal["file", "memory"] = "file"
+    # Size limits, set when the stream is created (and raised on a later open that asks for
+    # more). A full stream refuses new events (discard "new"): it never drops old ones, which
+    # a resume replays. max_bytes also bounds the blob bucket, separately.
     max_age_s: float = 0.0  # 0 keeps events forever (a run's log is its record)
     max_bytes: int = -1  # -1: unlimited
     max_msgs: int = -1
@@ -136,37 +140,54 @@ class EventLog:
     async def open(
         cls, nc: Any, run: str, config: LogConfig | None = None, *, create: bool = True
     ) -> EventLog:
-        """Bind to the run's stream, creating it (and the blob bucket lazily) when missing."""
-        from nats.js.api import StorageType, StreamConfig
-        from nats.js.errors import NotFoundError
+        """Bind to the run's stream; with `create`, make it (and the blob bucket) when missing.
+
+        Creating needs the admin role: writers open with `create=False` and never hold the
+        right to create, change or delete a stream (see `mrl_actors.auth`).
+        """
+        from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+        from nats.js.errors import APIError, NotFoundError
 
         config = config or LogConfig()
         js = nc.jetstream(timeout=config.ack_timeout_s)
         name = stream_name(run)
+        limits: dict[str, Any] = {
+            "max_age": config.max_age_s or None,
+            "max_bytes": config.max_bytes,
+            "max_msgs": config.max_msgs,
+        }
         try:
-            await js.stream_info(name)
+            info = await js.stream_info(name)
+            if create and _grown(info.config, limits):
+                await js.update_stream(dataclasses.replace(info.config, **limits))
         except NotFoundError:
             if not create:
                 raise LogError(f"no stream {name} for run {run!r} on this server") from None
-            await js.add_stream(
-                StreamConfig(
-                    name=name,
-                    subjects=[f"{config.prefix}.{run}.>"],
-                    storage=StorageType.FILE if config.storage == "file" else StorageType.MEMORY,
-                    num_replicas=config.replicas,
-                    max_age=config.max_age_s or None,
-                    max_bytes=config.max_bytes,
-                    max_msgs=config.max_msgs,
-                    duplicate_window=config.duplicate_window_s,
-                    allow_direct=True,
+            try:
+                await js.add_stream(
+                    StreamConfig(
+                        name=name,
+                        subjects=[f"{config.prefix}.{run}.>"],
+                        storage=StorageType.FILE
+                        if config.storage == "file"
+                        else StorageType.MEMORY,
+                        num_replicas=config.replicas,
+                        discard=DiscardPolicy.NEW,
+                        duplicate_window=config.duplicate_window_s,
+                        allow_direct=True,
+                        **limits,
+                    )
                 )
-            )
+            except APIError as exc:
+                raise _create_error(f"stream {name}", config, exc) from exc
         blobs: BlobStore
         if config.blob_store == "zarr":
             if not config.blob_dir:
                 raise LogError("blob_store = 'zarr' needs blob_dir")
             blobs = ZarrBlobs(config.blob_dir)
         else:
+            if create:  # the creator makes the bucket, so writers need no stream rights
+                await _ensure_bucket(js, run, config)
             blobs = ObjectStoreBlobs(
                 js, run, replicas=config.replicas, timeout_s=config.ack_timeout_s
             )
@@ -254,7 +275,8 @@ class EventLog:
         return Ack(seq=ack.seq, duplicate=bool(ack.duplicate))
 
     def _publish_error(self, event: Event, exc: Exception) -> MrlError:
-        return LogError(f"publish of {event.event_id} to {self.stream} failed: {exc!r}")
+        why = getattr(exc, "description", None) or repr(exc)  # e.g. "maximum messages exceeded"
+        return LogError(f"publish of {event.event_id} to {self.stream} failed: {why}")
 
     def writer(self, source: str) -> OwnedWriter:
         """A writer that owns `source`'s subjects (see `mrl_actors.see.writer`)."""
@@ -429,6 +451,44 @@ class EventLog:
                     self._log.warning("bad_message", seq=seq, subject=subject, reason=str(exc))
                 continue
             yield Record(seq, event, subject, t)
+
+
+def _grown(current: Any, limits: dict[str, Any]) -> bool:
+    """The asked limits are larger than the stream's (a resume that raised them)."""
+
+    def more(asked: Any, now: Any) -> bool:
+        unlimited = (None, 0, -1)
+        if now in unlimited:
+            return False
+        return asked in unlimited or float(asked) > float(now)
+
+    return any(more(limits[k], getattr(current, k)) for k in limits)
+
+
+async def _ensure_bucket(js: Any, run: str, config: LogConfig) -> None:
+    from nats.js.api import ObjectStoreConfig
+    from nats.js.errors import APIError, NotFoundError
+
+    from mrl_actors.blobs import bucket_name
+
+    try:
+        await js.object_store(bucket_name(run))
+    except NotFoundError:
+        try:
+            await js.create_object_store(
+                bucket_name(run),
+                config=ObjectStoreConfig(replicas=config.replicas, max_bytes=config.max_bytes),
+            )
+        except APIError as exc:
+            raise _create_error(f"blob bucket {bucket_name(run)}", config, exc) from exc
+
+
+def _create_error(what: str, config: LogConfig, exc: Any) -> LogError:
+    """JetStream reserves `max_bytes` of its store limit (75% of the free disk by default)."""
+    return LogError(
+        f"cannot create {what} (max_bytes={config.max_bytes}, replicas={config.replicas}): "
+        f"{exc.description}; lower [server] max_bytes (-1: no limit) or free disk space"
+    )
 
 
 async def _quietly(aw: Any) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mrl_actors.connection import ConnectionConfig, connect
+from mrl_actors.connection import connect
 from mrl_actors.events import Completion, RolloutGroupCompleted, event_id, pack_f32, pack_i32
 from mrl_actors.log import EventLog, LogConfig
 from mrl_actors.server import EmbeddedServer
@@ -35,7 +35,7 @@ async def nats_server(tmp_path: Path) -> AsyncIterator[EmbeddedServer]:
 
 @pytest.fixture
 async def nc(nats_server: EmbeddedServer) -> AsyncIterator[Any]:
-    client = await connect(ConnectionConfig(url=nats_server.url, token=nats_server.token))
+    client = await connect(nats_server.client())
     try:
         yield client
     finally:

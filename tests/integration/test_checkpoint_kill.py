@@ -50,12 +50,12 @@ lr = 1e-3
 
 
 async def _events(run_dir: Path) -> list[Event]:
-    from mrl_actors.connection import ConnectionConfig, connect
+    from mrl_actors.connection import connect
     from mrl_actors.log import EventLog
     from mrl_actors.server import open_run_dir
 
     async with open_run_dir(run_dir) as info:
-        nc = await connect(ConnectionConfig(url=info.url, token=info.token))
+        nc = await connect(info.client())
         try:
             log = await EventLog.open(nc, "t-ckpt-kill", create=False)
             return [rec.event async for rec in log.read(start_seq=1)]

@@ -12,7 +12,7 @@ import pytest
 import zarr
 
 from mrl_actors.cli import main
-from mrl_actors.connection import ConnectionConfig, connect
+from mrl_actors.connection import connect
 from mrl_actors.events import RolloutGroupCompleted
 from mrl_actors.log import Consumer, EventLog, FoldApplier
 from mrl_actors.server import EmbeddedServer, write_server_info
@@ -23,7 +23,7 @@ MakeRollout = Callable[..., RolloutGroupCompleted]
 
 
 async def _fill(srv: EmbeddedServer, make_rollout: MakeRollout) -> list[RolloutGroupCompleted]:
-    nc = await connect(ConnectionConfig(url=srv.url, token=srv.token))
+    nc = await connect(srv.client())
     log = await EventLog.open(nc, "demo")
     events = [make_rollout("demo", "qwen" if i % 2 else "llama", i) for i in range(6)]
     await log.append_many(events)
@@ -114,11 +114,13 @@ def test_tail_on_a_live_server_by_url_and_by_server_json(
     anyio.run(srv.start)
     try:
         anyio.run(_fill, srv, make_rollout)
-        monkeypatch.setenv("MRL_NATS_TOKEN", srv.token)
+        monkeypatch.setenv("MRL_NATS_USER", "admin")
+        monkeypatch.setenv("MRL_NATS_PASSWORD", srv.users["admin"])
         assert main(["log", "tail", "--server", srv.url, "--json", "--kind", "rollout"]) == 0
         assert len(capsys.readouterr().out.splitlines()) == 6
         write_server_info(tmp_path / "run", srv.info(run="demo"))
-        monkeypatch.delenv("MRL_NATS_TOKEN")
+        monkeypatch.delenv("MRL_NATS_USER")
+        monkeypatch.delenv("MRL_NATS_PASSWORD")
         assert main(["log", "tail", str(tmp_path / "run"), "--kind", "deadletter"]) == 0
         assert "garbage" in capsys.readouterr().out
     finally:

@@ -12,7 +12,7 @@ import anyio
 import msgspec
 import pytest
 
-from mrl_actors.connection import ConnectionConfig, connect
+from mrl_actors.connection import connect
 from mrl_actors.errors import WriterConflictError
 from mrl_actors.events import (
     BlobPointer,
@@ -63,12 +63,12 @@ async def test_server_restart_on_same_store_loses_nothing(
 ) -> None:
     events = [make_rollout("r1", "llama", i) for i in range(200)]
     async with EmbeddedServer(tmp_path / "nats") as srv:
-        nc = await connect(ConnectionConfig(url=srv.url, token=srv.token))
+        nc = await connect(srv.client())
         log = await EventLog.open(nc, "r1")
         await log.append_many(events)
         await nc.close()
     async with EmbeddedServer(tmp_path / "nats") as srv:
-        nc = await connect(ConnectionConfig(url=srv.url, token=srv.token))
+        nc = await connect(srv.client())
         log = await EventLog.open(nc, "r1", create=False)
         got = [r.event async for r in log.read()]
         await nc.close()
@@ -103,7 +103,7 @@ async def test_killed_consumer_restarted_applies_every_event_once(
     await event_log.nc.close()
 
     # Second life: a new connection and consumer of the same name, the state as it was.
-    nc = await connect(ConnectionConfig(url=nats_server.url, token=nats_server.token))
+    nc = await connect(nats_server.client())
     log = await EventLog.open(nc, "t1")
     consumer = Consumer(log, "learner", kinds=["rollout"], ack_wait_s=1.0)
     with anyio.fail_after(30):

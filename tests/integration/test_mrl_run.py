@@ -93,17 +93,10 @@ def runs(
 
 
 async def _events(run_dir: Path, run: str) -> list[Event]:
-    from mrl_actors.connection import ConnectionConfig, connect
-    from mrl_actors.log import EventLog
-    from mrl_actors.server import open_run_dir
+    from mrl_actors.see.access import open_log
 
-    async with open_run_dir(run_dir) as info:
-        nc = await connect(ConnectionConfig(url=info.url, token=info.token))
-        try:
-            log = await EventLog.open(nc, run, create=False)
-            return [rec.event async for rec in log.read(start_seq=1)]
-        finally:
-            await nc.close()
+    async with open_log(run_dir=run_dir, run=run) as log:
+        return [rec.event async for rec in log.read(start_seq=1)]
 
 
 def _steps(events: list[Event], policy: str) -> list[LearnerStepCompleted]:
@@ -175,21 +168,14 @@ def test_replaying_the_logged_inputs_gives_the_final_weights_bitwise(
     events = anyio.run(_events, run_dir, spec.run.name)
 
     async def replay_all(policy: str) -> str:
-        from mrl_actors.connection import ConnectionConfig, connect
-        from mrl_actors.log import EventLog
-        from mrl_actors.server import open_run_dir
+        from mrl_actors.see.access import open_log
 
         p = next(x for x in spec.policies if x.name == policy)
         rt = build_runtime(
             spec, p, make_task(spec.task), weights_dir=checkpoint_dir(run_dir, policy, 0)
         )
-        async with open_run_dir(run_dir) as info:
-            nc = await connect(ConnectionConfig(url=info.url, token=info.token))
-            try:
-                log = await EventLog.open(nc, spec.run.name, create=False)
-                assert await replay(log, rt) == STEPS  # checks every step's checksum on the way
-            finally:
-                await nc.close()
+        async with open_log(run_dir=run_dir, run=spec.run.name) as log:
+            assert await replay(log, rt) == STEPS  # checks every step's checksum on the way
         return rt.learner.state_dict_sha256()
 
     for policy in ("gpt2", "llama"):
@@ -270,28 +256,30 @@ def test_a_malformed_spec_is_refused_with_the_field_named(tmp_path: Path, models
 def test_mrl_node_hosts_its_policies_against_a_server_by_url(
     models_dir: Path, model_cache: Path, tmp_path: Path
 ) -> None:
-    """The multi-host path: a node joins a live server by URL (token from the environment)."""
+    """The multi-host path: a node joins a live server by URL as its own user (from the
+    environment), with the rights `auth.node_permissions` gives it; the admin made the stream."""
+    from mrl_actors.auth import node_permissions
     from mrl_actors.server import EmbeddedServer
 
     spec = tmp_path / "spec.toml"
     spec.write_text(spec_text(models_dir, "t-node", "independent", steps=2))
+    perms = node_permissions("t-node", "h1", ["llama"], ["gpt2", "llama"], user="node-h1")
 
     async def serve_and_read() -> list[Event]:
-        from mrl_actors.connection import ConnectionConfig, connect
-        from mrl_actors.log import EventLog
+        from mrl_actors.see.access import open_log
 
-        async with EmbeddedServer(tmp_path / "nats") as srv:
-            env = {**os.environ, "MRL_CACHE_DIR": str(model_cache), "MRL_NATS_TOKEN": srv.token}
-            cmd = [sys.executable, "-m", "mrl_actors.node_cli", str(spec)]
+        store = tmp_path / "nats"
+        async with EmbeddedServer(store, extra_users={"node-h1": perms}) as srv:
+            async with open_log(info=srv.info(), run="t-node", create=True):
+                pass
+            env = {**os.environ, "MRL_CACHE_DIR": str(model_cache), "MRL_NATS_USER": "node-h1"}
+            env["MRL_NATS_PASSWORD"] = srv.users["node-h1"]
+            cmd = [sys.executable, "-m", "mrl_actors.node_cli", str(spec), "--node", "h1"]
             cmd += ["--run-dir", str(tmp_path / "node"), "--server", srv.url, "--policies", "llama"]
             proc = await anyio.run_process(cmd, env=env, check=False)
             assert proc.returncode == 0, proc.stderr.decode()[-2000:]
-            nc = await connect(ConnectionConfig(url=srv.url, token=srv.token))
-            try:
-                log = await EventLog.open(nc, "t-node", create=False)
+            async with open_log(info=srv.info(), run="t-node") as log:
                 return [rec.event async for rec in log.read(start_seq=1)]
-            finally:
-                await nc.close()
 
     events = anyio.run(serve_and_read)
     assert [e.step for e in _steps(events, "llama")] == [1, 2]

@@ -1,0 +1,125 @@
+"""Every writer is authorized by the server: a policy's user writes its own subjects only.
+
+A real embedded server with the users of a run `r` (policies `a` and `b`); each test connects
+as one of them and tries what an attacker holding that user's password would try.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from mrl_actors.auth import policy_user
+from mrl_actors.errors import LogError
+from mrl_actors.events import LearnerStepCompleted, RolloutGroupCompleted, RunFinished, event_id
+from mrl_actors.see.access import open_log
+from mrl_actors.see.stream import LogConfig
+from mrl_actors.server import EmbeddedServer
+
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+
+MakeRollout = Callable[..., RolloutGroupCompleted]
+FAST = LogConfig(ack_timeout_s=2.0)  # a refused publish gets no ack: fail fast
+
+
+@pytest.fixture
+async def srv(tmp_path: Path) -> AsyncIterator[EmbeddedServer]:
+    async with EmbeddedServer(tmp_path / "nats", run="r", policies=["a", "b"]) as server:
+        async with open_log(info=server.info(), config=FAST, create=True):
+            pass  # the admin makes the stream and the blob bucket
+        yield server
+
+
+def _finished(source: str) -> RunFinished:
+    return RunFinished(
+        run="r", source=source, event_id=event_id("run", "r", source, "finished"), status="ok"
+    )
+
+
+def _step(policy: str, step: int) -> LearnerStepCompleted:
+    return LearnerStepCompleted(
+        run="r",
+        source=policy,
+        event_id=event_id("learner", "r", policy, step),
+        time_ns=time.time_ns(),
+        policy=policy,
+        step=step,
+        probe="independent",
+        consumed=[],
+        weights_sha256="0" * 64,
+        metrics={},
+    )
+
+
+async def _stored(srv: EmbeddedServer) -> list[str]:
+    async with open_log(info=srv.info(), config=FAST) as log:
+        return [rec.event.event_id async for rec in log.read(start_seq=1)]
+
+
+async def test_a_policy_publishes_on_its_own_subjects_only(
+    srv: EmbeddedServer, make_rollout: MakeRollout
+) -> None:
+    async with open_log(info=srv.info(), user=policy_user("a"), config=FAST) as log:
+        assert await log.append(make_rollout("r", "a", 1)) == 1
+        assert await log.append(_step("a", 1)) == 2
+        for forged in (
+            make_rollout("r", "b", 1),  # another policy's rollout, with the id b uses next
+            _step("b", 1),  # a learner step of b
+            _finished("mrl"),  # a run-level event
+            _finished("a"),  # run-level even on its own source
+        ):
+            with pytest.raises(LogError, match="failed"):
+                await log.append(forged)
+        async with open_log(info=srv.info(), user="reader", config=FAST) as reader:
+            with pytest.raises(LogError):
+                await reader.append(make_rollout("r", "a", 2))
+    assert await _stored(srv) == ["r/rollout/a/1", "r/learner/a/1"]
+
+
+@pytest.mark.parametrize("user", [policy_user("a"), "reader"])
+async def test_writers_cannot_delete_purge_or_change_the_stream(
+    srv: EmbeddedServer, make_rollout: MakeRollout, user: str
+) -> None:
+    from nats.js.api import StreamConfig
+
+    async with open_log(info=srv.info(), config=FAST, create=True) as admin:
+        await admin.append(make_rollout("r", "a", 1))
+    async with open_log(info=srv.info(), user=user, config=FAST) as log:
+        js = log.nc.jetstream(timeout=1.0)
+        info = await js.stream_info("MRL_r")  # reading is allowed
+        attempts: list[Any] = [
+            js.delete_stream("MRL_r"),
+            js.purge_stream("MRL_r"),
+            js.delete_msg("MRL_r", 1),
+            js.update_stream(dataclasses.replace(info.config, max_msgs=1)),
+            js.add_stream(StreamConfig(name="MRL_x", subjects=["mrl.r2.>"])),
+            js.delete_stream("OBJ_MRL_r_BLOBS"),
+            js.purge_stream("OBJ_MRL_r_BLOBS"),
+        ]
+        for attempt in attempts:
+            with pytest.raises(Exception):  # noqa: B017 - refused: no answer, or an API error
+                await attempt
+    assert await _stored(srv) == ["r/rollout/a/1"]
+    async with open_log(info=srv.info(), config=FAST) as admin:
+        info = await admin.js.stream_info("MRL_r")
+        assert info.config.max_msgs == -1 and info.state.messages == 1
+
+
+async def test_blobs_go_through_a_writers_user_and_back_to_the_others(
+    srv: EmbeddedServer, make_rollout: MakeRollout
+) -> None:
+    """The claim-check path needs object-store rights: put as policy a, read as b and reader."""
+    big = make_rollout("r", "a", 7, tokens=4000, group=2)  # ~50 KB, above the inline limit below
+    small = msgspec.structs.replace(FAST, inline_limit=4096)
+    async with open_log(info=srv.info(), user=policy_user("a"), config=small) as log:
+        seq = await log.append(big)
+        assert await log.append(big) == seq  # a retry: the blob is not put again, the id dedups
+    for user in (policy_user("b"), "reader"):
+        async with open_log(info=srv.info(), user=user, config=FAST) as log:
+            assert (await log.get(seq)).event == big

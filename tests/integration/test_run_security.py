@@ -1,0 +1,185 @@
+"""`mrl run` under attack and under loss: forged writes, SIGTERM, a killed log server.
+
+Each test drives a real `mrl run` subprocess (tiny real models, the shared warm-start cache of
+`test_mrl_run`) and acts on it from outside with the credentials in its `server.json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+from test_mrl_run import _events, _steps, model_cache, spec_text
+
+from mrl_actors.auth import policy_user
+from mrl_actors.errors import LogError
+from mrl_actors.events import LearnerStepCompleted, RolloutGroupCompleted, RunFinished, event_id
+from mrl_actors.see.access import open_log
+from mrl_actors.see.stream import LogConfig
+from mrl_actors.server import SERVER_INFO, read_server_info
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+__all__ = ["model_cache"]  # the session's warm-start cache, shared with test_mrl_run
+MakeRollout = Callable[..., RolloutGroupCompleted]
+StartRun = Callable[[str, int], tuple[subprocess.Popen[str], Path]]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def start_run(models_dir: Path, model_cache: Path, tmp_path: Path) -> Iterator[StartRun]:
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(name: str, steps: int) -> tuple[subprocess.Popen[str], Path]:
+        spec = tmp_path / f"{name}.toml"
+        spec.write_text(spec_text(models_dir, name, "independent", steps=steps))
+        out = tmp_path / f"{name}-{len(procs)}"
+        cmd = [sys.executable, "-m", "mrl_actors.cli", "run", str(spec), "--out", str(out)]
+        proc = subprocess.Popen(
+            [*cmd, "--no-progress"],
+            env={**os.environ, "MRL_CACHE_DIR": str(model_cache)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(proc)
+        return proc, out
+
+    yield start
+    for proc in procs:  # never leave a run behind, whatever failed
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def _wait_ready(proc: subprocess.Popen[str], out: Path, timeout: float = 240.0) -> int:
+    """Wait until both policy actors are up (after the warm start); the server's pid."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        log = out / "run.log"
+        info = read_server_info(out) if (out / SERVER_INFO).exists() else None
+        if info and log.exists() and log.read_text().count('"policy_ready"') >= 2:
+            return info.pid
+        time.sleep(0.2)
+    raise AssertionError(f"the run in {out} did not get ready within {timeout:.0f}s")
+
+
+def _step(run: str, policy: str, step: int) -> LearnerStepCompleted:
+    return LearnerStepCompleted(
+        run=run,
+        source=policy,
+        event_id=event_id("learner", run, policy, step),
+        policy=policy,
+        step=step,
+        probe="independent",
+        consumed=[],
+        weights_sha256="0" * 64,
+        metrics={},
+    )
+
+
+def test_forged_writes_are_refused_and_the_run_is_unaffected(
+    start_run: StartRun, make_rollout: MakeRollout
+) -> None:
+    """With gpt2's and the reader's passwords, forge llama's rollouts and learner steps, end the
+    run, delete and purge the stream: the server refuses each, and the run ends with the weights
+    of the same run that nobody attacked."""
+    run = "t-sec"
+    proc, out = start_run(run, 2)
+    _wait_ready(proc, out)
+    info = read_server_info(out)
+    assert info is not None
+
+    async def attack() -> int:
+        refused = 0
+        fast = LogConfig(ack_timeout_s=1.0)
+        for user in (policy_user("gpt2"), "reader"):
+            async with open_log(info=info, user=user, config=fast) as log:
+                finished = event_id("run", run, "mrl", "finished")
+                for forged in (
+                    make_rollout(run, "llama", 0),
+                    _step(run, "llama", 1),
+                    _step(run, "llama", 2),
+                    RunFinished(run=run, source="mrl", event_id=finished, status="completed"),
+                ):
+                    with contextlib.suppress(LogError):
+                        await log.append(forged)
+                        continue
+                    refused += 1
+                js = log.nc.jetstream(timeout=1.0)
+                for op in (js.delete_stream(f"MRL_{run}"), js.purge_stream(f"MRL_{run}")):
+                    with contextlib.suppress(Exception):
+                        await op
+                        continue
+                    refused += 1
+        return refused
+
+    assert anyio.run(attack) == 2 * 6
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    attacked = anyio.run(_events, out, run)
+    assert all(e.summary for e in attacked if isinstance(e, RunFinished))  # the run's own
+
+    clean_proc, clean_out = start_run(run, 2)  # the same spec and run name, unattacked
+    _, err = clean_proc.communicate(timeout=600)
+    assert clean_proc.returncode == 0, err[-2000:]
+    clean = anyio.run(_events, clean_out, run)
+    for policy in ("gpt2", "llama"):
+        assert [e.step for e in _steps(attacked, policy)] == [1, 2]
+        shas = [e.weights_sha256 for e in _steps(attacked, policy)]
+        assert shas == [e.weights_sha256 for e in _steps(clean, policy)]
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "said"),
+    [(signal.SIGTERM, 143, "mrl: terminated"), (signal.SIGINT, 130, "mrl: interrupted")],
+    ids=["SIGTERM", "SIGINT"],
+)
+def test_a_signal_stops_the_run_and_its_server(
+    start_run: StartRun, signum: int, code: int, said: str
+) -> None:
+    proc, out = start_run("t-term", 50)
+    server_pid = _wait_ready(proc, out)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err[-2000:]
+    assert "Traceback" not in err and said in err
+    assert not (out / SERVER_INFO).exists()
+    for _ in range(100):
+        if not _alive(server_pid):
+            break
+        time.sleep(0.05)
+    assert not _alive(server_pid)
+
+
+def test_a_killed_log_server_ends_the_run_with_one_clean_line(start_run: StartRun) -> None:
+    proc, out = start_run("t-lost", 50)
+    server_pid = _wait_ready(proc, out)
+    os.kill(server_pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)  # bounded: a few reconnect attempts, then the end
+    assert proc.returncode == 2, err[-2000:]
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("mrl: error:")]
+    assert len(errors) == 1, err[-2000:]
+    assert "lost the log server" in errors[0]
+    assert errors[0].endswith(f"resume with: mrl run --resume {out}")
+    assert not (out / SERVER_INFO).exists()
+    summary = out / "summary.json"
+    assert not summary.exists() or json.loads(summary.read_text())

@@ -1,0 +1,47 @@
+"""The roles of a run as data: what each user may publish, checked without a server."""
+
+from __future__ import annotations
+
+import pytest
+
+from mrl_actors.auth import POLICY_KINDS, node_permissions, policy_user, run_permissions
+from mrl_actors.errors import ConfigError
+from mrl_actors.natsconf import check_duration, quote
+
+
+def test_each_policy_publishes_only_on_its_own_event_subjects() -> None:
+    users = run_permissions("r", ["a", "b"])
+    assert set(users) == {"admin", "reader", "policy-a", "policy-b"}
+    for me, other in (("a", "b"), ("b", "a")):
+        perms = users[policy_user(me)]
+        events = [s for s in perms.publish_allow if s.startswith("mrl.")]
+        assert sorted(events) == sorted(f"mrl.r.{k}.{me}" for k in POLICY_KINDS)
+        assert not any(other in s.split(".")[-1] for s in perms.publish_allow)
+        assert f"$JS.API.CONSUMER.MSG.NEXT.MRL_r.{other}" in perms.publish_deny
+        assert perms.subscribe_allow == (f"_INBOX_policy-{me}.>",)
+    admin = ("CREATE", "UPDATE", "DELETE", "PURGE", "MSG.DELETE")
+    for user in ("reader", "policy-a"):
+        perms = users[user]
+        assert not any(
+            s.startswith(f"$JS.API.STREAM.{op}") for s in perms.publish_allow for op in admin
+        )
+        assert all(f"$JS.API.STREAM.{op}.>" in perms.publish_deny for op in admin)
+    assert not any(s.startswith("mrl.") for s in users["reader"].publish_allow)
+
+
+def test_a_node_user_is_the_union_of_its_policies_and_its_node_subject() -> None:
+    perms = node_permissions("r", "h1", ["a", "b"], ["a", "b", "c"], user="node-h1")
+    events = {s for s in perms.publish_allow if s.startswith("mrl.")}
+    assert events == {f"mrl.r.{k}.{p}" for k in POLICY_KINDS for p in "ab"} | {"mrl.r.node.h1"}
+
+
+def test_names_and_strings_that_would_break_a_config_are_refused() -> None:
+    with pytest.raises(ConfigError):
+        policy_user('a" }')
+    with pytest.raises(ConfigError):
+        quote("two\nlines")
+    assert quote('a"b\\c $X') == '"a\\"b\\\\c $X"'
+    for bad in ('2m" }', "2 m", "forever", ""):
+        with pytest.raises(ConfigError, match="sync_interval"):
+            check_duration("sync_interval", bad, always=True)
+    assert check_duration("sync_interval", "1h2m3s500ms") == "1h2m3s500ms"
