@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,9 @@ async def run_node(
     )
     reason = "completed"
     try:
+        if spec.run.mode == "async":
+            await _host_async(log, spec, run_dir, chosen, opts, log_for)
+            return
         async with AsyncExitStack() as stack:
             actors = []
             for p in chosen:
@@ -124,3 +128,30 @@ async def run_node(
                         reason=reason,
                     )
                 )
+
+
+async def _host_async(
+    log: Any,
+    spec: RunSpec,
+    run_dir: Path,
+    chosen: Sequence[PolicySpec],
+    opts: ActorOptions,
+    log_for: Callable[[str], AbstractAsyncContextManager[Any]] | None,
+) -> None:
+    """Each policy's learner and `run.rollout_replicas` rollout actors, each on its own
+    connection as its policy's user (or all on `log` without `log_for`)."""
+    from mrl_actors.actors.roles import run_policy_async
+
+    async with AsyncExitStack() as stack:
+
+        async def connect(name: str) -> Any:
+            return log if log_for is None else await stack.enter_async_context(log_for(name))
+
+        async with anyio.create_task_group() as tg:
+            for p in chosen:
+                learner_log = await connect(p.name)
+                rollout_logs = [await connect(p.name) for _ in range(spec.run.rollout_replicas)]
+                host = partial(
+                    run_policy_async, learner_log, rollout_logs, spec, p.name, run_dir, opts=opts
+                )
+                tg.start_soon(host)  # every policy's actors start side by side
