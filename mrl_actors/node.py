@@ -4,6 +4,10 @@
 code as a daemon that joins a server by URL and hosts the policies it is given. Before an actor
 starts, its policy is brought to the last step its log records (from the `step-0` checkpoint,
 replaying the logged inputs), so a killed node resumes where the log says it was.
+
+With `[run] mode = "async"` a policy is hosted as its learner and `run.rollout_replicas` rollout
+actors (`mrl_actors.actors.roles`), each on its own connection; the learner restores itself from
+its newest stored checkpoint and the log's tail.
 """
 
 from __future__ import annotations

@@ -174,6 +174,8 @@ class LearnerActor:
             break
         if self.restored_from == 0 and self.rt.learner.version != 0:
             raise LogError(f"{self.name}: no usable checkpoint and a learner not at step 0")
+        if self.restored_from == 0 and 0 in self.weights:
+            await self._start_as_logged()
         self.replayed = await replay(self.log, self.rt, after=self.restored_from)
         if self.rt.learner.version != last:
             raise LogError(
@@ -184,6 +186,19 @@ class LearnerActor:
                 "learner_restored", checkpoint=self.restored_from, replayed=self.replayed
             )
             self.rt.engine.sync_weights(self.rt.model, last)
+
+    async def _start_as_logged(self) -> None:
+        """Start from the run's logged version 0 when this host's `step-0` differs (a learner
+        restarted on another host, whose initial model was built, not copied)."""
+        from mrl_actors.weights import load_weights
+
+        start = self.weights[0]
+        sha = await anyio.to_thread.run_sync(self.rt.learner.state_dict_sha256)
+        if sha != start.weights_sha256:
+            self._log.warning(
+                "start_weights_from_log", local=sha[:12], logged=start.weights_sha256[:12]
+            )
+            await load_weights(self.log, start, self.rt.model)
 
     async def publish(self, version: int, sha: str) -> WeightsPublished:
         """`WeightsPublished` for `version` (once: a restarted learner reuses a logged one)."""
