@@ -10,9 +10,9 @@ policy, from each run's log:
 - wall: from the start of the policy's first learner step to its last `LearnerStepCompleted`;
 - steps/min: learner steps over that wall time;
 - idle: the share of that wall time its learner spent waiting: for its peers (lockstep and
-  async: `peer_wait_s`) and, in async mode, for its own rollout actors (`rollout_wait_s`).
-  `idle>1` leaves out step 1, which in async mode also waits for the rollout actors to build
-  their models (a one-off start cost);
+  async: `peer_wait_s`) and, in async mode, for its own rollout actors (`rollout_wait_s`);
+  both parts are shown apart (`peers`, `own rollouts`). `idle>1` leaves out step 1, which in
+  async mode also waits for the rollout actors to build their models (a one-off start cost);
 - staleness: learner versions between sampling and consumption of the groups it learned from,
   mean and max (0 in lockstep by construction).
 
@@ -84,9 +84,9 @@ def measure(run_dir: Path, spec: Any) -> dict[str, dict[str, float]]:
         )
         first, last = steps[0], steps[-1]
         wall = (last.time_ns - first.time_ns) / 1e9 + first.metrics["step_time_s"]
-        waits = [
-            s.metrics.get("peer_wait_s", 0.0) + s.metrics.get("rollout_wait_s", 0.0) for s in steps
-        ]
+        peer = [s.metrics.get("peer_wait_s", 0.0) for s in steps]
+        own = [s.metrics.get("rollout_wait_s", 0.0) for s in steps]
+        waits = [a + b for a, b in zip(peer, own, strict=True)]
         later = (last.time_ns - first.time_ns) / 1e9
         lags = [
             (s.step - 1) - g.policy_version
@@ -99,6 +99,8 @@ def measure(run_dir: Path, spec: Any) -> dict[str, dict[str, float]]:
             "steps_per_min": len(steps) / wall * 60,
             "idle": sum(waits) / wall,
             "idle_after_1": sum(waits[1:]) / later if later > 0 else 0.0,
+            "idle_peers": sum(peer) / wall,
+            "idle_rollouts": sum(own) / wall,
             "staleness_mean": sum(lags) / len(lags),
             "staleness_max": float(max(lags)),
         }
@@ -137,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.replicas} rollout replica(s) per policy, max_staleness {args.max_staleness}, "
         f"{os.cpu_count()} CPU cores\n"
     )
-    head = ["policy", "mode", "wall s", "steps/min", "idle", "idle>1", "stale mean", "stale max"]
+    head = ["policy", "mode", "wall s", "steps/min", "idle", "idle>1", "peers", "own rollouts"]
+    head += ["stale mean", "stale max"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for policy in results["lockstep"]:
@@ -145,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             r = results[mode][policy]
             print(
                 f"| {policy} | {mode} | {r['wall_s']:.1f} | {r['steps_per_min']:.1f} | "
-                f"{r['idle']:.1%} | {r['idle_after_1']:.1%} | {r['staleness_mean']:.2f} | "
+                f"{r['idle']:.1%} | {r['idle_after_1']:.1%} | {r['idle_peers']:.1%} | "
+                f"{r['idle_rollouts']:.1%} | {r['staleness_mean']:.2f} | "
                 f"{r['staleness_max']:.0f} |"
             )
     print(
