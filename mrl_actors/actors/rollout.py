@@ -75,7 +75,6 @@ class RolloutActor:
             __name__, run=self.run_id, actor="rollout", policy=self.name, replica=replica
         )
         self._changed: anyio.Event | None = None
-        self._good: bytes | None = None  # the bytes of `self.version`, to undo a refused load
 
     # ------------------------------------------------------------------ fold
 
@@ -131,7 +130,7 @@ class RolloutActor:
 
         Called between batches only, so a group is always sampled by one version.
         """
-        from mrl_actors.weights import load_state_bytes, load_weights, state_bytes
+        from mrl_actors.weights import load_weights
 
         target = self.newest_usable()
         if target <= self.version:
@@ -142,18 +141,34 @@ class RolloutActor:
         except WeightsError as exc:
             self.refused.add(target)
             self._log.warning("weights_refused", version=target, error=str(exc)[:300])
-            if self._good is not None:  # back to the weights we had
-                await anyio.to_thread.run_sync(load_state_bytes, self.rt.model, self._good)
+            await self._reload()
             letter = self.dead_letters.letter(
                 rec.seq, rec.subject, b"", "blob_hash", f"weights v{target} refused: {exc}"
             )
             await self.dead_letters.add_many([letter])
             return False
         self.version = target
-        self._good = await anyio.to_thread.run_sync(state_bytes, self.rt.model)
         self.rt.engine.sync_weights(self.rt.model, target)
         self._log.debug("weights_loaded", version=target)
         return True
+
+    async def _reload(self) -> None:
+        """Back to the version the model held, after a refused load left it half-written.
+
+        Fetched again and checked rather than kept in memory (a second copy of a 7B model per
+        rollout actor). Before any version was loaded there is nothing to restore: the actor
+        samples only with a version it loaded in full.
+        """
+        from mrl_actors.weights import load_weights
+
+        if self.version < 0:
+            return
+        try:
+            await load_weights(self.log, self.weights[self.version].event, self.rt.model)
+        except WeightsError as exc:  # its blob went bad since: hold no version until one loads
+            self._log.warning("weights_reload_failed", version=self.version, error=str(exc)[:300])
+            self.refused.add(self.version)
+            self.version = -1
 
     async def wait_for_weights(self, batch: int) -> bool:
         """Switch to the newest version, waiting for one `>= batch - max_staleness` when ours is
