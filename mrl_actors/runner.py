@@ -2,7 +2,7 @@
 
 A run directory holds everything a run is:
 
-    DIR/spec.toml         the spec as run (resume reads it back)
+    DIR/spec.toml         the effective spec, overrides applied, model paths absolute (resume reads it)
     DIR/nats/             the JetStream store of the embedded server (the log)
     DIR/server.json       url, token and pid of the server while the run is live
     DIR/checkpoints/<policy>/step-<k>/   safetensors checkpoints; step-0 is the start
@@ -25,12 +25,13 @@ from typing import Any
 import anyio
 
 from mrl_actors import __version__
+from mrl_actors.builtin_models import family_of
 from mrl_actors.actors.policy import ActorOptions
 from mrl_actors.errors import ConfigError
 from mrl_actors.events import PolicyRegistered, RunFinished, RunStarted, event_id
 from mrl_actors.logs import get_logger
 from mrl_actors.probes import PROBE_NAMES, ProbeName
-from mrl_actors.spec import RunSpec, load_spec
+from mrl_actors.spec import RunSpec, effective_toml, load_spec
 
 SPEC_FILE = "spec.toml"
 
@@ -108,7 +109,7 @@ async def _record_start(log: Any, spec: RunSpec, spec_text: str) -> set[str]:
                 event_id=eid,
                 time_ns=time.time_ns(),
                 policy=p.name,
-                family=_family(p.model),
+                family=family_of(p.model),
                 model_path=p.model,
                 tokenizer_fingerprint=vocab.fingerprint,
                 probe=spec.run.probe,
@@ -132,13 +133,6 @@ def _builtins(obj: Any) -> Any:
     return msgspec.to_builtins(obj)
 
 
-def _family(model: str) -> str:
-    try:
-        return str(json.loads((Path(model) / "config.json").read_text())["model_type"])
-    except (OSError, KeyError, ValueError):
-        return "unknown"
-
-
 async def run_once(
     spec: RunSpec,
     spec_text: str,
@@ -155,7 +149,7 @@ async def run_once(
     from mrl_actors.server import SERVER_INFO
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / SPEC_FILE).write_text(spec_text, encoding="utf-8")
+    (run_dir / SPEC_FILE).write_text(_SPEC_HEADER + effective_toml(spec), encoding="utf-8")
     logger = get_logger(__name__, run=spec.run.name)
     t0 = time.perf_counter()
     async with AsyncExitStack() as stack:
@@ -186,7 +180,15 @@ async def run_once(
     return summary
 
 
+_SPEC_HEADER = (
+    "# The effective spec of this run, written by `mrl run`: command-line and --compare overrides\n"
+    "# are values here and model paths are absolute. `mrl run --resume DIR` reads it; the spec as\n"
+    "# written is in the log's RunStarted event.\n\n"
+)
+
+
 def resume_spec(run_dir: Path) -> tuple[RunSpec, str]:
+    """The spec a run directory was run with (its effective spec.toml) and that file's text."""
     path = run_dir / SPEC_FILE
     if not path.exists():
         raise ConfigError(f"{run_dir} is not a run directory: no {SPEC_FILE} in it")

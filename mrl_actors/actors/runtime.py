@@ -33,13 +33,14 @@ def checkpoint_dir(run_dir: Path, policy: str, step: int) -> Path:
 
 def load_initial_model(spec: RunSpec, policy: PolicySpec, task: Task) -> tuple[Any, Any]:
     """The policy's starting weights: a cached warm-started tiny model, or a real checkpoint."""
+    from mrl_actors.builtin_models import model_dir
     from mrl_actors.models import load_model, tiny_policy
 
     if policy.tiny is None:
         return load_model(policy.model)
     t = policy.tiny
     return tiny_policy(
-        policy.model,
+        model_dir(policy.model),  # a builtin name becomes its directory in the cache
         cache_dir(),
         task,
         hidden_size=t.hidden_size,
