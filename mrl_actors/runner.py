@@ -204,8 +204,14 @@ async def compare(
     probes: Sequence[ProbeName] = PROBE_NAMES,
     on_step: Callable[[str, int, dict[str, float]], None] | None = None,
     on_run: Callable[[str], None] | None = None,
+    stop_after: int | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Run the spec under each probe and seed; write compare.json and compare.md."""
+    """Run the spec under each probe and seed; write compare.json and compare.md.
+
+    Each sub-run's directory keeps its own effective spec (its probe, seed and name), so
+    `mrl run --resume DIR/<probe>-s<seed>` continues that sub-run, not the base spec.
+    `stop_after` stops every sub-run after that many steps per policy (resume tests).
+    """
     from mrl_actors.report import compare_table
 
     results: dict[str, list[dict[str, Any]]] = {}
@@ -216,7 +222,9 @@ async def compare(
                 on_run(name)
             variant = spec.with_probe(probe, seed=seed, name=name)
             text = spec_text + f"\n# --compare: run.probe = {probe!r}, run.seed = {seed}\n"
-            summary = await run_once(variant, text, out / f"{probe}-s{seed}", on_step=on_step)
+            summary = await run_once(
+                variant, text, out / f"{probe}-s{seed}", on_step=on_step, stop_after=stop_after
+            )
             results.setdefault(probe, []).append(summary)
     (out / "compare.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     lines = []
