@@ -22,8 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    check.add_argument("--from", dest="src", required=True, help="peer tokenizer directory (or builtin:gpt2-bpe, builtin:llama-sp)")
-    check.add_argument("--to", dest="dst", required=True, help="receiver tokenizer directory (or a builtin: name)")
+    check.add_argument(
+        "--from", dest="src", required=True, help="peer tokenizer directory, or builtin:NAME"
+    )
+    check.add_argument(
+        "--to", dest="dst", required=True, help="receiver tokenizer directory, or builtin:NAME"
+    )
     check.add_argument(
         "--text-file", required=True, help="plain lines, or JSON lines with a 'text' field"
     )
