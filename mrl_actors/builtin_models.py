@@ -53,9 +53,7 @@ class Builtin:
 
 BUILTINS: dict[str, Builtin] = {
     "gpt2-bpe": Builtin("gpt2", 600, "byte-level BPE like GPT-2's, GPT-2 architecture"),
-    "llama-sp": Builtin(
-        "llama", 500, "SentencePiece-style BPE with byte fallback like Llama-2's, Llama architecture"
-    ),
+    "llama-sp": Builtin("llama", 500, "SentencePiece-style BPE with byte fallback like Llama-2's"),
 }
 
 _LOCK = threading.Lock()
@@ -183,7 +181,8 @@ def _gpt2_bpe() -> tuple[Any, dict[str, int]]:
     )
     tok.train_from_iterator(corpus(), trainer=trainer)
     tok.add_special_tokens(["<|endoftext|>"])
-    eot = tok.token_to_id("<|endoftext|>")
+    eot = tok.get_vocab_size(with_added_tokens=True) - 1  # the last id, as in GPT-2
+    assert tok.id_to_token(eot) == "<|endoftext|>"
     return tok, {"bos_token": eot, "eos_token": eot, "unk_token": eot}
 
 
@@ -191,8 +190,9 @@ def _llama_sp() -> tuple[Any, dict[str, int]]:
     """SentencePiece-style BPE: `<unk>` `<s>` `</s>`, the 256 `<0xNN>` bytes, then pieces.
 
     The trainer learns merges over `▁`-prefixed words with every digit apart (SentencePiece's
-    `split_digits`, as Llama-2 has it) and no newline (it is the byte `<0x0A>`); the model is then rebuilt with Llama-2's id
-    layout and `byte_fallback`, so a character outside the pieces becomes its UTF-8 bytes.
+    `split_digits`, as Llama-2 has it) and no newline (it is the byte `<0x0A>`); the model is then
+    rebuilt with Llama-2's id layout and `byte_fallback`, so a character outside the pieces
+    becomes its UTF-8 bytes.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 

@@ -2,7 +2,7 @@
 
 A run directory holds everything a run is:
 
-    DIR/spec.toml         the effective spec, overrides applied, model paths absolute (resume reads it)
+    DIR/spec.toml         the effective spec: overrides applied, model paths absolute (resume reads)
     DIR/nats/             the JetStream store of the embedded server (the log)
     DIR/server.json       url, token and pid of the server while the run is live
     DIR/checkpoints/<policy>/step-<k>/   safetensors checkpoints; step-0 is the start
@@ -25,8 +25,8 @@ from typing import Any
 import anyio
 
 from mrl_actors import __version__
-from mrl_actors.builtin_models import family_of
 from mrl_actors.actors.policy import ActorOptions
+from mrl_actors.builtin_models import family_of
 from mrl_actors.errors import ConfigError
 from mrl_actors.events import PolicyRegistered, RunFinished, RunStarted, event_id
 from mrl_actors.logs import get_logger

@@ -261,7 +261,9 @@ def export_json_schema() -> dict[str, Any]:
             if name in _PACKED:
                 item = "integer" if _PACKED[name] is unpack_i32 else "number"
                 packed = {"type": "array", "items": {"type": item}}
-                d["properties"][name] = doc | packed | ({"default": []} if "default" in prop else {})
+                d["properties"][name] = (
+                    doc | packed | ({"default": []} if "default" in prop else {})
+                )
             else:
                 hexed = {"type": "string", "pattern": "^([0-9a-f]{2})*$"}
                 d["properties"][name] = doc | hexed | ({"default": ""} if "default" in prop else {})

@@ -2,8 +2,9 @@
 
 One short two-policy run per probe is shared by the tests of this module: what each probe read
 from its peers; that a peer's success on a prompt the receiver failed (built, not sampled) crosses
-the THL into SGT's and PRP's learner steps, PRP's weights bounded; that replaying the logged inputs gives the final weights bitwise; that a killed run
-resumes without applying an event twice.
+the THL into SGT's and PRP's learner steps, PRP's weights bounded; that replaying the logged
+inputs gives the final weights bitwise; that a killed run resumes without applying an event twice;
+that a stopped `--compare` sub-run resumes as itself, and a run `--out` at any depth resumes.
 """
 
 from __future__ import annotations
@@ -203,9 +204,7 @@ def test_sgt_and_prp_carry_a_peer_success_through_the_thl_into_a_learner_step(
     answer = task.target_text(item)  # " 7\n": one GPT-2 token, two Llama-2 tokens
 
     for probe in ("sgt", "prp"):
-        rt = build_runtime(
-            spec, policy, task, weights_dir=checkpoint_dir(run_dir, receiver, 0)
-        )
+        rt = build_runtime(spec, policy, task, weights_dir=checkpoint_dir(run_dir, receiver, 0))
         own = Seen(1, _failed_group(rt, item, spec.run.group_size))
         success = _peer_completion(rt.peer_vocabs[peer], answer, success=True)
         assert task.verify(success.text, item).success
@@ -224,7 +223,7 @@ def test_sgt_and_prp_carry_a_peer_success_through_the_thl_into_a_learner_step(
             inputs = PromptInputs(own=own, peer_successes=[Seen(2, ev)])
         else:
             wrong = own.event.completions[0].text
-            group = [success] + [_peer_completion(rt.peer_vocabs[peer], wrong, success=False)]
+            group = [success, _peer_completion(rt.peer_vocabs[peer], wrong, success=False)]
             ev = msgspec.structs.replace(
                 own.event,
                 source=peer,
