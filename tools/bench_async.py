@@ -16,8 +16,9 @@ policy, from each run's log:
 - staleness: learner versions between sampling and consumption of the groups it learned from,
   mean and max (0 in lockstep by construction).
 
-Model paths of the spec that do not exist are looked up by their last component under
-`MRL_MODELS_DIR` (default `../shared/models` next to the checkout).
+The shipped toy pair uses built-in tokenizers (`builtin:...`). Model paths of a spec that do
+not exist are looked up by their last component under `MRL_MODELS_DIR` (default
+`../shared/models` next to the checkout).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def _spec(path: Path, mode: str, steps: int, replicas: int, staleness: int) -> t
     models = Path(os.environ.get("MRL_MODELS_DIR", ROOT.parent / "shared" / "models"))
     policies = [
         p
-        if Path(p.model).exists()
+        if Path(p.model).exists() or p.model.startswith("builtin:")
         else msgspec.structs.replace(p, model=str(models / Path(p.model).name))
         for p in spec.policies
     ]
