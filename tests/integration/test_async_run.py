@@ -11,7 +11,12 @@ rollout actor, which dead-letters it and goes on with a version it can verify.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -294,3 +299,58 @@ def test_async_is_refused_when_its_bound_exceeds_the_probes(models_dir: Path) ->
     text = spec_text(models_dir).replace(f"max_staleness = {STALENESS}", "max_staleness = 5")
     with pytest.raises(ConfigError, match=r"run\.max_staleness"):
         parse_spec(text)
+
+
+def _kill_tree(run_dir: Path, proc: subprocess.Popen[bytes]) -> None:
+    from mrl_actors.server import read_server_info
+
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=30)
+    info = read_server_info(run_dir)
+    if info is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(info.pid, signal.SIGKILL)
+
+
+def test_a_killed_async_run_resumes_from_stored_checkpoints_and_steps_once(
+    models_dir: Path, model_cache: Path, tmp_path: Path
+) -> None:
+    """SIGKILL `mrl run` once each learner has a stored checkpoint, then `mrl run --resume`."""
+    steps = 10
+    spec = tmp_path / "spec.toml"
+    spec.write_text(spec_text(models_dir).replace(f"steps = {STEPS}\n", f"steps = {steps}\n", 1))
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "MRL_CACHE_DIR": str(model_cache)}
+    cmd = [sys.executable, "-m", "mrl_actors.cli", "run", "--no-progress"]
+    proc = subprocess.Popen([*cmd, str(spec), "--out", str(run_dir)], env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (run_dir / "server.json").exists():
+                events = [e for _, e in anyio.run(_events, run_dir)]
+                stored = {e.policy for e in events if isinstance(e, CheckpointStored)}
+                if stored == set(POLICIES):
+                    break
+            time.sleep(0.5)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        _kill_tree(run_dir, proc)  # its server too: the resume starts its own
+        resumed = subprocess.run([*cmd, "--resume", str(run_dir)], env=env, timeout=600)
+        assert resumed.returncode == 0
+    finally:
+        _kill_tree(run_dir, proc)
+
+    events = anyio.run(_events, run_dir)
+    for p in POLICIES:
+        taken = _steps(events, p)
+        assert [s.step for s in taken] == list(range(1, steps + 1))
+        seqs = [c.seq for s in taken for c in s.consumed]
+        assert len(seqs) == len(set(seqs))
+        restarted = [s for s in taken if "restored_from_step" in s.metrics]
+        assert len(restarted) == 1 and restarted[0].metrics["restored_from_step"] >= 2
+        versions = [
+            e.version for _, e in events if isinstance(e, WeightsPublished) and e.policy == p
+        ]
+        assert versions == list(range(steps + 1))
