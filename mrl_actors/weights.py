@@ -93,6 +93,14 @@ async def store_weights(
     import anyio
 
     data = await anyio.to_thread.run_sync(state_bytes, model)
+    return await announce(log, policy, version, data, sha)
+
+
+async def announce(
+    log: BlobLog, policy: str, version: int, data: bytes, sha: str
+) -> WeightsPublished:
+    """Put `data` (`state_bytes` of a model whose checksum is `sha`) in the blob store; the
+    event announcing it (not yet appended)."""
     ref = await log.blobs.put(data)
     return WeightsPublished(
         run=log.run,

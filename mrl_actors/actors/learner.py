@@ -15,8 +15,8 @@ only in the log. Step `s` (from version `s-1` to `s`):
    is within `run.max_staleness` of it): a peer further behind, a finished one, or an
    independent probe costs no wait;
 3. takes the step, appends `LearnerStepCompleted` (the sequences it consumed, the weights'
-   checksum, the staleness it saw) and `LearnerStepTimed`, then `WeightsPublished` for the new
-   version (bytes in the blob store); every `checkpoint_every` steps `CheckpointStored` (weights
+   checksum, the staleness it saw) and `LearnerStepTimed`, and, beside the next step (the
+   upload is I/O), `WeightsPublished` for the new version (bytes in the blob store); every `checkpoint_every` steps `CheckpointStored` (weights
    and optimizer in the blob store) and a local `CheckpointSaved` directory.
 
 At start it restores itself from the newest `CheckpointStored` and replays only the log's tail
@@ -62,6 +62,7 @@ from mrl_actors.probes import PEER_KIND
 from mrl_actors.see.deadletter import DeadLetters
 from mrl_actors.see.record import Record
 from mrl_actors.tasks import derive_seed
+from mrl_actors.weights import state_bytes
 
 FOLD_TIMEOUT_S = 120.0
 LEARNER_KINDS = (*FOLDED_KINDS, "weights", "checkpoint")
@@ -91,6 +92,8 @@ class LearnerActor:
         self.dead_letters = DeadLetters(log, self.name)
         self._changed: anyio.Event | None = None
         self._writer: Any = None
+        self._announcing = anyio.Lock()  # weights events go out one at a time, in order
+        self._background: Any = None  # the task group announcing weights beside the steps
         self._eval_items = rt.task.items(derive_seed(rt.spec.run.seed, "eval"))[
             : rt.spec.run.eval_size
         ]
@@ -202,13 +205,28 @@ class LearnerActor:
 
     async def publish(self, version: int, sha: str) -> WeightsPublished:
         """`WeightsPublished` for `version` (once: a restarted learner reuses a logged one)."""
-        from mrl_actors.weights import store_weights
+        if version not in self.weights:
+            data = await anyio.to_thread.run_sync(state_bytes, self.rt.model)
+            await self._announce(version, sha, data)
+        return self.weights[version]
 
-        if version in self.weights:
-            return self.weights[version]
-        ev = await store_weights(self.log, self.name, version, self.rt.model, sha)
-        seq = await self._writer.append(ev)
+    async def _announce(self, version: int, sha: str, data: bytes) -> None:
+        """Store `data` and append its weights event. Runs beside the next step (the blob's
+        upload is I/O, a large share of a small model's step); one at a time, in order."""
+        from mrl_actors.weights import announce
+
+        async with self._announcing:
+            if version in self.weights:
+                return
+            ev = await announce(self.log, self.name, version, data, sha)
+            seq = await self._writer.append(ev)
         await self._folded(seq, f"weights v{version}")
+
+    async def _weights_of(self, version: int) -> WeightsPublished:
+        if not await self._until(lambda: version in self.weights, FOLD_TIMEOUT_S):
+            raise LogError(
+                f"{self.name}: weights v{version} not in the log after {FOLD_TIMEOUT_S} s"
+            )
         return self.weights[version]
 
     async def checkpoint(self, step: int, weights: WeightsPublished) -> None:
@@ -259,17 +277,19 @@ class LearnerActor:
             if version == 0:
                 initial = await anyio.to_thread.run_sync(self.rt.evaluate, self._eval_items)
             done_here = 0
-            while version < self.spec.run.steps:
-                if self.opts.stop_after is not None and done_here >= self.opts.stop_after:
-                    break
-                await self.step(version, initial)
-                version += 1
-                if self.state.version != version:
-                    raise LogError(
-                        f"{self.name}: took step {version} but the log says {self.state.version}"
-                    )
-                initial = None
-                done_here += 1
+            async with anyio.create_task_group() as self._background:  # exits when published
+                while version < self.spec.run.steps:
+                    if self.opts.stop_after is not None and done_here >= self.opts.stop_after:
+                        break
+                    await self.step(version, initial)
+                    version += 1
+                    if self.state.version != version:
+                        raise LogError(
+                            f"{self.name}: took step {version} but the log says "
+                            f"{self.state.version}"
+                        )
+                    initial = None
+                    done_here += 1
             tg.cancel_scope.cancel()
 
     def _peers_to_wait_for(self, version: int) -> list[str]:
@@ -374,7 +394,11 @@ class LearnerActor:
             )
         )
         await self._folded(seq, f"learner step {step}")
-        weights = await self.publish(step, sha)
+        # the new version's bytes, taken before the next step changes them; stored and
+        # announced in the background, after the previous version's announcement
+        await self._weights_of(version)
+        data = await anyio.to_thread.run_sync(state_bytes, self.rt.model)
+        self._background.start_soon(self._announce, step, sha, data)
         pending = sum(  # groups sampled but not consumed yet, within the bound
             1
             for g in self.state.own.values()
@@ -396,7 +420,7 @@ class LearnerActor:
             )
         )
         if self._checkpoint_due(step):
-            await self.checkpoint(step, weights)
+            await self.checkpoint(step, await self._weights_of(step))
         await self._throughput(step, fresh, metrics)
         self._log.info(
             "step",
