@@ -54,7 +54,6 @@ from mrl_actors.events import (
 )
 from mrl_actors.logs import get_logger
 from mrl_actors.probes import PEER_KIND, Seen
-from mrl_actors.tasks import derive_seed
 
 FOLLOW_POLL_S = 0.05
 FOLD_TIMEOUT_S = 120.0  # how long the live fold may lag behind this actor's own appends
@@ -85,9 +84,7 @@ class PolicyActor:
         )
         self._log = get_logger(__name__, run=self.run_id, actor="policy", policy=self.name)
         self._writer: Any = None
-        self._eval_items = rt.task.items(derive_seed(rt.spec.run.seed, "eval"))[
-            : rt.spec.run.eval_size
-        ]
+        self._eval_items = rt.task.test_items()[: rt.spec.run.eval_size]
 
     # ------------------------------------------------------------------ fold
 
