@@ -204,7 +204,8 @@ async def compare(
     on_run: Callable[[str], None] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Run the spec under each probe and seed; write compare.json and compare.md."""
-    from mrl_actors.report import compare_table
+    from mrl_actors.report import compare_html, compare_markdown
+    from mrl_actors.stats import paired_differences
 
     results: dict[str, list[dict[str, Any]]] = {}
     for probe in probes:
@@ -217,15 +218,8 @@ async def compare(
             summary = await run_once(variant, text, out / f"{probe}-s{seed}", on_step=on_step)
             results.setdefault(probe, []).append(summary)
     (out / "compare.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    lines = []
-    for metric, title in (
-        ("final_accuracy", "Final eval accuracy (greedy)"),
-        ("final_pass1", "Final eval pass@1 (sampled at the training temperature)"),
-    ):
-        header, rows = compare_table(results, metric)
-        lines += [f"{title}, mean ± std over seeds {list(seeds)}:", ""]
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        lines.append("")
-    (out / "compare.md").write_text("\n".join(lines), encoding="utf-8")
+    paired = [d.as_dict() for d in paired_differences(results)]  # each probe - independent
+    (out / "compare_paired.json").write_text(json.dumps(paired, indent=2), encoding="utf-8")
+    (out / "compare.md").write_text(compare_markdown(results, seeds, paired), encoding="utf-8")
+    (out / "compare.html").write_text(compare_html(results, seeds, paired), encoding="utf-8")
     return results

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--compare", action="store_true", help="run the spec under every probe, print the table"
     )
     parser.add_argument(
-        "--seeds", default="", help="with --compare: comma-separated seeds (default: the spec's)"
+        "--seeds", default="", help="with --compare: comma-separated seeds (default: 0,1,2,3,4)"
     )
     parser.add_argument(
         "--probe", choices=["independent", "prp", "xgrpo", "sgt"], help="override run.probe"
@@ -73,7 +73,7 @@ def _handle(args: argparse.Namespace) -> int:
     bars = _Bars(enabled=not args.no_progress, total=spec.run.steps)
     try:
         if args.compare:
-            seeds = [int(s) for s in args.seeds.split(",") if s.strip()] or [spec.run.seed]
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()] or [0, 1, 2, 3, 4]
             anyio.run(
                 lambda: compare(spec, text, out, seeds=seeds, on_step=bars.step, on_run=bars.reset)
             )

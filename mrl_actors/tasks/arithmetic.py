@@ -84,7 +84,9 @@ class ArithmeticTask(SplitItems):
         universe = len(self.cfg.ops) * span * span
         n_train, n_test = split_counts(universe, self.cfg.size, self.cfg.test_size)
         rng = np.random.default_rng(derive_seed("arithmetic", self.cfg.data_seed))
-        items = [self._problem(i, lo, span) for i in _draw_distinct(rng, universe, n_train + n_test)]
+        items = [
+            self._problem(i, lo, span) for i in _draw_distinct(rng, universe, n_train + n_test)
+        ]
         self._test, self._train = items[:n_test], items[n_test:]
 
     def _problem(self, index: int, lo: int, span: int) -> TaskItem:

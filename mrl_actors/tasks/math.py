@@ -242,7 +242,9 @@ def load_items(path: str, question_field: str, answer_field: str, prefix: str) -
     return items
 
 
-def split_by_hash(items: list[TaskItem], test_fraction: float) -> tuple[list[TaskItem], list[TaskItem]]:
+def split_by_hash(
+    items: list[TaskItem], test_fraction: float
+) -> tuple[list[TaskItem], list[TaskItem]]:
     """(train, test): a problem is test when sha256 of its text lands in the first fraction.
 
     Keyed by the text (not the row), so duplicate rows land on the same side and the split of a

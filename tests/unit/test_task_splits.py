@@ -30,8 +30,10 @@ def _math_rows(n: int, start: int = 0) -> list[dict[str, str]]:
 def _configs(tmp_path: Path) -> dict[str, TaskConfig]:
     _write_jsonl(tmp_path / "all.jsonl", _math_rows(200))
     # the train file repeats two test questions (one with other whitespace): they must not train
-    _write_jsonl(tmp_path / "train.jsonl", [*_math_rows(40), {"question": "What is  50 + 50?",
-                                             "answer": "#### 100"}])
+    _write_jsonl(
+        tmp_path / "train.jsonl",
+        [*_math_rows(40), {"question": "What is  50 + 50?", "answer": "#### 100"}],
+    )
     _write_jsonl(tmp_path / "test.jsonl", _math_rows(60, start=39))
     _write_jsonl(
         tmp_path / "math_train.jsonl",
@@ -95,6 +97,7 @@ def test_no_train_item_appears_in_the_test_split(which: str, tmp_path: Path) -> 
     assert not [i for i in train if problem_key(i.prompt) in test_text]
     assert not [i for i in train if i.prompt_id in test_ids]
     if which.startswith("countdown"):  # one problem = the multiset of numbers and the target
+
         def key(p: str) -> tuple[tuple[str, ...], str]:
             nums, target = p.split("->")
             return tuple(sorted(nums.split())), target.strip()
