@@ -1,8 +1,8 @@
 """A seeded family of synthetic arithmetic problems, from a+b with one digit to multi-digit sums.
 
 `max_operand = 4` gives 25 problems a tiny model learns in minutes; `digits = 2` gives 10,000
-sums of operands up to 99, most with a carry (thousands of distinct problems, a held-out test set that memorising
-the train set does not solve).
+sums of operands up to 99, most with a carry: thousands of distinct problems, and a held-out
+test set that memorising the train set does not solve.
 
 Prompts look like `"Q: 7+5=\nA:"` and the target completion is `" 12\n"`. The verifier reads the
 first number of the completion, so it rewards exactly what the target format teaches.
