@@ -36,7 +36,8 @@ def make_task(cfg: TaskConfig) -> Task:
     if cfg.kind == "math":
         if cfg.math is None:
             raise ConfigError(
-                "task.kind = 'math' needs a [task.math] block with `train` and `test` files (or one `path`)"
+                "task.kind = 'math' needs a [task.math] block with `train` and `test` files "
+                "(or one `path`)"
             )
         return MathTask(cfg.math)
     raise ConfigError(f"unknown task.kind {cfg.kind!r}: use arithmetic, countdown or math")
