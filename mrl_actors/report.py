@@ -341,3 +341,58 @@ th {{ background: #f3f3f3; }}
 {body}
 </body></html>
 """
+
+
+def render_counterfactual_html(page: dict[str, Any]) -> str:
+    """`mrl replay --probe`'s page: per policy, the logged run beside its counterfactual."""
+    probe = page["probe"]
+    sections = []
+    for r in page["policies"]:
+        steps = r["steps"]
+        final_l, final_c = r["final"]["logged"], r["final"]["counterfactual"]
+        keys = sorted(set(final_l) | set(final_c))
+        finals = _table(
+            ["held-out metric", f"logged ({r['logged_probe']})", f"counterfactual ({probe})"],
+            [[k, final_l.get(k), final_c.get(k)] for k in keys],
+        )
+        per_step = _table(
+            ["step", "loss", "logged loss", "grad norm", "logged grad norm", "L2 distance"],
+            [[int(s["step"]), *(s[k] for k in _CF_COLUMNS)] for s in steps],
+        )
+        plots = "".join(
+            f"<figure>{_svg_plot(title, {n: _points(steps, k) for n, k in lines})}</figure>"
+            for title, lines in (
+                ("L2 distance to the logged weights", ((probe, "distance"),)),
+                ("Loss", ((probe, "loss"), ("logged", "logged_loss"))),
+                ("Gradient norm", ((probe, "grad_norm"), ("logged", "logged_grad_norm"))),
+            )
+            if steps
+        )
+        sections.append(
+            f"<h2>{html.escape(r['policy'])}: {r['steps_replayed']} steps, "
+            f"{r['test_items']} test items</h2>{finals}{plots}"
+            f"<details><summary>Per step</summary>{per_step}</details>"
+        )
+    title = f"mrl-actors counterfactual replay of {page['run']} under {probe}"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
+th {{ background: #f3f3f3; }}
+figure {{ display: inline-block; margin: 0.5em; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>The logged experience of each policy fed through the {html.escape(probe)} update rule, beside
+an exact replay of the logged run (every step's weights sha256 checked against the log).</p>
+{"".join(sections)}
+</body></html>
+"""
+
+
+_CF_COLUMNS = ("loss", "logged_loss", "grad_norm", "logged_grad_norm", "distance")
+
+
+def _points(steps: Sequence[dict[str, float]], key: str) -> list[tuple[int, float]]:
+    return [(int(s["step"]), s[key]) for s in steps]

@@ -27,6 +27,7 @@ COMPARED_METRICS: tuple[tuple[str, str], ...] = (
     ("eval_pass1", "held-out pass@1"),
     ("eval_pass8", "held-out pass@8"),
 )
+METRIC_KEYS: tuple[str, ...] = tuple(key for key, _ in COMPARED_METRICS)
 AVERAGE = "average"  # the per-seed mean over policies
 
 
@@ -105,7 +106,7 @@ def paired_differences(
     results: dict[str, list[dict[str, Any]]],
     *,
     baseline: str = "independent",
-    metrics: Sequence[str] = tuple(m for m, _ in COMPARED_METRICS),
+    metrics: Sequence[str] = METRIC_KEYS,
     resamples: int = 10_000,
     seed: int = 0,
 ) -> list[PairedDiff]:

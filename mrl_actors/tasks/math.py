@@ -250,7 +250,8 @@ def split_by_hash(
     Keyed by the text (not the row), so duplicate rows land on the same side and the split of a
     problem never changes when the file is reordered or grows.
     """
-    train, test = [], []
+    train: list[TaskItem] = []
+    test: list[TaskItem] = []
     for it in items:
         h = int.from_bytes(hashlib.sha256(problem_key(it.prompt).encode()).digest()[:8], "big")
         (test if h < test_fraction * 2**64 else train).append(it)
