@@ -24,6 +24,7 @@ from mrl_actors.events import (
     RunFinished,
     RunStarted,
 )
+from mrl_actors.stats import COMPARED_METRICS
 
 # Metrics plotted per policy over steps: (key in LearnerStepCompleted.metrics, title).
 _PLOTS: tuple[tuple[str, str], ...] = (
@@ -286,11 +287,6 @@ _COMPARE_SPREAD = (
     ("final_accuracy", "Final held-out accuracy (greedy)"),
     ("final_pass1", "Final held-out pass@1 (sampled at the training temperature)"),
 )
-_COMPARE_PAIRED = (
-    ("eval_accuracy", "held-out accuracy (greedy)"),
-    ("eval_pass1", "held-out pass@1"),
-    ("eval_pass8", "held-out pass@8"),
-)
 
 
 def _compare_sections(
@@ -300,7 +296,7 @@ def _compare_sections(
     for metric, title in _COMPARE_SPREAD:
         header, rows = compare_table(results, metric)
         out.append((f"{title}, mean ± std over seeds {list(seeds)}", header, rows))
-    for metric, title in _COMPARE_PAIRED:
+    for metric, title in COMPARED_METRICS:
         header, rows = paired_table(paired, metric)
         if rows:
             note = "paired by seed, mean [bootstrap 95% interval]; * = interval excludes 0"
