@@ -23,6 +23,7 @@ from mrl_actors.errors import ConfigError
 from mrl_actors.tasks.base import SplitItems, TaskItem, Verdict, derive_seed, split_counts
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")  # the whole first number: "12.5" is not "12"
+_SPACED = re.compile(r"-? ?\d(?: \d)*(?: \. \d(?: \d)*)?")  # "1 2 . 5": digits one by one
 _MAX_SCAN = 10_000  # characters of a completion the verifier looks at (huge ones are cut)
 
 
@@ -34,6 +35,9 @@ class ArithmeticConfig(msgspec.Struct, frozen=True, kw_only=True):
     # When > 0: operands have up to this many digits (2: 0..99, 10,000 a+b problems, most of
     # them carrying), and `max_operand` is ignored.
     digits: int = 0
+    # Write digits one by one ("3 7 + 4 8"), so that byte-level BPE tokenizers (GPT-2's, which
+    # has one token for each number below 1000) see one token per digit, as Llama's does.
+    spaced_digits: bool = False
     # Operators to draw from ("+", "-", "*").
     ops: tuple[str, ...] = ("+",)
     # Train items: at most this many distinct problems (fewer when the family is smaller).
@@ -97,15 +101,22 @@ class ArithmeticTask(SplitItems):
         return TaskItem(prompt_id=f"arith-{a}{op}{b}", prompt=f"{a}{op}{b}", answer=str(val))
 
     def prompt_text(self, item: TaskItem) -> str:
-        return f"Q: {item.prompt}=\nA:"
+        return f"Q: {self._spell(item.prompt)}=\nA:"
 
     def target_text(self, item: TaskItem) -> str:
-        return f" {item.answer}\n"
+        return f" {self._spell(item.answer)}\n"
+
+    def _spell(self, text: str) -> str:
+        """`text` as the model sees it: with `spaced_digits`, "37+48" is "3 7 + 4 8"."""
+        return " ".join(text.replace(" ", "")) if self.cfg.spaced_digits else text
 
     def verify(self, completion: str, item: TaskItem) -> Verdict:
         if not isinstance(completion, str):
             return Verdict(0.0, False, "not_text")
-        m = _NUMBER.search(completion[:_MAX_SCAN].replace("\u2212", "-"))
+        text = completion[:_MAX_SCAN].replace("\u2212", "-")
+        if self.cfg.spaced_digits:  # read "1 2 5" (and "- 1 2") as one number
+            text = _SPACED.sub(lambda m: m.group(0).replace(" ", ""), text)
+        m = _NUMBER.search(text)
         if m is None:
             return Verdict(0.0, False, "no_answer")
         if m.group(0) == item.answer:

@@ -141,7 +141,8 @@ def test_prp_and_sgt_go_through_the_thl(runs: dict[str, tuple[Path, dict[str, An
         summary = runs[probe][1]
         assert _total(summary, "off_policy_samples") > 0
         for key in ("thl_exact_share", "thl_one_to_one_share", "thl_nm_byte_share"):
-            values = [v for p in summary["policies"].values() for _, v in p["series"][key]]
+            # a policy that never failed a whole group takes no SGT rescue, so no THL transfer
+            values = [v for p in summary["policies"].values() for _, v in p["series"].get(key, [])]
             assert values and all(0.0 <= v <= 1.0 for v in values), key
 
 

@@ -114,3 +114,17 @@ def test_arithmetic_task_rewards_only_the_exact_integer() -> None:
         assert not task.verify(f" {item.answer}.0\n", item).success
         unicode_minus = item.answer.replace("-", "\u2212")
         assert task.verify(f" {unicode_minus}\n", item).success
+
+
+def test_spaced_digits_spell_one_token_per_digit_and_verify_whole_numbers() -> None:
+    task = ArithmeticTask(ArithmeticConfig(digits=2, spaced_digits=True, ops=("+", "-")))
+    item = next(i for i in task.test_items() if i.answer.startswith("-") and len(i.answer) == 3)
+    a, b = item.prompt.split("-", 1)
+    assert task.prompt_text(item) == f"Q: {' '.join(a)} - {' '.join(b)}=\nA:"
+    assert task.target_text(item) == f" - {item.answer[1]} {item.answer[2]}\n"
+    assert task.verify(task.target_text(item), item).success
+    assert task.verify(f" {item.answer}\n", item).success  # unspaced is the same number
+    assert not task.verify(f" {item.answer[:2]}\n", item).success  # "- 2" is not -23
+    assert not task.verify(f" {task.target_text(item).strip()} . 5", item).success
+    for it in task.train_items()[:100]:
+        assert task.verify(task.target_text(it), it).success
