@@ -75,21 +75,48 @@ def finished_run(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return root / "run"
 
 
-async def _with_admin_log(run_dir: Path, fn: Any) -> Any:
-    """Run `fn(log)` on the run's log with the server's admin credentials (the run's own token).
+def _admin(info: Any) -> Any:
+    """The server's admin credentials (the run's own token): forging needs them.
 
-    The one place this test connects as the server's owner: forging needs it.
+    The one place this test builds credentials for the run's server.
     """
-    from mrl_actors.connection import ConnectionConfig, connect
+    from mrl_actors.connection import ConnectionConfig
+
+    return ConnectionConfig(url=info.url, token=info.token)
+
+
+async def _with_admin_log(run_dir: Path, fn: Any) -> Any:
+    """Run `fn(log)` on the run's log with the server's admin credentials."""
+    from mrl_actors.connection import connect
     from mrl_actors.log import EventLog
     from mrl_actors.server import open_run_dir
 
     async with open_run_dir(run_dir) as info:
-        nc = await connect(ConnectionConfig(url=info.url, token=info.token))
+        nc = await connect(_admin(info))
         try:
             return await fn(await EventLog.open(nc, "t-replay", create=False))
         finally:
             await nc.close()
+
+
+def test_exact_replay_reads_the_log_from_a_server_url(finished_run: Path) -> None:
+    """`--server URL`: the log comes from a running server (credentials from MRL_NATS_*)."""
+    import os
+    import sys
+
+    from mrl_actors.server import open_run_dir
+
+    async def check() -> Any:
+        async with open_run_dir(finished_run) as info:
+            env = {**os.environ, "MRL_NATS_TOKEN": _admin(info).token}
+            cmd = [sys.executable, "-m", "mrl_actors.cli", "replay", str(finished_run)]
+            return await anyio.run_process(
+                [*cmd, "--server", info.url, "--policy", "gpt2"], env=env, check=False
+            )
+
+    done = anyio.run(check)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert f"gpt2: {STEPS} steps replayed, every weights sha256" in done.stdout.decode()
 
 
 def test_exact_replay_verifies_every_step_of_every_policy(
