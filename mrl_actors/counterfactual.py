@@ -82,7 +82,8 @@ def weight_distance(a: Any, b: Any) -> float:
     return math.sqrt(total)
 
 
-def _start(spec: RunSpec, p: PolicySpec, run_dir: Path) -> PolicyRuntime:
+def start_runtime(spec: RunSpec, p: PolicySpec, run_dir: Path) -> PolicyRuntime:
+    """The policy as the run started it: its `step-0` checkpoint (blocking: run in a thread)."""
     return build_runtime(
         spec, p, make_task(spec.task), weights_dir=checkpoint_dir(run_dir, p.name, 0)
     )
@@ -94,8 +95,8 @@ async def counterfactual(
     """One policy's logged run beside its counterfactual under `probe` (see the module doc)."""
     from mrl_actors.replay import replay
 
-    logged = await anyio.to_thread.run_sync(_start, spec, policy, run_dir)
-    cf = await anyio.to_thread.run_sync(_start, spec, policy, run_dir)
+    logged = await anyio.to_thread.run_sync(start_runtime, spec, policy, run_dir)
+    cf = await anyio.to_thread.run_sync(start_runtime, spec, policy, run_dir)
     kind = PEER_KIND[probe]
     index = await peer_index(log, kind) if kind is not None else {}
     rows: list[dict[str, float]] = []

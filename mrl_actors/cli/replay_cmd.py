@@ -77,11 +77,11 @@ async def _replay(args: argparse.Namespace, spec: Any, chosen: list[Any]) -> int
 async def _exact(log: Any, args: argparse.Namespace, spec: Any, chosen: list[Any]) -> None:
     import anyio
 
-    from mrl_actors.counterfactual import _start
+    from mrl_actors.counterfactual import start_runtime
     from mrl_actors.replay import replay
 
     for p in chosen:
-        rt = await anyio.to_thread.run_sync(_start, spec, p, args.run_dir)
+        rt = await anyio.to_thread.run_sync(start_runtime, spec, p, args.run_dir)
         n = await replay(log, rt, verify=args.verify)
         what = "every weights sha256 matches the log" if args.verify else "not verified"
         print(f"{p.name}: {n} steps replayed, {what}")
