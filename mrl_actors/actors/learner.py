@@ -16,8 +16,9 @@ only in the log. Step `s` (from version `s-1` to `s`):
    independent probe costs no wait;
 3. takes the step, appends `LearnerStepCompleted` (the sequences it consumed, the weights'
    checksum, the staleness it saw) and `LearnerStepTimed`, and, beside the next step (the
-   upload is I/O), `WeightsPublished` for the new version (bytes in the blob store); every `checkpoint_every` steps `CheckpointStored` (weights
-   and optimizer in the blob store) and a local `CheckpointSaved` directory.
+   upload is I/O), `WeightsPublished` for the new version (bytes in the blob store); every
+   `checkpoint_every` steps `CheckpointStored` (weights and optimizer in the blob store) and a
+   local `CheckpointSaved` directory.
 
 At start it restores itself from the newest `CheckpointStored` and replays only the log's tail
 (`replay(after=...)`), so a learner restarted on any host goes on from where the log says it was.
@@ -61,7 +62,6 @@ from mrl_actors.logs import get_logger
 from mrl_actors.probes import PEER_KIND
 from mrl_actors.see.deadletter import DeadLetters
 from mrl_actors.see.record import Record
-from mrl_actors.tasks import derive_seed
 from mrl_actors.weights import state_bytes
 
 FOLD_TIMEOUT_S = 120.0
@@ -94,9 +94,7 @@ class LearnerActor:
         self._writer: Any = None
         self._announcing = anyio.Lock()  # weights events go out one at a time, in order
         self._background: Any = None  # the task group announcing weights beside the steps
-        self._eval_items = rt.task.items(derive_seed(rt.spec.run.seed, "eval"))[
-            : rt.spec.run.eval_size
-        ]
+        self._eval_items = rt.task.test_items()[: rt.spec.run.eval_size]
         self.restored_from = 0  # the checkpoint step this process started from
         self.replayed = 0  # log-tail steps replayed on top of it
 
