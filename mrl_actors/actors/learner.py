@@ -15,10 +15,9 @@ only in the log. Step `s` (from version `s-1` to `s`):
    is within `run.max_staleness` of it): a peer further behind, a finished one, or an
    independent probe costs no wait;
 3. takes the step, appends `LearnerStepCompleted` (the sequences it consumed, the weights'
-   checksum, the staleness it saw) and `LearnerStepTimed`, and, beside the next step (the
-   upload is I/O), `WeightsPublished` for the new version (bytes in the blob store); every
-   `checkpoint_every` steps `CheckpointStored` (weights and optimizer in the blob store) and a
-   local `CheckpointSaved` directory.
+   checksum, the staleness it saw), `WeightsPublished` for the new version (bytes in the blob
+   store) and `LearnerStepTimed`; every `checkpoint_every` steps `CheckpointStored` (weights
+   and optimizer in the blob store) and a local `CheckpointSaved` directory.
 
 At start it restores itself from the newest `CheckpointStored` and replays only the log's tail
 (`replay(after=...)`), so a learner restarted on any host goes on from where the log says it was.
@@ -92,8 +91,6 @@ class LearnerActor:
         self.dead_letters = DeadLetters(log, self.name)
         self._changed: anyio.Event | None = None
         self._writer: Any = None
-        self._announcing = anyio.Lock()  # weights events go out one at a time, in order
-        self._background: Any = None  # the task group announcing weights beside the steps
         self._eval_items = rt.task.test_items()[: rt.spec.run.eval_size]
         self.restored_from = 0  # the checkpoint step this process started from
         self.replayed = 0  # log-tail steps replayed on top of it
@@ -209,23 +206,14 @@ class LearnerActor:
         return self.weights[version]
 
     async def _announce(self, version: int, sha: str, data: bytes) -> None:
-        """Store `data` and append its weights event. Runs beside the next step (the blob's
-        upload is I/O, a large share of a small model's step); one at a time, in order."""
+        """Store `data` and append its weights event, before the learner goes on: measured on
+        the toy pair, uploading beside the next step delayed the rollouts more than it saved
+        the learner (they compete for the same cores)."""
         from mrl_actors.weights import announce
 
-        async with self._announcing:
-            if version in self.weights:
-                return
-            ev = await announce(self.log, self.name, version, data, sha)
-            seq = await self._writer.append(ev)
+        ev = await announce(self.log, self.name, version, data, sha)
+        seq = await self._writer.append(ev)
         await self._folded(seq, f"weights v{version}")
-
-    async def _weights_of(self, version: int) -> WeightsPublished:
-        if not await self._until(lambda: version in self.weights, FOLD_TIMEOUT_S):
-            raise LogError(
-                f"{self.name}: weights v{version} not in the log after {FOLD_TIMEOUT_S} s"
-            )
-        return self.weights[version]
 
     async def checkpoint(self, step: int, weights: WeightsPublished) -> None:
         """A stored checkpoint (blobs) and a local one (directory), each once."""
@@ -275,19 +263,17 @@ class LearnerActor:
             if version == 0:
                 initial = await anyio.to_thread.run_sync(self.rt.evaluate, self._eval_items)
             done_here = 0
-            async with anyio.create_task_group() as self._background:  # exits when published
-                while version < self.spec.run.steps:
-                    if self.opts.stop_after is not None and done_here >= self.opts.stop_after:
-                        break
-                    await self.step(version, initial)
-                    version += 1
-                    if self.state.version != version:
-                        raise LogError(
-                            f"{self.name}: took step {version} but the log says "
-                            f"{self.state.version}"
-                        )
-                    initial = None
-                    done_here += 1
+            while version < self.spec.run.steps:
+                if self.opts.stop_after is not None and done_here >= self.opts.stop_after:
+                    break
+                await self.step(version, initial)
+                version += 1
+                if self.state.version != version:
+                    raise LogError(
+                        f"{self.name}: took step {version} but the log says {self.state.version}"
+                    )
+                initial = None
+                done_here += 1
             tg.cancel_scope.cancel()
 
     def _peers_to_wait_for(self, version: int) -> list[str]:
@@ -392,11 +378,7 @@ class LearnerActor:
             )
         )
         await self._folded(seq, f"learner step {step}")
-        # the new version's bytes, taken before the next step changes them; stored and
-        # announced in the background, after the previous version's announcement
-        await self._weights_of(version)
-        data = await anyio.to_thread.run_sync(state_bytes, self.rt.model)
-        self._background.start_soon(self._announce, step, sha, data)
+        weights = await self.publish(step, sha)
         pending = sum(  # groups sampled but not consumed yet, within the bound
             1
             for g in self.state.own.values()
@@ -418,7 +400,7 @@ class LearnerActor:
             )
         )
         if self._checkpoint_due(step):
-            await self.checkpoint(step, await self._weights_of(step))
+            await self.checkpoint(step, weights)
         await self._throughput(step, fresh, metrics)
         self._log.info(
             "step",
