@@ -133,7 +133,8 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, ServiceUnavailableError | NoStreamResponseError):
         return True
     if isinstance(exc, APIError):  # "JetStream system temporarily unavailable" and kin
-        return exc.code in (503, 504) or exc.err_code == 10008
+        in_process = "duplicate message id is in process" in (exc.description or "")
+        return exc.code in (503, 504) or exc.err_code == 10008 or in_process
     return isinstance(
         exc,
         nats.errors.TimeoutError
@@ -151,6 +152,7 @@ class EventLog:
     def __init__(self, nc: Any, run: str, config: LogConfig, blobs: BlobStore) -> None:
         self.nc = nc
         self.js = nc.jetstream(timeout=config.ack_timeout_s)
+        self._js_quick = nc.jetstream(timeout=_ATTEMPT_S)  # single reads, retried on failover
         self.run = check_token("run", run)
         self.config = config
         self.stream = stream_name(run)
@@ -400,7 +402,7 @@ class EventLog:
         from nats.js.errors import NotFoundError
 
         try:
-            msg = await self.js.get_msg(self.stream, seq)
+            msg = await _retrying(lambda: self._js_quick.get_msg(self.stream, seq))
         except NotFoundError as exc:
             raise LogError(f"{self.stream} has no message at seq {seq}") from exc
         data = bytes(msg.data or b"")
@@ -411,11 +413,12 @@ class EventLog:
         """The stream's last sequence, or the last sequence stored on `subject` (0 when none)."""
         from nats.js.errors import NotFoundError
 
+        js = self._js_quick
         if subject is None:
-            info = await self.js.stream_info(self.stream)
+            info = await _retrying(lambda: js.stream_info(self.stream))
             return int(info.state.last_seq)
         try:
-            msg = await self.js.get_msg(self.stream, subject=subject)
+            msg = await _retrying(lambda: js.get_msg(self.stream, subject=subject))
         except NotFoundError:
             return 0
         return int(msg.seq or 0)
@@ -458,10 +461,10 @@ class EventLog:
                 mem_storage=True,
                 num_replicas=1,
             )
-            delay, deadline = 0.2, time.monotonic() + max(self.config.ack_timeout_s, 30.0)
-            while True:  # a failover leaves the stream without a leader for a few seconds
+            delay, deadline = 0.2, time.monotonic() + max(self.config.ack_timeout_s, 60.0)
+            while True:  # a failover leaves the stream without a leader for seconds
                 try:
-                    info = await self.js.add_consumer(self.stream, cfg)
+                    info = await self.js.add_consumer(self.stream, cfg, timeout=_ATTEMPT_S)
                     break
                 except Exception as exc:
                     if not is_transient(exc) or time.monotonic() + delay > deadline:
@@ -493,7 +496,7 @@ class EventLog:
                 # then no fetch would ever be answered. Recreate it just after what we yielded.
                 idle_since = time.monotonic()
                 try:
-                    await self.js.consumer_info(self.stream, info.name)
+                    await self.js.consumer_info(self.stream, info.name, timeout=_ATTEMPT_S)
                     continue
                 except NotFoundError:
                     pass
@@ -588,6 +591,19 @@ def _create_error(what: str, config: LogConfig, exc: Any) -> LogError:
         f"cannot create {what} (max_bytes={config.max_bytes}, replicas={config.replicas}): "
         f"{exc.description}; lower [server] max_bytes (-1: no limit) or free disk space"
     )
+
+
+async def _retrying(call: Any, budget_s: float = 60.0) -> Any:
+    """`await call()`, again with backoff while it fails transiently (a failover)."""
+    delay, deadline = 0.2, time.monotonic() + budget_s
+    while True:
+        try:
+            return await call()
+        except Exception as exc:
+            if not is_transient(exc) or time.monotonic() + delay > deadline:
+                raise
+        await anyio.sleep(delay)
+        delay = min(2 * delay, 2.0)
 
 
 async def _quietly(aw: Any) -> None:
