@@ -43,6 +43,10 @@ def local_model_dir(source: str | os.PathLike[str], *, field: str = "model") -> 
     `ConfigError` when a hub id is neither cached nor downloadable, and when a path is missing.
     """
     text = os.fspath(source)
+    if text.startswith("builtin:"):  # a tokenizer and config the project builds itself
+        from mrl_actors.builtin_models import builtin_dir
+
+        return builtin_dir(text)
     path = Path(text).expanduser()
     if path.exists():
         return path

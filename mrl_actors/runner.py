@@ -2,7 +2,7 @@
 
 A run directory holds everything a run is:
 
-    DIR/spec.toml         the spec as run (resume reads it back)
+    DIR/spec.toml         the effective spec: overrides applied, model paths absolute (resume reads)
     DIR/nats/             the JetStream store of the embedded server (the log)
     DIR/server.json       url, users (passwords) and pid of the server while the run is live
     DIR/checkpoints/<policy>/step-<k>/   safetensors checkpoints; step-0 is the start
@@ -26,11 +26,12 @@ import anyio
 
 from mrl_actors import __version__
 from mrl_actors.actors.policy import ActorOptions
+from mrl_actors.builtin_models import family_of
 from mrl_actors.errors import ConfigError
 from mrl_actors.events import PolicyRegistered, RunFinished, RunStarted, event_id
 from mrl_actors.logs import get_logger
 from mrl_actors.probes import PROBE_NAMES, ProbeName
-from mrl_actors.spec import RunSpec, load_spec
+from mrl_actors.spec import RunSpec, effective_toml, load_spec
 
 SPEC_FILE = "spec.toml"
 
@@ -125,7 +126,7 @@ async def record_start(log: Any, spec: RunSpec, spec_text: str) -> set[str]:
                 event_id=eid,
                 time_ns=time.time_ns(),
                 policy=p.name,
-                family=_family(source),
+                family=family_of(str(source)),
                 model_path=p.model,
                 tokenizer_fingerprint=vocab.fingerprint,
                 probe=spec.run.probe,
@@ -154,13 +155,6 @@ def _builtins(obj: Any) -> Any:
     return msgspec.to_builtins(obj)
 
 
-def _family(model: Path) -> str:
-    try:
-        return str(json.loads((model / "config.json").read_text())["model_type"])
-    except (OSError, KeyError, ValueError):
-        return "unknown"
-
-
 async def run_once(
     spec: RunSpec,
     spec_text: str,
@@ -178,7 +172,7 @@ async def run_once(
     from mrl_actors.see.deadletter import DeadLetters
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / SPEC_FILE).write_text(spec_text, encoding="utf-8")
+    (run_dir / SPEC_FILE).write_text(_SPEC_HEADER + effective_toml(spec), encoding="utf-8")
     logger = get_logger(__name__, run=spec.run.name)
     t0 = time.perf_counter()
     hint = f"resume with: mrl run --resume {run_dir}"
@@ -211,7 +205,15 @@ async def run_once(
     return summary
 
 
+_SPEC_HEADER = (
+    "# The effective spec of this run, written by `mrl run`: command-line and --compare overrides\n"
+    "# are values here and model paths are absolute. `mrl run --resume DIR` reads it; the spec as\n"
+    "# written is in the log's RunStarted event.\n\n"
+)
+
+
 def resume_spec(run_dir: Path) -> tuple[RunSpec, str]:
+    """The spec a run directory was run with (its effective spec.toml) and that file's text."""
     path = run_dir / SPEC_FILE
     if not path.exists():
         raise ConfigError(f"{run_dir} is not a run directory: no {SPEC_FILE} in it")
@@ -227,8 +229,14 @@ async def compare(
     probes: Sequence[ProbeName] = PROBE_NAMES,
     on_step: Callable[[str, int, dict[str, float]], None] | None = None,
     on_run: Callable[[str], None] | None = None,
+    stop_after: int | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Run the spec under each probe and seed; write compare.json and compare.md."""
+    """Run the spec under each probe and seed; write compare.json and compare.md.
+
+    Each sub-run's directory keeps its own effective spec (its probe, seed and name), so
+    `mrl run --resume DIR/<probe>-s<seed>` continues that sub-run, not the base spec.
+    `stop_after` stops every sub-run after that many steps per policy (resume tests).
+    """
     from mrl_actors.report import compare_table
 
     results: dict[str, list[dict[str, Any]]] = {}
@@ -239,7 +247,9 @@ async def compare(
                 on_run(name)
             variant = spec.with_probe(probe, seed=seed, name=name)
             text = spec_text + f"\n# --compare: run.probe = {probe!r}, run.seed = {seed}\n"
-            summary = await run_once(variant, text, out / f"{probe}-s{seed}", on_step=on_step)
+            summary = await run_once(
+                variant, text, out / f"{probe}-s{seed}", on_step=on_step, stop_after=stop_after
+            )
             results.setdefault(probe, []).append(summary)
     (out / "compare.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     lines = []

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from mrl_actors.builtin_models import builtin_name, is_builtin
 from mrl_actors.checks import MAX_STEPS, check_float, check_int, fail
 from mrl_actors.errors import ConfigError
 from mrl_actors.grpo.config import GRPOConfig
@@ -81,7 +82,8 @@ class PolicySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """One policy: its model, tokenizer, engine and learner."""
 
     name: str  # the subject token of its events
-    # A local directory (config, tokenizer, and weights unless `tiny` is set) or a hub id.
+    # A local directory (config, tokenizer, and weights unless `tiny` is set), a hub id, or a
+    # built-in family made by the project ("builtin:gpt2-bpe", "builtin:llama-sp"; needs `tiny`).
     # Relative paths are resolved against the spec file's directory.
     model: str
     tiny: TinySpec | None = None  # set: random-weight tiny model of `model`'s architecture
@@ -258,11 +260,51 @@ def parse_spec(text: str, *, source: str = "<spec>", base_dir: Path | None = Non
         raise ConfigError(f"{source}: {_where(str(exc))}") from exc
     except (ValueError, TypeError, RecursionError) as exc:  # checks outside msgspec's reach
         raise ConfigError(f"{source}: {exc}") from exc
+    for i, p in enumerate(spec.policies):
+        if is_builtin(p.model):
+            try:
+                builtin_name(p.model)
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: policies[{i}].model: {exc}") from exc
+            if p.tiny is None:
+                raise ConfigError(
+                    f"{source}: policies[{i}].model: {p.model!r} has no weights: set `tiny` "
+                    "(a random-weight tiny model of its architecture, warm-started)"
+                )
     if base_dir is not None:
         spec = msgspec.structs.replace(
             spec, policies=[_resolve_model(p, base_dir) for p in spec.policies]
         )
     return spec
+
+
+def effective_toml(spec: RunSpec) -> str:
+    """The spec as TOML, every field spelled out: what a run directory keeps for `--resume`.
+
+    Overrides (`--probe`, `--steps`, `--compare`'s probe and seed) are in it as values, and model
+    directories are absolute, so the file means the same run wherever the directory sits. Built-in
+    names and hub ids stay as they are.
+    """
+    policies = []
+    for p in spec.policies:
+        path = Path(p.model)
+        if not is_builtin(p.model) and (path.is_absolute() or path.exists()):
+            p = msgspec.structs.replace(p, model=str(path.resolve()))
+        policies.append(p)
+    spec = msgspec.structs.replace(spec, policies=policies)
+    text = msgspec.toml.encode(_drop_none(msgspec.to_builtins(spec))).decode("utf-8")
+    if parse_spec(text, source="<effective spec>") != spec:  # a field TOML cannot say
+        raise ConfigError("the spec does not survive a TOML round trip; report this as a bug")
+    return text
+
+
+def _drop_none(obj: Any) -> Any:
+    """TOML has no null: an unset optional field is left out (its default is None)."""
+    if isinstance(obj, dict):
+        return {k: _drop_none(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list):
+        return [_drop_none(v) for v in obj]
+    return obj
 
 
 def _where(message: str) -> str:
@@ -287,6 +329,8 @@ def _where(message: str) -> str:
 
 
 def _resolve_model(p: PolicySpec, base: Path) -> PolicySpec:
+    if is_builtin(p.model):
+        return p  # made by the project, wherever the spec sits
     candidate = (base / p.model).resolve()
     if p.model.startswith((".", "/")) or candidate.exists():
         return msgspec.structs.replace(p, model=str(candidate))

@@ -118,6 +118,7 @@ def render_cluster(
             f"MRL_NATS_URL={urls}\n"
             f"MRL_NATS_USER={user}\n"
             f"MRL_NATS_PASSWORD={password}\n"
+            f"MRL_NATS_INBOX_PREFIX=_INBOX_{user}\n"
             f"MRL_NATS_TLS_CA={tls_dir}/ca.pem\n"
             f"MRL_NATS_TLS_CERT={tls_dir}/client-{run}.pem\n"
             f"MRL_NATS_TLS_KEY={tls_dir}/client-{run}-key.pem\n"

@@ -1,7 +1,11 @@
-"""Write `schemas/`: the JSON Schema of every event, and one encoded sample per released tag.
+"""Write `schemas/`: the JSON Schemas of every event, and one encoded sample per released tag.
 
-    python tools/gen_schemas.py           # write the schema, add samples for new tags
-    python tools/gen_schemas.py --check   # exit 1 if the schema file drifted from the code
+    python tools/gen_schemas.py           # write the schemas, add samples for new tags
+    python tools/gen_schemas.py --check   # exit 1 if a schema file drifted from the code
+
+`events.schema.json` is the wire form (msgpack, as msgspec encodes it: packed arrays are bytes,
+base64 in JSON); `export.schema.json` is one line of `mrl log export`'s events.jsonl (packed arrays
+as lists of numbers, other bytes as hex, in a record envelope).
 
 Samples are frozen once written: a sample of a released version is never regenerated, so a code
 change that stops it decoding fails `tests/unit/test_events_schema.py`. A new tag (a new event or
@@ -25,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from mrl_actors import events as ev  # noqa: E402
 
 SCHEMA = ROOT / "schemas" / "events.schema.json"
+EXPORT_SCHEMA = ROOT / "schemas" / "export.schema.json"
 SAMPLES = ROOT / "schemas" / "samples"
 
 RUN = "sample-run"
@@ -235,18 +240,28 @@ def schema_text() -> str:
     return json.dumps(ev.json_schema(), indent=2, sort_keys=True) + "\n"
 
 
+def export_schema_text() -> str:
+    from mrl_actors.see.inspect import export_json_schema
+
+    return json.dumps(export_json_schema(), indent=2, sort_keys=True) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check for schema drift")
     args = parser.parse_args(argv)
-    text = schema_text()
+    texts = {SCHEMA: schema_text(), EXPORT_SCHEMA: export_schema_text()}
     if args.check:
-        drift = not SCHEMA.exists() or SCHEMA.read_text() != text
-        print(f"{SCHEMA.relative_to(ROOT)}: {'DRIFT' if drift else 'ok'}")
-        return 1 if drift else 0
+        drifted = False
+        for path, text in texts.items():
+            drift = not path.exists() or path.read_text() != text
+            print(f"{path.relative_to(ROOT)}: {'DRIFT' if drift else 'ok'}")
+            drifted = drifted or drift
+        return 1 if drifted else 0
     SCHEMA.parent.mkdir(parents=True, exist_ok=True)
     SAMPLES.mkdir(parents=True, exist_ok=True)
-    SCHEMA.write_text(text)
+    for path, text in texts.items():
+        path.write_text(text)
     wanted = {tag: ev.encode(e) for tag, e in samples().items()}
     wanted["RolloutGroupCompleted.v0"] = rollout_v0()
     print(f"{'sample':<32} {'bytes':>7}  status")

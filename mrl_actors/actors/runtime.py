@@ -37,6 +37,7 @@ def load_initial_model(spec: RunSpec, policy: PolicySpec, task: Task) -> tuple[A
 
     `policy.model` is a directory or a hub id (looked up in the local Hugging Face cache first).
     """
+    from mrl_actors.builtin_models import model_dir
     from mrl_actors.hub import local_model_dir
     from mrl_actors.models import load_model
     from mrl_actors.warmstart import tiny_policy
@@ -47,7 +48,7 @@ def load_initial_model(spec: RunSpec, policy: PolicySpec, task: Task) -> tuple[A
         return load_model(source, field=field)
     t = policy.tiny
     return tiny_policy(
-        policy.model,  # its name keys the cache; `source` is the same directory
+        model_dir(policy.model),  # a builtin name becomes its directory in the cache
         cache_dir(),
         task,
         hidden_size=t.hidden_size,

@@ -115,6 +115,20 @@ def existing_dir(text: str) -> Path:
     return path
 
 
+def tokenizer_source(text: str) -> str:
+    """A tokenizer directory that exists, or a built-in name (`builtin:gpt2-bpe`)."""
+    if text.startswith("builtin:"):
+        from mrl_actors.builtin_models import builtin_name
+        from mrl_actors.errors import ConfigError
+
+        try:
+            builtin_name(text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+        return text
+    return str(existing_dir(text))
+
+
 def spec_file(text: str) -> Path:
     """A spec file that exists (its contents are checked by `load_spec`)."""
     path = Path(text)

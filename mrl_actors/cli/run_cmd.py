@@ -58,6 +58,8 @@ def _handle(args: argparse.Namespace) -> int:
     from mrl_actors.runner import compare, resume_spec, run_once
     from mrl_actors.spec import load_spec
 
+    if args.seeds and not args.compare:
+        raise ConfigError("--seeds goes with --compare")
     if args.resume:
         if args.spec or args.compare:
             raise ConfigError("--resume RUN_DIR takes no spec and no --compare")
@@ -65,8 +67,6 @@ def _handle(args: argparse.Namespace) -> int:
         out = args.resume
     elif args.spec is None:
         raise ConfigError("mrl run needs a SPEC.toml (or --resume RUN_DIR)")
-    if args.seeds and not args.compare:
-        raise ConfigError("--seeds goes with --compare")
     else:
         spec, text = load_spec(args.spec)
         out = args.out or Path("runs") / spec.run.name

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mrl_actors.cli.args import existing_dir
+from mrl_actors.cli.args import tokenizer_source
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,10 +25,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument(
-        "--from", dest="src", type=existing_dir, required=True, help="peer tokenizer directory"
+        "--from",
+        dest="src",
+        type=tokenizer_source,
+        required=True,
+        help="peer tokenizer directory, or builtin:NAME",
     )
     check.add_argument(
-        "--to", dest="dst", type=existing_dir, required=True, help="receiver tokenizer directory"
+        "--to",
+        dest="dst",
+        type=tokenizer_source,
+        required=True,
+        help="receiver tokenizer directory, or builtin:NAME",
     )
     check.add_argument(
         "--text-file", required=True, help="plain lines, or JSON lines with a 'text' field"
@@ -44,7 +52,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def read_texts(path: Path) -> list[str]:
-    """Texts from plain lines or JSON lines (`{"text": ...}`); the format is read off line one."""
+    """Texts from plain lines or JSON lines (`{"text": ...}`); the format is read off line one.
+
+    Lines end at "\n" only (a trailing "\r" goes too): U+2028, U+0085 and the other characters
+    `str.splitlines` also breaks at are ordinary text inside a line, as JSON Lines says. Errors
+    name the file and the line, counted as an editor counts them.
+    """
     import json
 
     from mrl_actors.errors import MrlError
@@ -53,13 +66,14 @@ def read_texts(path: Path) -> list[str]:
         raw = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise MrlError(f"cannot read text file {path}: {exc}") from exc
-    lines = [ln for ln in raw.splitlines() if ln.strip()]
+    lines = [(n, ln.removesuffix("\r")) for n, ln in enumerate(raw.split("\n"), 1)]
+    lines = [(n, ln) for n, ln in lines if ln.strip()]
     if not lines:
         raise MrlError(f"text file {path} holds no text lines")
-    if not lines[0].lstrip().startswith("{"):
-        return lines
+    if not lines[0][1].lstrip().startswith("{"):
+        return [ln for _, ln in lines]
     texts = []
-    for n, line in enumerate(lines, 1):
+    for n, line in lines:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -67,7 +81,16 @@ def read_texts(path: Path) -> list[str]:
             raise MrlError(msg) from exc
         if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
             raise MrlError(f"{path}:{n}: a JSON line needs a string field 'text'")
-        texts.append(obj["text"])
+        text = obj["text"]
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = text[exc.start : exc.end].encode("utf-16", "surrogatepass")[2:]
+            raise MrlError(
+                f"{path}:{n}: 'text' holds a lone surrogate (\\u{bad[::-1].hex()} at "
+                f"character {exc.start}), which is not Unicode text"
+            ) from exc
+        texts.append(text)
     return texts
 
 

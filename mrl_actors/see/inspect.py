@@ -278,6 +278,66 @@ def _error(kind: str, message: str) -> EventDecodeError:
 # --------------------------------------------------------------------------- export
 
 
+def export_json_schema() -> dict[str, Any]:
+    """JSON Schema of one line of `events.jsonl` (`schemas/export.schema.json`).
+
+    The wire schema (`schemas/events.schema.json`) says what msgspec writes to the log; the
+    export is its JSON form (`record_json`), which differs in two ways only: packed arrays
+    (`token_ids`, `prompt_token_ids`, `logprobs`, `rewards`) are lists of numbers, and any other
+    bytes field is a hex string. A float that is NaN or infinite (a metric, say; JSON has no such
+    numbers) is written as null; packed arrays are checked finite when an event is made. Each line
+    wraps the event in its record's `seq`, `time`, `kind` and `source`. Derived from the wire
+    schema, so the two cannot drift apart.
+    """
+    import copy
+
+    from mrl_actors.events import _PACKED, json_schema, unpack_i32
+
+    def nullable_floats(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "number":
+                node["type"] = ["number", "null"]
+            for v in node.values():
+                nullable_floats(v)
+        elif isinstance(node, list):
+            for v in node:
+                nullable_floats(v)
+
+    wire = json_schema()
+    defs = copy.deepcopy(wire["$defs"])
+    nullable_floats(defs)
+    for d in defs.values():
+        for name, prop in d.get("properties", {}).items():
+            if prop.get("contentEncoding") != "base64":
+                continue
+            doc = {k: v for k, v in prop.items() if k == "description"}
+            if name in _PACKED:
+                item = "integer" if _PACKED[name] is unpack_i32 else "number"
+                packed = {"type": "array", "items": {"type": item}}
+                d["properties"][name] = (
+                    doc | packed | ({"default": []} if "default" in prop else {})
+                )
+            else:
+                hexed = {"type": "string", "pattern": "^([0-9a-f]{2})*$"}
+                d["properties"][name] = doc | hexed | ({"default": ""} if "default" in prop else {})
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "ExportedEvent",
+        "description": "One line of `mrl log export`'s events.jsonl (and `mrl log tail --json`).",
+        "type": "object",
+        "properties": {
+            "seq": {"type": "integer", "minimum": 1, "description": "stream sequence"},
+            "time": {"type": "string", "format": "date-time", "description": "stored at (UTC)"},
+            "kind": {"type": "string", "description": "subject token: the event's KIND"},
+            "source": {"type": "string", "description": "subject token: who wrote it"},
+            "event": {k: v for k, v in wire.items() if k != "$defs"},
+        },
+        "required": ["seq", "time", "kind", "source", "event"],
+        "additionalProperties": False,
+        "$defs": defs,
+    }
+
+
 async def export(
     records: AsyncIterator[Record[AnyEvent]], out: Path, *, where: list[Predicate] | None = None
 ) -> dict[str, int]:

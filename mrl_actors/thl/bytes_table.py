@@ -366,12 +366,17 @@ def build_vocab(
 
 
 def load_vocab(source: str | os.PathLike[str] | Tokenizer | Any) -> Vocab:
-    """A `Vocab` from a tokenizer directory, a `tokenizers.Tokenizer` or a transformers tokenizer.
+    """A `Vocab` from a tokenizer directory, a built-in name (`builtin:gpt2-bpe`), a
+    `tokenizers.Tokenizer` or a transformers tokenizer.
 
     Raises `TokenizerError` when a directory holds no loadable tokenizer. Loading the same
     directory again (unchanged) or a tokenizer with the same fingerprint, role ids and chat
     template returns the cached table.
     """
+    if isinstance(source, str) and source.startswith("builtin:"):
+        from mrl_actors.builtin_models import model_dir
+
+        source = model_dir(source)  # the project's own tokenizer, materialized in the cache
     if isinstance(source, Tokenizer):
         return build_vocab(source, name="tokenizer")
     if hasattr(source, "backend_tokenizer"):

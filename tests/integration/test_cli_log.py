@@ -50,7 +50,7 @@ def test_tail_json_with_filters_on_a_run_dir(
 ) -> None:
     path, events = run_dir
     assert main(["log", "tail", str(path), "--json", "--kind", "rollout", "--policy", "qwen"]) == 0
-    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    lines = [json.loads(x) for x in capsys.readouterr().out.split("\n") if x]
     assert [x["event"]["event_id"] for x in lines] == [
         e.event_id for e in events if e.source == "qwen"
     ]
@@ -90,7 +90,8 @@ def test_export_writes_jsonl_and_zarr(
     path, events = run_dir
     out = tmp_path / "export"
     assert main(["log", "export", str(path), "--out", str(out), "--kind", "rollout"]) == 0
-    rows = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+    text = (out / "events.jsonl").read_text(encoding="utf-8")
+    rows = [json.loads(x) for x in text.split("\n") if x]
     assert [r["event"]["event_id"] for r in rows] == [e.event_id for e in events]
     root = zarr.open_group(str(out / "rollouts.zarr"), mode="r")
     offsets = np.asarray(root["offsets"][:])

@@ -123,12 +123,12 @@ def test_log_tools_read_any_subject_shape_and_any_bytes(
 
     assert main(["log", "tail", str(odd_run_dir), "--json"]) == 0
     out = capsys.readouterr()
-    lines = [json.loads(x) for x in out.out.splitlines()]
+    lines = [json.loads(x) for x in out.out.split("\n") if x]
     assert [x["event"]["type"] for x in lines[:2]] == ["RolloutGroupCompleted.v1"] * 2
     assert "skipped 4 bad message(s)" in out.err and "mrl.demo.node.x" in out.err
 
     assert main(["log", "export", str(odd_run_dir), "--out", str(tmp_path / "e")]) == 0
-    rows = (tmp_path / "e" / "events.jsonl").read_text().splitlines()
+    rows = (tmp_path / "e" / "events.jsonl").read_text(encoding="utf-8").split("\n")[:-1]
     assert sum('"RolloutGroupCompleted.v1"' in r for r in rows) == 2
 
 

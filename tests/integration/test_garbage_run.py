@@ -279,5 +279,5 @@ def test_a_run_survives_garbage_on_every_subject(
     out = capsys.readouterr()
     assert "RolloutGroupCompleted" in out.out and "bad message" in out.err
     assert main(["log", "export", str(dirty_dir), "--out", str(tmp_path / "export")]) == 0
-    rows = (tmp_path / "export" / "events.jsonl").read_text().splitlines()
+    rows = (tmp_path / "export" / "events.jsonl").read_text(encoding="utf-8").split("\n")[:-1]
     assert len(rows) == len(anyio.run(_read_all, dirty_dir, RUN))  # every valid event, no more

@@ -1,9 +1,10 @@
 """Mutual RL end to end on a real nats-server with tiny real models (GPT-2 and Llama-2 families).
 
 One short two-policy run per probe is shared by the tests of this module: what each probe read
-from its peers, that the THL was applied, that SGT rescued prompts, that PRP's weights stayed
-bounded; that replaying the logged inputs gives the final weights bitwise; that a killed run
-resumes without applying an event twice.
+from its peers; that a peer's success on a prompt the receiver failed (built, not sampled) crosses
+the THL into SGT's and PRP's learner steps, PRP's weights bounded; that replaying the logged
+inputs gives the final weights bitwise; that a killed run resumes without applying an event twice;
+that a stopped `--compare` sub-run resumes as itself, and a run `--out` at any depth resumes.
 """
 
 from __future__ import annotations
@@ -20,22 +21,31 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
-from mrl_actors.events import Event, LearnerStepCompleted
+from mrl_actors.events import (
+    Completion,
+    Event,
+    LearnerStepCompleted,
+    RolloutGroupCompleted,
+    SuccessVerified,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 STEPS = 3
 
 
-def spec_text(models_dir: Path, name: str, probe: str, steps: int = STEPS) -> str:
+def spec_text(
+    models_dir: Path | str, name: str, probe: str, steps: int = STEPS, seed: int = 0
+) -> str:
     policies = ""
     for pname, model in (("gpt2", "gpt2"), ("llama", "llama2-7b")):
         policies += f"""
 [[policies]]
 name = "{pname}"
-model = "{models_dir / model}"
+model = "{Path(models_dir) / model}"
 tiny = {{ hidden_size = 64, layers = 2, heads = 4, warm_start_steps = 150 }}
 [policies.engine.sampling]
 max_new_tokens = 5
@@ -45,7 +55,7 @@ lr = 1e-3
     return f"""
 [run]
 name = "{name}"
-seed = 0
+seed = {seed}
 probe = "{probe}"
 steps = {steps}
 prompts_per_step = 4
@@ -125,33 +135,115 @@ def test_every_probe_trains_both_policies_and_writes_the_report(
     offered = _total(summary, "peer_events_offered")
     if probe == "independent":
         assert offered == 0
-    else:
+    elif probe in ("prp", "xgrpo"):  # every peer group is offered; SGT's depend on sampling
         assert _total(summary, "peer_events_used") > 0  # peers' events reached the learner
 
 
-def test_prp_and_sgt_go_through_the_thl(runs: dict[str, tuple[Path, dict[str, Any]]]) -> None:
-    for probe in ("prp", "sgt"):
-        summary = runs[probe][1]
-        assert _total(summary, "off_policy_samples") > 0
-        for key in ("thl_exact_share", "thl_one_to_one_share", "thl_nm_byte_share"):
-            values = [v for p in summary["policies"].values() for _, v in p["series"][key]]
-            assert values and all(0.0 <= v <= 1.0 for v in values), key
+def _peer_completion(vocab: Any, text: str, *, success: bool) -> Completion:
+    """`text` as the peer would have sampled it: its own tokens, then its EOS."""
+    import numpy as np
+
+    from mrl_actors.events import pack_f32, pack_i32
+
+    ids = [*vocab.continuation.encode(text, add_special_tokens=False).ids, vocab.eos_id]
+    return Completion(
+        token_ids=pack_i32(np.asarray(ids)),
+        logprobs=pack_f32(np.full(len(ids), -0.5)),
+        text=text,
+        finish_reason="eos",
+        reward=1.0 if success else 0.0,
+        success=success,
+    )
 
 
-def test_sgt_rescues_prompts_the_receiver_failed(
-    runs: dict[str, tuple[Path, dict[str, Any]]],
+def _failed_group(rt: Any, item: Any, g: int) -> RolloutGroupCompleted:
+    """The receiver's own group on `item`, every completion wrong."""
+    from mrl_actors.events import event_id, pack_i32
+
+    wrong = f" {int(item.answer) + 1}\n"
+    return RolloutGroupCompleted(
+        run=rt.spec.run.name,
+        source=rt.name,
+        event_id=event_id("rollout", rt.spec.run.name, rt.name, 0, item.prompt_id),
+        policy=rt.name,
+        policy_version=0,
+        prompt_id=item.prompt_id,
+        prompt_text=rt.task.prompt_text(item),
+        prompt_token_ids=pack_i32(rt.render(item)),
+        completions=[_peer_completion(rt.vocab, wrong, success=False)] * g,
+    )
+
+
+@pytest.mark.parametrize(("receiver", "peer"), [("gpt2", "llama"), ("llama", "gpt2")])
+def test_sgt_and_prp_carry_a_peer_success_through_the_thl_into_a_learner_step(
+    runs: dict[str, tuple[Path, dict[str, Any]]], receiver: str, peer: str
 ) -> None:
-    assert _total(runs["sgt"][1], "prompts_rescued_share") > 0
+    """The situation is built, not sampled: the receiver failed a prompt its peer solved.
 
+    The receiver is the run's real runtime (its step-0 weights, both real tokenizers), so the
+    peer's success crosses GPT-2 <-> Llama-2 tokens through the THL and enters a learner step.
+    """
+    from mrl_actors.actors.runtime import build_runtime, checkpoint_dir
+    from mrl_actors.events import event_id
+    from mrl_actors.probes import PromptInputs, Seen
+    from mrl_actors.spec import load_spec
+    from mrl_actors.tasks import make_task
 
-def test_prp_importance_weights_are_bounded_by_the_cap(
-    runs: dict[str, tuple[Path, dict[str, Any]]],
-) -> None:
-    summary = runs["prp"][1]
-    applied = [
-        v for p in summary["policies"].values() for _, v in p["series"]["is_off_applied_max"]
-    ]
-    assert applied and max(applied) <= 1.0 + 1e-6  # [probes.prp] cap = 1.0 by default
+    run_dir, _ = runs["prp"]
+    spec, _ = load_spec(run_dir / "spec.toml")
+    task = make_task(spec.task)
+    policy = next(p for p in spec.policies if p.name == receiver)
+    item = task.items(spec.run.seed)[0]
+    answer = task.target_text(item)  # " 7\n": one GPT-2 token, two Llama-2 tokens
+
+    for probe in ("sgt", "prp"):
+        rt = build_runtime(spec, policy, task, weights_dir=checkpoint_dir(run_dir, receiver, 0))
+        own = Seen(1, _failed_group(rt, item, spec.run.group_size))
+        success = _peer_completion(rt.peer_vocabs[peer], answer, success=True)
+        assert task.verify(success.text, item).success
+        if probe == "sgt":
+            ev: Any = SuccessVerified(
+                run=spec.run.name,
+                source=peer,
+                event_id=event_id("success", spec.run.name, peer, 0, item.prompt_id, 0),
+                policy=peer,
+                policy_version=0,
+                prompt_id=item.prompt_id,
+                prompt_text=task.prompt_text(item),
+                completion_index=0,
+                completion=success,
+            )
+            inputs = PromptInputs(own=own, peer_successes=[Seen(2, ev)])
+        else:
+            wrong = own.event.completions[0].text
+            group = [success, _peer_completion(rt.peer_vocabs[peer], wrong, success=False)]
+            ev = msgspec.structs.replace(
+                own.event,
+                source=peer,
+                policy=peer,
+                event_id=event_id("rollout", spec.run.name, peer, 0, item.prompt_id),
+                prompt_token_ids=b"",
+                completions=group,
+            )
+            inputs = PromptInputs(own=own, peer_rollouts=[Seen(2, ev)])
+
+        before = rt.learner.state_dict_sha256()
+        batch, metrics = rt.learn(probe, [inputs], version=0)
+
+        assert rt.learner.state_dict_sha256() != before, probe  # the step took them
+        assert metrics["off_policy_samples"] == len(batch.off_policy) > 0, probe
+        assert metrics["thl_exact_share"] == 1.0, probe  # the peer's bytes, exactly
+        assert 0.0 < metrics["thl_nm_byte_share"] <= 1.0, probe  # " 7": 1 token vs 2 tokens
+        assert 0.0 <= metrics["thl_one_to_one_share"] < 1.0, probe
+        sample = batch.off_policy[0]  # the success, in the receiver's own tokens
+        assert int(sample.completion_ids[-1]) == rt.vocab.eos_id, probe
+        assert rt.vocab.ids_to_bytes(sample.completion_ids[:-1]) == answer.encode(), probe
+        if probe == "sgt":
+            assert metrics["prompts_rescued_share"] == 1.0
+            assert sample.advantage > 0 and all(s.advantage < 0 for s in batch.on_policy)
+        else:  # [probes.prp] cap = 1.0 by default
+            assert len(batch.off_policy) == 2
+            assert 0.0 < metrics["is_off_applied_max"] <= 1.0 + 1e-6
 
 
 def test_replaying_the_logged_inputs_gives_the_final_weights_bitwise(
@@ -310,3 +402,76 @@ def test_compare_runs_every_probe_and_prints_the_table(
         assert summary["run"]["probe"] == probe and summary["run"]["seed"] == 3
         assert sum(f"| {probe} |" in line for line in table.splitlines()) == 2  # acc and pass@1
     assert "| probe | gpt2 | llama | average | seeds |" in table
+
+
+def _learner_probes(events: list[Event]) -> set[str]:
+    return {e.probe for e in events if isinstance(e, LearnerStepCompleted)}
+
+
+def test_a_stopped_compare_sub_run_resumes_under_its_own_probe_seed_and_steps(
+    models_dir: Path, model_cache: Path, tmp_path: Path
+) -> None:
+    """The base spec says sgt, seed 1, 3 steps; the sub-run is xgrpo, seed 0, 2 steps."""
+    from mrl_actors.runner import compare
+    from mrl_actors.spec import parse_spec
+
+    text = spec_text(models_dir, "t-cr", "sgt", steps=3, seed=1)
+    base = parse_spec(text)
+    spec = msgspec.structs.replace(base, run=msgspec.structs.replace(base.run, steps=2))  # --steps
+    out = tmp_path / "cmp"
+    anyio.run(lambda: compare(spec, text, out, seeds=[0], probes=["xgrpo"], stop_after=1))
+    sub = out / "xgrpo-s0"
+    name = "t-cr-xgrpo-s0"
+    events = anyio.run(_events, sub, name)
+    assert [len(_steps(events, p)) for p in ("gpt2", "llama")] == [1, 1]
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "mrl_actors.cli", "run", "--no-progress", "--resume", str(sub)],
+        env={**os.environ, "MRL_CACHE_DIR": str(model_cache)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    events = anyio.run(_events, sub, name)
+    for policy in ("gpt2", "llama"):
+        assert [e.step for e in _steps(events, policy)] == [1, 2]
+    assert _learner_probes(events) == {"xgrpo"}
+    summary = json.loads((sub / "summary.json").read_text())
+    assert summary["run"]["status"] == "completed"
+    assert summary["run"]["probe"] == "xgrpo" and summary["run"]["seed"] == 0
+
+
+def test_a_run_three_directories_deep_with_relative_model_paths_resumes(
+    models_dir: Path, model_cache: Path, tmp_path: Path
+) -> None:
+    """Model paths relative to the spec file; the run directory at another depth entirely."""
+    spec = tmp_path / "specs" / "spec.toml"
+    spec.parent.mkdir()
+    spec.write_text(spec_text(os.path.relpath(models_dir, spec.parent), "t-deep", "prp", steps=2))
+    run_dir = tmp_path / "a" / "b" / "c"
+    run_dir.parent.mkdir(parents=True)
+    env = {**os.environ, "MRL_CACHE_DIR": str(model_cache)}
+    cmd = [sys.executable, "-m", "mrl_actors.cli", "run", "--no-progress"]
+    first = subprocess.run(
+        [*cmd, str(spec), "--out", str(run_dir), "--stop-after", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path / "a",  # neither the spec's directory nor the run's
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    resumed = subprocess.run(
+        [*cmd, "--resume", str(run_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=run_dir,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    events = anyio.run(_events, run_dir, "t-deep")
+    for policy in ("gpt2", "llama"):
+        assert [e.step for e in _steps(events, policy)] == [1, 2]
+    assert json.loads((run_dir / "summary.json").read_text())["run"]["status"] == "completed"

@@ -33,10 +33,12 @@ def test_every_shipped_spec_parses(path: Path) -> None:
     assert text.startswith("#")  # each spec says what it is for
 
 
-def test_toy_pair_uses_two_families_with_real_tokenizers() -> None:
+def test_toy_pair_uses_two_families_the_project_builds() -> None:
+    from mrl_actors.builtin_models import family_of
+
     spec, _ = load_spec(SPECS[[p.name for p in SPECS].index("toy-pair.toml")])
-    assert [Path(p.model).name for p in spec.policies] == ["gpt2", "llama2-7b"]
-    assert all(Path(p.model, "config.json").exists() for p in spec.policies)
+    assert [p.model for p in spec.policies] == ["builtin:gpt2-bpe", "builtin:llama-sp"]
+    assert [family_of(p.model) for p in spec.policies] == ["gpt2", "llama"]
 
 
 @pytest.mark.parametrize(
