@@ -37,11 +37,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RUN = "t-cluster"
 POLICIES = ("gpt2", "llama")
 STEPS = 4
-# node -> the policies it may host (its user's rights); h3 is the extra node with no slot here
-NODES = {"h1": ["gpt2"], "h2": ["llama"], "h3": []}
+# node -> the policies it may host (its user's rights); h3 is the extra node: no slot in the
+# spec's placement, llama's learner slot when a newer epoch moves it there
+NODES = {"h1": ["gpt2"], "h2": ["llama"], "h3": ["llama"]}
 
 
-def spec_text(models_dir: Path, urls: str) -> str:
+def spec_text(models_dir: Path, urls: str, steps: int = STEPS) -> str:
     policies = ""
     for name, model in (("gpt2", "gpt2"), ("llama", "llama2-7b")):
         policies += f"""
@@ -56,10 +57,10 @@ max_new_tokens = 4
 [run]
 name = "{RUN}"
 probe = "independent"
-steps = {STEPS}
+steps = {steps}
 prompts_per_step = 2
 group_size = 2
-eval_every = {STEPS}
+eval_every = {steps}
 eval_size = 4
 checkpoint_every = 2
 
@@ -283,17 +284,6 @@ def _steps(records: list[Any], policy: str) -> list[ev.LearnerStepCompleted]:
     ]
 
 
-def _wait_for_steps(c: Cluster, at_least: int, timeout: float = 300) -> None:
-    """Until each policy has logged `at_least` learner steps (and fewer than all)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        records = _events(c)
-        if all(len(_steps(records, p)) >= at_least for p in POLICIES):
-            return
-        time.sleep(1.0)
-    raise AssertionError(f"no {at_least} learner steps of each policy within {timeout}s")
-
-
 def _check_whole_run(records: list[Any]) -> None:
     """Every policy took steps 1..N exactly once; no sequence was consumed twice; the run's
     start events are in the log once each."""
@@ -311,9 +301,9 @@ def _check_whole_run(records: list[Any]) -> None:
     assert sum(isinstance(e, ev.RunFinished) for e in events) == 1
 
 
-def _write_spec(models_dir: Path, c: Cluster, tmp: Path) -> Path:
+def _write_spec(models_dir: Path, c: Cluster, tmp: Path, steps: int = STEPS) -> Path:
     spec = tmp / "spec.toml"
-    spec.write_text(spec_text(models_dir, c.urls()))
+    spec.write_text(spec_text(models_dir, c.urls(), steps))
     _create_stream(c, spec)
     return spec
 
@@ -445,3 +435,75 @@ def test_a_killed_node_restarted_resumes_and_finishes(
     assert sorted(j.node for j in joined) == ["h1", "h2", "h2", "h3"]
     step2 = tmp_path / "h2" / "checkpoints" / "llama" / "step-2"
     assert (step2 / "saved.json").exists()  # the resumed actor redid the killed save
+
+
+def test_a_newer_epoch_moves_an_actor_and_an_older_one_is_ignored(
+    cluster: Cluster, models_dir: Path, model_cache: Path, tmp_path: Path
+) -> None:
+    """When llama's first step is published, epoch 2 moves llama's learner from h2 to h3; then a
+    late epoch-1 assignment that would give it back to h2 arrives. h2 stops its actor, h3 starts
+    one that resumes from the log, the stale epoch changes nothing; llama takes steps 1..N once.
+    (More steps than the other tests: h2 must not finish them all before it sees the move.)"""
+    steps = 2 * STEPS
+    spec = _write_spec(models_dir, cluster, tmp_path, steps)
+
+    def assigned(epoch: int, llama_on: str, tag: str) -> ev.SlotsAssigned:
+        return ev.SlotsAssigned(
+            run=RUN,
+            source="mwra",
+            event_id=ev.event_id("slots", RUN, "mwra", epoch, tag),
+            epoch=epoch,
+            assignments=[
+                ev.SlotAssignment(node="h1", slot=0, policy="gpt2", role="learner"),
+                ev.SlotAssignment(node=llama_on, slot=0, policy="llama", role="learner"),
+            ],
+            reason="test",
+        )
+
+    async def move_at_first_llama_step() -> None:
+        import nats
+
+        from mrl_actors.log import EventLog
+
+        nc = await nats.connect(
+            cluster.urls().split(","), user=ADMIN, password=cluster.passwords[ADMIN]
+        )
+        try:
+            sub = await nc.subscribe(f"mrl.{RUN}.learner.llama")
+            await sub.next_msg(timeout=300)
+            log = await EventLog.open(nc, RUN, create=False)
+            await log.append(assigned(2, "h3", "move"))
+            await log.append(assigned(1, "h2", "stale"))
+        finally:
+            await nc.close()
+
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+
+        async def start_and_move() -> None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(move_at_first_llama_step)
+                await anyio.sleep(0.5)  # subscribed before any node can take a step
+                for n in NODES:
+                    procs[n] = _start_node(cluster, spec, tmp_path, n, model_cache)
+
+        anyio.run(start_and_move)
+        _wait(procs, tmp_path)
+    finally:
+        _stop_all(procs)
+    records = _events(cluster)
+    consumed = []
+    for p in POLICIES:
+        assert [e.step for e in _steps(records, p)] == list(range(1, steps + 1))
+        consumed += [c.seq for e in _steps(records, p) for c in e.consumed]
+    assert len(consumed) == len(set(consumed))
+    epochs = [r.event.epoch for r in records if isinstance(r.event, ev.SlotsAssigned)]
+    assert epochs == [1, 2, 1]  # the spec's, the move, the stale one (ignored by every node)
+    h2 = (tmp_path / "h2.out").read_text()
+    h3 = (tmp_path / "h3.out").read_text()
+    assert '"actor_stopped"' in h2 and '"assignment_ignored"' in h2
+    assert '"actor_started"' in h3
+    final = tmp_path / "h3" / "checkpoints" / "llama" / f"step-{steps}" / "model.safetensors"
+    assert final.exists()  # llama's last steps were taken on h3
+    beats = [r.event for r in records if isinstance(r.event, ev.NodeHeartbeat)]
+    assert max(b.epoch for b in beats if b.node == "h3") == 2
