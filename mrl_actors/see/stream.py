@@ -268,8 +268,10 @@ class EventLog:
         is empty); None if another is there.
 
         The server checks it (`Nats-Expected-Last-Subject-Sequence`), so of two processes
-        starting a run at once exactly one writes each start event; the other reads it back. A
-        retry of our own publish is answered as a duplicate (the msg id is checked first).
+        starting a run at once exactly one writes each start event; the other reads it back. The
+        server checks the expected sequence before the msg id, so a retry of a publish of ours
+        that landed (its ack lost in a failover) is a conflict too: it is answered as the
+        duplicate it is when the subject's last message is this very event.
         """
         from nats.js.errors import APIError
 
@@ -279,11 +281,24 @@ class EventLog:
             ack = await self._publish(subject, data, hdrs)
         except APIError as exc:
             if exc.err_code == _WRONG_LAST_SEQUENCE:
-                return None
+                return await self.stored_last(subject, event)
             raise self._publish_error(event, exc) from exc
         except Exception as exc:
             raise self._publish_error(event, exc) from exc
         return self._check(event, ack)
+
+    async def stored_last(self, subject: str, event: Event) -> Ack | None:
+        """A duplicate ack if the last message on `subject` is `event` (same id), else None."""
+        seq = await self.last_seq(subject)
+        if seq:
+            try:
+                stored = (await self.get(seq)).event
+            except (EventDecodeError, LogError):
+                return None
+            if stored.event_id == event.event_id:
+                self.duplicates += 1
+                return Ack(seq=seq, duplicate=True)
+        return None
 
     async def _publish(self, subject: str, data: bytes, headers: dict[str, str]) -> Any:
         """One publish, retried under the same `Nats-Msg-Id` while the cluster fails over.
