@@ -11,6 +11,8 @@ checkpoint, so a resumed run continues from weights the log vouches for.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import anyio
 
 from mrl_actors.actors.runtime import PolicyRuntime
@@ -18,6 +20,7 @@ from mrl_actors.actors.state import assemble, split_consumed
 from mrl_actors.errors import EventDecodeError, MrlError
 from mrl_actors.events import Event, LearnerStepCompleted
 from mrl_actors.logs import get_logger
+from mrl_actors.probes import PromptInputs
 from mrl_actors.probes.config import PROBE_NAMES, ProbeName
 from mrl_actors.see.deadletter import DeadLetters
 from mrl_actors.see.port import LogPort
@@ -42,8 +45,17 @@ async def learner_steps(log: LogPort, policy: str) -> list[LearnerStepCompleted]
     return out
 
 
+# Called after each replayed (and verified) step with its event, inputs and learner metrics.
+StepHook = Callable[[LearnerStepCompleted, list[PromptInputs], dict[str, float]], Awaitable[None]]
+
+
 async def replay(
-    log: LogPort, rt: PolicyRuntime, *, upto: int | None = None, verify: bool = True
+    log: LogPort,
+    rt: PolicyRuntime,
+    *,
+    upto: int | None = None,
+    verify: bool = True,
+    on_step: StepHook | None = None,
 ) -> int:
     """Re-run `rt`'s logged learner steps 1..`upto` (all by default); returns the steps replayed."""
     steps = await learner_steps(log, rt.name)
@@ -67,7 +79,8 @@ async def replay(
             records.append(rec)
         own, peers = split_consumed(rt.name, records)
         probe = _probe(ev)
-        await anyio.to_thread.run_sync(rt.learn, probe, assemble(own, peers), ev.step - 1)
+        inputs = assemble(own, peers)
+        _, metrics = await anyio.to_thread.run_sync(rt.learn, probe, inputs, ev.step - 1)
         if verify:
             sha = await anyio.to_thread.run_sync(rt.learner.state_dict_sha256)
             if sha != ev.weights_sha256:
@@ -75,6 +88,8 @@ async def replay(
                     f"{rt.name} step {ev.step}: replayed weights {sha[:12]} differ from the "
                     f"logged {ev.weights_sha256[:12]}"
                 )
+        if on_step is not None:
+            await on_step(ev, inputs, metrics)
         logger.debug("replayed", step=ev.step)
     return len(steps)
 

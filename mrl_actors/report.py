@@ -24,11 +24,13 @@ from mrl_actors.events import (
     RunFinished,
     RunStarted,
 )
+from mrl_actors.stats import COMPARED_METRICS
 
 # Metrics plotted per policy over steps: (key in LearnerStepCompleted.metrics, title).
 _PLOTS: tuple[tuple[str, str], ...] = (
     ("eval_accuracy", "Eval accuracy (greedy)"),
-    ("eval_pass1", "Eval pass@1 (4 samples at the training temperature)"),
+    ("eval_pass1", "Eval pass@1 (unbiased, 8 samples at the training temperature)"),
+    ("eval_pass8", "Eval pass@8 (unbiased, 8 samples at the training temperature)"),
     ("reward_mean", "Training reward (own samples)"),
     ("is_off_ess", "Peer-sample token ratios π/μ: ESS share"),
     ("is_off_max", "Peer-sample token ratios π/μ: max"),
@@ -144,6 +146,33 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+def policy_table(policies: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[object]]]:
+    """The per-policy table: one header per cell, in the same order (a test holds them equal)."""
+    columns: list[tuple[str, Any]] = [
+        ("family", lambda p: p.get("family")),
+        ("probe", lambda p: p.get("probe")),
+        ("steps", lambda p: p.get("steps")),
+        ("initial acc.", lambda p: p.get("initial_accuracy")),
+        ("final acc.", lambda p: p.get("final_accuracy")),
+        ("initial pass@1", lambda p: p.get("initial_pass1")),
+        ("final pass@1", lambda p: p.get("final_pass1")),
+        ("final pass@8", lambda p: p.get("final", {}).get("eval_pass8")),
+        ("final reward", lambda p: p.get("final", {}).get("reward_mean")),
+        (
+            "peer events used / offered",
+            lambda p: (
+                f"{int(p.get('totals', {}).get('peer_events_used', 0))} / "
+                f"{int(p.get('totals', {}).get('peer_events_offered', 0))}"
+            ),
+        ),
+        ("dropped stale", lambda p: int(p.get("totals", {}).get("dropped_stale", 0))),
+        ("dropped by THL budget", lambda p: int(p.get("totals", {}).get("dropped_budget", 0))),
+    ]
+    header = ["policy", *(title for title, _ in columns)]
+    rows = [[name, *(cell(p) for _, cell in columns)] for name, p in sorted(policies.items())]
+    return header, rows
+
+
 def render_html(summary: dict[str, Any]) -> str:
     """A self-contained HTML page: run facts, per-policy table, plots, event counts."""
     run, policies = summary["run"], summary["policies"]
@@ -161,38 +190,7 @@ def render_html(summary: dict[str, Any]) -> str:
             ]
         ],
     )
-    per_policy = _table(
-        [
-            "policy",
-            "family",
-            "probe",
-            "steps",
-            "initial acc.",
-            "final acc.",
-            "final reward",
-            "peer events used / offered",
-            "dropped stale",
-            "dropped by THL budget",
-        ],
-        [
-            [
-                name,
-                p.get("family"),
-                p.get("probe"),
-                p.get("steps"),
-                p.get("initial_accuracy"),
-                p.get("final_accuracy"),
-                p.get("initial_pass1"),
-                p.get("final_pass1"),
-                p.get("final", {}).get("reward_mean"),
-                f"{int(p.get('totals', {}).get('peer_events_used', 0))} / "
-                f"{int(p.get('totals', {}).get('peer_events_offered', 0))}",
-                int(p.get("totals", {}).get("dropped_stale", 0)),
-                int(p.get("totals", {}).get("dropped_budget", 0)),
-            ]
-            for name, p in sorted(policies.items())
-        ],
-    )
+    per_policy = _table(*policy_table(policies))
     plots = []
     for key, plot_title in _PLOTS:
         data = {n: p.get("series", {}).get(key, []) for n, p in policies.items()}
@@ -256,3 +254,147 @@ def _mean_std(values: Sequence[float]) -> str:
         return f"{mean:.3f}"
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
     return f"{mean:.3f} ± {std:.3f}"
+
+
+def paired_table(
+    paired: Sequence[dict[str, Any]], metric: str
+) -> tuple[list[str], list[list[str]]]:
+    """Per probe: mean paired difference against the baseline with its bootstrap 95% interval.
+
+    `paired` holds `stats.PairedDiff.as_dict()` rows; a cell reads `+0.031 [-0.010, +0.072]`,
+    and ends in ` *` when the interval excludes zero.
+    """
+    rows_of = [d for d in paired if d["metric"] == metric]
+    if not rows_of:
+        return [], []
+    names = sorted({d["policy"] for d in rows_of}, key=lambda n: (n == "average", n))
+    baseline = rows_of[0]["baseline"]
+    header = [f"probe − {baseline}", *names, "paired seeds"]
+    rows = []
+    for probe in dict.fromkeys(d["probe"] for d in rows_of):
+        cells = {d["policy"]: d for d in rows_of if d["probe"] == probe}
+        row = [probe]
+        for n in names:
+            d = cells.get(n)
+            row.append("–" if d is None else _diff_cell(d))
+        seeds = cells.get("average", next(iter(cells.values())))["seeds"]
+        row.append(str(len(seeds)))
+        rows.append(row)
+    return header, rows
+
+
+def _diff_cell(d: dict[str, Any]) -> str:
+    mark = " *" if d["excludes_zero"] else ""
+    return f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]{mark}"
+
+
+# (metric, title) of the across-seed tables and of the paired tables in compare.md/.html
+_COMPARE_SPREAD = (
+    ("final_accuracy", "Final held-out accuracy (greedy)"),
+    ("final_pass1", "Final held-out pass@1 (sampled at the training temperature)"),
+)
+
+
+def _compare_sections(
+    results: dict[str, list[dict[str, Any]]], seeds: Sequence[int], paired: Sequence[dict]
+) -> list[tuple[str, list[str], list[list[str]]]]:
+    out = []
+    for metric, title in _COMPARE_SPREAD:
+        header, rows = compare_table(results, metric)
+        out.append((f"{title}, mean ± std over seeds {list(seeds)}", header, rows))
+    for metric, title in COMPARED_METRICS:
+        header, rows = paired_table(paired, metric)
+        if rows:
+            note = "paired by seed, mean [bootstrap 95% interval]; * = interval excludes 0"
+            out.append((f"Difference in {title}, {note}", header, rows))
+    return out
+
+
+def compare_markdown(
+    results: dict[str, list[dict[str, Any]]], seeds: Sequence[int], paired: Sequence[dict]
+) -> str:
+    """compare.md: the across-seed tables, then each probe minus the baseline, paired by seed."""
+    lines: list[str] = []
+    for title, header, rows in _compare_sections(results, seeds, paired):
+        lines += [f"{title}:", ""]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def compare_html(
+    results: dict[str, list[dict[str, Any]]], seeds: Sequence[int], paired: Sequence[dict]
+) -> str:
+    """compare.html: the same tables as compare.md, as a self-contained page."""
+    body = "".join(
+        f"<h2>{html.escape(title)}</h2>{_table(header, rows)}"
+        for title, header, rows in _compare_sections(results, seeds, paired)
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>mrl-actors comparison</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
+th {{ background: #f3f3f3; }}
+</style></head><body>
+<h1>mrl-actors comparison over seeds {html.escape(str(list(seeds)))}</h1>
+{body}
+</body></html>
+"""
+
+
+def render_counterfactual_html(page: dict[str, Any]) -> str:
+    """`mrl replay --probe`'s page: per policy, the logged run beside its counterfactual."""
+    probe = page["probe"]
+    sections = []
+    for r in page["policies"]:
+        steps = r["steps"]
+        final_l, final_c = r["final"]["logged"], r["final"]["counterfactual"]
+        keys = sorted(set(final_l) | set(final_c))
+        finals = _table(
+            ["held-out metric", f"logged ({r['logged_probe']})", f"counterfactual ({probe})"],
+            [[k, final_l.get(k), final_c.get(k)] for k in keys],
+        )
+        per_step = _table(
+            ["step", "loss", "logged loss", "grad norm", "logged grad norm", "L2 distance"],
+            [[int(s["step"]), *(s[k] for k in _CF_COLUMNS)] for s in steps],
+        )
+        plots = "".join(
+            f"<figure>{_svg_plot(title, {n: _points(steps, k) for n, k in lines})}</figure>"
+            for title, lines in (
+                ("L2 distance to the logged weights", ((probe, "distance"),)),
+                ("Loss", ((probe, "loss"), ("logged", "logged_loss"))),
+                ("Gradient norm", ((probe, "grad_norm"), ("logged", "logged_grad_norm"))),
+            )
+            if steps
+        )
+        sections.append(
+            f"<h2>{html.escape(r['policy'])}: {r['steps_replayed']} steps, "
+            f"{r['test_items']} test items</h2>{finals}{plots}"
+            f"<details><summary>Per step</summary>{per_step}</details>"
+        )
+    title = f"mrl-actors counterfactual replay of {page['run']} under {probe}"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
+th {{ background: #f3f3f3; }}
+figure {{ display: inline-block; margin: 0.5em; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>The logged experience of each policy fed through the {html.escape(probe)} update rule, beside
+an exact replay of the logged run (every step's weights sha256 checked against the log).</p>
+{"".join(sections)}
+</body></html>
+"""
+
+
+_CF_COLUMNS = ("loss", "logged_loss", "grad_norm", "logged_grad_norm", "distance")
+
+
+def _points(steps: Sequence[dict[str, float]], key: str) -> list[tuple[int, float]]:
+    return [(int(s["step"]), s[key]) for s in steps]

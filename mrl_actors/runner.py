@@ -231,13 +231,15 @@ async def compare(
     on_run: Callable[[str], None] | None = None,
     stop_after: int | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Run the spec under each probe and seed; write compare.json and compare.md.
+    """Run the spec under each probe and seed; write compare.json, compare_paired.json,
+    compare.md and compare.html (each probe against independent, paired by seed).
 
     Each sub-run's directory keeps its own effective spec (its probe, seed and name), so
     `mrl run --resume DIR/<probe>-s<seed>` continues that sub-run, not the base spec.
     `stop_after` stops every sub-run after that many steps per policy (resume tests).
     """
-    from mrl_actors.report import compare_table
+    from mrl_actors.report import compare_html, compare_markdown
+    from mrl_actors.stats import paired_differences
 
     results: dict[str, list[dict[str, Any]]] = {}
     for probe in probes:
@@ -252,15 +254,8 @@ async def compare(
             )
             results.setdefault(probe, []).append(summary)
     (out / "compare.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    lines = []
-    for metric, title in (
-        ("final_accuracy", "Final eval accuracy (greedy)"),
-        ("final_pass1", "Final eval pass@1 (sampled at the training temperature)"),
-    ):
-        header, rows = compare_table(results, metric)
-        lines += [f"{title}, mean ± std over seeds {list(seeds)}:", ""]
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        lines.append("")
-    (out / "compare.md").write_text("\n".join(lines), encoding="utf-8")
+    paired = [d.as_dict() for d in paired_differences(results)]  # each probe - independent
+    (out / "compare_paired.json").write_text(json.dumps(paired, indent=2), encoding="utf-8")
+    (out / "compare.md").write_text(compare_markdown(results, seeds, paired), encoding="utf-8")
+    (out / "compare.html").write_text(compare_html(results, seeds, paired), encoding="utf-8")
     return results

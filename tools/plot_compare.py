@@ -3,7 +3,8 @@
     python tools/plot_compare.py runs/toy-pair-compare/compare.json --out docs/toy-pair-compare.png
 
 Lines are the mean over seeds, bands the min-max over seeds. Prints the table of final values
-(mean ± std over seeds) that the plot ends on.
+(mean ± std over seeds) that the plot ends on. The paired differences against independent, with
+their bootstrap intervals, are in the comparison's compare.md (and compare_paired.json).
 """
 
 from __future__ import annotations
@@ -40,7 +41,14 @@ def main() -> int:
     import matplotlib.pyplot as plt
 
     policies = sorted({p for runs in results.values() for r in runs for p in r["policies"]})
-    metrics = (("eval_accuracy", "eval accuracy (greedy)"), ("eval_pass1", "eval pass@1 (sampled)"))
+    metrics = (
+        ("eval_accuracy", "held-out accuracy (greedy)"),
+        ("eval_pass1", "held-out pass@1 (sampled)"),
+        ("eval_pass8", "held-out pass@8 (sampled)"),
+    )
+    logged = {k for runs in results.values() for r in runs for p in r["policies"].values()
+              for k in p.get("series", {})}  # fmt: skip
+    metrics = tuple(m for m in metrics if m[0] in logged)  # runs before pass@8 have no pass@8
     fig, axes = plt.subplots(
         len(metrics), len(policies), figsize=(5 * len(policies), 3.4 * len(metrics)), squeeze=False
     )

@@ -58,7 +58,6 @@ from mrl_actors.probes import PEER_KIND
 from mrl_actors.see.deadletter import DeadLetters
 from mrl_actors.see.port import LogPort
 from mrl_actors.see.record import Record
-from mrl_actors.tasks import derive_seed
 
 FOLD_TIMEOUT_S = 120.0  # how long the live fold may lag behind this actor's own appends
 
@@ -90,9 +89,7 @@ class PolicyActor:
         self.dead_letters = DeadLetters(log, self.name)
         self._changed: anyio.Event | None = None  # set (and replaced) after every fold
         self._writer: Any = None
-        self._eval_items = rt.task.items(derive_seed(rt.spec.run.seed, "eval"))[
-            : rt.spec.run.eval_size
-        ]
+        self._eval_items = rt.task.test_items()[: rt.spec.run.eval_size]
 
     # ------------------------------------------------------------------ fold
 

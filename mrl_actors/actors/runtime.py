@@ -18,6 +18,7 @@ from mrl_actors.events import Completion, RolloutGroupCompleted
 from mrl_actors.probes import ProbeBatch, ProbeContext, ProbeName, PromptInputs, build_batch
 from mrl_actors.probes.common import Transferred
 from mrl_actors.spec import PolicySpec, RunSpec
+from mrl_actors.stats import mean_pass_at_k
 from mrl_actors.tasks import Task, TaskItem, derive_seed
 
 
@@ -196,8 +197,9 @@ class PolicyRuntime:
             )
         return out
 
-    def evaluate(self, items: list[TaskItem], *, samples: int = 4) -> dict[str, float]:
-        """Greedy accuracy, and pass@1 over `samples` draws at the training temperature.
+    def evaluate(self, items: list[TaskItem], *, samples: int = 8) -> dict[str, float]:
+        """Greedy accuracy, and unbiased pass@1 and pass@`samples` over `samples` draws each at
+        the training temperature (`stats.pass_at_k`).
 
         Greedy accuracy is the paper's metric; sampled pass@1 is what GRPO optimizes, and the two
         can move apart while the policy sharpens. Both go through the rollout engine, so the
@@ -206,20 +208,20 @@ class PolicyRuntime:
         """
         prompts = [self.render(item) for item in items]
         greedy = self.engine.generate(prompts, n=1, seed=0, greedy=True)
-        correct = [
+        right = [
             float(self.task.verify(gens[0].text, item).success)
             for item, gens in zip(items, greedy, strict=True)
         ]
         seed = derive_seed(self.spec.run.seed, self.name, "eval") % (2**62)
         groups = self.engine.generate(prompts, n=samples, seed=seed)
-        sampled = [
-            float(self.task.verify(g.text, item).success)
+        correct = [
+            sum(self.task.verify(g.text, item).success for g in gens)
             for item, gens in zip(items, groups, strict=True)
-            for g in gens
         ]
         return {
-            "eval_accuracy": float(np.mean(correct or [0.0])),
-            "eval_pass1": float(np.mean(sampled or [0.0])),
+            "eval_accuracy": float(np.mean(right or [0.0])),
+            "eval_pass1": mean_pass_at_k(correct, samples, 1),
+            f"eval_pass{samples}": mean_pass_at_k(correct, samples, samples),
         }
 
 

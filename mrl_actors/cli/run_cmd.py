@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--seeds",
         type=types.seeds,
         default=[],
-        help="with --compare: comma-separated seeds (default: the spec's)",
+        help="with --compare: comma-separated seeds (default: 0,1,2,3,4)",
     )
     parser.add_argument(
         "--probe", choices=["independent", "prp", "xgrpo", "sgt"], help="override run.probe"
@@ -88,7 +88,7 @@ def _handle(args: argparse.Namespace) -> int:
     bars = _Bars(enabled=not args.no_progress, total=spec.run.steps)
     try:
         if args.compare:
-            seeds = args.seeds or [spec.run.seed]
+            seeds = args.seeds or [0, 1, 2, 3, 4]
             run_until_signal(
                 lambda: compare(spec, text, out, seeds=seeds, on_step=bars.step, on_run=bars.reset)
             )

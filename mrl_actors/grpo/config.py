@@ -98,8 +98,9 @@ class OffPolicyLoss(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     probability,     gradient only through f, no clipping).
     """
 
-    # "truncated_is": -A * min(pi/mu, cap) * log pi per token (ratio detached); "luffy": -A * f(pi).
-    kind: Literal["truncated_is", "luffy"] = "luffy"
+    # "truncated_is": -A * min(pi/mu, cap) * log pi per token (ratio detached); "luffy": -A * f(pi);
+    # "nll": -log pi, a fixed-weight auxiliary log-likelihood (advantages and mu play no part).
+    kind: Literal["truncated_is", "luffy", "nll"] = "luffy"
     # Truncation of the importance ratio pi/mu (truncated_is), per token or per sequence by `level`.
     cap: float = 1.0
     # "token": one ratio per token; "sequence": exp(sum of the token log-ratios), one per sequence.

@@ -105,6 +105,7 @@ def off_policy_weight(
     `truncated_is`: min(pi/mu, cap) per token, or min(exp(sum log pi/mu), cap) per sequence.
     `luffy`: d f(p) / d log p = p * gamma / (p + gamma)^2 for f(p) = p / (p + gamma), which peaks at
     1 / (4 gamma) where p = gamma: the shaping lifts unlikely tokens and damps near-certain ones.
+    `nll`: 1 on every token ([B, 1]), the fixed weight of a log-likelihood term.
     """
     log_ratio = torch.nan_to_num((logps - behaviour_logps) * mask, nan=0.0)  # [B, T]
     ratio = torch.exp(log_ratio)
@@ -115,6 +116,8 @@ def off_policy_weight(
     if spec.kind == "luffy":
         p = torch.exp(logps)
         return p * spec.gamma / (p + spec.gamma) ** 2, ratio
+    if spec.kind == "nll":
+        return torch.ones_like(logps[:, :1]), ratio
     raise ConfigError(f"unknown OffPolicyLoss.kind {spec.kind!r}")
 
 
@@ -129,10 +132,14 @@ def off_policy_token_loss(
 
     `truncated_is`: -A * min(pi/mu, cap) * log pi, the ratio detached (a truncated-IS policy
     gradient; unbiased up to the truncation). `luffy`: -A * pi / (pi + gamma), LUFFY's shaped
-    objective, which boosts gradients on low-probability tokens and needs no clipping.
+    objective, which boosts gradients on low-probability tokens and needs no clipping. `nll`:
+    -log pi, so the learner's term coef * token-mean has gradient -coef * grad(mean log pi) (SGT as
+    GRAFT describes it: supervised imitation of a verified peer success, at a fixed weight).
     """
     adv = _as_token_advantages(advantages)
     w, ratio = off_policy_weight(logps.detach(), behaviour_logps, mask, spec)
+    if spec.kind == "nll":
+        return -logps, ratio
     if spec.kind == "truncated_is":
         return -adv * w * logps, ratio
     p = torch.exp(logps)

@@ -73,14 +73,30 @@ class XGRPOConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
 
 class SGTConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Success-Gated Transfer: verified peer successes rescue prompts the receiver failed."""
+    """Success-Gated Transfer: verified peer successes rescue prompts the receiver failed.
 
+    The defaults follow GRAFT's reading of the MRL paper: only where the receiver's whole group
+    failed, a fixed-weight auxiliary log-likelihood (λ) of a peer's verified success. The MRL blog's
+    "a score direction toward those successes" is the same gradient. `loss = "luffy"` is the
+    earlier LUFFY-style variant (shaped importance weight), kept for comparison.
+    """
+
+    # When a prompt is rescued: "all_failed" (GRAFT: the receiver's whole group failed),
+    # "any_failed" (at least one own completion failed), or "rate_below" (own success rate below
+    # `max_success_rate`).
+    gate: Literal["all_failed", "any_failed", "rate_below"] = "all_failed"
+    max_success_rate: float = 0.25  # threshold of gate = "rate_below"
+    # "nll": -λ times the mean token log-likelihood of the retokenized peer success (GRAFT's fixed-
+    # weight auxiliary NLL; advantages play no part). "luffy": -λ · A · f(π) with LUFFY's shaping
+    # f(p) = p / (p + gamma) (the MRL design table's "shaped ratio as in LUFFY").
+    loss: Literal["nll", "luffy"] = "nll"
     coef: float = 0.5  # λ, the weight of the off-policy positive term
-    gamma: float = 0.1  # LUFFY shaping constant: f(p) = p / (p + gamma)
+    gamma: float = 0.1  # LUFFY shaping constant (loss = "luffy")
     k: int = 2  # at most this many rescue completions per prompt
-    # "pooled": advantages over the receiver's failed group plus the rescue samples (LUFFY's mixed
-    # group); "unit": rescue samples get advantage 1 and the receiver's own group is unchanged.
-    advantage: Literal["pooled", "unit"] = "pooled"
+    # loss = "luffy" only. "unit": rescue samples get advantage 1 and the receiver's own group is
+    # unchanged; "pooled": advantages over the failed group plus the rescue samples (LUFFY's mixed
+    # group, which also re-baselines the receiver's own failures).
+    advantage: Literal["pooled", "unit"] = "unit"
 
     def __post_init__(self) -> None:
         check_float(self, "coef", ge=0)

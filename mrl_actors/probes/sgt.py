@@ -1,12 +1,17 @@
 """SGT: verified peer successes rescue the prompts on which the receiver found none.
 
-Outcome-level sharing: only completions a verifier accepted cross (`SuccessVerified`). For a prompt
-where the receiver's own group has at least one success, nothing changes. Where it has none, up to
-`k` fresh peer successes enter through the THL as an off-policy positive term with weight λ and
-LUFFY's shaped ratio f(p) = p / (p + γ), which keeps gradients alive on tokens the receiver finds
-unlikely without the variance of a raw importance ratio. With `advantage = "pooled"` the rescue
-samples and the failed group share one baseline (LUFFY's mixed group), so the failures are pushed
-down as the success is pulled up.
+Outcome-level sharing: only completions a verifier accepted cross (`SuccessVerified`). A prompt
+passes the gate (`SGTConfig.gate`, by default: the receiver's whole group failed) or nothing
+changes for it. Where it passes, up to `k` fresh peer successes enter through the THL as an
+off-policy positive term with weight λ:
+
+- `loss = "nll"` (default, as GRAFT describes SGT): a fixed-weight auxiliary negative
+  log-likelihood of the retokenized success, whose gradient is λ times the gradient of its mean
+  token log-likelihood; the receiver's own group keeps its plain GRPO advantages.
+- `loss = "luffy"`: LUFFY's shaped objective f(p) = p / (p + γ), which keeps gradients alive on
+  tokens the receiver finds unlikely. With `advantage = "pooled"` the rescue samples and the
+  failed group share one baseline (LUFFY's mixed group), so failures are pushed down as the
+  success is pulled up; with "unit" (default) the own group is left alone.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ def build(prompts: Sequence[PromptInputs], ctx: ProbeContext, cfg: SGTConfig) ->
     for p in prompts:
         r = own_rewards(p)  # [G]
         metrics.peer_events_offered += len(p.peer_successes)
-        needs_rescue = not any(c.success for c in p.own.event.completions)
+        needs_rescue = passes_gate([c.success for c in p.own.event.completions], cfg)
         rescue: list[tuple[Transferred, float]] = []
         for seen in p.peer_successes if needs_rescue else ():
             ev = seen.event
@@ -58,7 +63,7 @@ def build(prompts: Sequence[PromptInputs], ctx: ProbeContext, cfg: SGTConfig) ->
             on_policy += own_samples(p, pooled_advantages(r, r, None, ctx.scale_rewards, std))
             continue
         metrics.prompts_rescued += 1
-        if cfg.advantage == "pooled":
+        if cfg.loss == "luffy" and cfg.advantage == "pooled":
             pool = np.concatenate([r, np.array([x[1] for x in rescue], dtype=np.float64)])
             adv = pooled_advantages(pool, pool, None, ctx.scale_rewards, std)  # [G + k]
             own_adv, rescue_adv = adv[: r.size], adv[r.size :]
@@ -69,5 +74,16 @@ def build(prompts: Sequence[PromptInputs], ctx: ProbeContext, cfg: SGTConfig) ->
         off_policy += [
             peer_sample(p, t, float(a)) for (t, _), a in zip(rescue, rescue_adv, strict=True)
         ]
-    loss = OffPolicyLoss(kind="luffy", gamma=cfg.gamma, coef=cfg.coef) if off_policy else None
+    loss = OffPolicyLoss(kind=cfg.loss, gamma=cfg.gamma, coef=cfg.coef) if off_policy else None
     return ProbeBatch(on_policy, off_policy, loss, metrics)
+
+
+def passes_gate(successes: Sequence[bool], cfg: SGTConfig) -> bool:
+    """Whether a prompt whose own group had these successes gets rescue samples."""
+    if not successes:
+        return False
+    if cfg.gate == "all_failed":
+        return not any(successes)
+    if cfg.gate == "any_failed":
+        return not all(successes)
+    return sum(successes) / len(successes) < cfg.max_success_rate

@@ -44,7 +44,10 @@ def make_task(cfg: TaskConfig) -> Task:
         return CountdownTask(cfg.countdown)
     if cfg.kind == "math":
         if cfg.math is None:
-            raise ConfigError("task.kind = 'math' needs a [task.math] block with `path`")
+            raise ConfigError(
+                "task.kind = 'math' needs a [task.math] block with `train` and `test` files "
+                "(or one `path`)"
+            )
         return MathTask(cfg.math)
     raise ConfigError(f"unknown task.kind {cfg.kind!r}: use arithmetic, countdown or math")
 

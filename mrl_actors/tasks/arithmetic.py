@@ -1,4 +1,8 @@
-"""A seeded synthetic arithmetic task small enough for a tiny model to learn on a CPU in minutes.
+"""A seeded family of synthetic arithmetic problems, from a+b with one digit to multi-digit sums.
+
+`max_operand = 4` gives 25 problems a tiny model learns in minutes; `digits = 2` gives 10,000
+sums of operands up to 99, most with a carry: thousands of distinct problems, and a held-out
+test set that memorising the train set does not solve.
 
 Prompts look like `"Q: 7+5=\nA:"` and the target completion is `" 12\n"`. The verifier reads the
 first number of the completion, so it rewards exactly what the target format teaches.
@@ -16,22 +20,32 @@ import msgspec
 import numpy as np
 
 from mrl_actors.checks import check_int, fail
-from mrl_actors.tasks.base import TaskItem, Verdict, derive_seed, sample_from, shuffled
+from mrl_actors.errors import ConfigError
+from mrl_actors.tasks.base import SplitItems, TaskItem, Verdict, derive_seed, split_counts
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")  # the whole first number: "12.5" is not "12"
+_SPACED = re.compile(r"-? ?\d(?: \d)*(?: \. \d(?: \d)*)?")  # "1 2 . 5": digits one by one
 _MAX_SCAN = 10_000  # characters of a completion the verifier looks at (huge ones are cut)
 
 
 class ArithmeticConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The synthetic arithmetic task."""
+    """The synthetic arithmetic task: a family of `a op b` problems with a held-out test split."""
 
-    # Operands are drawn from [0, max_operand].
+    # Operands are drawn from [0, max_operand] (used when `digits` is 0).
     max_operand: int = 9
+    # When > 0: operands have up to this many digits (2: 0..99, 10,000 a+b problems, most of
+    # them carrying), and `max_operand` is ignored.
+    digits: int = 0
+    # Write digits one by one ("3 7 + 4 8"), so that byte-level BPE tokenizers (GPT-2's, which
+    # has one token for each number below 1000) see one token per digit, as Llama's does.
+    spaced_digits: bool = False
     # Operators to draw from ("+", "-", "*").
     ops: tuple[str, ...] = ("+",)
-    # How many distinct items the task has (drawn once from `data_seed`).
+    # Train items: at most this many distinct problems (fewer when the family is smaller).
     size: int = 512
-    # Seed of the item set itself (separate from the run seed, so runs share one task).
+    # Held-out test items: this many distinct problems, but at most a quarter of the family.
+    test_size: int = 256
+    # Seed of the problem set and its split (separate from the run seed, so runs share one task).
     data_seed: int = 0
 
     def __post_init__(self) -> None:
@@ -39,41 +53,79 @@ class ArithmeticConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
         if not self.ops or any(op not in ("+", "-", "*") for op in self.ops):
             fail("ops", 'a non-empty list of "+", "-", "*"', list(self.ops))
         check_int(self, "size", 1, 1_000_000)
+        check_int(self, "digits", 0, 9)
+        check_int(self, "test_size", 1, 1_000_000)
 
 
-class ArithmeticTask:
-    """`a op b` with small operands; reward 1 for the right integer first, else 0."""
+def _operand_range(cfg: ArithmeticConfig) -> tuple[int, int]:
+    if cfg.digits > 0:
+        return 0, 10**cfg.digits - 1
+    return 0, cfg.max_operand
+
+
+def _draw_distinct(rng: np.random.Generator, universe: int, n: int) -> list[int]:
+    """`n` distinct indices of [0, universe) in a seeded order (no enumeration of huge families)."""
+    if universe <= 4_000_000:
+        return [int(i) for i in rng.choice(universe, size=n, replace=False)]
+    seen: dict[int, None] = {}
+    while len(seen) < n:
+        for i in rng.integers(0, universe, size=n):
+            seen.setdefault(int(i))
+            if len(seen) == n:
+                break
+    return list(seen)
+
+
+class ArithmeticTask(SplitItems):
+    """`a op b`; reward 1 for the right integer first, else 0. Train and test never share a problem.
+
+    The family holds every (a, op, b) with operands in range; `size + test_size` distinct problems
+    are drawn from it once (from `data_seed`), the first `test_size` held out for evaluation.
+    """
 
     name = "arithmetic"
 
     def __init__(self, cfg: ArithmeticConfig | None = None) -> None:
         self.cfg = cfg or ArithmeticConfig()
-        rng = np.random.default_rng(derive_seed("arithmetic", self.cfg.data_seed))
-        self._items = []
-        for i in range(self.cfg.size):
-            a, b = (int(x) for x in rng.integers(0, self.cfg.max_operand + 1, size=2))
-            op = self.cfg.ops[int(rng.integers(0, len(self.cfg.ops)))]
-            val = a + b if op == "+" else a - b if op == "-" else a * b
-            self._items.append(
-                TaskItem(prompt_id=f"arith-{i}", prompt=f"{a}{op}{b}", answer=str(val))
+        lo, hi = _operand_range(self.cfg)
+        span = hi - lo + 1
+        if span < 1 or not self.cfg.ops or any(op not in "+-*" for op in self.cfg.ops):
+            raise ConfigError(
+                f"task.arithmetic: operands {lo}..{hi} and ops {self.cfg.ops} make no problems "
+                "(ops are '+', '-', '*')"
             )
+        universe = len(self.cfg.ops) * span * span
+        n_train, n_test = split_counts(universe, self.cfg.size, self.cfg.test_size)
+        rng = np.random.default_rng(derive_seed("arithmetic", self.cfg.data_seed))
+        items = [
+            self._problem(i, lo, span) for i in _draw_distinct(rng, universe, n_train + n_test)
+        ]
+        self._test, self._train = items[:n_test], items[n_test:]
 
-    def items(self, seed: int) -> list[TaskItem]:
-        return shuffled(self._items, seed)
-
-    def sample(self, seed: int, step: int, k: int) -> list[TaskItem]:
-        return sample_from(self._items, seed, step, k)
+    def _problem(self, index: int, lo: int, span: int) -> TaskItem:
+        op_i, rest = divmod(index, span * span)
+        a, b = lo + rest // span, lo + rest % span
+        op = self.cfg.ops[op_i]
+        val = a + b if op == "+" else a - b if op == "-" else a * b
+        return TaskItem(prompt_id=f"arith-{a}{op}{b}", prompt=f"{a}{op}{b}", answer=str(val))
 
     def prompt_text(self, item: TaskItem) -> str:
-        return f"Q: {item.prompt}=\nA:"
+        return f"Q: {self._spell(item.prompt)}=\nA:"
 
     def target_text(self, item: TaskItem) -> str:
-        return f" {item.answer}\n"
+        return f" {self._spell(item.answer)}\n"
+
+    def _spell(self, text: str) -> str:
+        """`text` as the model sees it: with `spaced_digits`, "37+48" is "3 7 + 4 8"."""
+        return " ".join(text.replace(" ", "")) if self.cfg.spaced_digits else text
 
     def verify(self, completion: str, item: TaskItem) -> Verdict:
         if not isinstance(completion, str):
             return Verdict(0.0, False, "not_text")
-        m = _NUMBER.search(completion[:_MAX_SCAN].replace("\u2212", "-"))
+        text = completion[:_MAX_SCAN].replace("\u2212", "-")
+        if self.cfg.spaced_digits:  # read "1 2 5" (and "- 1 2") as one number
+            text = _SPACED.sub(lambda m: m.group(0).replace(" ", ""), text)
+        m = _NUMBER.search(text)
         if m is None:
             return Verdict(0.0, False, "no_answer")
         if m.group(0) == item.answer:

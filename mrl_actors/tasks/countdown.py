@@ -15,7 +15,7 @@ import msgspec
 import numpy as np
 
 from mrl_actors.checks import check_int
-from mrl_actors.tasks.base import TaskItem, Verdict, derive_seed, sample_from, shuffled
+from mrl_actors.tasks.base import SplitItems, TaskItem, Verdict, derive_seed
 
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _MAX_EXPR = 200  # characters: longer "expressions" are rejected, not parsed
@@ -30,8 +30,10 @@ class CountdownConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     n_numbers: int = 3
     # Numbers are drawn from [1, max_number].
     max_number: int = 20
-    # How many distinct items the task has.
+    # Train items: this many distinct problems (fewer when the draws run out, see the task).
     size: int = 512
+    # Held-out test items: this many distinct problems.
+    test_size: int = 128
     # Seed of the item set itself.
     data_seed: int = 0
 
@@ -39,6 +41,7 @@ class CountdownConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
         check_int(self, "n_numbers", 2, 10)  # longer expressions pass the verifier's length cap
         check_int(self, "max_number", 1, 1_000_000)
         check_int(self, "size", 1, 1_000_000)
+        check_int(self, "test_size", 1, 1_000_000)
 
 
 def _evaluate(node: ast.AST, used: list[int]) -> Fraction:
@@ -74,39 +77,44 @@ def evaluate_expression(expr: str) -> tuple[Fraction, list[int]]:
     return _evaluate(tree, used), used
 
 
-class CountdownTask:
-    """Reach the target with the given numbers; reward 1 for a valid exact solution."""
+class CountdownTask(SplitItems):
+    """Reach the target with the given numbers; reward 1 for a valid exact solution.
+
+    Problems are distinct as multisets of numbers with a target (`3 5 -> 8` and `5 3 -> 8` are one
+    problem), so the held-out test split never shares one with the train split.
+    """
 
     name = "countdown"
 
     def __init__(self, cfg: CountdownConfig | None = None) -> None:
         self.cfg = cfg or CountdownConfig()
         rng = np.random.default_rng(derive_seed("countdown", self.cfg.data_seed))
-        self._items: list[TaskItem] = []
-        i = 0
-        while len(self._items) < self.cfg.size:
+        want = self.cfg.size + self.cfg.test_size
+        items: list[TaskItem] = []
+        seen: set[tuple[tuple[int, ...], int]] = set()
+        for _ in range(50 * want):  # bounded: small families run out of distinct problems
+            if len(items) == want:
+                break
             nums = [int(x) for x in rng.integers(1, self.cfg.max_number + 1, self.cfg.n_numbers)]
             expr = str(nums[0])
             for x in nums[1:]:
                 op = "+-*"[int(rng.integers(0, 3))]
                 expr = f"({expr}){op}{x}" if op == "*" else f"{expr}{op}{x}"
             value, _ = evaluate_expression(expr)
-            i += 1
-            if value.denominator != 1 or value <= 0:
+            key = (tuple(sorted(nums)), int(value.numerator))
+            if value.denominator != 1 or value <= 0 or key in seen:
                 continue
+            seen.add(key)
             prompt = f"{' '.join(map(str, nums))} -> {value.numerator}"
-            self._items.append(TaskItem(prompt_id=f"countdown-{i}", prompt=prompt, answer=expr))
+            pid = f"countdown-{'.'.join(map(str, key[0]))}-{key[1]}"
+            items.append(TaskItem(prompt_id=pid, prompt=prompt, answer=expr))
+        n_test = min(self.cfg.test_size, len(items) // 4)
+        self._test, self._train = items[:n_test], items[n_test:]
 
     @staticmethod
     def _parse_prompt(item: TaskItem) -> tuple[list[int], int]:
         nums, target = item.prompt.split("->")
         return [int(x) for x in nums.split()], int(target)
-
-    def items(self, seed: int) -> list[TaskItem]:
-        return shuffled(self._items, seed)
-
-    def sample(self, seed: int, step: int, k: int) -> list[TaskItem]:
-        return sample_from(self._items, seed, step, k)
 
     def prompt_text(self, item: TaskItem) -> str:
         nums, target = self._parse_prompt(item)

@@ -15,6 +15,7 @@ sympy. Plain numbers (`72`, `-0.5`, `1/2`) are compared exactly without sympy at
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from fractions import Fraction
@@ -23,10 +24,10 @@ from typing import Any
 
 import msgspec
 
-from mrl_actors.checks import check_int, fail
+from mrl_actors.checks import check_float, check_int, fail
 from mrl_actors.errors import ConfigError
 from mrl_actors.logs import get_logger
-from mrl_actors.tasks.base import TaskItem, Verdict, sample_from, shuffled
+from mrl_actors.tasks.base import SplitItems, TaskItem, Verdict, problem_key
 
 log = get_logger(__name__)
 _GSM = re.compile(r"####\s*([^\n#]+)")
@@ -179,13 +180,26 @@ def math_equal(gold: str, predicted: str, timeout: int = 5) -> bool:
 
 
 class MathConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A math word-problem dataset on local disk."""
+    """A math word-problem dataset on local disk: `train` and `test` files, or one `path` to split.
 
-    # A .jsonl/.json or .parquet file (or a directory of them) readable by `datasets`.
-    path: str
-    # Column with the question text.
+    Files are .jsonl/.json or .parquet (or directories of them) read through `datasets`, in GSM8K
+    form (`question`, `answer` ending in `#### 42`) or MATH form (`problem`, `solution` with a
+    `\\boxed{}`): the default column names fall back to `problem`/`solution` when absent.
+    """
+
+    # Train split file (or directory). Set with `test`; or leave both empty and set `path`.
+    train: str = ""
+    # Test split file (or directory): evaluation uses only these problems.
+    test: str = ""
+    # One file to split deterministically: a problem goes to test when the hash of its text falls
+    # in the first `test_fraction` of the hash range (stable under reordering and appending rows).
+    path: str = ""
+    # Share of `path`'s problems held out for test (single-file form only).
+    test_fraction: float = 0.1
+    # Column with the question text ("problem" is tried when "question" is absent).
     question_field: str = "question"
-    # Column with the reference answer: GSM8K style ("... #### 42"), a \boxed{} solution, or bare.
+    # Column with the reference answer: GSM8K style ("... #### 42"), a \boxed{} solution, or bare
+    # ("solution" is tried when "answer" is absent).
     answer_field: str = "answer"
     # Answer format the model is asked for: "gsm8k" (#### 42) or "boxed" (\boxed{42}).
     style: str = "gsm8k"
@@ -193,12 +207,30 @@ class MathConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     max_chars: int = 4000
 
     def __post_init__(self) -> None:
-        for field in ("path", "question_field", "answer_field"):
+        for field in ("question_field", "answer_field"):
             if not getattr(self, field):
                 fail(field, "a non-empty string", getattr(self, field))
+        if bool(self.train) != bool(self.test):
+            fail("train", "set together with `test` (or both empty and `path` set)", self.train)
+        if bool(self.path) == bool(self.train):
+            fail("path", "set when `train`/`test` are not (exactly one form)", self.path)
+        check_float(self, "test_fraction", gt=0.0, lt=1.0)
         if self.style not in ("gsm8k", "boxed"):
             fail("style", "'gsm8k' or 'boxed'", self.style)
         check_int(self, "max_chars", 1, 10_000_000)
+
+
+_FALLBACK_FIELD = {"question": "problem", "answer": "solution"}
+
+
+def _column(path: str, columns: list[str], field: str) -> str:
+    if field in columns:
+        return field
+    alt = _FALLBACK_FIELD.get(field)
+    if alt is not None and alt in columns:
+        return alt
+    also = f" or {alt!r}" if alt else ""
+    raise ConfigError(f"{path}: no column {field!r}{also} (columns: {columns})")
 
 
 def load_items(path: str, question_field: str, answer_field: str, prefix: str) -> list[TaskItem]:
@@ -206,27 +238,46 @@ def load_items(path: str, question_field: str, answer_field: str, prefix: str) -
     from datasets import load_dataset
 
     p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{path}: no such file or directory")
     files = sorted(str(f) for f in p.iterdir()) if p.is_dir() else [str(p)]
     suffix = Path(files[0]).suffix if files else ""
     builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(suffix)
     if builder is None:
         raise ConfigError(f"{path}: expected .jsonl, .json or .parquet files, found {suffix!r}")
     ds: Any = load_dataset(builder, data_files=files, split="train")
-    for field in (question_field, answer_field):
-        if field not in ds.column_names:
-            raise ConfigError(f"{path}: no column {field!r} (columns: {ds.column_names})")
+    q_col = _column(path, ds.column_names, question_field)
+    a_col = _column(path, ds.column_names, answer_field)
     items = []
     for i, row in enumerate(ds):
-        raw = str(row[answer_field])
+        raw = str(row[a_col])
         gold = extract_gsm8k(raw) or extract_boxed(raw) or raw.strip()
-        items.append(
-            TaskItem(prompt_id=f"{prefix}-{i}", prompt=str(row[question_field]), answer=gold)
-        )
+        items.append(TaskItem(prompt_id=f"{prefix}-{i}", prompt=str(row[q_col]), answer=gold))
     return items
 
 
-class MathTask:
-    """Word problems with a numeric or LaTeX final answer."""
+def split_by_hash(
+    items: list[TaskItem], test_fraction: float
+) -> tuple[list[TaskItem], list[TaskItem]]:
+    """(train, test): a problem is test when sha256 of its text lands in the first fraction.
+
+    Keyed by the text (not the row), so duplicate rows land on the same side and the split of a
+    problem never changes when the file is reordered or grows.
+    """
+    train: list[TaskItem] = []
+    test: list[TaskItem] = []
+    for it in items:
+        h = int.from_bytes(hashlib.sha256(problem_key(it.prompt).encode()).digest()[:8], "big")
+        (test if h < test_fraction * 2**64 else train).append(it)
+    return train, test
+
+
+class MathTask(SplitItems):
+    """Word problems with a numeric or LaTeX final answer, with a train and a test split.
+
+    With `train` and `test` files, a train problem whose text also appears in the test file is
+    dropped from train (and counted in the log): held-out means held out.
+    """
 
     name = "math"
 
@@ -234,17 +285,34 @@ class MathTask:
         if cfg.style not in ("gsm8k", "boxed"):
             raise ConfigError(f"MathConfig.style must be 'gsm8k' or 'boxed', got {cfg.style!r}")
         self.cfg = cfg
-        self._items = load_items(
-            cfg.path, cfg.question_field, cfg.answer_field, Path(cfg.path).stem
-        )
-        if not self._items:
-            raise ConfigError(f"{cfg.path}: the dataset is empty")
-
-    def items(self, seed: int) -> list[TaskItem]:
-        return shuffled(self._items, seed)
-
-    def sample(self, seed: int, step: int, k: int) -> list[TaskItem]:
-        return sample_from(self._items, seed, step, k)
+        q, a = cfg.question_field, cfg.answer_field
+        if cfg.train or cfg.test:
+            if not (cfg.train and cfg.test) or cfg.path:
+                raise ConfigError(
+                    "[task.math] takes `train` and `test` together, or one `path` to split"
+                )
+            train = load_items(cfg.train, q, a, "train")
+            self._test = load_items(cfg.test, q, a, "test")
+            held = {problem_key(it.prompt) for it in self._test}
+            self._train = [it for it in train if problem_key(it.prompt) not in held]
+            if len(self._train) < len(train):
+                log.info("math.train_overlap_dropped", dropped=len(train) - len(self._train))
+            where = f"{cfg.train} / {cfg.test}"
+        elif cfg.path:
+            if not 0.0 < cfg.test_fraction < 1.0:
+                raise ConfigError(
+                    f"[task.math] test_fraction must be in (0, 1), got {cfg.test_fraction}"
+                )
+            items = load_items(cfg.path, q, a, Path(cfg.path).stem)
+            self._train, self._test = split_by_hash(items, cfg.test_fraction)
+            where = cfg.path
+        else:
+            raise ConfigError("[task.math] needs `train` and `test` files, or one `path` to split")
+        if not self._train or not self._test:
+            raise ConfigError(
+                f"{where}: the train split has {len(self._train)} problems and the test split "
+                f"{len(self._test)}; both need at least one"
+            )
 
     def prompt_text(self, item: TaskItem) -> str:
         if self.cfg.style == "boxed":

@@ -59,13 +59,13 @@ def test_the_export_schema_on_disk_is_the_one_the_code_makes() -> None:
 
 async def _add_corners(run_dir: Path) -> None:
     """A NaN metric and a dead letter, as a diverged learner and a bad writer would leave."""
-    from mrl_actors.connection import ConnectionConfig, connect
+    from mrl_actors.connection import connect
     from mrl_actors.events import LearnerStepCompleted, event_id
     from mrl_actors.log import Consumer, EventLog, FoldApplier
     from mrl_actors.server import open_run_dir
 
     async with open_run_dir(run_dir) as info:
-        nc = await connect(ConnectionConfig(url=info.url, token=info.token))
+        nc = await connect(info.client())
         try:
             log = await EventLog.open(nc, "t-export", create=False)
             await log.append(

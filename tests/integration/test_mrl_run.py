@@ -400,8 +400,19 @@ def test_compare_runs_every_probe_and_prints_the_table(
     for probe in ("independent", "prp", "xgrpo", "sgt"):
         summary = json.loads((tmp_path / "cmp" / f"{probe}-s3" / "summary.json").read_text())
         assert summary["run"]["probe"] == probe and summary["run"]["seed"] == 3
-        assert sum(f"| {probe} |" in line for line in table.splitlines()) == 2  # acc and pass@1
+        rows = sum(f"| {probe} |" in line for line in table.splitlines())
+        # acc and pass@1 over seeds; then each probe - independent paired by seed (acc, pass@1,
+        # pass@8)
+        assert rows == (2 if probe == "independent" else 5), (probe, table)
     assert "| probe | gpt2 | llama | average | seeds |" in table
+    assert "| probe − independent | gpt2 | llama | average | paired seeds |" in table
+    paired = json.loads((tmp_path / "cmp" / "compare_paired.json").read_text())
+    assert {(d["probe"], d["metric"]) for d in paired} == {
+        (p, m)
+        for p in ("prp", "xgrpo", "sgt")
+        for m in ("eval_accuracy", "eval_pass1", "eval_pass8")
+    }
+    assert (tmp_path / "cmp" / "compare.html").exists()
 
 
 def _learner_probes(events: list[Event]) -> set[str]:

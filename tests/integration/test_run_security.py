@@ -15,13 +15,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 from test_mrl_run import _events, _steps, model_cache, spec_text
 
 from mrl_actors.auth import policy_user
-from mrl_actors.errors import LogError
 from mrl_actors.events import LearnerStepCompleted, RolloutGroupCompleted, RunFinished, event_id
 from mrl_actors.see.access import open_log
 from mrl_actors.see.stream import LogConfig
@@ -102,34 +102,45 @@ def test_forged_writes_are_refused_and_the_run_is_unaffected(
     run, delete and purge the stream: the server refuses each, and the run ends with the weights
     of the same run that nobody attacked."""
     run = "t-sec"
-    proc, out = start_run(run, 2)
+    proc, out = start_run(run, 3)
     _wait_ready(proc, out)
     info = read_server_info(out)
     assert info is not None
 
+    async def refused(aw: Any) -> int:
+        try:
+            await aw
+        except Exception:  # LogError for an event, a JetStream API error for stream ops
+            return 1
+        return 0
+
     async def attack() -> int:
-        refused = 0
+        # every forgery at once, so that all are refused while the short run is still live
         fast = LogConfig(ack_timeout_s=1.0)
-        for user in (policy_user("gpt2"), "reader"):
-            async with open_log(info=info, user=user, config=fast) as log:
-                finished = event_id("run", run, "mrl", "finished")
+        finished = event_id("run", run, "mrl", "finished")
+        async with contextlib.AsyncExitStack() as stack:
+            attempts = []
+            for user in (policy_user("gpt2"), "reader"):
+                log = await stack.enter_async_context(open_log(info=info, user=user, config=fast))
                 for forged in (
                     make_rollout(run, "llama", 0),
                     _step(run, "llama", 1),
                     _step(run, "llama", 2),
                     RunFinished(run=run, source="mrl", event_id=finished, status="completed"),
                 ):
-                    with contextlib.suppress(LogError):
-                        await log.append(forged)
-                        continue
-                    refused += 1
+                    attempts.append(log.append(forged))
                 js = log.nc.jetstream(timeout=1.0)
-                for op in (js.delete_stream(f"MRL_{run}"), js.purge_stream(f"MRL_{run}")):
-                    with contextlib.suppress(Exception):
-                        await op
-                        continue
-                    refused += 1
-        return refused
+                attempts += [js.delete_stream(f"MRL_{run}"), js.purge_stream(f"MRL_{run}")]
+            results = [0] * len(attempts)
+
+            async def one(i: int, aw: Any) -> None:
+                results[i] = await refused(aw)
+
+            async with anyio.create_task_group() as tg:
+                for i, aw in enumerate(attempts):
+                    tg.start_soon(one, i, aw)
+        assert proc.poll() is None, "the run ended before every forgery was answered"
+        return sum(results)
 
     assert anyio.run(attack) == 2 * 6
     _, err = proc.communicate(timeout=600)
@@ -137,12 +148,12 @@ def test_forged_writes_are_refused_and_the_run_is_unaffected(
     attacked = anyio.run(_events, out, run)
     assert all(e.summary for e in attacked if isinstance(e, RunFinished))  # the run's own
 
-    clean_proc, clean_out = start_run(run, 2)  # the same spec and run name, unattacked
+    clean_proc, clean_out = start_run(run, 3)  # the same spec and run name, unattacked
     _, err = clean_proc.communicate(timeout=600)
     assert clean_proc.returncode == 0, err[-2000:]
     clean = anyio.run(_events, clean_out, run)
     for policy in ("gpt2", "llama"):
-        assert [e.step for e in _steps(attacked, policy)] == [1, 2]
+        assert [e.step for e in _steps(attacked, policy)] == [1, 2, 3]
         shas = [e.weights_sha256 for e in _steps(attacked, policy)]
         assert shas == [e.weights_sha256 for e in _steps(clean, policy)]
 

@@ -205,3 +205,29 @@ def test_off_policy_weight_is_what_the_gradient_of_log_pi_is_multiplied_by() -> 
         spec = OffPolicyLoss(kind="truncated_is", level=level, cap=1.5)  # type: ignore[arg-type]
         w, ratio = off_policy_weight(logps, beh - 3.0, mask, spec)  # pi >> mu: ratios above cap
         assert float(w.max()) <= 1.5 and float(ratio.max()) > 1.5
+
+
+def test_nll_off_policy_gradient_is_lambda_times_the_mean_token_log_likelihood_gradient(
+    base: tuple[Any, Any],
+) -> None:
+    """SGT's default term: grad = -λ * grad(mean over the peer tokens of log pi), nothing else."""
+    from mrl_actors.grpo.batch import collate
+    from mrl_actors.grpo.logprobs import completion_logps
+
+    lam = 0.37
+    peers = _samples(5, n=4)[:3]  # advantages and behaviour log-probs must not matter
+    model = copy.deepcopy(base[0])
+    learner = GRPOLearner(model, GRPOConfig(max_grad_norm=None))
+    m = learner.accumulate_gradients([], peers, OffPolicyLoss(kind="nll", coef=lam))
+    got = [p.grad.clone() for p in learner.params]
+
+    ref = copy.deepcopy(base[0])
+    b = collate(peers)
+    logps, _ = completion_logps(ref, b.input_ids, b.attention_mask, b.completion_ids.size(1), 1.0)
+    mean_ll = (logps * b.mask).sum() / b.mask.sum()  # mean token log-likelihood
+    (-lam * mean_ll).backward()
+    want = [p.grad for p in ref.parameters() if p.requires_grad]
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-7)
+    assert m["loss_off"] == pytest.approx(float(-lam * mean_ll.detach()), rel=1e-5)
+    assert m["is_off_applied_mean"] == pytest.approx(1.0)  # a fixed weight on every token

@@ -202,8 +202,8 @@ def test_prp_transfers_over_the_thl_budget_are_dropped() -> None:
     assert batch.metrics.dropped_budget == 2 and batch.metrics.peer_events_used == 0
 
 
-def test_sgt_rescues_only_failed_prompts_with_at_most_k() -> None:
-    cfg = ProbesConfig(sgt=SGTConfig(k=2, coef=0.5))
+def test_sgt_luffy_pooled_rescues_only_failed_prompts_with_at_most_k() -> None:
+    cfg = ProbesConfig(sgt=SGTConfig(k=2, coef=0.5, loss="luffy", advantage="pooled"))
     failed = Seen(1, _group("a", [0.0, 0.0, 0.0, 0.0], prompt="p0"))
     solved = Seen(2, _group("a", [1.0, 0.0, 0.0, 0.0], prompt="p1"))
     successes = [Seen(10 + i, _success("b", index=i)) for i in range(3)]
@@ -227,13 +227,50 @@ def test_sgt_rescues_only_failed_prompts_with_at_most_k() -> None:
 
 
 def test_sgt_unit_advantage_leaves_the_own_group_alone() -> None:
-    cfg = ProbesConfig(sgt=SGTConfig(advantage="unit", k=1))
+    cfg = ProbesConfig(sgt=SGTConfig(loss="luffy", advantage="unit", k=1))
     failed = Seen(1, _group("a", [0.0, 0.0]))
     batch = build_batch(
         "sgt", cfg, [PromptInputs(own=failed, peer_successes=[Seen(5, _success("b"))])], _ctx()
     )
     assert [s.advantage for s in batch.on_policy] == [0.0, 0.0]
     assert [s.advantage for s in batch.off_policy] == [1.0]
+
+
+def test_sgt_gates_on_constructed_groups() -> None:
+    from mrl_actors.probes.sgt import passes_gate
+
+    all_failed, any_failed = SGTConfig(), SGTConfig(gate="any_failed")
+    rate = SGTConfig(gate="rate_below", max_success_rate=0.5)
+    cases = {  # own successes -> (all_failed, any_failed, rate_below 0.5)
+        (False, False, False, False): (True, True, True),
+        (True, False, False, False): (False, True, True),
+        (True, True, False, False): (False, True, False),
+        (True, True, True, True): (False, False, False),
+        (): (False, False, False),
+    }
+    for successes, expected in cases.items():
+        got = tuple(passes_gate(list(successes), c) for c in (all_failed, any_failed, rate))
+        assert got == expected, successes
+
+
+def test_sgt_default_is_a_fixed_weight_nll_on_failed_prompts_only() -> None:
+    """GRAFT's SGT: rescue only where the whole group failed; own groups keep plain GRPO."""
+    failed = Seen(1, _group("a", [0.0, 0.0, 0.0, 0.0], prompt="p0"))
+    solved = Seen(2, _group("a", [1.0, 0.0, 0.0, 0.0], prompt="p1"))
+    successes = [Seen(10 + i, _success("b", index=i)) for i in range(3)]
+    prompts = [
+        PromptInputs(own=failed, peer_successes=successes),
+        PromptInputs(own=solved, peer_successes=successes),
+    ]
+    batch = build_batch("sgt", CFG, prompts, _ctx())
+    loss = batch.off_policy_loss
+    assert loss is not None and loss.kind == "nll" and loss.coef == CFG.sgt.coef
+    assert len(batch.off_policy) == CFG.sgt.k and batch.metrics.prompts_rescued == 1
+    plain = build_batch("independent", CFG, prompts, _ctx())
+    assert [s.advantage for s in batch.on_policy] == [s.advantage for s in plain.on_policy]
+    # the any_failed gate also rescues the partly solved prompt
+    cfg = ProbesConfig(sgt=SGTConfig(gate="any_failed"))
+    assert build_batch("sgt", cfg, prompts, _ctx()).metrics.prompts_rescued == 2
 
 
 def test_probes_are_deterministic_functions_of_their_inputs() -> None:

@@ -120,3 +120,43 @@ def test_compare_table_reports_mean_and_spread_over_seeds() -> None:
     assert header == ["probe", "gpt2", "llama", "average", "seeds"]
     assert rows[0] == ["sgt", "0.450 ± 0.000", "0.700 ± 0.000", "0.575 ± 0.000", "2"]
     assert rows[1][-1] == "1" and "±" not in rows[1][1]
+
+
+def test_policy_table_has_one_header_per_cell() -> None:
+    """Regression: the table had 10 headers over 12 cells, so labels sat over the wrong values."""
+    from mrl_actors.report import policy_table
+
+    header, rows = policy_table(summarize(_events())["policies"])
+    assert rows and all(len(r) == len(header) for r in rows)
+    page = render_html(summarize(_events()))
+    table = page.split("<h2>Policies</h2>")[1].split("</table>")[0]
+    heads = table.count("<th>")
+    assert all(r.count("<td>") == heads for r in table.split("<tr>")[2:])
+    gpt2 = dict(zip(header, rows[0], strict=True))
+    assert gpt2["policy"] == "gpt2" and gpt2["final acc."] == 0.45
+
+
+def test_compare_pages_show_paired_differences_with_intervals() -> None:
+    from mrl_actors.report import compare_html, compare_markdown, paired_table
+    from mrl_actors.stats import paired_differences
+
+    def run(seed: int, acc: float) -> dict:
+        return {
+            "run": {"seed": seed},
+            "policies": {"p": {"final_accuracy": acc, "final": {"eval_accuracy": acc}}},
+        }
+
+    results = {
+        "independent": [run(s, 0.1 * s) for s in range(3)],
+        "sgt": [run(s, 0.1 * s + 0.05) for s in range(3)],
+    }
+    paired = [d.as_dict() for d in paired_differences(results)]
+    header, rows = paired_table(paired, "eval_accuracy")
+    assert header == ["probe − independent", "p", "average", "paired seeds"]
+    assert rows == [["sgt", "+0.050 [+0.050, +0.050] *", "+0.050 [+0.050, +0.050] *", "3"]]
+    md = compare_markdown(results, [0, 1, 2], paired)
+    assert "Difference in held-out accuracy (greedy)" in md and "| sgt | +0.050" in md
+    checker = _Balance()
+    checker.feed(compare_html(results, [0, 1, 2], paired))
+    checker.close()
+    assert checker.errors == [] and checker.stack == []

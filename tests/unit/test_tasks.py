@@ -45,15 +45,21 @@ def _write_jsonl(path: Path, rows: list[dict[str, str]]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+def _files(d: Path, train: str, test: str) -> MathConfig:
+    return MathConfig(train=str(d / train), test=str(d / test))
+
+
 def test_math_task_from_local_jsonl_and_parquet(tmp_path: Path) -> None:
     rows = [
         {"question": "2+2?", "answer": "2 and 2 make 4.\n#### 4"},
         {"question": "Half of 1?", "answer": "It is \\boxed{\\frac{1}{2}}"},
     ]
     _write_jsonl(tmp_path / "train.jsonl", rows)
-    task = make_task(TaskConfig(kind="math", math=MathConfig(path=str(tmp_path / "train.jsonl"))))
+    _write_jsonl(tmp_path / "test.jsonl", [{"question": "3+3?", "answer": "#### 6"}])
+    task = make_task(TaskConfig(kind="math", math=_files(tmp_path, "train.jsonl", "test.jsonl")))
     items = sorted(task.items(0), key=lambda i: i.prompt_id)
     assert [i.answer for i in items] == ["4", "\\frac{1}{2}"]
+    assert [i.answer for i in task.test_items()] == ["6"]
     assert task.verify("so #### 4", items[0]).success
     assert task.verify("#### 0.5", items[1]).success
     assert "####" in task.prompt_text(items[0])
@@ -61,7 +67,9 @@ def test_math_task_from_local_jsonl_and_parquet(tmp_path: Path) -> None:
     from datasets import Dataset
 
     Dataset.from_list(rows).to_parquet(str(tmp_path / "train.parquet"))
-    cfg = MathConfig(path=str(tmp_path / "train.parquet"), style="boxed")
+    cfg = MathConfig(
+        train=str(tmp_path / "train.parquet"), test=str(tmp_path / "test.jsonl"), style="boxed"
+    )
     ptask = make_task(TaskConfig(kind="math", math=cfg))
     assert sorted(i.answer for i in ptask.items(0)) == sorted(i.answer for i in items)
     assert "\\boxed" in ptask.prompt_text(items[0])
@@ -87,7 +95,8 @@ def test_math_task_keeps_fraction_and_decimal_gold_answers(tmp_path: Path) -> No
         {"question": "5 halves?", "answer": "#### 2.5"},
     ]
     _write_jsonl(tmp_path / "train.jsonl", rows)
-    task = make_task(TaskConfig(kind="math", math=MathConfig(path=str(tmp_path / "train.jsonl"))))
+    _write_jsonl(tmp_path / "test.jsonl", [{"question": "3+3?", "answer": "#### 6"}])
+    task = make_task(TaskConfig(kind="math", math=_files(tmp_path, "train.jsonl", "test.jsonl")))
     half, two_and_half = sorted(task.items(0), key=lambda i: i.prompt_id)
     assert (half.answer, two_and_half.answer) == ("1/2", "2.5")
     assert task.verify(task.target_text(half), half).success
@@ -105,3 +114,17 @@ def test_arithmetic_task_rewards_only_the_exact_integer() -> None:
         assert not task.verify(f" {item.answer}.0\n", item).success
         unicode_minus = item.answer.replace("-", "\u2212")
         assert task.verify(f" {unicode_minus}\n", item).success
+
+
+def test_spaced_digits_spell_one_token_per_digit_and_verify_whole_numbers() -> None:
+    task = ArithmeticTask(ArithmeticConfig(digits=2, spaced_digits=True, ops=("+", "-")))
+    item = next(i for i in task.test_items() if i.answer.startswith("-") and len(i.answer) == 3)
+    a, b = item.prompt.split("-", 1)
+    assert task.prompt_text(item) == f"Q: {' '.join(a)} - {' '.join(b)}=\nA:"
+    assert task.target_text(item) == f" - {item.answer[1]} {item.answer[2]}\n"
+    assert task.verify(task.target_text(item), item).success
+    assert task.verify(f" {item.answer}\n", item).success  # unspaced is the same number
+    assert not task.verify(f" {item.answer[:2]}\n", item).success  # "- 2" is not -23
+    assert not task.verify(f" {task.target_text(item).strip()} . 5", item).success
+    for it in task.train_items()[:100]:
+        assert task.verify(task.target_text(it), it).success
