@@ -194,5 +194,10 @@ def run_permissions(run: str, policies: Sequence[str]) -> dict[str, Permissions]
 def node_permissions(
     run: str, node: str, hosted: Sequence[str], policies: Sequence[str], *, user: str
 ) -> Permissions:
-    """An `mrl-node` user on a cluster: its hosted policies' rights plus its node subject."""
-    return writer_permissions(run, hosted, policies, user=user, nodes=[node])
+    """An `mrl-node` user on a cluster: its hosted policies' rights plus its node subject, and
+    the run's start subjects (any node may start the run; the server lets only the first write
+    each start event: `EventLog.append_first`)."""
+    base = writer_permissions(run, hosted, policies, user=user, nodes=[node])
+    start = [f"mrl.{run}.run.mrl", f"mrl.{run}.slots.placement"]
+    start += [f"mrl.{run}.policy.{_check('policy', p)}" for p in policies]
+    return msgspec.structs.replace(base, publish_allow=(*start, *base.publish_allow))

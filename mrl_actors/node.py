@@ -1,13 +1,24 @@
-"""A node hosts policy actors on one machine, in one anyio task group.
+"""A node hosts actors on one machine's slots, in one anyio task group.
 
 `mrl run` runs one node in its own process next to the embedded server; `mrl-node` runs the same
-code as a daemon that joins a server by URL and hosts the policies it is given. Before an actor
-starts, its policy is brought to the last step its log records (from the `step-0` checkpoint,
-replaying the logged inputs), so a killed node resumes where the log says it was.
+code as a daemon that joins a server by URL. A node offers slots (its GPUs, or CPU slots: see
+`mrl_actors.placement`), says it is alive with a `NodeHeartbeat` event every liveness interval,
+and hosts either
 
-With `[run] mode = "async"` a policy is hosted as its learner and `run.rollout_replicas` rollout
-actors (`mrl_actors.actors.roles`), each on its own connection; the learner restores itself from
-its newest stored checkpoint and the log's tail.
+- the policies it is given (`policies`; all by default): the one-machine layout, or
+- what `SlotsAssigned` events give its slots, when the spec has a `[placement]`: it follows the
+  log's `slots` subjects, applies only a newer epoch than the one it holds (fencing), stops the
+  actors whose slot moved and starts the newly assigned ones, each on its slot's device. It
+  ends when every policy of the run has taken its steps (any node may have done them).
+
+Liveness goes in the log (not a KV key with a TTL) because MWRA is a fold over the log: its
+decisions must replay from the same events, heartbeats included. Before an actor starts, its
+policy is brought to the last step its log records (from the `step-0` checkpoint, replaying the
+logged inputs), so a killed node resumes where the log says it was.
+
+With `[run] mode = "async"` a policy is its learner and `run.rollout_replicas` rollout actors
+(`mrl_actors.actors.roles`), each on its own connection; the learner restores itself from its
+newest stored checkpoint and the log's tail.
 """
 
 from __future__ import annotations
@@ -15,24 +26,40 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from functools import partial
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
+from anyio.abc import TaskStatus
 
 from mrl_actors.actors.policy import ActorOptions, PolicyActor
 from mrl_actors.actors.runtime import PolicyRuntime, build_runtime, checkpoint_dir
-from mrl_actors.events import NodeJoined, NodeLeft, event_id
+from mrl_actors.errors import MrlError
+from mrl_actors.events import (
+    LearnerStepCompleted,
+    NodeHeartbeat,
+    NodeJoined,
+    NodeLeft,
+    RunFinished,
+    SlotsAssigned,
+    event_id,
+)
 from mrl_actors.logs import get_logger
+from mrl_actors.placement import Hosted, NodeAssignment, Slot, apply, default_slots, ignored
 from mrl_actors.spec import PolicySpec, RunSpec
 from mrl_actors.tasks import make_task
 
+LIVENESS_S = 10.0  # heartbeat interval (MWRA's `liveness_interval_s`)
 
-def prepare_runtime(spec: RunSpec, policy: PolicySpec, run_dir: Path) -> PolicyRuntime:
-    """The policy at step 0: from its `step-0` checkpoint, saved (atomically) on the first start.
+
+def prepare_runtime(
+    spec: RunSpec, policy: PolicySpec, run_dir: Path, device: str = "cpu"
+) -> PolicyRuntime:
+    """The policy at step 0 on `device`: from its `step-0` checkpoint, saved (atomically, on
+    CPU in the policy's dtype) on the first start.
 
     A start killed while saving `step-0` leaves no `step-0` (or, from older versions, one without
     the completeness marker): it is discarded with any temporary leftovers and saved again.
@@ -45,11 +72,11 @@ def prepare_runtime(spec: RunSpec, policy: PolicySpec, run_dir: Path) -> PolicyR
     for gone in discard_partial_saves(start.parent):  # this process owns the policy's directory
         logger.warning("partial_checkpoint_discarded", path=str(gone))
     if is_complete(start):
-        return build_runtime(spec, policy, task, weights_dir=start)
+        return build_runtime(spec, policy, task, weights_dir=start, device=device)
     if start.exists():
         logger.warning("incomplete_checkpoint_discarded", path=str(start))
         discard(start)
-    rt = build_runtime(spec, policy, task)
+    rt = build_runtime(spec, policy, task, device=device)
     rt.learner.save_checkpoint(start, rt.tokenizer)
     return rt
 
@@ -65,6 +92,81 @@ def set_threads(spec: RunSpec) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, len(spec.policies))))
 
 
+@dataclass
+class Hosting:
+    """What an actor entry point gets: its policy, its slot (device) and its log connection."""
+
+    log: Any  # the actor's own connection (its user), or the node's
+    spec: RunSpec
+    policy: PolicySpec
+    slot: Slot
+    run_dir: Path
+    opts: ActorOptions
+
+
+async def host_lockstep(h: Hosting, *, task_status: TaskStatus[None]) -> None:
+    """A lockstep policy: learner and rollouts in one actor (`PolicyActor`), resumed by replay."""
+    from mrl_actors.replay import replay
+
+    rt = await anyio.to_thread.run_sync(prepare_runtime, h.spec, h.policy, h.run_dir, h.slot.device)
+    replayed = await replay(h.log, rt)
+    get_logger(__name__, run=h.spec.run.name, policy=h.policy.name).info(
+        "policy_ready", replayed_steps=replayed, device=h.slot.device
+    )
+    await PolicyActor(h.log, rt, h.run_dir, h.opts).run(task_status=task_status)
+
+
+async def host_learner(h: Hosting, *, task_status: TaskStatus[None]) -> None:
+    """The learner slot of a policy: the lockstep actor, or the asynchronous learner."""
+    if h.spec.run.mode != "async":
+        await host_lockstep(h, task_status=task_status)
+        return
+    from mrl_actors.actors.roles import run_learner
+
+    await run_learner(
+        h.log,
+        h.spec,
+        h.policy.name,
+        h.run_dir,
+        device=h.slot.device,
+        opts=h.opts,
+        task_status=task_status,
+    )
+
+
+async def host_rollout(h: Hosting, *, task_status: TaskStatus[None]) -> None:
+    """A rollout slot of an asynchronous policy. Its replica number is its place among the
+    policy's rollout slots in `[placement]` (the same on every node), so replicas partition
+    the prompt batches without overlap."""
+    from mrl_actors.actors.roles import run_rollout
+
+    mine = [
+        (ps.node, ps.slot)
+        for ps in h.spec.placement.slots
+        if ps.policy == h.policy.name and ps.role == "rollout"
+    ]
+    where = (h.opts.node, f"{h.slot.kind}:{h.slot.index}")
+    replica = mine.index(where) if where in mine else 0
+    await run_rollout(
+        h.log,
+        h.spec,
+        h.policy.name,
+        replica,
+        h.run_dir,
+        device=h.slot.device,
+        opts=h.opts,
+        task_status=task_status,
+    )
+
+
+# Actor entry points by role. A lockstep policy is one learner actor that also samples; an
+# asynchronous one is a learner plus rollout actors (`mrl_actors.actors.roles`).
+ROLES: dict[str, Callable[..., Awaitable[None]]] = {
+    "learner": host_learner,
+    "rollout": host_rollout,
+}
+
+
 async def run_node(
     log: Any,
     spec: RunSpec,
@@ -72,50 +174,47 @@ async def run_node(
     *,
     node: str = "local",
     policies: Sequence[str] | None = None,
+    slots: Sequence[Slot] | None = None,
     opts: ActorOptions | None = None,
     log_for: Callable[[str], AbstractAsyncContextManager[Any]] | None = None,
+    liveness_s: float = LIVENESS_S,
 ) -> None:
-    """Host `policies` (all of the spec's by default) until each has taken its steps.
+    """Host actors until the run (or this node's share of it) is done.
 
+    With a spec `[placement]` and no `policies`, what `SlotsAssigned` gives this node's `slots`;
+    otherwise `policies` (all of the spec's by default), each a lockstep actor on the first slot.
     `log` writes the node's own events. With `log_for`, each policy actor gets its own
     connection, `log_for(policy)`, as its own user: the server, not this process, decides what
     each actor may write (`mrl_actors.auth`). Without it, the actors share `log`.
     """
-    from mrl_actors.replay import replay
-
-    chosen = [p for p in spec.policies if policies is None or p.name in policies]
+    slots = list(slots or default_slots())
     opts = opts or ActorOptions(node=node)
     logger = get_logger(__name__, run=spec.run.name, node=node)
     set_threads(spec)
+    booted = time.time_ns()
     await log.append(
         NodeJoined(
             run=spec.run.name,
             source=node,
-            event_id=event_id("node", spec.run.name, node, "joined", time.time_ns()),
-            time_ns=time.time_ns(),
+            event_id=event_id("node", spec.run.name, node, "joined", booted),
+            time_ns=booted,
             node=node,
             host=socket.gethostname(),
             pid=os.getpid(),
-            slots=len(chosen),
-            devices=["cpu"],
+            slots=len(slots),
+            devices=[s.device for s in slots],
         )
     )
+    epoch = [0]  # the newest assignment applied, for the heartbeat
     reason = "completed"
     try:
-        if spec.run.mode == "async":
-            await _host_async(log, spec, run_dir, chosen, opts, log_for)
-            return
-        async with AsyncExitStack() as stack:
-            actors = []
-            for p in chosen:
-                own = log if log_for is None else await stack.enter_async_context(log_for(p.name))
-                rt = await anyio.to_thread.run_sync(prepare_runtime, spec, p, run_dir)
-                replayed = await replay(own, rt)
-                logger.info("policy_ready", policy=p.name, replayed_steps=replayed)
-                actors.append(PolicyActor(own, rt, run_dir, opts))
-            async with anyio.create_task_group() as tg:
-                for actor in actors:
-                    await tg.start(actor.run)
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(_heartbeat, log, spec, node, booted, len(slots), epoch, liveness_s)
+            if spec.placement.slots and policies is None:
+                await _host_assigned(log, spec, run_dir, node, slots, opts, log_for, epoch)
+            else:
+                await _host_policies(log, spec, run_dir, slots[0], policies, opts, log_for)
+            outer.cancel_scope.cancel()
     except BaseException as exc:
         reason = f"{type(exc).__name__}: {exc}"[:500]
         raise
@@ -132,6 +231,184 @@ async def run_node(
                         reason=reason,
                     )
                 )
+        logger.info("node_stopped", reason=reason)
+
+
+async def _heartbeat(
+    log: Any, spec: RunSpec, node: str, booted: int, slots: int, epoch: list[int], every: float
+) -> None:
+    """`NodeHeartbeat` every `every` seconds; a failed one is logged and the next one tried."""
+    logger = get_logger(__name__, run=spec.run.name, node=node)
+    beat = 0
+    while True:
+        await anyio.sleep(every)
+        beat += 1
+        try:
+            await log.append(
+                NodeHeartbeat(
+                    run=spec.run.name,
+                    source=node,
+                    event_id=event_id("node", spec.run.name, node, "heartbeat", booted, beat),
+                    time_ns=time.time_ns(),
+                    node=node,
+                    slots=slots,
+                    epoch=epoch[0],
+                )
+            )
+        except MrlError as exc:  # a failover longer than the publish retries: try next time
+            logger.warning("heartbeat_failed", error=str(exc))
+
+
+@asynccontextmanager
+async def _connection(log: Any, log_for: Any, policy: str) -> Any:
+    if log_for is None:
+        yield log
+    else:
+        async with log_for(policy) as own:
+            yield own
+
+
+async def _host_policies(
+    log: Any,
+    spec: RunSpec,
+    run_dir: Path,
+    slot: Slot,
+    policies: Sequence[str] | None,
+    opts: ActorOptions,
+    log_for: Any,
+) -> None:
+    """The one-machine layout: the given policies, each a lockstep actor on `slot`.
+
+    Every runtime is prepared (and replayed) before any actor starts, as `mrl run` always did.
+    """
+    from mrl_actors.replay import replay
+
+    logger = get_logger(__name__, run=spec.run.name, node=opts.node)
+    chosen = [p for p in spec.policies if policies is None or p.name in policies]
+    if spec.run.mode == "async":
+        await _host_async(log, spec, run_dir, chosen, opts, log_for, slot.device)
+        return
+    async with AsyncExitStack() as stack:
+        actors = []
+        for p in chosen:
+            own = await stack.enter_async_context(_connection(log, log_for, p.name))
+            rt = await anyio.to_thread.run_sync(prepare_runtime, spec, p, run_dir, slot.device)
+            replayed = await replay(own, rt)
+            logger.info("policy_ready", policy=p.name, replayed_steps=replayed)
+            actors.append(PolicyActor(own, rt, run_dir, opts))
+        async with anyio.create_task_group() as tg:
+            for actor in actors:
+                await tg.start(actor.run)
+
+
+class _Assigned:
+    """This node's share of a placed run: the assignment fold, running actors, the run's end."""
+
+    def __init__(self, log: Any, spec: RunSpec, node: str, slots: list[Slot]) -> None:
+        self.spec = spec
+        self.slots = slots
+        self.names = [p.name for p in spec.policies]
+        self.state = NodeAssignment(node=node)
+        self.finished: set[str] = set()  # policies whose last learner step is in the log
+        self.run_finished = False
+        self.run_subject_last = 0  # last sequence on the run's `run` subject (RunFinished guard)
+        self.last_seq = 0
+        self.logger = get_logger(__name__, run=spec.run.name, node=node)
+
+    def fold(self, rec: Any) -> bool:
+        """Fold one record; True when it is a newer assignment for this node."""
+        self.last_seq = rec.seq
+        ev = rec.event
+        if isinstance(ev, SlotsAssigned):
+            new = apply(self.state, ev, self.slots, self.names)
+            if new.epoch == self.state.epoch:
+                self.logger.info("assignment_ignored", epoch=ev.epoch, holding=self.state.epoch)
+                return False
+            for why in ignored(ev, self.state.node, self.slots, self.names):
+                self.logger.warning("assignment_dropped", epoch=ev.epoch, reason=why)
+            self.state = new
+            return True
+        if isinstance(ev, LearnerStepCompleted) and ev.policy == ev.source:
+            if ev.step >= self.spec.run.steps:
+                self.finished.add(ev.policy)
+        elif ev.KIND == "run" and ev.source == "mrl":
+            self.run_subject_last = rec.seq
+            self.run_finished = self.run_finished or isinstance(ev, RunFinished)
+        return False
+
+    @property
+    def done(self) -> bool:
+        return self.run_finished or self.finished >= set(self.names)
+
+
+async def _host_assigned(
+    log: Any,
+    spec: RunSpec,
+    run_dir: Path,
+    node: str,
+    slots: list[Slot],
+    opts: ActorOptions,
+    log_for: Any,
+    epoch: list[int],
+) -> None:
+    """Host what `SlotsAssigned` gives this node until every policy has taken its steps."""
+    by_slot = {s.index: s for s in slots}
+    policies = {p.name: p for p in spec.policies}
+    seen = _Assigned(log, spec, node, slots)
+    running: dict[Hosted, anyio.CancelScope] = {}
+    kinds = ["slots", "learner", "run"]
+
+    async def host(h: Hosted, scope: anyio.CancelScope, *, task_status: TaskStatus[None]) -> None:
+        entry = ROLES.get(h.role)
+        try:
+            with scope:
+                if entry is None:
+                    seen.logger.warning("role_not_hosted", role=h.role, policy=h.policy)
+                    task_status.started()
+                    return
+                async with _connection(log, log_for, h.policy) as own:
+                    hosting = Hosting(own, spec, policies[h.policy], by_slot[h.slot], run_dir, opts)
+                    await entry(hosting, task_status=task_status)
+        finally:
+            running.pop(h, None)
+
+    async def reconcile(tg: Any) -> None:
+        epoch[0] = seen.state.epoch
+        for h, scope in list(running.items()):
+            if h not in seen.state.hosted:
+                seen.logger.info("actor_stopped", slot=h.slot, policy=h.policy, role=h.role)
+                scope.cancel()
+        for h in sorted(seen.state.hosted, key=lambda x: (x.slot, x.policy, x.role)):
+            if h not in running and h.policy not in seen.finished:
+                seen.logger.info("actor_started", slot=h.slot, policy=h.policy, role=h.role)
+                running[h] = anyio.CancelScope()
+                await tg.start(host, h, running[h])
+
+    async with anyio.create_task_group() as tg:
+        async for rec in log.read(start_seq=1, kinds=kinds):  # catch up, then act
+            seen.fold(rec)
+        if not seen.done:
+            await reconcile(tg)
+            async for rec in log.read(start_seq=seen.last_seq + 1, kinds=kinds, follow=True):
+                if seen.fold(rec):
+                    await reconcile(tg)
+                if seen.done:
+                    break
+    # every actor here has returned: the run is complete when each policy's steps are logged
+    if seen.finished >= set(seen.names) and not seen.run_finished:
+        await _finish(log, spec, seen.run_subject_last)
+
+
+async def _finish(log: Any, spec: RunSpec, after: int) -> None:
+    """`RunFinished`, once: only if the run's subject still ends at `after` (server-checked)."""
+    finished = RunFinished(
+        run=spec.run.name,
+        source="mrl",
+        event_id=event_id("run", spec.run.name, "mrl", "finished"),
+        time_ns=time.time_ns(),
+        status="completed",
+    )
+    await log.append_first(finished, after=after)
 
 
 async def _host_async(
@@ -140,22 +417,32 @@ async def _host_async(
     run_dir: Path,
     chosen: Sequence[PolicySpec],
     opts: ActorOptions,
-    log_for: Callable[[str], AbstractAsyncContextManager[Any]] | None,
+    log_for: Any,
+    device: str,
 ) -> None:
     """Each policy's learner and `run.rollout_replicas` rollout actors, each on its own
     connection as its policy's user (or all on `log` without `log_for`)."""
+    from functools import partial
+
     from mrl_actors.actors.roles import run_policy_async
 
     async with AsyncExitStack() as stack:
 
         async def connect(name: str) -> Any:
-            return log if log_for is None else await stack.enter_async_context(log_for(name))
+            return await stack.enter_async_context(_connection(log, log_for, name))
 
         async with anyio.create_task_group() as tg:
             for p in chosen:
                 learner_log = await connect(p.name)
                 rollout_logs = [await connect(p.name) for _ in range(spec.run.rollout_replicas)]
                 host = partial(
-                    run_policy_async, learner_log, rollout_logs, spec, p.name, run_dir, opts=opts
+                    run_policy_async,
+                    learner_log,
+                    rollout_logs,
+                    spec,
+                    p.name,
+                    run_dir,
+                    device=device,
+                    opts=opts,
                 )
                 tg.start_soon(host)  # every policy's actors start side by side

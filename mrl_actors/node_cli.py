@@ -44,6 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--node", type=types.token, default=types.host_token(), help="this node's name"
     )
+    parser.add_argument(
+        "--slots",
+        default="",
+        help="the slots this node offers: 'cuda:0,cuda:1' (GPUs) or 'cpu:N' (N CPU slots); "
+        "default every visible GPU, else one CPU slot",
+    )
+    parser.add_argument(
+        "--liveness-s",
+        type=float,
+        default=10.0,
+        help="seconds between this node's heartbeats (NodeHeartbeat events)",
+    )
     parser.add_argument("--log-format", choices=["console", "json"], default="json")
     parser.add_argument("--log-level", type=types.log_level, default="info")
     return parser
@@ -78,11 +90,16 @@ async def _serve(args: argparse.Namespace) -> None:
     from mrl_actors.auth import policy_user
     from mrl_actors.errors import ConfigError
     from mrl_actors.node import run_node
+    from mrl_actors.placement import parse_slots
+    from mrl_actors.runner import record_start
     from mrl_actors.see.access import ends_if_server_lost, open_log, spec_log_config
     from mrl_actors.server import open_run_dir
     from mrl_actors.spec import load_spec
 
-    spec, _ = load_spec(args.spec)
+    spec, spec_text = load_spec(args.spec)
+    slots = parse_slots(args.slots)
+    if not 0.1 <= args.liveness_s <= 3600:
+        raise ConfigError(f"--liveness-s {args.liveness_s}: must be in [0.1, 3600] seconds")
     hosted = [p for p in args.policies.split(",") if p] or None
     unknown = set(hosted or ()) - {p.name for p in spec.policies}
     if unknown:
@@ -107,7 +124,17 @@ async def _serve(args: argparse.Namespace) -> None:
         log_for = None
         if not args.server:
             log_for = lambda name: opened(user=policy_user(name), on_lost=on_lost)  # noqa: E731
-        await run_node(log, spec, args.run_dir, node=args.node, policies=hosted, log_for=log_for)
+        await record_start(log, spec, spec_text)
+        await run_node(
+            log,
+            spec,
+            args.run_dir,
+            node=args.node,
+            policies=hosted,
+            slots=slots,
+            log_for=log_for,
+            liveness_s=args.liveness_s,
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -79,17 +79,23 @@ async def _open_log(
     return log, lambda name: opened(user=policy_user(name), on_lost=on_lost)
 
 
-async def _record_start(log: Any, spec: RunSpec, spec_text: str) -> set[str]:
-    """RunStarted and PolicyRegistered, once per run (a resumed run finds them in the log).
+async def record_start(log: Any, spec: RunSpec, spec_text: str) -> set[str]:
+    """RunStarted, PolicyRegistered and the spec's placement (`SlotsAssigned` epoch 1), once
+    per run, whoever starts first: `mrl run`, or any `mrl-node` of a run on several hosts.
 
-    Returns the ids of the run's `run` and `policy` events already in the log before this start.
+    Each start event is appended only if its subject is still empty (`EventLog.append_first`,
+    checked by the server), so two starters racing write each event once; the loser finds it in
+    the log. Returns the ids of the run's `run`, `policy` and `slots` events already in the log
+    before this start.
     """
     from functools import partial
 
     from mrl_actors.hub import local_model_dir
+    from mrl_actors.placement import initial_assignment
     from mrl_actors.thl import load_vocab
 
-    have = {rec.event.event_id async for rec in log.read(start_seq=1, kinds=["run", "policy"])}
+    kinds = ["run", "policy", "slots"]
+    have = {rec.event.event_id async for rec in log.read(start_seq=1, kinds=kinds)}
     run = spec.run.name
     events: list[Any] = []
     started = event_id("run", run, "mrl", "started")
@@ -133,8 +139,13 @@ async def _record_start(log: Any, spec: RunSpec, spec_text: str) -> set[str]:
                 },
             )
         )
-    if events:
-        await log.append_many(events)
+    placed = initial_assignment(spec)
+    if placed is not None and placed.event_id not in have:
+        events.append(placed)
+    logger = get_logger(__name__, run=run)
+    for event in events:  # in this order: a reader that sees the placement sees the policies
+        if await log.append_first(event) is None:
+            logger.info("start_event_already_written", event_id=event.event_id, kind=event.KIND)
     return have
 
 
@@ -167,9 +178,10 @@ async def run_once(
     hint = f"resume with: mrl run --resume {run_dir}"
     async with ends_if_server_lost(hint) as on_lost, AsyncExitStack() as stack:
         log, log_for = await _open_log(spec, run_dir, stack, on_lost)
-        had = await _record_start(log, spec, spec_text)
+        had = await record_start(log, spec, spec_text)
         opts = ActorOptions(on_step=on_step, stop_after=stop_after)
-        await run_node(log, spec, run_dir, opts=opts, log_for=log_for)
+        local = [p.name for p in spec.policies]  # one machine: every policy here, placed or not
+        await run_node(log, spec, run_dir, policies=local, opts=opts, log_for=log_for)
         finished = stop_after is None
         done = event_id("run", spec.run.name, "mrl", "finished")
         if finished and done not in had:  # a resumed run that had already finished

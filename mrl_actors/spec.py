@@ -102,6 +102,9 @@ class PolicySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     engine: EngineConfig = EngineConfig()
     grpo: GRPOConfig = GRPOConfig()
     chat_template: bool = False  # render prompts with the tokenizer's chat template
+    # Weights, optimizer state and checkpoints in this dtype: "auto" is float32 on a CPU slot
+    # and bfloat16 on a GPU slot (`mrl_actors.placement.torch_dtype`).
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
     def __post_init__(self) -> None:
         check_name(self)
@@ -169,12 +172,37 @@ class THLSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     budget: ResidualBudget = ResidualBudget()
 
 
+class PlacedSlot(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One slot of one node given to one policy's actor, e.g. node "n1", slot "cpu:0"."""
+
+    node: str  # the `mrl-node --node` name
+    slot: str  # "cuda:N" (GPU N of that node) or "cpu:N" (its N-th CPU slot)
+    policy: str
+    role: Literal["learner", "rollout"] = "learner"  # a lockstep policy is one learner actor
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,128}", self.node):
+            fail("node", "1 to 128 letters, digits, '_' or '-'", self.node)
+        if not re.fullmatch(r"(cpu|cuda):[0-9]{1,4}", self.slot):
+            fail("slot", "'cuda:N' or 'cpu:N'", self.slot)
+
+
+class PlacementSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Which node's slot hosts which policy's actor: written once as `SlotsAssigned` epoch 1.
+
+    Empty (the default): `mrl run` and `mrl-node` host every policy on the local node.
+    """
+
+    slots: list[PlacedSlot] = []
+
+
 class RunSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     run: RunSection
     task: TaskConfig = TaskConfig()
     probes: ProbesConfig = ProbesConfig()
     thl: THLSection = THLSection()
     server: ServerSection = ServerSection()
+    placement: PlacementSection = PlacementSection()
     policies: list[PolicySpec]
 
     def __post_init__(self) -> None:
@@ -191,9 +219,20 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
             fail(
                 "run.max_staleness",
                 f"at most probes.sharing.max_staleness ({self.probes.sharing.max_staleness}): "
-                "a learner waits for peers' groups only when the probe can use them",
+                "a group sampled within the run's bound must be fresh enough for the probe",
                 self.run.max_staleness,
             )
+        placed = set()
+        for i, ps in enumerate(self.placement.slots):
+            if ps.policy not in names:
+                fail(f"placement.slots[{i}].policy", f"one of {names}", ps.policy)
+            if (ps.node, ps.slot) in placed:
+                fail(f"placement.slots[{i}].slot", "given to one actor only", ps.slot)
+            placed.add((ps.node, ps.slot))
+        for name in names if self.placement.slots else ():
+            learners = [s for s in self.placement.slots if s.policy == name and s.role == "learner"]
+            if len(learners) != 1:
+                fail("placement.slots", f"exactly one learner slot for policy {name!r}", learners)
         samples = self.run.prompts_per_step * self.run.group_size
         for i, p in enumerate(self.policies):
             if p.grpo.loss_type != "dapo" and samples % p.grpo.grad_accum:

@@ -49,7 +49,7 @@ def learner_runtime(spec: RunSpec, name: str, run_dir: Path, device: str = "cpu"
     from mrl_actors.node import prepare_runtime
 
     with _BUILD_LOCK:
-        return _to_device(prepare_runtime(spec, _policy(spec, name), run_dir), device)
+        return prepare_runtime(spec, _policy(spec, name), run_dir, device)
 
 
 def rollout_runtime(spec: RunSpec, name: str, run_dir: Path, device: str = "cpu") -> PolicyRuntime:

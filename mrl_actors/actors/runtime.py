@@ -236,18 +236,30 @@ class PolicyRuntime:
 
 
 def build_runtime(
-    spec: RunSpec, policy: PolicySpec, task: Task, *, weights_dir: Path | None = None
+    spec: RunSpec,
+    policy: PolicySpec,
+    task: Task,
+    *,
+    weights_dir: Path | None = None,
+    device: str = "cpu",
 ) -> PolicyRuntime:
-    """A runtime for `policy`: from `weights_dir` when given (replay, resume), else its start."""
+    """A runtime for `policy`: from `weights_dir` when given (replay, resume), else its start.
+
+    The model lives on `device` (its slot's: "cpu" or "cuda:N") in the policy's dtype, before the
+    optimizer is made, so the optimizer state, the engine and checkpoints follow it.
+    """
     from mrl_actors.grpo import GRPOLearner
     from mrl_actors.models import load_model
+    from mrl_actors.placement import torch_dtype
     from mrl_actors.rollout.factory import make_engine
     from mrl_actors.thl import load_vocab
 
+    dtype = torch_dtype(policy, device)
     if weights_dir is not None:
-        model, tokenizer = load_model(weights_dir)
+        model, tokenizer = load_model(weights_dir, dtype=dtype)
     else:
         model, tokenizer = load_initial_model(spec, policy, task)
+    model = model.to(device=device, dtype=dtype)
     learner = GRPOLearner(
         model, policy.grpo, seed=spec.run.seed, pad_id=tokenizer.pad_token_id or 0
     )

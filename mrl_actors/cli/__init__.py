@@ -21,7 +21,7 @@ from mrl_actors.errors import MrlError
 T = TypeVar("T")
 
 # Command groups, in the order `mrl --help` lists them: (module, name).
-_GROUPS = ("run", "replay", "log", "thl")
+_GROUPS = ("run", "replay", "log", "thl", "report", "status")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -118,7 +118,32 @@ def delivery(reply: str) -> Delivery:
     return Delivery(int(t[b + 3]), int(t[b + 2]), int(t[b + 5]), int(t[b + 6]))
 
 
-_CONSUMER_CHECK_S = 5.0  # after this long without messages, a read checks its consumer exists
+_CONSUMER_CHECK_S = 5.0
+_ATTEMPT_S = 5.0  # one publish attempt waits this long for its ack before it is sent again
+_WRONG_LAST_SEQUENCE = 10071  # JetStream: the expected last (subject) sequence did not match
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An error a cluster failover or a reconnect causes, after which a retry can succeed."""
+    import asyncio
+
+    import nats.errors
+    from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
+
+    if isinstance(exc, ServiceUnavailableError | NoStreamResponseError):
+        return True
+    if isinstance(exc, APIError):  # "JetStream system temporarily unavailable" and kin
+        in_process = "duplicate message id is in process" in (exc.description or "")
+        return exc.code in (503, 504) or exc.err_code == 10008 or in_process
+    return isinstance(
+        exc,
+        nats.errors.TimeoutError
+        | nats.errors.NoRespondersError
+        | nats.errors.ConnectionReconnectingError
+        | nats.errors.StaleConnectionError
+        | asyncio.TimeoutError
+        | TimeoutError,
+    )  # after this long without messages, a read checks its consumer exists
 
 
 class EventLog:
@@ -127,6 +152,7 @@ class EventLog:
     def __init__(self, nc: Any, run: str, config: LogConfig, blobs: BlobStore) -> None:
         self.nc = nc
         self.js = nc.jetstream(timeout=config.ack_timeout_s)
+        self._js_quick = nc.jetstream(timeout=_ATTEMPT_S)  # single reads, retried on failover
         self.run = check_token("run", run)
         self.config = config
         self.stream = stream_name(run)
@@ -232,39 +258,116 @@ class EventLog:
         subject, data = await self.prepare(event)
         hdrs = {"Nats-Msg-Id": event.event_id, **(headers or {})}
         try:
-            ack = await self.js.publish(subject, data, headers=hdrs)
+            ack = await self._publish(subject, data, hdrs)
         except Exception as exc:
             raise self._publish_error(event, exc) from exc
         return self._check(event, ack)
+
+    async def append_first(self, event: Event, *, after: int = 0) -> Ack | None:
+        """Append `event` only if the last message on its subject is at `after` (0: the subject
+        is empty); None if another is there.
+
+        The server checks it (`Nats-Expected-Last-Subject-Sequence`), so of two processes
+        starting a run at once exactly one writes each start event; the other reads it back. The
+        server checks the expected sequence before the msg id, so a retry of a publish of ours
+        that landed (its ack lost in a failover) is a conflict too: it is answered as the
+        duplicate it is when the subject's last message is this very event.
+        """
+        from nats.js.errors import APIError
+
+        subject, data = await self.prepare(event)
+        hdrs = {"Nats-Msg-Id": event.event_id, "Nats-Expected-Last-Subject-Sequence": str(after)}
+        try:
+            ack = await self._publish(subject, data, hdrs)
+        except APIError as exc:
+            if exc.err_code == _WRONG_LAST_SEQUENCE:
+                return await self.stored_last(subject, event)
+            raise self._publish_error(event, exc) from exc
+        except Exception as exc:
+            raise self._publish_error(event, exc) from exc
+        return self._check(event, ack)
+
+    async def stored_last(self, subject: str, event: Event) -> Ack | None:
+        """A duplicate ack if the last message on `subject` is `event` (same id), else None."""
+        seq = await self.last_seq(subject)
+        if seq:
+            try:
+                stored = (await self.get(seq)).event
+            except (EventDecodeError, LogError):
+                return None
+            if stored.event_id == event.event_id:
+                self.duplicates += 1
+                return Ack(seq=seq, duplicate=True)
+        return None
+
+    async def _publish(self, subject: str, data: bytes, headers: dict[str, str]) -> Any:
+        """One publish, retried under the same `Nats-Msg-Id` while the cluster fails over.
+
+        A timeout, no responders or "unavailable" (a stream leader being elected, a client
+        reconnecting to another server) is retried with backoff until `ack_timeout_s` has passed;
+        the msg id makes a retry of a publish that was in fact stored a duplicate, not a copy.
+        Any other error (a full stream, a refused subject) is raised at once.
+        """
+        budget = self.config.ack_timeout_s
+        start = time.monotonic()
+        delay = 0.2
+        while True:
+            left = budget - (time.monotonic() - start)
+            try:
+                return await self.js.publish(
+                    subject, data, headers=headers, timeout=max(0.5, min(left, _ATTEMPT_S))
+                )
+            except Exception as exc:
+                if not is_transient(exc) or time.monotonic() - start + delay >= budget:
+                    raise
+                self._log.warning(
+                    "publish_retry",
+                    subject=subject,
+                    msg_id=headers.get("Nats-Msg-Id"),
+                    error=type(exc).__name__,
+                )
+            await anyio.sleep(delay)
+            delay = min(2 * delay, 2.0)
 
     async def append_many(self, events: Sequence[Event]) -> list[int]:
         """Pipeline the publishes, then check every ack; returns sequences in input order."""
         return [a.seq for a in await self.append_many_acked(events)]
 
     async def append_many_acked(self, events: Sequence[Event]) -> list[Ack]:
+        """Pipelined; the publishes whose acks fail transiently are retried one by one under
+        their own msg ids (stored once however often they are sent)."""
+        prepared = [await self.prepare(event) for event in events]
         futures = []
-        for event in events:
-            subject, data = await self.prepare(event)
+        for event, (subject, data) in zip(events, prepared, strict=True):
             fut = await self.js.publish_async(
                 subject, data, headers={"Nats-Msg-Id": event.event_id}
             )
             futures.append(fut)
-        acks: list[Ack] = []
-        with anyio.move_on_after(self.config.ack_timeout_s) as scope:
-            for event, fut in zip(events, futures, strict=True):
+        acks: list[Any] = [None] * len(events)
+        with anyio.move_on_after(min(self.config.ack_timeout_s, _ATTEMPT_S)):
+            for i, (event, fut) in enumerate(zip(events, futures, strict=True)):
                 try:
-                    ack = await fut
+                    acks[i] = await fut
                 except Exception as exc:
-                    raise self._publish_error(event, exc) from exc
-                acks.append(self._check(event, ack))
-        if scope.cancelled_caught:
-            for fut in futures:
+                    if not is_transient(exc):
+                        raise self._publish_error(event, exc) from exc
+        for fut in futures:
+            if not fut.done():
                 fut.cancel()
-            raise LogError(
-                f"{len(events) - len(acks)} of {len(events)} publishes to {self.stream} got no ack "
-                f"within {self.config.ack_timeout_s}s; retry them (their ids make that safe)"
-            )
-        return acks
+        out: list[Ack] = []
+        for i, event in enumerate(events):
+            if acks[i] is None:  # no ack (yet): send again under the same id
+                subject, data = prepared[i]
+                try:
+                    acks[i] = await self._publish(subject, data, {"Nats-Msg-Id": event.event_id})
+                except Exception as exc:
+                    raise LogError(
+                        f"{len(events) - i} of {len(events)} publishes to {self.stream} got no "
+                        f"ack within {self.config.ack_timeout_s}s; retry them (their ids make "
+                        f"that safe): {self._publish_error(event, exc)}"
+                    ) from exc
+            out.append(self._check(event, acks[i]))
+        return out
 
     def _check(self, event: Event, ack: Any) -> Ack:
         if ack.stream != self.stream or not ack.seq:
@@ -314,7 +417,7 @@ class EventLog:
         from nats.js.errors import NotFoundError
 
         try:
-            msg = await self.js.get_msg(self.stream, seq)
+            msg = await _retrying(lambda: self._js_quick.get_msg(self.stream, seq))
         except NotFoundError as exc:
             raise LogError(f"{self.stream} has no message at seq {seq}") from exc
         data = bytes(msg.data or b"")
@@ -325,11 +428,12 @@ class EventLog:
         """The stream's last sequence, or the last sequence stored on `subject` (0 when none)."""
         from nats.js.errors import NotFoundError
 
+        js = self._js_quick
         if subject is None:
-            info = await self.js.stream_info(self.stream)
+            info = await _retrying(lambda: js.stream_info(self.stream))
             return int(info.state.last_seq)
         try:
-            msg = await self.js.get_msg(self.stream, subject=subject)
+            msg = await _retrying(lambda: js.get_msg(self.stream, subject=subject))
         except NotFoundError:
             return 0
         return int(msg.seq or 0)
@@ -372,7 +476,17 @@ class EventLog:
                 mem_storage=True,
                 num_replicas=1,
             )
-            info = await self.js.add_consumer(self.stream, cfg)
+            delay, deadline = 0.2, time.monotonic() + max(self.config.ack_timeout_s, 60.0)
+            while True:  # a failover leaves the stream without a leader for seconds
+                try:
+                    info = await self.js.add_consumer(self.stream, cfg, timeout=_ATTEMPT_S)
+                    break
+                except Exception as exc:
+                    if not is_transient(exc) or time.monotonic() + delay > deadline:
+                        raise
+                    self._log.warning("read_consumer_retry", error=type(exc).__name__)
+                await anyio.sleep(delay)
+                delay = min(2 * delay, 2.0)
             return info, await Puller(self.nc, self.stream, info.name).start()
 
         info, puller = await open_from(start_seq)
@@ -397,10 +511,13 @@ class EventLog:
                 # then no fetch would ever be answered. Recreate it just after what we yielded.
                 idle_since = time.monotonic()
                 try:
-                    await self.js.consumer_info(self.stream, info.name)
+                    await self.js.consumer_info(self.stream, info.name, timeout=_ATTEMPT_S)
                     continue
                 except NotFoundError:
                     pass
+                except Exception as exc:  # its server is gone (a one-replica consumer)
+                    if not is_transient(exc):
+                        raise
                 self._log.warning("read_consumer_lost", consumer=info.name, after_seq=last)
                 with anyio.CancelScope(shield=True):
                     await _quietly(puller.stop())
@@ -489,6 +606,19 @@ def _create_error(what: str, config: LogConfig, exc: Any) -> LogError:
         f"cannot create {what} (max_bytes={config.max_bytes}, replicas={config.replicas}): "
         f"{exc.description}; lower [server] max_bytes (-1: no limit) or free disk space"
     )
+
+
+async def _retrying(call: Any, budget_s: float = 60.0) -> Any:
+    """`await call()`, again with backoff while it fails transiently (a failover)."""
+    delay, deadline = 0.2, time.monotonic() + budget_s
+    while True:
+        try:
+            return await call()
+        except Exception as exc:
+            if not is_transient(exc) or time.monotonic() + delay > deadline:
+                raise
+        await anyio.sleep(delay)
+        delay = min(2 * delay, 2.0)
 
 
 async def _quietly(aw: Any) -> None:

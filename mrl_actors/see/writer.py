@@ -69,6 +69,10 @@ class OwnedWriter:
                 cause = exc.__cause__
                 if not (isinstance(cause, APIError) and cause.err_code == _WRONG_LAST_SEQUENCE):
                     raise
+                own = await self.log.stored_last(subject, event)  # our retry after a lost ack
+                if own is not None:
+                    ack = own
+                    break
                 actual = await self.log.last_seq(subject)
                 if attempt < _NOISE_RETRIES and await self._only_noise(subject, expected, actual):
                     self._log.warning(

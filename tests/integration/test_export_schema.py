@@ -92,7 +92,7 @@ def test_every_exported_event_of_a_run_validates(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mrl_actors.runner import run_once
-    from mrl_actors.see.consumer import RAW_PREFIX_BYTES
+    from mrl_actors.see.deadletter import RAW_PREFIX_BYTES
     from mrl_actors.spec import parse_spec
 
     monkeypatch.setenv("MRL_CACHE_DIR", str(tmp_path / "cache"))

@@ -32,7 +32,9 @@ def test_each_policy_publishes_only_on_its_own_event_subjects() -> None:
 def test_a_node_user_is_the_union_of_its_policies_and_its_node_subject() -> None:
     perms = node_permissions("r", "h1", ["a", "b"], ["a", "b", "c"], user="node-h1")
     events = {s for s in perms.publish_allow if s.startswith("mrl.")}
-    assert events == {f"mrl.r.{k}.{p}" for k in POLICY_KINDS for p in "ab"} | {"mrl.r.node.h1"}
+    start = {"mrl.r.run.mrl", "mrl.r.slots.placement"} | {f"mrl.r.policy.{p}" for p in "abc"}
+    own = {f"mrl.r.{k}.{p}" for k in POLICY_KINDS for p in "ab"} | {"mrl.r.node.h1"}
+    assert events == own | start  # the start subjects: any node may start the run, once
 
 
 def test_names_and_strings_that_would_break_a_config_are_refused() -> None:

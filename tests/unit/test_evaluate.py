@@ -75,16 +75,22 @@ def test_greedy_accuracy_is_the_engines_greedy_completions_verified(models_dir: 
         [rt.task.verify(g[0].text, i).success for i, g in zip(items, gens, strict=True)]
     )
     assert metrics["eval_accuracy"] == pytest.approx(float(expected))
-    assert set(metrics) == {"eval_accuracy", "eval_pass1"} and 0 <= metrics["eval_pass1"] <= 1
+    assert set(metrics) == {"eval_accuracy", "eval_pass1", "eval_pass2"}
+    assert 0 <= metrics["eval_pass1"] <= metrics["eval_pass2"] <= 1
     assert rt.evaluate(items, samples=2) == metrics  # greedy and the eval seed: reproducible
 
 
 def test_a_policy_that_always_answers_two_scores_exactly_the_items_whose_answer_is_two(
     models_dir: Path,
 ) -> None:
-    """The boosted token " 2" is the argmax and nearly all the sampled mass, so both metrics are
+    """The boosted token " 2" is the argmax and nearly all the sampled mass, so every metric is
     the share of items whose answer is 2 (the verifier reads the first number)."""
     rt = _runtime(models_dir, boost="Ġ2")
     items = [TaskItem("a", "1+1", "2"), TaskItem("b", "2+0", "2"), TaskItem("c", "1+2", "3")]
     metrics = rt.evaluate(items, samples=4)
-    assert metrics == {"eval_accuracy": pytest.approx(2 / 3), "eval_pass1": pytest.approx(2 / 3)}
+    two_thirds = pytest.approx(2 / 3)
+    assert metrics == {
+        "eval_accuracy": two_thirds,
+        "eval_pass1": two_thirds,
+        "eval_pass4": two_thirds,
+    }

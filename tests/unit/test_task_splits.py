@@ -158,9 +158,9 @@ def test_math_one_file_split_is_keyed_by_text_not_by_row(tmp_path: Path) -> None
 
 def test_math_split_errors_say_what_to_set(tmp_path: Path) -> None:
     _write_jsonl(tmp_path / "t.jsonl", _math_rows(3))
-    with pytest.raises(ConfigError, match="`train` and `test` together"):
+    with pytest.raises(ConfigError, match="train: must be set together with `test`"):
         make_task(TaskConfig(kind="math", math=MathConfig(train=str(tmp_path / "t.jsonl"))))
-    with pytest.raises(ConfigError, match="needs `train` and `test` files"):
+    with pytest.raises(ConfigError, match="path: must be set when `train`/`test` are not"):
         make_task(TaskConfig(kind="math", math=MathConfig()))
     with pytest.raises(ConfigError, match="no such file"):
         make_task(
