@@ -31,7 +31,16 @@ from mrl_actors.errors import ConfigError
 
 ADMIN = "admin"
 READER = "reader"
-POLICY_KINDS = ("rollout", "reward", "success", "learner", "checkpoint", "throughput", "deadletter")
+POLICY_KINDS = (
+    "rollout",
+    "reward",
+    "success",
+    "learner",
+    "checkpoint",
+    "throughput",
+    "deadletter",
+    "weights",  # asynchronous runs: one weights event per learner version
+)
 RUN_KINDS = ("run", "policy", "node", "slots")  # written by the coordinator only
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")

@@ -43,3 +43,8 @@ class TokenizerError(MrlError):
 
 class EngineUnavailableError(MrlError):
     """A rollout engine was asked for but its backend is not installed (e.g. vLLM on CPU)."""
+
+
+class WeightsError(MrlError):
+    """Weights or a checkpoint from the log that cannot be used: altered, missing, or not the
+    announced ones (the loaded model's checksum differs from the event's)."""

@@ -376,6 +376,38 @@ class LearnerStepTimed(Event, frozen=True, kw_only=True, tag="LearnerStepTimed.v
             _check_number(name, getattr(self, name))
 
 
+class WeightsPublished(Event, frozen=True, kw_only=True, tag="WeightsPublished.v1"):
+    """A learner's weights at one version, bytes in the run's blob store (claim-check).
+
+    Rollout actors on any host load a version by this event: they fetch `blob` (its sha256 is
+    checked by the store), load it and check `weights_sha256` (the checksum of the loaded
+    model, as in `LearnerStepCompleted`) before sampling with it. One per policy and version;
+    version 0 is the start.
+    """
+
+    KIND: ClassVar[str] = "weights"
+    policy: str
+    version: int  # learner steps taken (0: the starting weights)
+    weights_sha256: str  # `models.weights_sha256` of the model holding these weights
+    blob: BlobRef  # safetensors bytes of the state dict
+
+
+class CheckpointStored(Event, frozen=True, kw_only=True, tag="CheckpointStored.v1"):
+    """A learner's full state at `step` in the run's blob store: a learner restarts from it.
+
+    Weights and AdamW state (the GRPO step draws no random numbers, and the data position is
+    the log itself: the sequences its steps consumed), so a learner on any host resumes here
+    and replays only the log's tail.
+    """
+
+    KIND: ClassVar[str] = "checkpoint"
+    policy: str
+    step: int
+    weights_sha256: str
+    weights: BlobRef  # safetensors bytes of the state dict (the same blob as its weights event)
+    optimizer: BlobRef  # `torch.save` bytes of the optimizer's state dict (tensors only)
+
+
 AnyEvent = (
     RunStarted
     | PolicyRegistered
@@ -394,6 +426,8 @@ AnyEvent = (
     | NodeHeartbeat
     | SlotMoveMeasured
     | LearnerStepTimed
+    | WeightsPublished
+    | CheckpointStored
 )
 
 EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__

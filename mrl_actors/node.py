@@ -15,6 +15,10 @@ Liveness goes in the log (not a KV key with a TTL) because MWRA is a fold over t
 decisions must replay from the same events, heartbeats included. Before an actor starts, its
 policy is brought to the last step its log records (from the `step-0` checkpoint, replaying the
 logged inputs), so a killed node resumes where the log says it was.
+
+With `[run] mode = "async"` a policy is its learner and `run.rollout_replicas` rollout actors
+(`mrl_actors.actors.roles`), each on its own connection; the learner restores itself from its
+newest stored checkpoint and the log's tail.
 """
 
 from __future__ import annotations
@@ -112,9 +116,55 @@ async def host_lockstep(h: Hosting, *, task_status: TaskStatus[None]) -> None:
     await PolicyActor(h.log, rt, h.run_dir, h.opts).run(task_status=task_status)
 
 
-# Actor entry points by role. A lockstep policy is one learner actor that also samples; the
-# asynchronous learner and rollout actors plug in here.
-ROLES: dict[str, Callable[..., Awaitable[None]]] = {"learner": host_lockstep}
+async def host_learner(h: Hosting, *, task_status: TaskStatus[None]) -> None:
+    """The learner slot of a policy: the lockstep actor, or the asynchronous learner."""
+    if h.spec.run.mode != "async":
+        await host_lockstep(h, task_status=task_status)
+        return
+    from mrl_actors.actors.roles import run_learner
+
+    await run_learner(
+        h.log,
+        h.spec,
+        h.policy.name,
+        h.run_dir,
+        device=h.slot.device,
+        opts=h.opts,
+        task_status=task_status,
+    )
+
+
+async def host_rollout(h: Hosting, *, task_status: TaskStatus[None]) -> None:
+    """A rollout slot of an asynchronous policy. Its replica number is its place among the
+    policy's rollout slots in `[placement]` (the same on every node), so replicas partition
+    the prompt batches without overlap."""
+    from mrl_actors.actors.roles import run_rollout
+
+    mine = [
+        (ps.node, ps.slot)
+        for ps in h.spec.placement.slots
+        if ps.policy == h.policy.name and ps.role == "rollout"
+    ]
+    where = (h.opts.node, f"{h.slot.kind}:{h.slot.index}")
+    replica = mine.index(where) if where in mine else 0
+    await run_rollout(
+        h.log,
+        h.spec,
+        h.policy.name,
+        replica,
+        h.run_dir,
+        device=h.slot.device,
+        opts=h.opts,
+        task_status=task_status,
+    )
+
+
+# Actor entry points by role. A lockstep policy is one learner actor that also samples; an
+# asynchronous one is a learner plus rollout actors (`mrl_actors.actors.roles`).
+ROLES: dict[str, Callable[..., Awaitable[None]]] = {
+    "learner": host_learner,
+    "rollout": host_rollout,
+}
 
 
 async def run_node(
@@ -235,6 +285,9 @@ async def _host_policies(
 
     logger = get_logger(__name__, run=spec.run.name, node=opts.node)
     chosen = [p for p in spec.policies if policies is None or p.name in policies]
+    if spec.run.mode == "async":
+        await _host_async(log, spec, run_dir, chosen, opts, log_for, slot.device)
+        return
     async with AsyncExitStack() as stack:
         actors = []
         for p in chosen:
@@ -356,3 +409,40 @@ async def _finish(log: Any, spec: RunSpec, after: int) -> None:
         status="completed",
     )
     await log.append_first(finished, after=after)
+
+
+async def _host_async(
+    log: Any,
+    spec: RunSpec,
+    run_dir: Path,
+    chosen: Sequence[PolicySpec],
+    opts: ActorOptions,
+    log_for: Any,
+    device: str,
+) -> None:
+    """Each policy's learner and `run.rollout_replicas` rollout actors, each on its own
+    connection as its policy's user (or all on `log` without `log_for`)."""
+    from functools import partial
+
+    from mrl_actors.actors.roles import run_policy_async
+
+    async with AsyncExitStack() as stack:
+
+        async def connect(name: str) -> Any:
+            return await stack.enter_async_context(_connection(log, log_for, name))
+
+        async with anyio.create_task_group() as tg:
+            for p in chosen:
+                learner_log = await connect(p.name)
+                rollout_logs = [await connect(p.name) for _ in range(spec.run.rollout_replicas)]
+                host = partial(
+                    run_policy_async,
+                    learner_log,
+                    rollout_logs,
+                    spec,
+                    p.name,
+                    run_dir,
+                    device=device,
+                    opts=opts,
+                )
+                tg.start_soon(host)  # every policy's actors start side by side

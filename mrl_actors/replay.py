@@ -54,12 +54,18 @@ async def replay(
     rt: PolicyRuntime,
     *,
     upto: int | None = None,
+    after: int = 0,
     verify: bool = True,
     on_step: StepHook | None = None,
 ) -> int:
-    """Re-run `rt`'s logged learner steps 1..`upto` (all by default); returns the steps replayed."""
+    """Re-run `rt`'s logged learner steps `after`+1..`upto` (all by default); returns how many.
+
+    `after` > 0 continues a learner restored from its step-`after` checkpoint (an asynchronous
+    learner's restart: the newest stored checkpoint plus the log's tail).
+    """
     steps = await learner_steps(log, rt.name)
     steps = steps[:upto] if upto is not None else steps
+    steps = [ev for ev in steps if ev.step > after]
     logger = get_logger(__name__, policy=rt.name)
     for ev in steps:
         records: list[Record[Event]] = []

@@ -45,6 +45,16 @@ class RunSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     eval_every: int = 5  # evaluate held-out accuracy every this many steps (and at 0 and the end)
     eval_size: int = 64  # items in the evaluation set (greedy decoding)
     checkpoint_every: int = 10  # save a safetensors checkpoint every this many steps (and the end)
+    # "lockstep": one actor per policy samples, waits for its peers and learns, in turn (the
+    # paper's schedule; bitwise comparable). "async": per policy one learner and
+    # `rollout_replicas` rollout actors that meet only in the log (weights events, groups
+    # stamped with their version). Lockstep is the default so that specs written before
+    # async existed run as they did; new specs should say `mode = "async"`.
+    mode: Literal["lockstep", "async"] = "lockstep"
+    rollout_replicas: int = 1  # async: rollout actors per policy
+    # async: a group may be sampled at most this many learner versions behind the version that
+    # consumes it (rollouts wait for newer weights; the learner drops older groups)
+    max_staleness: int = 1
 
     def __post_init__(self) -> None:
         check_name(self)
@@ -55,6 +65,8 @@ class RunSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         check_int(self, "eval_every", 1, MAX_STEPS)
         check_int(self, "eval_size", 1, 1_000_000)
         check_int(self, "checkpoint_every", 1, MAX_STEPS)
+        check_int(self, "rollout_replicas", 1, 1024)
+        check_int(self, "max_staleness", 0, MAX_STEPS)
 
 
 class TinySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -199,6 +211,17 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
             fail("policies", "at least one [[policies]] entry", names)
         if len(set(names)) != len(names):
             fail("policies", "uniquely named", names)
+        if (
+            self.run.mode == "async"
+            and self.run.probe != "independent"
+            and self.run.max_staleness > self.probes.sharing.max_staleness
+        ):
+            fail(
+                "run.max_staleness",
+                f"at most probes.sharing.max_staleness ({self.probes.sharing.max_staleness}): "
+                "a group sampled within the run's bound must be fresh enough for the probe",
+                self.run.max_staleness,
+            )
         placed = set()
         for i, ps in enumerate(self.placement.slots):
             if ps.policy not in names:

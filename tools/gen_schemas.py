@@ -222,6 +222,25 @@ def samples() -> dict[str, ev.Event]:
             pending_groups=3,
             staleness=0.5,
         ),
+        ev.WeightsPublished(
+            **base,
+            source="qwen",
+            event_id=eid("weights", "qwen", 4),
+            policy="qwen",
+            version=4,
+            weights_sha256="ef" * 32,
+            blob=ev.BlobRef(store="object", key="ab" * 32, sha256="ab" * 32, size=25_000_000),
+        ),
+        ev.CheckpointStored(
+            **base,
+            source="qwen",
+            event_id=eid("checkpoint", "qwen", "stored", 4),
+            policy="qwen",
+            step=4,
+            weights_sha256="ef" * 32,
+            weights=ev.BlobRef(store="object", key="ab" * 32, sha256="ab" * 32, size=25_000_000),
+            optimizer=ev.BlobRef(store="object", key="12" * 32, sha256="12" * 32, size=50_000_000),
+        ),
     ]
     return {msgspec.inspect.type_info(type(e)).tag: e for e in items}  # type: ignore[attr-defined]
 

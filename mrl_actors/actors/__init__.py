@@ -1,4 +1,17 @@
-"""Long-lived actors: the policy actor (and, on the roadmap, the MWRA allocator).
+"""Long-lived actors. Actors share events, never imports of each other: each folds what it reads.
 
-Actors share events, never imports of each other: each folds what it reads from the log.
+Lockstep (`[run] mode = "lockstep"`, the default for specs that do not say): one actor per policy,
+`policy.PolicyActor`, samples, waits for its peers and learns, in turn.
+
+Asynchronous (`mode = "async"`): per policy one learner and `run.rollout_replicas` rollout
+actors that meet only in the log. Entry points a node calls, by role (each actor connects as its
+policy's user; `log` is that connection):
+
+- `roles.run_learner(log, spec, policy_name, run_dir, *, device="cpu", opts, task_status)`:
+  restores the learner from its newest stored checkpoint plus the log's tail, publishes weights
+  (`WeightsPublished`) and steps until `run.steps` (`learner.LearnerActor`);
+- `roles.run_rollout(log, spec, policy_name, replica, run_dir, *, device="cpu", opts,
+  task_status)`: samples prompt batches `k % rollout_replicas == replica` with the newest verified
+  weights, within `run.max_staleness` versions (`rollout.RolloutActor`);
+- `roles.run_policy_async(...)`: both, for one policy in one task group (what `mrl run` hosts).
 """

@@ -154,9 +154,19 @@ class PolicyRuntime:
     # ----------------------------------------------------------------- generate
 
     def rollouts(
-        self, run: str, step: int, items: list[TaskItem], ids: list[str]
+        self,
+        run: str,
+        step: int,
+        items: list[TaskItem],
+        ids: list[str],
+        *,
+        version: int | None = None,
     ) -> list[RolloutGroupCompleted]:
-        """Sample, verify and package one group per item (blocking: run in a thread)."""
+        """Sample, verify and package one group per item (blocking: run in a thread).
+
+        `step` is the prompt batch (it seeds the sampling); `version` the weights version the
+        groups are stamped with, which in lockstep is the step itself.
+        """
         from mrl_actors.events import pack_f32, pack_i32
 
         g = self.spec.run.group_size
@@ -186,7 +196,7 @@ class PolicyRuntime:
                     event_id=eid,
                     time_ns=time.time_ns(),
                     policy=self.name,
-                    policy_version=step,
+                    policy_version=step if version is None else version,
                     prompt_id=item.prompt_id,
                     prompt_text=self.task.prompt_text(item),
                     prompt_token_ids=pack_i32(prompt),

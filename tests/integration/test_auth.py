@@ -123,3 +123,29 @@ async def test_blobs_go_through_a_writers_user_and_back_to_the_others(
     for user in (policy_user("b"), "reader"):
         async with open_log(info=srv.info(), user=user, config=FAST) as log:
             assert (await log.get(seq)).event == big
+
+
+async def test_a_policy_publishes_its_own_weights_and_not_a_peers(srv: EmbeddedServer) -> None:
+    """Asynchronous runs: the blob through the object store, the event on `weights.<policy>`."""
+    from mrl_actors.events import WeightsPublished
+
+    async with open_log(info=srv.info(), user=policy_user("a"), config=FAST) as log:
+        ref = await log.blobs.put(b"safetensors bytes of a's weights")
+
+        def weights(policy: str) -> WeightsPublished:
+            return WeightsPublished(
+                run="r",
+                source=policy,
+                event_id=event_id("weights", "r", policy, 1),
+                policy=policy,
+                version=1,
+                weights_sha256="0" * 64,
+                blob=ref,
+            )
+
+        assert await log.append(weights("a")) == 1
+        with pytest.raises(LogError, match="failed"):
+            await log.append(weights("b"))
+    async with open_log(info=srv.info(), user=policy_user("b"), config=FAST) as other:
+        assert await other.blobs.get(ref) == b"safetensors bytes of a's weights"
+    assert await _stored(srv) == ["r/weights/a/1"]

@@ -1,0 +1,435 @@
+"""The learner actor of an asynchronous run: consume groups from the log, step, publish weights.
+
+One per policy. It never samples: its policy's rollout actors (`actors.rollout`) append groups
+stamped with the weights version that produced them, and it meets them, and its peers' events,
+only in the log. Step `s` (from version `s-1` to `s`):
+
+1. waits until every group of prompt batch `s-1` is in the log (the run's seeded prompt stream:
+   `task.sample(seed, s-1, prompts_per_step)`, the same prompts for every policy); groups sampled
+   more than `run.max_staleness` versions ago are dropped, not consumed (rollout actors never
+   make them; this is the bound's second guard). Own groups of older versions go through the
+   on-policy loss with its truncated importance ratio against their behaviour log-probs;
+2. for a sharing probe, waits (bounded by `probes.sharing.wait_for_peers_s`) for its peers'
+   groups of the same batch (their `RewardSummary`, which each peer appends after a group's
+   other events), but only from a peer that is not behind it (its rollouts, ahead of its
+   learner, have sampled that batch or are sampling it): a peer behind, a finished one, or an
+   independent probe costs no wait;
+3. takes the step, appends `LearnerStepCompleted` (the sequences it consumed, the weights'
+   checksum, the staleness it saw), `WeightsPublished` for the new version (bytes in the blob
+   store) and `LearnerStepTimed`; every `checkpoint_every` steps `CheckpointStored` (weights
+   and optimizer in the blob store) and a local `CheckpointSaved` directory.
+
+At start it restores itself from the newest `CheckpointStored` and replays only the log's tail
+(`replay(after=...)`), so a learner restarted on any host goes on from where the log says it was.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+from anyio.abc import TaskStatus
+
+from mrl_actors.actors.policy import ActorOptions
+from mrl_actors.actors.runtime import PolicyRuntime, checkpoint_dir
+from mrl_actors.actors.state import (
+    FOLDED_KINDS,
+    PolicyState,
+    assemble,
+    evolve,
+    rollout_id,
+    take_peer_events,
+)
+from mrl_actors.errors import LogError, WeightsError
+from mrl_actors.events import (
+    AnyEvent,
+    CheckpointSaved,
+    CheckpointStored,
+    ConsumedEvent,
+    LearnerStepCompleted,
+    LearnerStepTimed,
+    RewardSummary,
+    ThroughputReported,
+    WeightsPublished,
+    event_id,
+)
+from mrl_actors.logs import get_logger
+from mrl_actors.probes import PEER_KIND
+from mrl_actors.see.deadletter import DeadLetters
+from mrl_actors.see.record import Record
+from mrl_actors.weights import state_bytes
+
+FOLD_TIMEOUT_S = 120.0
+LEARNER_KINDS = (*FOLDED_KINDS, "weights", "checkpoint")
+_WRITES = ["learner", "checkpoint", "weights"]  # the subjects this actor owns (of its policy)
+
+
+class LearnerActor:
+    def __init__(self, log: Any, rt: PolicyRuntime, run_dir: Path, opts: ActorOptions) -> None:
+        self.log = log
+        self.rt = rt
+        self.spec = rt.spec
+        self.run_id = rt.spec.run.name
+        self.name = rt.name
+        self.run_dir = run_dir
+        self.opts = opts
+        self.probe = rt.spec.run.probe
+        self.peers = [p.name for p in rt.spec.policies if p.name != self.name]
+        self.state = PolicyState(
+            policy=self.name, peer_kind=PEER_KIND[self.probe], peers=frozenset(self.peers)
+        )
+        self.peer_steps: dict[str, int] = {}  # each peer's newest learner step
+        self.peer_summaries: set[str] = set()  # ids of peers' RewardSummary events (batch done)
+        self.weights: dict[int, WeightsPublished] = {}  # own weights events by version
+        self.stored: dict[int, CheckpointStored] = {}  # own stored checkpoints by step
+        self.saved: set[int] = set()  # own local checkpoints (CheckpointSaved) by step
+        self._log = get_logger(__name__, run=self.run_id, actor="learner", policy=self.name)
+        self.dead_letters = DeadLetters(log, self.name)
+        self._changed: anyio.Event | None = None
+        self._writer: Any = None
+        self._eval_items = rt.task.test_items()[: rt.spec.run.eval_size]
+        self.restored_from = 0  # the checkpoint step this process started from
+        self.replayed = 0  # log-tail steps replayed on top of it
+
+    # ------------------------------------------------------------------ fold
+
+    def _read(self, *, start_seq: int, follow: bool) -> AsyncIterator[Record[AnyEvent]]:
+        return self.log.read(
+            start_seq=start_seq,
+            kinds=LEARNER_KINDS,
+            sources=[self.name, *self.peers],
+            follow=follow,
+            dead_letters=self.dead_letters,
+        )
+
+    async def rebuild(self) -> None:
+        async for rec in self._read(start_seq=1, follow=False):
+            self._fold(rec)
+
+    async def follow(self) -> None:
+        async for rec in self._read(start_seq=self.state.last_seq + 1, follow=True):
+            self._fold(rec)
+
+    def _fold(self, rec: Record[AnyEvent]) -> None:
+        ev = rec.event
+        if rec.seq > self.state.last_seq and getattr(ev, "policy", None) == ev.source:
+            if ev.source == self.name:
+                if isinstance(ev, WeightsPublished):
+                    self.weights.setdefault(ev.version, ev)
+                elif isinstance(ev, CheckpointStored):
+                    self.stored.setdefault(ev.step, ev)
+                elif isinstance(ev, CheckpointSaved):
+                    self.saved.add(ev.step)
+            elif ev.source in self.peers and isinstance(ev, LearnerStepCompleted):
+                self.peer_steps[ev.source] = max(self.peer_steps.get(ev.source, 0), ev.step)
+            elif ev.source in self.peers and isinstance(ev, RewardSummary):
+                self.peer_summaries.add(ev.event_id)
+        self.state = evolve(self.state, rec)
+        changed, self._changed = self._changed, anyio.Event()
+        if changed is not None:
+            changed.set()
+
+    async def _until(self, ready: Callable[[], bool], timeout: float) -> bool:
+        with anyio.move_on_after(timeout):
+            while not ready():
+                if self._changed is None:
+                    self._changed = anyio.Event()
+                await self._changed.wait()
+            return True
+        return ready()
+
+    async def _folded(self, seq: int, what: str) -> None:
+        if not await self._until(lambda: self.state.last_seq >= seq, FOLD_TIMEOUT_S):
+            raise LogError(
+                f"{self.name}: the log follower did not reach seq {seq} ({what}) within "
+                f"{FOLD_TIMEOUT_S:.0f} s (folded up to {self.state.last_seq})"
+            )
+
+    # ------------------------------------------------------------------ restore
+
+    async def restore(self) -> None:
+        """Bring the learner to the log's last step: newest stored checkpoint, then the tail.
+
+        The runtime starts at step 0 (its `step-0` checkpoint). A stored checkpoint that cannot
+        be used (altered blob, missing) is skipped for an older one, down to step 0: the log's
+        steps are replayed from there and every replayed checksum is checked.
+        """
+        from mrl_actors.replay import replay
+        from mrl_actors.weights import restore_checkpoint
+
+        last = self.state.version
+        for step in sorted((s for s in self.stored if s <= last), reverse=True):
+            try:
+                await restore_checkpoint(self.log, self.stored[step], self.rt.learner)
+            except WeightsError as exc:
+                self._log.warning("checkpoint_unusable", step=step, error=str(exc)[:300])
+                continue
+            self.restored_from = step
+            break
+        if self.restored_from == 0 and self.rt.learner.version != 0:
+            raise LogError(f"{self.name}: no usable checkpoint and a learner not at step 0")
+        if self.restored_from == 0 and 0 in self.weights:
+            await self._start_as_logged()
+        self.replayed = await replay(self.log, self.rt, after=self.restored_from)
+        if self.rt.learner.version != last:
+            raise LogError(
+                f"{self.name}: restored to step {self.rt.learner.version}, the log says {last}"
+            )
+        if last:
+            self._log.info(
+                "learner_restored", checkpoint=self.restored_from, replayed=self.replayed
+            )
+            self.rt.engine.sync_weights(self.rt.model, last)
+
+    async def _start_as_logged(self) -> None:
+        """Start from the run's logged version 0 when this host's `step-0` differs (a learner
+        restarted on another host, whose initial model was built, not copied)."""
+        from mrl_actors.weights import load_weights
+
+        start = self.weights[0]
+        sha = await anyio.to_thread.run_sync(self.rt.learner.state_dict_sha256)
+        if sha != start.weights_sha256:
+            self._log.warning(
+                "start_weights_from_log", local=sha[:12], logged=start.weights_sha256[:12]
+            )
+            await load_weights(self.log, start, self.rt.model)
+
+    async def publish(self, version: int, sha: str) -> WeightsPublished:
+        """`WeightsPublished` for `version` (once: a restarted learner reuses a logged one)."""
+        if version not in self.weights:
+            data = await anyio.to_thread.run_sync(state_bytes, self.rt.model)
+            await self._announce(version, sha, data)
+        return self.weights[version]
+
+    async def _announce(self, version: int, sha: str, data: bytes) -> None:
+        """Store `data` and append its weights event, before the learner goes on: measured on
+        the toy pair, uploading beside the next step delayed the rollouts more than it saved
+        the learner (they compete for the same cores)."""
+        from mrl_actors.weights import announce
+
+        ev = await announce(self.log, self.name, version, data, sha)
+        seq = await self._writer.append(ev)
+        await self._folded(seq, f"weights v{version}")
+
+    async def checkpoint(self, step: int, weights: WeightsPublished) -> None:
+        """A stored checkpoint (blobs) and a local one (directory), each once."""
+        from mrl_actors.models import is_complete
+        from mrl_actors.weights import store_checkpoint
+
+        if step not in self.stored:
+            ev = await store_checkpoint(self.log, self.name, step, self.rt.learner, weights)
+            await self._folded(await self._writer.append(ev), f"checkpoint {step}")
+        path = checkpoint_dir(self.run_dir, self.name, step)
+        if not is_complete(path):
+            await anyio.to_thread.run_sync(self.rt.learner.save_checkpoint, path, self.rt.tokenizer)
+        if step not in self.saved:
+            await self._writer.append(
+                CheckpointSaved(
+                    run=self.run_id,
+                    source=self.name,
+                    event_id=event_id("checkpoint", self.run_id, self.name, step),
+                    time_ns=time.time_ns(),
+                    policy=self.name,
+                    step=step,
+                    path=str(path),
+                    weights_sha256=weights.weights_sha256,
+                )
+            )
+
+    def _checkpoint_due(self, step: int) -> bool:
+        spec = self.spec.run
+        return step > 0 and (step % spec.checkpoint_every == 0 or step == spec.steps)
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        self._writer = self.log.writer(self.name)
+        await self._writer.resume(_WRITES)
+        await self.rebuild()
+        await self.restore()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.follow)
+            version = self.state.version
+            sha = await anyio.to_thread.run_sync(self.rt.learner.state_dict_sha256)
+            weights = await self.publish(version, sha)  # rollouts start from this version
+            if self._checkpoint_due(version):  # a restart killed while checkpointing
+                await self.checkpoint(version, weights)
+            task_status.started()
+            initial: dict[str, float] | None = None
+            if version == 0:
+                initial = await anyio.to_thread.run_sync(self.rt.evaluate, self._eval_items)
+            done_here = 0
+            while version < self.spec.run.steps:
+                if self.opts.stop_after is not None and done_here >= self.opts.stop_after:
+                    break
+                await self.step(version, initial)
+                version += 1
+                if self.state.version != version:
+                    raise LogError(
+                        f"{self.name}: took step {version} but the log says {self.state.version}"
+                    )
+                initial = None
+                done_here += 1
+            tg.cancel_scope.cancel()
+
+    def _peers_to_wait_for(self, version: int) -> list[str]:
+        """Peers whose groups for this step's prompts are on their way: those not behind.
+
+        A peer's rollout actors run up to `run.max_staleness` batches ahead of its learner, so
+        a peer whose learner is at least at this one's version has sampled this batch, or is
+        sampling it now. A peer behind would keep this learner waiting for as long as it lags
+        (lockstep's idle time): it is not waited for, and what it sends later stays pending for
+        a later step on the same prompt, where the probe's staleness bound decides. A finished
+        peer samples nothing more; an independent probe waits for no one.
+        """
+        if self.state.peer_kind is None:
+            return []
+        out = []
+        for peer in self.peers:
+            at = self.peer_steps.get(peer, 0)
+            if at >= self.spec.run.steps or at < version:
+                continue
+            out.append(peer)
+        return out
+
+    async def step(self, version: int, initial: dict[str, float] | None) -> None:
+        run, spec = self.run_id, self.spec.run
+        t_start = time.perf_counter()
+        items = self.rt.task.sample(spec.seed, version, spec.prompts_per_step)
+        ids = [rollout_id(run, self.name, version, j, it.prompt_id) for j, it in enumerate(items)]
+
+        # 1: this batch's groups, sampled by the rollout actors
+        await self._until(lambda: all(i in self.state.own for i in ids), float("inf"))
+        t_groups = time.perf_counter()
+        fresh = [
+            self.state.own[i]
+            for i in ids
+            if version - self.state.own[i].event.policy_version <= spec.max_staleness
+        ]
+        dropped = len(ids) - len(fresh)
+        if dropped:
+            self._log.warning("stale_groups_dropped", step=version + 1, dropped=dropped)
+        if not fresh:  # rollout actors never sample beyond the bound: the log was not ours
+            raise LogError(
+                f"{self.name}: every group of batch {version} was sampled more than "
+                f"{spec.max_staleness} versions ago; nothing to learn from"
+            )
+
+        # 2: peers on the same prompts, as long as the probe can use what they would send
+        prompt_ids = [it.prompt_id for it in items]
+        peers = self._peers_to_wait_for(version)
+        if peers:  # each peer's summaries of this batch: a summary follows its group's events
+            keys = [(j, it.prompt_id) for j, it in enumerate(items)]
+            wanted = [event_id("reward", run, p, version, j, pid) for p in peers for j, pid in keys]
+            await self._until(
+                lambda: all(w in self.peer_summaries for w in wanted),
+                self.spec.probes.sharing.wait_for_peers_s,
+            )
+        t_peers = time.perf_counter()
+        peer_events = take_peer_events(self.state, prompt_ids) if self.state.peer_kind else []
+
+        # 3: the step
+        inputs = assemble(fresh, peer_events)
+        _, metrics = await anyio.to_thread.run_sync(self.rt.learn, self.probe, inputs, version)
+        step = version + 1
+        staleness = [version - g.event.policy_version for g in fresh]
+        rewards = np.concatenate([g.event.rewards_array() for g in fresh] or [np.zeros(0)])
+        successes = [c.success for g in fresh for c in g.event.completions]
+        metrics.update(
+            reward_mean=float(rewards.mean()) if rewards.size else 0.0,
+            success_rate=float(np.mean(successes)) if successes else 0.0,
+            rollout_wait_s=t_groups - t_start,
+            peer_wait_s=t_peers - t_groups,
+            staleness_mean=float(np.mean(staleness)) if staleness else 0.0,
+            staleness_max=float(max(staleness, default=0)),
+            dropped_stale=float(dropped),
+        )
+        if self.restored_from or self.replayed:  # the first step after a restart says so
+            metrics.update(
+                restored_from_step=float(self.restored_from), replayed_steps=float(self.replayed)
+            )
+            self.restored_from = self.replayed = 0
+        if initial is not None:
+            metrics.update({f"{k}_initial": v for k, v in initial.items()})
+        if step % spec.eval_every == 0 or step == spec.steps:
+            metrics.update(await anyio.to_thread.run_sync(self.rt.evaluate, self._eval_items))
+        metrics["step_time_s"] = time.perf_counter() - t_start
+
+        consumed = [ConsumedEvent(s.seq, s.event.event_id) for s in fresh]
+        consumed += [ConsumedEvent(s.seq, s.event.event_id) for s in peer_events]
+        sha = await anyio.to_thread.run_sync(self.rt.learner.state_dict_sha256)
+        seq = await self._writer.append(
+            LearnerStepCompleted(
+                run=run,
+                source=self.name,
+                event_id=event_id("learner", run, self.name, step),
+                time_ns=time.time_ns(),
+                policy=self.name,
+                step=step,
+                probe=self.probe,
+                consumed=consumed,
+                weights_sha256=sha,
+                metrics=metrics,
+            )
+        )
+        await self._folded(seq, f"learner step {step}")
+        weights = await self.publish(step, sha)
+        pending = sum(  # groups sampled but not consumed yet, within the bound
+            1
+            for g in self.state.own.values()
+            if step - g.event.policy_version <= spec.max_staleness
+        )
+        await self._writer.append(
+            LearnerStepTimed(
+                run=run,
+                source=self.name,
+                event_id=event_id("learner", run, self.name, "timed", step),
+                time_ns=time.time_ns(),
+                policy=self.name,
+                step=step,
+                wait_s=t_peers - t_start,
+                compute_s=metrics["learn_time_s"],
+                samples=sum(len(g.event.completions) for g in fresh),
+                pending_groups=pending,
+                staleness=metrics["staleness_mean"],
+            )
+        )
+        if self._checkpoint_due(step):
+            await self.checkpoint(step, weights)
+        await self._throughput(step, fresh, metrics)
+        self._log.info(
+            "step",
+            step=step,
+            reward=metrics["reward_mean"],
+            acc=metrics.get("eval_accuracy"),
+            staleness=metrics["staleness_mean"],
+            wait=metrics["rollout_wait_s"] + metrics["peer_wait_s"],
+        )
+        if self.opts.on_step is not None:
+            self.opts.on_step(self.name, step, metrics)
+
+    async def _throughput(
+        self, step: int, fresh: list[Record[Any]], metrics: dict[str, float]
+    ) -> None:
+        window = metrics["learn_time_s"]
+        tokens = sum(c.token_ids_array().size for g in fresh for c in g.event.completions)
+        samples = sum(len(g.event.completions) for g in fresh)
+        await self.log.append(
+            ThroughputReported(
+                run=self.run_id,
+                source=self.name,
+                event_id=event_id("throughput", self.run_id, self.name, "learner", step),
+                time_ns=time.time_ns(),
+                node=self.opts.node,
+                policy=self.name,
+                role="learner",
+                window_s=window,
+                tokens_per_s=tokens / window if window > 0 else 0.0,
+                samples_per_s=samples / window if window > 0 else 0.0,
+                step_time_s=metrics["step_time_s"],
+            )
+        )

@@ -1,0 +1,142 @@
+"""Entry points a node calls to host an asynchronous policy's actors, by role.
+
+Each takes the log connection the actor writes through (its policy's user: the server decides
+what it may publish), builds the actor's runtime in a worker thread, and runs the actor until its
+work is done. `task_status.started()` is called once the actor follows the log (a learner: once
+it has published its current weights, which is what rollout actors wait for).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from mrl_actors.actors.learner import LearnerActor
+from mrl_actors.actors.policy import ActorOptions
+from mrl_actors.actors.rollout import RolloutActor
+from mrl_actors.actors.runtime import PolicyRuntime, build_runtime, checkpoint_dir
+from mrl_actors.errors import ConfigError
+from mrl_actors.spec import PolicySpec, RunSpec
+
+
+def _policy(spec: RunSpec, name: str) -> PolicySpec:
+    for p in spec.policies:
+        if p.name == name:
+            return p
+    raise ConfigError(f"policy {name!r} is not in run {spec.run.name!r}")
+
+
+def _to_device(rt: PolicyRuntime, device: str) -> PolicyRuntime:
+    """Move the runtime's model (in place: the optimizer keeps its parameters) to `device`."""
+    if device != "cpu":
+        rt.model.to(device)
+    return rt
+
+
+# transformers builds models under process-wide patches (meta-device initialisation), so two
+# threads building at once corrupt each other's models: the actors of a process build in turn.
+_BUILD_LOCK = threading.Lock()
+
+
+def learner_runtime(spec: RunSpec, name: str, run_dir: Path, device: str = "cpu") -> PolicyRuntime:
+    """The learner's runtime at step 0 (its `step-0` checkpoint, saved on the first start)."""
+    from mrl_actors.node import prepare_runtime
+
+    with _BUILD_LOCK:
+        return prepare_runtime(spec, _policy(spec, name), run_dir, device)
+
+
+def rollout_runtime(spec: RunSpec, name: str, run_dir: Path, device: str = "cpu") -> PolicyRuntime:
+    """A rollout actor's runtime: the model's architecture and tokenizer; weights come from the
+    log (`WeightsPublished`), so on a host without the `step-0` checkpoint the initial model is
+    built (not saved) just to have the right shapes."""
+    from mrl_actors.models import is_complete
+    from mrl_actors.tasks import make_task
+
+    start = checkpoint_dir(run_dir, name, 0)
+    weights = start if is_complete(start) else None
+    with _BUILD_LOCK:
+        rt = build_runtime(spec, _policy(spec, name), make_task(spec.task), weights_dir=weights)
+        return _to_device(rt, device)
+
+
+async def run_learner(
+    log: Any,
+    spec: RunSpec,
+    policy_name: str,
+    run_dir: Path,
+    *,
+    device: str = "cpu",
+    opts: ActorOptions | None = None,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Host `policy_name`'s learner until it has taken `run.steps` (or `opts.stop_after`) steps."""
+    rt = await anyio.to_thread.run_sync(learner_runtime, spec, policy_name, run_dir, device)
+    actor = LearnerActor(log, rt, run_dir, opts or ActorOptions())
+    await actor.run(task_status=task_status)
+
+
+async def run_rollout(
+    log: Any,
+    spec: RunSpec,
+    policy_name: str,
+    replica: int,
+    run_dir: Path,
+    *,
+    device: str = "cpu",
+    opts: ActorOptions | None = None,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Host one rollout replica of `policy_name` until its learner has finished."""
+    if not 0 <= replica < spec.run.rollout_replicas:
+        raise ConfigError(
+            f"rollout replica {replica} of {policy_name!r}: the spec has "
+            f"run.rollout_replicas = {spec.run.rollout_replicas}"
+        )
+    rt = await anyio.to_thread.run_sync(rollout_runtime, spec, policy_name, run_dir, device)
+    actor = RolloutActor(log, rt, replica, opts or ActorOptions())
+    await actor.run(task_status=task_status)
+
+
+async def run_policy_async(
+    learner_log: Any,
+    rollout_logs: Sequence[Any],
+    spec: RunSpec,
+    policy_name: str,
+    run_dir: Path,
+    *,
+    device: str = "cpu",
+    opts: ActorOptions | None = None,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """A policy's learner and its rollout replicas (one log each) in one task group.
+
+    The rollouts stop when the learner returns (its steps done, or `opts.stop_after`).
+    """
+    async with anyio.create_task_group() as tg:
+
+        async def learn(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+            await run_learner(
+                learner_log,
+                spec,
+                policy_name,
+                run_dir,
+                device=device,
+                opts=opts,
+                task_status=task_status,
+            )
+            tg.cancel_scope.cancel()
+
+        await tg.start(learn)
+        for replica, log in enumerate(rollout_logs):
+            rollout = partial(
+                run_rollout, log, spec, policy_name, replica, run_dir, device=device, opts=opts
+            )
+            await tg.start(rollout)
+        task_status.started()

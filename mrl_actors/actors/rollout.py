@@ -1,0 +1,295 @@
+"""A rollout actor of an asynchronous run: sample with the newest weights, verify, append groups.
+
+A policy has `run.rollout_replicas` of them; replica `r` takes the prompt batches `k` with
+`k % replicas == r` of the run's seeded prompt stream (`task.sample(seed, k, prompts_per_step)`:
+every policy's replicas draw the same prompts). For batch `k` it:
+
+1. waits until its learner has published a version `v >= k - run.max_staleness` (the bound: a
+   group is consumed by learner step `k + 1`, at most `max_staleness` versions after `v`);
+2. switches, between batches only, to the newest published version: fetches the blob named by
+   its `WeightsPublished`, checks its sha256 and the loaded model's checksum. A version that
+   fails either is refused (dead-lettered on `deadletter.<policy>`, once) and the actor keeps the
+   weights it has, or waits for the next version when the bound needs a newer one;
+3. samples, verifies and appends one `RolloutGroupCompleted` per prompt stamped with `v`, each
+   followed by its `SuccessVerified` events and a `RewardSummary`, and a `ThroughputReported`.
+
+Group ids depend only on (run, policy, batch, index, prompt), so a restarted actor skips what the
+log holds and a retried publish is stored once (`Nats-Msg-Id`); a group is one event, so none is
+ever half-written. Replicas of one policy share its subjects, so they publish without the
+ownership check of `OwnedWriter` (ids, not ownership, make their appends safe).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from mrl_actors.actors.policy import ActorOptions
+from mrl_actors.actors.runtime import PolicyRuntime
+from mrl_actors.actors.state import rollout_id
+from mrl_actors.errors import WeightsError
+from mrl_actors.events import (
+    AnyEvent,
+    Event,
+    LearnerStepCompleted,
+    RewardSummary,
+    RolloutGroupCompleted,
+    SuccessVerified,
+    ThroughputReported,
+    WeightsPublished,
+    event_id,
+    pack_f32,
+)
+from mrl_actors.logs import get_logger
+from mrl_actors.see.deadletter import DeadLetters
+from mrl_actors.see.record import Record
+
+ROLLOUT_KINDS = ("weights", "learner", "rollout", "reward", "success")
+
+
+class RolloutActor:
+    def __init__(self, log: Any, rt: PolicyRuntime, replica: int, opts: ActorOptions) -> None:
+        self.log = log
+        self.rt = rt
+        self.spec = rt.spec
+        self.run_id = rt.spec.run.name
+        self.name = rt.name
+        self.replica = replica
+        self.replicas = rt.spec.run.rollout_replicas
+        self.opts = opts
+        self.version = -1  # weights version the model holds (-1: none loaded from the log yet)
+        self.weights: dict[int, Record[WeightsPublished]] = {}  # own policy's, by version
+        self.refused: set[int] = set()  # versions whose weights failed their checks
+        self.learner_step = 0  # the learner's newest logged step
+        self.logged: set[str] = set()  # ids of own experience events in the log
+        # own groups in the log whose summary is not (a killed actor's last batch): reused as
+        # they are, so what follows them describes the logged group, not a new sample
+        self.unsummarized: dict[str, RolloutGroupCompleted] = {}
+        self.last_seq = 0
+        self.dead_letters = DeadLetters(log, self.name)
+        self._log = get_logger(
+            __name__, run=self.run_id, actor="rollout", policy=self.name, replica=replica
+        )
+        self._changed: anyio.Event | None = None
+
+    # ------------------------------------------------------------------ fold
+
+    def _read(self, *, start_seq: int, follow: bool) -> AsyncIterator[Record[AnyEvent]]:
+        return self.log.read(
+            start_seq=start_seq,
+            kinds=ROLLOUT_KINDS,
+            sources=[self.name],
+            follow=follow,
+            dead_letters=self.dead_letters,
+        )
+
+    def _fold(self, rec: Record[AnyEvent]) -> None:
+        if rec.seq <= self.last_seq:
+            return
+        self.last_seq = rec.seq
+        ev = rec.event
+        if getattr(ev, "policy", None) == self.name == ev.source:
+            if isinstance(ev, WeightsPublished):
+                if ev.version not in self.weights:
+                    self.weights[ev.version] = Record(rec.seq, ev, rec.subject, rec.time_ns)
+            elif isinstance(ev, LearnerStepCompleted):
+                self.learner_step = max(self.learner_step, ev.step)
+            elif isinstance(ev, RolloutGroupCompleted | RewardSummary | SuccessVerified):
+                self.logged.add(ev.event_id)
+                if isinstance(ev, RolloutGroupCompleted):
+                    self.unsummarized[ev.event_id] = ev
+                elif isinstance(ev, RewardSummary):
+                    key = ev.event_id.split("/", 3)[3]
+                    self.unsummarized.pop(event_id("rollout", self.run_id, self.name, key), None)
+        changed, self._changed = self._changed, anyio.Event()
+        if changed is not None:
+            changed.set()
+
+    async def _follow(self) -> None:
+        async for rec in self._read(start_seq=self.last_seq + 1, follow=True):
+            self._fold(rec)
+
+    async def _until(self, ready: Callable[[], bool]) -> None:
+        while not ready():
+            if self._changed is None:
+                self._changed = anyio.Event()
+            await self._changed.wait()
+
+    # ------------------------------------------------------------------ weights
+
+    def newest_usable(self) -> int:
+        """The newest published version not refused (-1: none yet)."""
+        return max((v for v in self.weights if v not in self.refused), default=-1)
+
+    async def switch(self) -> bool:
+        """Load the newest published version if it is newer than ours; False if it was refused.
+
+        Called between batches only, so a group is always sampled by one version.
+        """
+        from mrl_actors.weights import load_weights
+
+        target = self.newest_usable()
+        if target <= self.version:
+            return True
+        rec = self.weights[target]
+        try:
+            await load_weights(self.log, rec.event, self.rt.model)
+        except WeightsError as exc:
+            self.refused.add(target)
+            self._log.warning("weights_refused", version=target, error=str(exc)[:300])
+            await self._reload()
+            letter = self.dead_letters.letter(
+                rec.seq, rec.subject, b"", "blob_hash", f"weights v{target} refused: {exc}"
+            )
+            await self.dead_letters.add_many([letter])
+            return False
+        self.version = target
+        self.rt.engine.sync_weights(self.rt.model, target)
+        self._log.debug("weights_loaded", version=target)
+        return True
+
+    async def _reload(self) -> None:
+        """Back to the version the model held, after a refused load left it half-written.
+
+        Fetched again and checked rather than kept in memory (a second copy of a 7B model per
+        rollout actor). Before any version was loaded there is nothing to restore: the actor
+        samples only with a version it loaded in full.
+        """
+        from mrl_actors.weights import load_weights
+
+        if self.version < 0:
+            return
+        try:
+            await load_weights(self.log, self.weights[self.version].event, self.rt.model)
+        except WeightsError as exc:  # its blob went bad since: hold no version until one loads
+            self._log.warning("weights_reload_failed", version=self.version, error=str(exc)[:300])
+            self.refused.add(self.version)
+            self.version = -1
+
+    async def wait_for_weights(self, batch: int) -> bool:
+        """Switch to the newest version, waiting for one `>= batch - max_staleness` when ours is
+        older (or was refused); False when the learner finished first."""
+        need = max(batch - self.spec.run.max_staleness, 0)
+        while True:
+            await self._until(
+                lambda: self.newest_usable() >= need or self.learner_step >= self.spec.run.steps
+            )
+            if self.learner_step >= self.spec.run.steps:
+                return False
+            await self.switch()  # a refused version is skipped: the loop waits for a newer one
+            if self.version >= need:
+                return True
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async for rec in self._read(start_seq=1, follow=False):
+            self._fold(rec)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._follow)
+            task_status.started()
+            batch = self.replica
+            while batch < self.spec.run.steps and self.learner_step < self.spec.run.steps:
+                if await self._done(batch):
+                    batch += self.replicas
+                    continue
+                if not await self.wait_for_weights(batch):
+                    break
+                await self.sample(batch)
+                batch += self.replicas
+            tg.cancel_scope.cancel()
+
+    def _ids(self, batch: int) -> tuple[list[Any], list[str]]:
+        spec = self.spec.run
+        items = self.rt.task.sample(spec.seed, batch, spec.prompts_per_step)
+        ids = [
+            rollout_id(self.run_id, self.name, batch, j, it.prompt_id) for j, it in enumerate(items)
+        ]
+        return items, ids
+
+    async def _done(self, batch: int) -> bool:
+        """The log holds every group of `batch` with its successes and summary."""
+        _, ids = self._ids(batch)
+        return all(i in self.logged for i in ids) and all(
+            event_id("reward", self.run_id, self.name, i.split("/", 3)[3]) in self.logged
+            for i in ids
+        )
+
+    async def sample(self, batch: int) -> None:
+        items, ids = self._ids(batch)
+        t0 = time.perf_counter()
+        groups = await anyio.to_thread.run_sync(
+            lambda: self.rt.rollouts(self.run_id, batch, items, ids, version=self.version)
+        )
+        t_gen = time.perf_counter() - t0
+        groups = [self.unsummarized.get(g.event_id, g) for g in groups]
+        missing = [e for e in experience_events(groups) if e.event_id not in self.logged]
+        if missing:
+            await self.log.append_many(missing)
+        tokens = sum(c.token_ids_array().size for g in groups for c in g.completions)
+        samples = sum(len(g.completions) for g in groups)
+        await self.log.append(
+            ThroughputReported(
+                run=self.run_id,
+                source=self.name,
+                event_id=event_id("throughput", self.run_id, self.name, "rollout", "b", batch),
+                time_ns=time.time_ns(),
+                node=self.opts.node,
+                policy=self.name,
+                role="rollout",
+                window_s=t_gen,
+                tokens_per_s=tokens / t_gen if t_gen > 0 else 0.0,
+                samples_per_s=samples / t_gen if t_gen > 0 else 0.0,
+                step_time_s=t_gen,
+            )
+        )
+        self._log.info("batch", batch=batch, version=self.version, gen_s=round(t_gen, 3))
+
+
+def experience_events(groups: list[RolloutGroupCompleted]) -> list[Event]:
+    """For each group: the group, one SuccessVerified per verified completion, the summary.
+
+    The same events, with the same ids, as the lockstep actor appends: the summary comes last,
+    so a peer that has seen it has seen the rest.
+    """
+    import numpy as np
+
+    out: list[Event] = []
+    for g in groups:
+        out.append(g)
+        key = g.event_id.split("/", 3)[3]  # batch/index/prompt: unique per group
+        for i, c in enumerate(g.completions):
+            if c.success:
+                out.append(
+                    SuccessVerified(
+                        run=g.run,
+                        source=g.source,
+                        event_id=event_id("success", g.run, g.source, key, i),
+                        time_ns=g.time_ns,
+                        policy=g.policy,
+                        policy_version=g.policy_version,
+                        prompt_id=g.prompt_id,
+                        prompt_text=g.prompt_text,
+                        completion_index=i,
+                        completion=c,
+                        tokenizer_fingerprint=g.tokenizer_fingerprint,
+                    )
+                )
+        out.append(
+            RewardSummary(
+                run=g.run,
+                source=g.source,
+                event_id=event_id("reward", g.run, g.source, key),
+                time_ns=g.time_ns,
+                policy=g.policy,
+                policy_version=g.policy_version,
+                prompt_id=g.prompt_id,
+                rewards=pack_f32(g.rewards_array()),
+                success_rate=float(np.mean([c.success for c in g.completions])),
+            )
+        )
+    return out
