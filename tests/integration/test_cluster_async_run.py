@@ -147,7 +147,7 @@ def _steps(records: list[Any], policy: str) -> list[ev.LearnerStepCompleted]:
 def _check_async_run(records: list[Any]) -> None:
     """Each policy took steps 1..N exactly once, each from its whole prompt batch of its own
     groups; no sequence was consumed twice; every group in the log is whole and logged once;
-    one weights version per step; the run finished once."""
+    each group's summary logged once; one weights version per step; the run finished once."""
     by_seq = {r.seq: r.event for r in records}
     consumed: list[int] = []
     for p in POLICIES:
@@ -172,6 +172,10 @@ def _check_async_run(records: list[Any]) -> None:
     assert groups and all(len(g.completions) == GROUP_SIZE for g in groups)  # no partial group
     ids = [g.event_id for g in groups]
     assert len(ids) == len(set(ids))  # no group logged twice
+    summaries = [r.event for r in records if isinstance(r.event, ev.RewardSummary)]
+    keys = [(s.policy, s.event_id.split("/", 3)[3]) for s in summaries]
+    assert len(keys) == len(set(keys))  # each group's experience closed once, by its summary
+    assert sorted(keys) == sorted((g.policy, g.event_id.split("/", 3)[3]) for g in groups)
     events = [r.event for r in records]
     assert sum(isinstance(e, ev.RunStarted) for e in events) == 1
     assert [e.epoch for e in events if isinstance(e, ev.SlotsAssigned)] == [1]
@@ -232,14 +236,17 @@ def _kill_at_first(
     cache: Path,
     subject: str,
     victim: str,
-) -> dict[str, subprocess.Popen[bytes]]:
+) -> int:
     """Start the three nodes; SIGKILL `victim` the moment a message on `subject` is published
-    (a core subscription sees it); restart it; wait for the run's end. Returns the processes."""
+    (a core subscription sees it); restart it; wait for the run's end. Returns the kill's
+    wall-clock time (ns)."""
     procs: dict[str, subprocess.Popen[bytes]] = {}
+    killed_ns = 0
 
     async def kill_at_first() -> None:
         import nats
 
+        nonlocal killed_ns
         nc = await nats.connect(c.urls().split(","), user=ADMIN, password=c.passwords[ADMIN])
         try:
             sub = await nc.subscribe(subject)
@@ -247,6 +254,7 @@ def _kill_at_first(
         finally:
             await nc.close()
         procs[victim].send_signal(signal.SIGKILL)
+        killed_ns = time.time_ns()
         procs[victim].wait(timeout=30)
 
     async def start_and_kill() -> None:
@@ -264,7 +272,7 @@ def _kill_at_first(
         _wait(procs, tmp)
     finally:
         _stop_all(procs)
-    return procs
+    return killed_ns
 
 
 # --------------------------------------------------------------------------- tests
@@ -314,9 +322,18 @@ def test_a_killed_rollout_node_restarted_leaves_no_partial_group(
     """h3 (both policies' rollouts) is SIGKILLed when the first group is published, mid-run;
     restarted, its rollout actors go on from the log: no group is partial or logged twice."""
     spec = _write_spec(models_dir, cluster, tmp_path)
-    _kill_at_first(cluster, spec, tmp_path, model_cache, f"mrl.{RUN}.rollout.>", "h3")
+    killed = _kill_at_first(cluster, spec, tmp_path, model_cache, f"mrl.{RUN}.rollout.>", "h3")
     records = _events(cluster)
     _check_async_run(records)
+    for p in POLICIES:  # the restarted rollout actors sampled the rest of the run
+        later = [
+            r.event
+            for r in records
+            if isinstance(r.event, ev.RolloutGroupCompleted)
+            and r.event.policy == p
+            and r.event.time_ns > killed
+        ]
+        assert later, p
     joined = sorted(r.event.node for r in records if isinstance(r.event, ev.NodeJoined))
     assert joined == ["h1", "h2", "h3", "h3"]
 
@@ -327,10 +344,11 @@ def test_a_killed_learner_node_restarted_resumes_from_its_checkpoint_and_the_log
     """h1 (gpt2's learner) is SIGKILLed when gpt2's first learner step is published; restarted,
     the learner restores its newest stored checkpoint and replays the log's tail."""
     spec = _write_spec(models_dir, cluster, tmp_path)
-    _kill_at_first(cluster, spec, tmp_path, model_cache, f"mrl.{RUN}.learner.gpt2", "h1")
+    killed = _kill_at_first(cluster, spec, tmp_path, model_cache, f"mrl.{RUN}.learner.gpt2", "h1")
     records = _events(cluster)
     _check_async_run(records)
     taken = _steps(records, "gpt2")
+    assert taken[0].time_ns < killed < taken[-1].time_ns  # killed mid-run
     restarted = [s for s in taken if "restored_from_step" in s.metrics]
     assert len(restarted) == 1 and restarted[0].step >= 2
     assert restarted[0].metrics["restored_from_step"] + restarted[0].metrics[
