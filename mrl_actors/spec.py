@@ -233,6 +233,16 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
             learners = [s for s in self.placement.slots if s.policy == name and s.role == "learner"]
             if len(learners) != 1:
                 fail("placement.slots", f"exactly one learner slot for policy {name!r}", learners)
+            rollouts = [s for s in self.placement.slots if s.policy == name and s.role == "rollout"]
+            if self.run.mode == "async" and len(rollouts) != self.run.rollout_replicas:
+                # each rollout slot is one replica: a missing one leaves its share of the prompt
+                # batches unsampled (the learner would wait forever), an extra one has no share
+                fail(
+                    "placement.slots",
+                    f"{self.run.rollout_replicas} rollout slots for policy {name!r}, one per "
+                    "run.rollout_replicas (mode = 'async')",
+                    rollouts,
+                )
         samples = self.run.prompts_per_step * self.run.group_size
         for i, p in enumerate(self.policies):
             if p.grpo.loss_type != "dapo" and samples % p.grpo.grad_accum:

@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,13 +154,20 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    """Three routed JetStream servers with the run's users; ready when every server has both
-    routes and reports healthy (JetStream meta leader elected)."""
+    with running_cluster(tmp_path, NODES) as c:
+        yield c
+
+
+@contextmanager
+def running_cluster(tmp_path: Path, nodes: dict[str, list[str]]) -> Iterator[Cluster]:
+    """Three routed JetStream servers with the run's users (a `node-<name>` per entry of
+    `nodes`, hosting its policies); ready when every server has both routes and reports healthy
+    (JetStream meta leader elected)."""
     import secrets
 
     servers = [Server(f"s{i}", free_port(), free_port(), free_port()) for i in (1, 2, 3)]
     roles = {ADMIN: admin_permissions(), READER: reader_permissions(RUN)}
-    for node, hosted in NODES.items():
+    for node, hosted in nodes.items():
         roles[f"node-{node}"] = node_permissions(
             RUN, node, hosted, list(POLICIES), user=f"node-{node}"
         )
@@ -227,13 +235,20 @@ def _create_stream(c: Cluster, spec_path: Path) -> None:
 
 
 def _start_node(
-    c: Cluster, spec: Path, tmp: Path, node: str, cache: Path, *, kill_in_save: str = ""
+    c: Cluster,
+    spec: Path,
+    tmp: Path,
+    node: str,
+    cache: Path,
+    *,
+    kill_in_save: str = "",
+    slots: str = "cpu:1",
 ) -> subprocess.Popen[bytes]:
     env = {**c.env(f"node-{node}"), "MRL_CACHE_DIR": str(cache)}
     if kill_in_save:
         env["MRL_TEST_KILL_IN_SAVE"] = kill_in_save
     cmd = [sys.executable, "-m", "mrl_actors.node_cli", str(spec), "--node", node]
-    cmd += ["--run-dir", str(tmp / node), "--server", c.urls(), "--slots", "cpu:1"]
+    cmd += ["--run-dir", str(tmp / node), "--server", c.urls(), "--slots", slots]
     cmd += ["--liveness-s", "1"]
     log = (tmp / f"{node}.out").open("wb")
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -89,6 +89,24 @@ def test_a_bad_placement_is_refused_with_the_field_named(placement: str, field: 
         parse_spec(spec_text(placement))
 
 
+def test_an_async_placement_gives_each_policy_one_rollout_slot_per_replica() -> None:
+    """Each rollout slot is one replica: one too few leaves prompt batches unsampled."""
+    rollout_b = '[[placement.slots]]\nnode = "n1"\nslot = "cpu:1"\npolicy = "b"\nrole = "rollout"\n'
+    for replicas, extra, refused in ((1, "", "'b'"), (1, rollout_b, ""), (2, rollout_b, "'a'")):
+        text = spec_text(PLACED + extra).replace(
+            'name = "r1"', f'name = "r1"\nmode = "async"\nrollout_replicas = {replicas}'
+        )
+        if not refused:
+            assert parse_spec(text).run.mode == "async"
+            continue
+        with pytest.raises(
+            ConfigError,
+            match=f"placement.slots: must be {replicas} rollout slots for policy {refused}",
+        ):
+            parse_spec(text)
+    assert parse_spec(spec_text(PLACED)).run.mode == "lockstep"  # lockstep: no such rule
+
+
 def _assigned(epoch: int, *rows: tuple[str, int, str, str]) -> ev.SlotsAssigned:
     return ev.SlotsAssigned(
         run="r1",
