@@ -35,6 +35,7 @@ from mrl_actors.actors.state import (
     PolicyState,
     assemble,
     evolve,
+    experience_events,
     peers_ready,
     rollout_id,
     take_peer_events,
@@ -44,14 +45,9 @@ from mrl_actors.events import (
     AnyEvent,
     CheckpointSaved,
     ConsumedEvent,
-    Event,
     LearnerStepCompleted,
-    RewardSummary,
-    RolloutGroupCompleted,
-    SuccessVerified,
     ThroughputReported,
     event_id,
-    pack_f32,
 )
 from mrl_actors.logs import get_logger
 from mrl_actors.probes import PEER_KIND
@@ -191,9 +187,7 @@ class PolicyActor:
             t_gen = time.perf_counter() - t0
             gen_tokens = sum(c.token_ids_array().size for g in fresh for c in g.completions)
             groups = [logged.get(g.event_id, g) for g in fresh]
-        missing = [
-            e for e in self._experience_events(groups) if e.event_id not in self.state.own_logged
-        ]
+        missing = [e for e in experience_events(groups) if e.event_id not in self.state.own_logged]
         seqs = await self._writer.append_many(missing)
         if seqs:
             await self._folded(max(seqs), "own rollouts")
@@ -261,48 +255,6 @@ class PolicyActor:
         )
         if self.opts.on_step is not None:
             self.opts.on_step(self.name, step, metrics)
-
-    def _experience_events(self, groups: list[RolloutGroupCompleted]) -> list[Event]:
-        """For each group: the group, one SuccessVerified per verified completion, the summary.
-
-        The summary comes last: a peer that has seen it has seen the rest (one writer, in order).
-        """
-        out: list[Event] = []
-        for g in groups:
-            out.append(g)
-            key = g.event_id.split("/", 3)[3]  # step/index/prompt: unique per group
-            for i, c in enumerate(g.completions):
-                if c.success:
-                    out.append(
-                        SuccessVerified(
-                            run=g.run,
-                            source=g.source,
-                            event_id=event_id("success", g.run, g.source, key, i),
-                            time_ns=g.time_ns,
-                            policy=g.policy,
-                            policy_version=g.policy_version,
-                            prompt_id=g.prompt_id,
-                            prompt_text=g.prompt_text,
-                            completion_index=i,
-                            completion=c,
-                            tokenizer_fingerprint=g.tokenizer_fingerprint,
-                        )
-                    )
-            rewards = g.rewards_array()
-            out.append(
-                RewardSummary(
-                    run=g.run,
-                    source=g.source,
-                    event_id=event_id("reward", g.run, g.source, key),
-                    time_ns=g.time_ns,
-                    policy=g.policy,
-                    policy_version=g.policy_version,
-                    prompt_id=g.prompt_id,
-                    rewards=pack_f32(rewards),
-                    success_rate=float(np.mean([c.success for c in g.completions])),
-                )
-            )
-        return out
 
     async def checkpoint(self, step: int, sha: str, *, repair: bool = False) -> None:
         """Save step `step`'s checkpoint, then log `CheckpointSaved`.

@@ -30,11 +30,10 @@ from anyio.abc import TaskStatus
 
 from mrl_actors.actors.policy import ActorOptions
 from mrl_actors.actors.runtime import PolicyRuntime
-from mrl_actors.actors.state import rollout_id
+from mrl_actors.actors.state import experience_events, rollout_id
 from mrl_actors.errors import WeightsError
 from mrl_actors.events import (
     AnyEvent,
-    Event,
     LearnerStepCompleted,
     RewardSummary,
     RolloutGroupCompleted,
@@ -42,7 +41,6 @@ from mrl_actors.events import (
     ThroughputReported,
     WeightsPublished,
     event_id,
-    pack_f32,
 )
 from mrl_actors.logs import get_logger
 from mrl_actors.see.deadletter import DeadLetters
@@ -248,48 +246,3 @@ class RolloutActor:
             )
         )
         self._log.info("batch", batch=batch, version=self.version, gen_s=round(t_gen, 3))
-
-
-def experience_events(groups: list[RolloutGroupCompleted]) -> list[Event]:
-    """For each group: the group, one SuccessVerified per verified completion, the summary.
-
-    The same events, with the same ids, as the lockstep actor appends: the summary comes last,
-    so a peer that has seen it has seen the rest.
-    """
-    import numpy as np
-
-    out: list[Event] = []
-    for g in groups:
-        out.append(g)
-        key = g.event_id.split("/", 3)[3]  # batch/index/prompt: unique per group
-        for i, c in enumerate(g.completions):
-            if c.success:
-                out.append(
-                    SuccessVerified(
-                        run=g.run,
-                        source=g.source,
-                        event_id=event_id("success", g.run, g.source, key, i),
-                        time_ns=g.time_ns,
-                        policy=g.policy,
-                        policy_version=g.policy_version,
-                        prompt_id=g.prompt_id,
-                        prompt_text=g.prompt_text,
-                        completion_index=i,
-                        completion=c,
-                        tokenizer_fingerprint=g.tokenizer_fingerprint,
-                    )
-                )
-        out.append(
-            RewardSummary(
-                run=g.run,
-                source=g.source,
-                event_id=event_id("reward", g.run, g.source, key),
-                time_ns=g.time_ns,
-                policy=g.policy,
-                policy_version=g.policy_version,
-                prompt_id=g.prompt_id,
-                rewards=pack_f32(g.rewards_array()),
-                success_rate=float(np.mean([c.success for c in g.completions])),
-            )
-        )
-    return out

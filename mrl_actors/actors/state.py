@@ -22,6 +22,7 @@ from mrl_actors.events import (
     RolloutGroupCompleted,
     SuccessVerified,
     event_id,
+    pack_f32,
 )
 from mrl_actors.probes import PromptInputs
 from mrl_actors.see.record import Record
@@ -185,3 +186,48 @@ def split_consumed(
         elif isinstance(ev, RolloutGroupCompleted | RewardSummary | SuccessVerified):
             peers.append(Record(s.seq, ev, s.subject, s.time_ns))
     return own, sorted(peers, key=lambda s: s.seq)
+
+
+def experience_events(groups: list[RolloutGroupCompleted]) -> list[Event]:
+    """For each group: the group, one SuccessVerified per verified completion, the summary.
+
+    The lockstep actor and the rollout actors append the same events with the same ids: the
+    summary comes last, so a peer that has seen it has seen the rest (one writer, in order).
+    """
+    import numpy as np
+
+    out: list[Event] = []
+    for g in groups:
+        out.append(g)
+        key = g.event_id.split("/", 3)[3]  # batch/index/prompt: unique per group
+        for i, c in enumerate(g.completions):
+            if c.success:
+                out.append(
+                    SuccessVerified(
+                        run=g.run,
+                        source=g.source,
+                        event_id=event_id("success", g.run, g.source, key, i),
+                        time_ns=g.time_ns,
+                        policy=g.policy,
+                        policy_version=g.policy_version,
+                        prompt_id=g.prompt_id,
+                        prompt_text=g.prompt_text,
+                        completion_index=i,
+                        completion=c,
+                        tokenizer_fingerprint=g.tokenizer_fingerprint,
+                    )
+                )
+        out.append(
+            RewardSummary(
+                run=g.run,
+                source=g.source,
+                event_id=event_id("reward", g.run, g.source, key),
+                time_ns=g.time_ns,
+                policy=g.policy,
+                policy_version=g.policy_version,
+                prompt_id=g.prompt_id,
+                rewards=pack_f32(g.rewards_array()),
+                success_rate=float(np.mean([c.success for c in g.completions])),
+            )
+        )
+    return out
