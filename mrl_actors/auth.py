@@ -81,10 +81,15 @@ def _blobs(run: str) -> str:
     return f"MRL_{run}_BLOBS"  # mrl_actors.blobs.bucket_name; its stream is OBJ_<bucket>
 
 
+def _lease(run: str) -> str:
+    return f"MRL_{run}_LEASE"  # mrl_actors.see.lease.lease_bucket; its stream is KV_<bucket>
+
+
 def _read(run: str, *, consumer_names: Iterable[str] = ()) -> list[str]:
     """JetStream API subjects a client needs to read the run's stream and blobs."""
     s, b = _stream(run), _blobs(run)
     o = f"OBJ_{b}"
+    k = f"KV_{_lease(run)}"
     subjects = [
         "$JS.API.INFO",
         f"$JS.API.STREAM.INFO.{s}",
@@ -107,6 +112,11 @@ def _read(run: str, *, consumer_names: Iterable[str] = ()) -> list[str]:
         f"$JS.API.STREAM.MSG.GET.{o}",
         f"$JS.FC.{o}.>",
         "$JS.API.STREAM.NAMES",  # the ordered consumer finds the bucket's stream by subject
+        # the lease bucket (who holds MWRA): readable by all, written by nodes only
+        f"$JS.API.STREAM.INFO.{k}",
+        f"$JS.API.DIRECT.GET.{k}",
+        f"$JS.API.DIRECT.GET.{k}.>",
+        f"$JS.API.STREAM.MSG.GET.{k}",
     ]
     for name in consumer_names:  # durable consumers named after the user's own source
         subjects += [
@@ -200,4 +210,7 @@ def node_permissions(
     base = writer_permissions(run, hosted, policies, user=user, nodes=[node])
     start = [f"mrl.{run}.run.mrl", f"mrl.{run}.slots.placement"]
     start += [f"mrl.{run}.policy.{_check('policy', p)}" for p in policies]
+    # any node may hold the MWRA lease and write its decisions (fenced by the log: see
+    # mrl_actors.mwra.actor), and it reports its own slot moves
+    start += [f"mrl.{run}.slots.mwra", f"mrl.{run}.slots.{node}", f"$KV.{_lease(run)}.>"]
     return msgspec.structs.replace(base, publish_allow=(*start, *base.publish_allow))

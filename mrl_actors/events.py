@@ -282,11 +282,20 @@ class ThroughputReported(Event, frozen=True, kw_only=True, tag="ThroughputReport
     step_time_s: float = 0.0
 
 
-class SlotsAssigned(Event, frozen=True, kw_only=True, tag="SlotsAssigned.v1"):
+class SlotsAssigned(Event, frozen=True, kw_only=True, omit_defaults=True, tag="SlotsAssigned.v1"):
+    """Which (policy, role) each slot of each node serves from this epoch on.
+
+    Fields at their default are left out of the wire form, so `seen_seq` (added later) leaves
+    the bytes of an assignment without it as they were.
+    """
+
     KIND: ClassVar[str] = "slots"
     epoch: int  # increases with every new assignment
     assignments: list[SlotAssignment]
     reason: str = ""
+    # The last stream sequence the allocator had folded when it decided (0 for the spec's own
+    # placement): replaying exactly that prefix of the log must give the same decision.
+    seen_seq: int = 0
 
 
 class NodeJoined(Event, frozen=True, kw_only=True, tag="NodeJoined.v1"):

@@ -6,7 +6,9 @@ code as a daemon that joins a server by URL. A node offers slots (its GPUs, or C
 and hosts either
 
 - the policies it is given (`policies`; all by default): the one-machine layout, or
-- what `SlotsAssigned` events give its slots, when the spec has a `[placement]`: it follows the
+- what `SlotsAssigned` events give its slots, when the spec has a `[placement]` (or its
+  allocator is MWRA: then the node is also a candidate to run it, `mrl_actors.mwra.actor`,
+  and reports how long each slot it switched took, `SlotMoveMeasured`): it follows the
   log's `slots` subjects, applies only a newer epoch than the one it holds (fencing), stops the
   actors whose slot moved and starts the newly assigned ones, each on its slot's device. It
   ends when every policy of the run has taken its steps (any node may have done them).
@@ -23,6 +25,7 @@ newest stored checkpoint and the log's tail.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
@@ -44,6 +47,7 @@ from mrl_actors.events import (
     NodeJoined,
     NodeLeft,
     RunFinished,
+    SlotMoveMeasured,
     SlotsAssigned,
     event_id,
 )
@@ -51,8 +55,6 @@ from mrl_actors.logs import get_logger
 from mrl_actors.placement import Hosted, NodeAssignment, Slot, apply, default_slots, ignored
 from mrl_actors.spec import PolicySpec, RunSpec
 from mrl_actors.tasks import make_task
-
-LIVENESS_S = 10.0  # heartbeat interval (MWRA's `liveness_interval_s`)
 
 
 def prepare_runtime(
@@ -135,26 +137,20 @@ async def host_learner(h: Hosting, *, task_status: TaskStatus[None]) -> None:
 
 
 async def host_rollout(h: Hosting, *, task_status: TaskStatus[None]) -> None:
-    """A rollout slot of an asynchronous policy. Its replica number is its place among the
-    policy's rollout slots in `[placement]` (the same on every node), so replicas partition
-    the prompt batches without overlap."""
+    """A rollout slot of an asynchronous policy: it samples the prompt batches the log's
+    assignments give its (node, slot) (`mrl_actors.actors.shares`), so the policy's slots
+    partition the batches without overlap however the allocator moves them."""
     from mrl_actors.actors.roles import run_rollout
 
-    mine = [
-        (ps.node, ps.slot)
-        for ps in h.spec.placement.slots
-        if ps.policy == h.policy.name and ps.role == "rollout"
-    ]
-    where = (h.opts.node, f"{h.slot.kind}:{h.slot.index}")
-    replica = mine.index(where) if where in mine else 0
     await run_rollout(
         h.log,
         h.spec,
         h.policy.name,
-        replica,
+        h.slot.index,
         h.run_dir,
         device=h.slot.device,
         opts=h.opts,
+        slot=(h.opts.node, h.slot.index),
         task_status=task_status,
     )
 
@@ -177,7 +173,7 @@ async def run_node(
     slots: Sequence[Slot] | None = None,
     opts: ActorOptions | None = None,
     log_for: Callable[[str], AbstractAsyncContextManager[Any]] | None = None,
-    liveness_s: float = LIVENESS_S,
+    liveness_s: float | None = None,
 ) -> None:
     """Host actors until the run (or this node's share of it) is done.
 
@@ -188,9 +184,11 @@ async def run_node(
     each actor may write (`mrl_actors.auth`). Without it, the actors share `log`.
     """
     slots = list(slots or default_slots())
-    opts = opts or ActorOptions(node=node)
+    opts = dataclasses.replace(opts or ActorOptions(), node=node)  # actors report their node
     logger = get_logger(__name__, run=spec.run.name, node=node)
     set_threads(spec)
+    # the spec's `[mwra] liveness_interval_s` by default: MWRA judges a node by that interval
+    liveness_s = liveness_s or spec.mwra.liveness_interval_s
     booted = time.time_ns()
     await log.append(
         NodeJoined(
@@ -210,7 +208,11 @@ async def run_node(
     try:
         async with anyio.create_task_group() as outer:
             outer.start_soon(_heartbeat, log, spec, node, booted, len(slots), epoch, liveness_s)
-            if spec.placement.slots and policies is None:
+            if spec.placement.allocator == "mwra" and policies is None:
+                from mrl_actors.mwra.actor import run_mwra
+
+                outer.start_soon(run_mwra, log, spec.run.name, node, spec.mwra)
+            if spec.placement.assigned and policies is None:
                 await _host_assigned(log, spec, run_dir, node, slots, opts, log_for, epoch)
             else:
                 await _host_policies(log, spec, run_dir, slots[0], policies, opts, log_for)
@@ -372,8 +374,11 @@ async def _host_assigned(
         finally:
             running.pop(h, None)
 
+    held: dict[int, Hosted] = {}  # what each slot ran last: a different one is a move
+
     async def reconcile(tg: Any) -> None:
         epoch[0] = seen.state.epoch
+        applied = time.monotonic()
         for h, scope in list(running.items()):
             if h not in seen.state.hosted:
                 seen.logger.info("actor_stopped", slot=h.slot, policy=h.policy, role=h.role)
@@ -383,6 +388,9 @@ async def _host_assigned(
                 seen.logger.info("actor_started", slot=h.slot, policy=h.policy, role=h.role)
                 running[h] = anyio.CancelScope()
                 await tg.start(host, h, running[h])
+                before, held[h.slot] = held.get(h.slot), h
+                if before is not None and before != h:
+                    await _move_measured(log, spec, node, seen.state.epoch, before, h, applied)
 
     async with anyio.create_task_group() as tg:
         async for rec in log.read(start_seq=1, kinds=kinds):  # catch up, then act
@@ -397,6 +405,33 @@ async def _host_assigned(
     # every actor here has returned: the run is complete when each policy's steps are logged
     if seen.finished >= set(seen.names) and not seen.run_finished:
         await _finish(log, spec, seen.run_subject_last)
+
+
+async def _move_measured(
+    log: Any, spec: RunSpec, node: str, epoch: int, before: Hosted, now: Hosted, since: float
+) -> None:
+    """`SlotMoveMeasured`: the seconds from applying the assignment to the slot's new actor
+    being ready (model built, log caught up), which MWRA's cost gate weighs moves by."""
+    t = time.time_ns()
+    try:
+        await log.append(
+            SlotMoveMeasured(
+                run=spec.run.name,
+                source=node,
+                event_id=event_id("slotmove", spec.run.name, node, epoch, now.slot),
+                time_ns=t,
+                node=node,
+                slot=now.slot,
+                epoch=epoch,
+                from_policy=before.policy,
+                to_policy=now.policy,
+                seconds=time.monotonic() - since,
+            )
+        )
+    except MrlError as exc:  # a measurement lost is a default cost used, not a failed node
+        get_logger(__name__, run=spec.run.name, node=node).warning(
+            "slot_move_not_recorded", error=str(exc)
+        )
 
 
 async def _finish(log: Any, spec: RunSpec, after: int) -> None:

@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--liveness-s",
         type=float,
-        default=10.0,
-        help="seconds between this node's heartbeats (NodeHeartbeat events)",
+        default=None,
+        help="seconds between this node's heartbeats (NodeHeartbeat events); default the "
+        "spec's [mwra] liveness_interval_s (10)",
     )
     parser.add_argument("--log-format", choices=["console", "json"], default="json")
     parser.add_argument("--log-level", type=types.log_level, default="info")
@@ -98,7 +99,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
     spec, spec_text = load_spec(args.spec)
     slots = parse_slots(args.slots)
-    if not 0.1 <= args.liveness_s <= 3600:
+    if args.liveness_s is not None and not 0.1 <= args.liveness_s <= 3600:
         raise ConfigError(f"--liveness-s {args.liveness_s}: must be in [0.1, 3600] seconds")
     hosted = [p for p in args.policies.split(",") if p] or None
     unknown = set(hosted or ()) - {p.name for p in spec.policies}

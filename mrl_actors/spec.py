@@ -20,11 +20,15 @@ from mrl_actors.builtin_models import builtin_name, is_builtin
 from mrl_actors.checks import MAX_STEPS, check_float, check_int, fail
 from mrl_actors.errors import ConfigError
 from mrl_actors.grpo.config import GRPOConfig
+from mrl_actors.mwra.config import MwraConfig
 from mrl_actors.natsconf import check_duration
 from mrl_actors.probes.config import ProbeName, ProbesConfig
 from mrl_actors.rollout.base import EngineConfig
 from mrl_actors.tasks import TaskConfig
 from mrl_actors.thl.residual import ResidualBudget
+
+# Sources of run-wide events (`mrl.<run>.<kind>.<source>`): no policy may be named so.
+RESERVED_SOURCES = frozenset({"mrl", "mwra", "placement"})
 
 
 def check_name(obj: RunSection | PolicySpec) -> None:
@@ -194,6 +198,15 @@ class PlacementSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     """
 
     slots: list[PlacedSlot] = []
+    # "static": `slots` hold for the whole run. "mwra": the allocator (one per run, on a node
+    # that holds its lease) assigns the slots of the nodes that join, starting from `slots` if
+    # given, and moves rollout slots between policies as the `[mwra]` table asks (mode "async").
+    allocator: Literal["static", "mwra"] = "static"
+
+    @property
+    def assigned(self) -> bool:
+        """Nodes host what `SlotsAssigned` events give them (not every policy locally)."""
+        return bool(self.slots) or self.allocator == "mwra"
 
 
 class RunSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -203,6 +216,7 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     thl: THLSection = THLSection()
     server: ServerSection = ServerSection()
     placement: PlacementSection = PlacementSection()
+    mwra: MwraConfig = MwraConfig()  # the allocator's knobs (with `placement.allocator = "mwra"`)
     policies: list[PolicySpec]
 
     def __post_init__(self) -> None:
@@ -211,6 +225,14 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
             fail("policies", "at least one [[policies]] entry", names)
         if len(set(names)) != len(names):
             fail("policies", "uniquely named", names)
+        for i, name in enumerate(names):
+            if name in RESERVED_SOURCES:
+                fail(f"policies[{i}].name", f"not one of {sorted(RESERVED_SOURCES)}", name)
+        if self.placement.allocator == "mwra" and self.run.mode != "async":
+            fail("placement.allocator", "'static' unless run.mode = 'async'", "mwra")
+        for name, n in self.mwra.learner_slots.items():
+            if n != 1:  # one learner actor per policy: data-parallel learners are not built
+                fail(f"mwra.learner_slots.{name}", "1", n)
         if (
             self.run.mode == "async"
             and self.run.probe != "independent"
@@ -234,7 +256,8 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
             if len(learners) != 1:
                 fail("placement.slots", f"exactly one learner slot for policy {name!r}", learners)
             rollouts = [s for s in self.placement.slots if s.policy == name and s.role == "rollout"]
-            if self.run.mode == "async" and len(rollouts) != self.run.rollout_replicas:
+            static = self.placement.allocator == "static"
+            if self.run.mode == "async" and static and len(rollouts) != self.run.rollout_replicas:
                 # each rollout slot is one replica: a missing one leaves its share of the prompt
                 # batches unsampled (the learner would wait forever), an extra one has no share
                 fail(

@@ -21,6 +21,7 @@ from mrl_actors.actors.learner import LearnerActor
 from mrl_actors.actors.policy import ActorOptions
 from mrl_actors.actors.rollout import RolloutActor
 from mrl_actors.actors.runtime import PolicyRuntime, build_runtime, checkpoint_dir
+from mrl_actors.actors.shares import SlotKey
 from mrl_actors.errors import ConfigError
 from mrl_actors.spec import PolicySpec, RunSpec
 
@@ -91,16 +92,19 @@ async def run_rollout(
     *,
     device: str = "cpu",
     opts: ActorOptions | None = None,
+    slot: SlotKey | None = None,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Host one rollout replica of `policy_name` until its learner has finished."""
-    if not 0 <= replica < spec.run.rollout_replicas:
+    """Host one rollout replica of `policy_name` until its learner has finished: replica
+    `replica` of `run.rollout_replicas`, or, given its node's `slot`, whatever share of the
+    batches the log's assignments give that slot."""
+    if slot is None and not 0 <= replica < spec.run.rollout_replicas:
         raise ConfigError(
             f"rollout replica {replica} of {policy_name!r}: the spec has "
             f"run.rollout_replicas = {spec.run.rollout_replicas}"
         )
     rt = await anyio.to_thread.run_sync(rollout_runtime, spec, policy_name, run_dir, device)
-    actor = RolloutActor(log, rt, replica, opts or ActorOptions())
+    actor = RolloutActor(log, rt, replica, opts or ActorOptions(), slot=slot)
     await actor.run(task_status=task_status)
 
 

@@ -1,8 +1,11 @@
 """A rollout actor of an asynchronous run: sample with the newest weights, verify, append groups.
 
-A policy has `run.rollout_replicas` of them; replica `r` takes the prompt batches `k` with
-`k % replicas == r` of the run's seeded prompt stream (`task.sample(seed, k, prompts_per_step)`:
-every policy's replicas draw the same prompts). For batch `k` it:
+On one node a policy has `run.rollout_replicas` of them and replica `r` takes the prompt batches
+`k` with `k % replicas == r` of the run's seeded prompt stream (`task.sample(seed, k,
+prompts_per_step)`: every policy's replicas draw the same prompts). On a node's slot (a placed
+run) the actor follows the run's `SlotsAssigned` events and takes the batches the log gives its
+slot (`mrl_actors.actors.shares`), however many slots the allocator gives the policy over time.
+Either way it takes its lowest batch not yet in the log, and for batch `k` it:
 
 1. waits until its learner has published a version `v >= k - run.max_staleness` (the bound: a
    group is consumed by learner step `k + 1`, at most `max_staleness` versions after `v`);
@@ -30,6 +33,7 @@ from anyio.abc import TaskStatus
 
 from mrl_actors.actors.policy import ActorOptions
 from mrl_actors.actors.runtime import PolicyRuntime
+from mrl_actors.actors.shares import Shares, SlotKey
 from mrl_actors.actors.state import experience_events, rollout_id
 from mrl_actors.errors import WeightsError
 from mrl_actors.events import (
@@ -37,6 +41,7 @@ from mrl_actors.events import (
     LearnerStepCompleted,
     RewardSummary,
     RolloutGroupCompleted,
+    SlotsAssigned,
     SuccessVerified,
     ThroughputReported,
     WeightsPublished,
@@ -47,10 +52,19 @@ from mrl_actors.see.deadletter import DeadLetters
 from mrl_actors.see.record import Record
 
 ROLLOUT_KINDS = ("weights", "learner", "rollout", "reward", "success")
+# Who may assign slots: the spec's placement (epoch 1) and the allocator (later epochs).
+ASSIGNERS = ("placement", "mwra")
 
 
 class RolloutActor:
-    def __init__(self, log: Any, rt: PolicyRuntime, replica: int, opts: ActorOptions) -> None:
+    def __init__(
+        self,
+        log: Any,
+        rt: PolicyRuntime,
+        replica: int,
+        opts: ActorOptions,
+        slot: SlotKey | None = None,
+    ) -> None:
         self.log = log
         self.rt = rt
         self.spec = rt.spec
@@ -59,6 +73,8 @@ class RolloutActor:
         self.replica = replica
         self.replicas = rt.spec.run.rollout_replicas
         self.opts = opts
+        self.slot = slot  # (node, slot number) on a placed run: batches come from the log
+        self.shares = Shares(self.name, rt.spec.run.max_staleness) if slot else None
         self.version = -1  # weights version the model holds (-1: none loaded from the log yet)
         self.weights: dict[int, Record[WeightsPublished]] = {}  # own policy's, by version
         self.refused: set[int] = set()  # versions whose weights failed their checks
@@ -77,10 +93,11 @@ class RolloutActor:
     # ------------------------------------------------------------------ fold
 
     def _read(self, *, start_seq: int, follow: bool) -> AsyncIterator[Record[AnyEvent]]:
+        placed = self.shares is not None
         return self.log.read(
             start_seq=start_seq,
-            kinds=ROLLOUT_KINDS,
-            sources=[self.name],
+            kinds=(*ROLLOUT_KINDS, "slots") if placed else ROLLOUT_KINDS,
+            sources=[self.name, *ASSIGNERS] if placed else [self.name],
             follow=follow,
             dead_letters=self.dead_letters,
         )
@@ -90,10 +107,14 @@ class RolloutActor:
             return
         self.last_seq = rec.seq
         ev = rec.event
-        if getattr(ev, "policy", None) == self.name == ev.source:
+        if isinstance(ev, SlotsAssigned) and ev.source in ASSIGNERS and self.shares:
+            self.shares.assign(ev)
+        elif getattr(ev, "policy", None) == self.name == ev.source:
             if isinstance(ev, WeightsPublished):
                 if ev.version not in self.weights:
                     self.weights[ev.version] = Record(rec.seq, ev, rec.subject, rec.time_ns)
+                    if self.shares:
+                        self.shares.publish(ev.version)
             elif isinstance(ev, LearnerStepCompleted):
                 self.learner_step = max(self.learner_step, ev.step)
             elif isinstance(ev, RolloutGroupCompleted | RewardSummary | SuccessVerified):
@@ -170,35 +191,58 @@ class RolloutActor:
 
     async def wait_for_weights(self, batch: int) -> bool:
         """Switch to the newest version, waiting for one `>= batch - max_staleness` when ours is
-        older (or was refused); False when the learner finished first."""
+        older (or was refused); False when the learner finished first. Returns early (True)
+        when the batch stops being ours: the caller checks `owns` again."""
         need = max(batch - self.spec.run.max_staleness, 0)
         while True:
             await self._until(
-                lambda: self.newest_usable() >= need or self.learner_step >= self.spec.run.steps
+                lambda: (
+                    self.newest_usable() >= need
+                    or self.learner_step >= self.spec.run.steps
+                    or not self.owns(batch)
+                )
             )
             if self.learner_step >= self.spec.run.steps:
                 return False
+            if not self.owns(batch):
+                return True
             await self.switch()  # a refused version is skipped: the loop waits for a newer one
             if self.version >= need:
                 return True
 
     # ------------------------------------------------------------------ run
 
+    def owns(self, batch: int) -> bool:
+        if self.shares is None:
+            return batch % self.replicas == self.replica
+        return self.shares.owner(batch) == self.slot
+
+    def next_batch(self) -> int | None:
+        """Our lowest batch the log does not hold in full (None: none now). Batches below the
+        learner's step were consumed, so they are complete."""
+        for batch in range(self.learner_step, self.spec.run.steps):
+            if self.owns(batch) and not self._done(batch):
+                return batch
+        return None
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async for rec in self._read(start_seq=1, follow=False):
             self._fold(rec)
+        steps = self.spec.run.steps
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._follow)
             task_status.started()
-            batch = self.replica
-            while batch < self.spec.run.steps and self.learner_step < self.spec.run.steps:
-                if await self._done(batch):
-                    batch += self.replicas
+            while self.learner_step < steps:
+                batch = self.next_batch()
+                if batch is None:  # nothing of ours now: wait for the log to give us some
+                    await self._until(
+                        lambda: self.learner_step >= steps or self.next_batch() is not None
+                    )
                     continue
                 if not await self.wait_for_weights(batch):
                     break
-                await self.sample(batch)
-                batch += self.replicas
+                if self.owns(batch):
+                    await self.sample(batch)
             tg.cancel_scope.cancel()
 
     def _ids(self, batch: int) -> tuple[list[Any], list[str]]:
@@ -209,7 +253,7 @@ class RolloutActor:
         ]
         return items, ids
 
-    async def _done(self, batch: int) -> bool:
+    def _done(self, batch: int) -> bool:
         """The log holds every group of `batch` with its successes and summary."""
         _, ids = self._ids(batch)
         return all(i in self.logged for i in ids) and all(

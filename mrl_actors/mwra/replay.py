@@ -4,13 +4,16 @@
 `step(now)` at each weight-version boundary and every `config.tick_s`; a decision is folded back
 into the state at once, as the actor would read its own write.
 
-`check` replays a log: before each recorded `SlotsAssigned` from MWRA, the rule is asked at that
-event's `time_ns` with the state folded from everything before it, and must give the same event.
+`check` replays a log: for each recorded `SlotsAssigned` from MWRA, the rule is asked at that
+event's `time_ns` with the state folded from the log up to the event's `seen_seq` (the prefix the
+live actor had read; everything before the event when it has none, as in the simulator), and
+must give the same event.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import msgspec
 
@@ -18,6 +21,7 @@ from mrl_actors import events as ev
 from mrl_actors.mwra.config import MwraConfig
 from mrl_actors.mwra.rule import SOURCE, decide
 from mrl_actors.mwra.state import MwraState, evolve
+from mrl_actors.see.record import Record
 
 
 class Allocator:
@@ -50,13 +54,29 @@ class ReplayMismatch(msgspec.Struct, frozen=True):
     replayed: ev.SlotsAssigned | None
 
 
-def check(events: Iterable[ev.Event], config: MwraConfig) -> list[ReplayMismatch]:
-    """Every recorded MWRA decision the rule does not reproduce (empty: the log replays)."""
+def check(records: Iterable[Record[Any] | ev.Event], config: MwraConfig) -> list[ReplayMismatch]:
+    """Every recorded MWRA decision the rule does not reproduce (empty: the log replays).
+
+    `records` are the log's records in sequence order (any kinds: the fold ignores what it does
+    not read), or bare events, numbered 1, 2, ... in the order given.
+    """
+    items = [
+        (r.seq, r.event) if isinstance(r, Record) else (i + 1, r) for i, r in enumerate(records)
+    ]
+    wanted = sorted(
+        {e.seen_seq for _, e in items if isinstance(e, ev.SlotsAssigned) and e.seen_seq > 0}
+    )
+    snapshots: dict[int, MwraState] = {}
     state = MwraState()
     mismatches: list[ReplayMismatch] = []
-    for i, event in enumerate(events):
+    for i, (seq, event) in enumerate(items):
+        while wanted and wanted[0] < seq:  # the state of the log up to and including wanted[0]
+            snapshots[wanted.pop(0)] = state
         if isinstance(event, ev.SlotsAssigned) and event.source == SOURCE:
-            replayed = decide(state, event.time_ns, config)
+            base = snapshots.get(event.seen_seq, state) if event.seen_seq else state
+            replayed = decide(base, event.time_ns, config)
+            if replayed is not None and event.seen_seq:
+                replayed = msgspec.structs.replace(replayed, seen_seq=event.seen_seq)
             if replayed != event:
                 mismatches.append(ReplayMismatch(i, event, replayed))
         state = evolve(state, event, alpha=config.ema_alpha, rate_window_s=config.rate_window_s)

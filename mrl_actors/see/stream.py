@@ -206,6 +206,13 @@ class EventLog:
                 )
             except APIError as exc:
                 raise _create_error(f"stream {name}", config, exc) from exc
+        if create:  # and the lease bucket of run-wide roles (MWRA), whatever the blob store
+            from mrl_actors.see.lease import ensure_lease_bucket
+
+            try:
+                await ensure_lease_bucket(js, run, replicas=config.replicas)
+            except APIError as exc:
+                raise _create_error(f"lease bucket of run {run}", config, exc) from exc
         blobs: BlobStore
         if config.blob_store == "zarr":
             if not config.blob_dir:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from mrl_actors.auth import POLICY_KINDS, node_permissions, policy_user, run_permissions
+from mrl_actors.auth import (
+    POLICY_KINDS,
+    node_permissions,
+    policy_user,
+    run_permissions,
+    writer_permissions,
+)
 from mrl_actors.errors import ConfigError
 from mrl_actors.natsconf import check_duration, quote
 
@@ -34,7 +40,13 @@ def test_a_node_user_is_the_union_of_its_policies_and_its_node_subject() -> None
     events = {s for s in perms.publish_allow if s.startswith("mrl.")}
     start = {"mrl.r.run.mrl", "mrl.r.slots.placement"} | {f"mrl.r.policy.{p}" for p in "abc"}
     own = {f"mrl.r.{k}.{p}" for k in POLICY_KINDS for p in "ab"} | {"mrl.r.node.h1"}
-    assert events == own | start  # the start subjects: any node may start the run, once
+    # MWRA's decisions (any node may hold its lease) and this node's own slot moves
+    mwra = {"mrl.r.slots.mwra", "mrl.r.slots.h1"}
+    assert events == own | start | mwra  # the start subjects: any node may start the run, once
+    assert "$KV.MRL_r_LEASE.>" in perms.publish_allow
+    assert not any(
+        s.startswith("$KV.") for s in writer_permissions("r", ["a"], ["a"], user="x").publish_allow
+    )
 
 
 def test_names_and_strings_that_would_break_a_config_are_refused() -> None:

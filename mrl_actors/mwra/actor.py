@@ -1,0 +1,146 @@
+"""The MWRA actor: one per run, on whichever node holds its lease, writing `SlotsAssigned`.
+
+Every node of a run whose `[placement] allocator = "mwra"` runs a candidate. The candidate that
+holds the run's `mwra` lease (`mrl_actors.see.lease`) leads: it folds the log from its start
+(`MWRA_KINDS`), then follows it, and asks the rule for a decision after every learner step or
+node event it reads and every `tick_s` (a quarter liveness interval, so a silent node is noticed
+in time). A decision is appended only if the last decision on the allocator's subject is the one
+the leader has folded (`EventLog.append_first`, checked by the server): a stale leader, or a
+second one in the moment a lease changes hands, cannot fork the chain of epochs. Each decision
+records the last sequence folded (`seen_seq`), and the leader decides again only once it has read
+its own decision back, so that prefix of the log is exactly what the decision was made from:
+`mwra.replay.check` makes it again from the log alone.
+
+A leader that fails to renew its lease (another took it over) stops leading and becomes a
+candidate again; one that stops cleanly releases the lease so the next one need not wait.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import msgspec
+
+from mrl_actors import events as ev
+from mrl_actors.errors import MrlError
+from mrl_actors.logs import get_logger
+from mrl_actors.mwra.config import MwraConfig
+from mrl_actors.mwra.rule import SOURCE, decide
+from mrl_actors.mwra.state import MwraState, evolve
+from mrl_actors.see.lease import Lease
+
+# Every kind whose events `mwra.state.evolve` reads.
+MWRA_KINDS = ("policy", "node", "throughput", "learner", "rollout", "slots")
+LEASE_KEY = "mwra"
+# Events after which a decision is worth asking for at once (the rest wait for the tick).
+_WAKE = (
+    ev.LearnerStepTimed,
+    ev.LearnerStepCompleted,
+    ev.NodeJoined,
+    ev.NodeLeft,
+    ev.SlotsAssigned,
+    ev.PolicyRegistered,
+)
+
+
+class Leader:
+    """The fold a leader decides from, with the log position it stands at."""
+
+    def __init__(self, config: MwraConfig) -> None:
+        self.config = config
+        self.state = MwraState()
+        self.last_seq = 0  # the last sequence folded
+        self.chain_seq = 0  # the sequence of the last decision on the allocator's subject
+        self.own_seq = 0  # our last decision's sequence: decide again only once it is folded
+        self.wake = anyio.Event()
+
+    def fold(self, seq: int, subject: str, event: ev.Event) -> None:
+        if seq <= self.last_seq:
+            return
+        self.last_seq = seq
+        if isinstance(event, ev.SlotsAssigned) and event.source == SOURCE:
+            self.chain_seq = seq
+        self.state = evolve(
+            self.state, event, alpha=self.config.ema_alpha, rate_window_s=self.config.rate_window_s
+        )
+        if isinstance(event, _WAKE):
+            self.wake.set()
+
+    def decision(self, now_ns: int) -> ev.SlotsAssigned | None:
+        if self.last_seq < self.own_seq:  # our last decision is not folded yet
+            return None
+        made = decide(self.state, now_ns, self.config)
+        return None if made is None else msgspec.structs.replace(made, seen_seq=self.last_seq)
+
+
+async def run_mwra(
+    log: Any,
+    run: str,
+    node: str,
+    config: MwraConfig,
+    *,
+    clock: Callable[[], int] = time.time_ns,
+) -> None:
+    """Be a candidate for the run's allocator until cancelled; lead whenever holding the lease."""
+    logger = get_logger(__name__, run=run, node=node)
+    lease = Lease(log.js, run, LEASE_KEY, node, ttl_s=config.liveness_interval_s, clock=clock)
+    try:
+        while True:
+            try:
+                if await lease.acquire():
+                    logger.info("mwra_leading")
+                    await _lead(log, run, lease, config, clock)
+                    logger.warning("mwra_lease_lost")
+            except MrlError as exc:  # a failover, a refused append: try again next tick
+                logger.warning("mwra_error", error=str(exc)[:300])
+            await anyio.sleep(config.tick_s)
+    finally:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            if log.nc.is_connected:
+                await lease.release()
+
+
+async def _lead(
+    log: Any, run: str, lease: Lease, config: MwraConfig, clock: Callable[[], int]
+) -> None:
+    """Fold, follow and decide while the lease holds; returns when it is lost."""
+    logger = get_logger(__name__, run=run, actor="mwra")
+    leader = Leader(config)
+    async for rec in log.read(start_seq=1, kinds=MWRA_KINDS):
+        leader.fold(rec.seq, rec.subject, rec.event)
+
+    async def follow() -> None:
+        async for rec in log.read(start_seq=leader.last_seq + 1, kinds=MWRA_KINDS, follow=True):
+            leader.fold(rec.seq, rec.subject, rec.event)
+
+    async def renew(scope: anyio.CancelScope) -> None:
+        while True:
+            await anyio.sleep(config.tick_s)
+            if not await lease.renew():
+                scope.cancel()
+                return
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(follow)
+        tg.start_soon(renew, tg.cancel_scope)
+        while True:
+            leader.wake = anyio.Event()  # what is folded from here on wakes the next round
+            decision = leader.decision(clock())
+            if decision is not None:
+                ack = await log.append_first(decision, after=leader.chain_seq)
+                if ack is None:  # another decision is on the chain: fold it, then decide
+                    logger.warning("mwra_decision_superseded", epoch=decision.epoch)
+                    leader.own_seq = leader.last_seq + 1
+                else:
+                    leader.own_seq = ack.seq
+                    logger.info(
+                        "slots_assigned",
+                        epoch=decision.epoch,
+                        reason=decision.reason,
+                        seen_seq=decision.seen_seq,
+                    )
+            with anyio.move_on_after(config.tick_s):
+                await leader.wake.wait()

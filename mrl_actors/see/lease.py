@@ -1,0 +1,139 @@
+"""A lease in the run's JetStream key-value bucket: one holder at a time for a run-wide role.
+
+MWRA must run once per run, on whichever node is alive. Every candidate node tries to take the
+key `<role>` of the bucket `MRL_<run>_LEASE`; the holder renews it every tick. Both writes are
+compare-and-set on the key's revision (`create` when absent, `update(last=revision)` otherwise),
+so of two candidates the server lets exactly one through. A candidate takes the key over only
+when the holder has not renewed it for `ttl_s` (by the candidate's clock against the holder's
+stamp: hosts are expected to keep their clocks in sync, as NTP does).
+
+The lease only keeps two allocators from working at once; it is not what makes their writes
+safe. A holder that stalls past its lease and wakes up still believes it leads until its next
+renewal fails, so whatever it writes in that window must be fenced by the log itself: MWRA
+appends each decision only if the last decision on its subject is the one it has folded
+(`EventLog.append_first`), which a stale holder's is not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from mrl_actors.logs import get_logger
+
+
+def lease_bucket(run: str) -> str:
+    return f"MRL_{run}_LEASE"
+
+
+class LeaseValue(msgspec.Struct, frozen=True):
+    holder: str
+    renewed_ns: int
+
+
+async def ensure_lease_bucket(js: Any, run: str, *, replicas: int = 1) -> None:
+    """Create the run's lease bucket if missing (the stream's creator does, as admin)."""
+    from nats.js.api import KeyValueConfig
+    from nats.js.errors import BucketNotFoundError, NotFoundError
+
+    try:
+        await js.key_value(lease_bucket(run))
+    except (BucketNotFoundError, NotFoundError):
+        await js.create_key_value(
+            KeyValueConfig(bucket=lease_bucket(run), history=1, replicas=replicas)
+        )
+
+
+class Lease:
+    """One candidate for the key `key` of the run's lease bucket."""
+
+    def __init__(
+        self,
+        js: Any,
+        run: str,
+        key: str,
+        holder: str,
+        *,
+        ttl_s: float,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.js = js
+        self.run = run
+        self.key = key
+        self.holder = holder
+        self.ttl_ns = int(ttl_s * 1e9)
+        self.clock = clock
+        self.revision = 0  # the key's revision we wrote last (0: we do not hold it)
+        self._kv: Any = None
+        self._log = get_logger(__name__, run=run, lease=key, candidate=holder)
+
+    async def _bucket(self) -> Any:
+        if self._kv is None:
+            self._kv = await self.js.key_value(lease_bucket(self.run))
+        return self._kv
+
+    def _value(self) -> bytes:
+        return msgspec.json.encode(LeaseValue(self.holder, self.clock()))
+
+    async def current(self) -> tuple[LeaseValue | None, int]:
+        """The holder on record and the key's revision (None, 0: nobody ever held it)."""
+        from nats.js.errors import KeyDeletedError, KeyNotFoundError
+
+        kv = await self._bucket()
+        try:
+            entry = await kv.get(self.key)
+        except (KeyNotFoundError, KeyDeletedError):
+            return None, 0
+        try:
+            return msgspec.json.decode(entry.value or b"", type=LeaseValue), entry.revision
+        except msgspec.DecodeError:  # not ours: an expired lease to anyone
+            return LeaseValue("", 0), entry.revision
+
+    async def acquire(self) -> bool:
+        """Take the lease if nobody holds it or its holder let it lapse; True if we hold it."""
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        kv = await self._bucket()
+        value, revision = await self.current()
+        try:
+            if value is None:
+                self.revision = await kv.create(self.key, self._value())
+            elif value.holder == self.holder or self.clock() - value.renewed_ns > self.ttl_ns:
+                self.revision = await kv.update(self.key, self._value(), last=revision)
+            else:
+                return False
+        except KeyWrongLastSequenceError:  # another candidate was first
+            self.revision = 0
+            return False
+        self._log.info("lease_acquired", revision=self.revision, previous=value and value.holder)
+        return True
+
+    async def renew(self) -> bool:
+        """Stamp the lease again; False if it was taken over (we no longer hold it)."""
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        if not self.revision:
+            return False
+        kv = await self._bucket()
+        try:
+            self.revision = await kv.update(self.key, self._value(), last=self.revision)
+        except KeyWrongLastSequenceError:
+            self._log.warning("lease_lost")
+            self.revision = 0
+            return False
+        return True
+
+    async def release(self) -> None:
+        """Let the next candidate take over at once (a clean stop), if we still hold it."""
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        if not self.revision:
+            return
+        kv = await self._bucket()
+        with contextlib.suppress(KeyWrongLastSequenceError):
+            await kv.update(self.key, msgspec.json.encode(LeaseValue("", 0)), last=self.revision)
+        self.revision = 0
