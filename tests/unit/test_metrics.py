@@ -233,7 +233,9 @@ def test_serve_log_serves_what_it_follows_and_frees_its_port_when_cancelled() ->
     assert set(log.kinds) == set(FOLLOWED_KINDS)
     with pytest.raises(OSError):  # nothing listens there any more
         _scrape(port)
-    with socket.socket() as again:  # and the port is free (a server's reuse of it, as after
-        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart, succeeds)
+    # and the port is free: a new server can listen on it (with SO_REUSEADDR, as any server
+    # restarting does: the scrape's connection may still be in TIME_WAIT)
+    with socket.socket() as again:
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         again.bind(("127.0.0.1", port))
         again.listen()
