@@ -6,6 +6,11 @@ from the log (`metrics.observe(event)` per event), so the numbers are the log's,
 bookkeeping that could disagree with it. Replaying a log into a fresh `RunMetrics` gives the
 same gauges and counters.
 
+`serve_log(log, config)` is what a node runs (`run_node(..., metrics=config)`): it serves a fresh
+`RunMetrics` on `config.host:config.port` and `follow`s the run's log into it, from the start
+and then live, until it is cancelled; the HTTP server is closed when it ends. The events read
+are the kinds in `FOLLOWED_KINDS`.
+
 Series (every one labelled with `run`):
 
     mrl_tokens_per_second{policy,role,node}      last ThroughputReported of that node
@@ -19,7 +24,8 @@ Series (every one labelled with `run`):
     mrl_seconds_since_learner_step{policy}       now minus the above, computed at scrape time
     mrl_slots{policy,role}                       slots the assignment in force gives
     mrl_slots_epoch                              epoch of that assignment
-    mrl_slot_moves_total{from_policy,to_policy}  measured slot moves
+    mrl_slot_moves_total{from_policy,to_policy}  measured slot moves (0 for every ordered pair
+                                                 of registered policies until one is measured)
     mrl_slot_move_seconds_total{from_policy,to_policy}
     mrl_node_last_seen_timestamp_seconds{node}
 
@@ -32,10 +38,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from wsgiref.simple_server import WSGIServer
 
+import anyio
 import msgspec
+from anyio.abc import TaskStatus
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge as PromGauge
@@ -44,6 +52,10 @@ from prometheus_client.registry import Collector
 
 from mrl_actors import events as ev
 from mrl_actors.errors import ConfigError
+from mrl_actors.logs import get_logger
+
+if TYPE_CHECKING:
+    from mrl_actors.see.port import LogPort
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -148,6 +160,17 @@ def updates(event: ev.Event) -> list[Update]:
             return []
 
 
+def registered(known: Iterable[str], policy: str) -> list[Update]:
+    """A newly registered `policy` opens its slot-move series with every `known` policy at 0,
+    so a dashboard sees `mrl_slot_moves_total` before (or without) any measured move."""
+    out = []
+    for other in known:
+        for pair in ((other, policy), (policy, other)):
+            labels: Labels = (("from_policy", pair[0]), ("to_policy", pair[1]))
+            out += [Update(name, "inc", labels, 0.0) for name in COUNTERS]
+    return out
+
+
 def _stepped(policy: str, step: int, time_ns: int) -> list[Update]:
     labels = (("policy", policy),)
     out = [Update("mrl_learner_version", "set", labels, float(step))]
@@ -169,7 +192,9 @@ class _SinceLastStep(Collector):
             labels=["run", "policy"],
         )
         now = self._metrics.clock()
-        for (run, policy), at in sorted(self._metrics.last_step_s.items()):
+        with self._metrics.lock:  # the node's event loop writes it while this thread scrapes
+            last = sorted(self._metrics.last_step_s.items())
+        for (run, policy), at in last:
             family.add_metric([run, policy], max(0.0, now - at))
         yield family
 
@@ -181,7 +206,8 @@ class RunMetrics:
         self.registry = CollectorRegistry()
         self.clock = clock
         self.last_step_s: dict[tuple[str, str], float] = {}
-        self._lock = threading.Lock()
+        self.policies: dict[str, list[str]] = {}  # registered policies by run
+        self.lock = threading.Lock()
         self._gauges = {
             name: PromGauge(name, doc, ["run", *labels], registry=self.registry)
             for name, (doc, labels) in GAUGES.items()
@@ -195,14 +221,20 @@ class RunMetrics:
         self._thread: threading.Thread | None = None
 
     def observe(self, event: ev.Event) -> None:
-        self.apply(event.run, updates(event))
+        changes = updates(event)
+        if isinstance(event, ev.PolicyRegistered):
+            known = self.policies.setdefault(event.run, [])
+            if event.policy not in known:
+                changes += registered(known, event.policy)
+                known.append(event.policy)
+        self.apply(event.run, changes)
 
     def observe_all(self, events: Iterable[ev.Event]) -> None:
         for event in events:
             self.observe(event)
 
     def apply(self, run: str, changes: Iterable[Update]) -> None:
-        with self._lock:
+        with self.lock:
             for u in changes:
                 values = [run, *(v for _, v in u.labels)]
                 if u.op == "inc":
@@ -229,14 +261,56 @@ class RunMetrics:
         """Serve `/metrics` on `config.host:config.port` in a daemon thread; the bound port."""
         if self._server is not None:
             raise ConfigError("metrics are already served by this RunMetrics")
-        server, thread = start_http_server(config.port, config.host, registry=self.registry)
+        try:
+            server, thread = start_http_server(config.port, config.host, registry=self.registry)
+        except OSError as exc:
+            raise ConfigError(
+                f"metrics: cannot serve on {config.host}:{config.port}: {exc.strerror or exc} "
+                "(choose another metrics port, or 0 for a free one)"
+            ) from exc
         self._server, self._thread = server, thread
         return int(server.server_port)
 
     def close(self) -> None:
+        """Stop serving and free the port (waits for the server thread; idempotent)."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             if self._thread is not None:
                 self._thread.join(timeout=5)
             self._server = self._thread = None
+
+
+# ---------------------------------------------------------------------- a node's metrics
+
+# The kinds `updates` maps, plus `policy` (registrations open the slot-move series).
+FOLLOWED_KINDS = ("policy", "throughput", "learner", "slots", "node")
+
+
+async def follow(
+    log: LogPort, metrics: RunMetrics, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """Feed `metrics` the run's events of `FOLLOWED_KINDS`: the log from its start (so the
+    numbers are the log's wherever the node joins), then live, until cancelled."""
+    task_status.started()
+    async for rec in log.read(start_seq=1, kinds=FOLLOWED_KINDS, follow=True):
+        metrics.observe(rec.event)
+
+
+async def serve_log(
+    log: LogPort, config: MetricsConfig, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve a run's metrics on `config` while following its log; started with the bound port.
+
+    Runs until cancelled (the node's end); the HTTP server and its thread are closed then, so
+    the port is free again when this returns. A port in use is a `ConfigError` at start.
+    """
+    metrics = RunMetrics()
+    port = metrics.serve(config)
+    try:
+        get_logger(__name__, run=log.run).info("metrics_served", host=config.host, port=port)
+        task_status.started(port)
+        await follow(log, metrics)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(metrics.close)

@@ -52,6 +52,7 @@ from mrl_actors.events import (
     event_id,
 )
 from mrl_actors.logs import get_logger
+from mrl_actors.metrics import MetricsConfig, serve_log
 from mrl_actors.placement import Hosted, NodeAssignment, Slot, apply, default_slots, ignored
 from mrl_actors.spec import PolicySpec, RunSpec
 from mrl_actors.tasks import make_task
@@ -174,6 +175,7 @@ async def run_node(
     opts: ActorOptions | None = None,
     log_for: Callable[[str], AbstractAsyncContextManager[Any]] | None = None,
     liveness_s: float | None = None,
+    metrics: MetricsConfig | None = None,
 ) -> None:
     """Host actors until the run (or this node's share of it) is done.
 
@@ -181,7 +183,9 @@ async def run_node(
     otherwise `policies` (all of the spec's by default), each a lockstep actor on the first slot.
     `log` writes the node's own events. With `log_for`, each policy actor gets its own
     connection, `log_for(policy)`, as its own user: the server, not this process, decides what
-    each actor may write (`mrl_actors.auth`). Without it, the actors share `log`.
+    each actor may write (`mrl_actors.auth`). Without it, the actors share `log`. With
+    `metrics`, the node serves the run's Prometheus metrics there, read from `log`, for as long
+    as it runs (`mrl_actors.metrics.serve_log`).
     """
     slots = list(slots or default_slots())
     opts = dataclasses.replace(opts or ActorOptions(), node=node)  # actors report their node
@@ -208,6 +212,8 @@ async def run_node(
     try:
         async with anyio.create_task_group() as outer:
             outer.start_soon(_heartbeat, log, spec, node, booted, len(slots), epoch, liveness_s)
+            if metrics is not None:
+                await outer.start(serve_log, log, metrics)
             if spec.placement.allocator == "mwra" and policies is None:
                 from mrl_actors.mwra.actor import run_mwra
 

@@ -8,6 +8,7 @@ spec or the log: on a cluster the operator gives each node a user whose permissi
 `mrl_actors.auth.node_permissions` (its policies' subjects and its own node subject). Without
 `--server`, the node joins the live server of `--run-dir` (its `server.json`), each policy as
 its own user. SIGTERM stops it like Ctrl-C; a lost server ends it with one error line.
+`--metrics-port N` serves the run's Prometheus metrics (`mrl_actors.metrics`) while it runs.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between this node's heartbeats (NodeHeartbeat events); default the "
         "spec's [mwra] liveness_interval_s (10)",
     )
+    types.add_metrics_options(parser)
     parser.add_argument("--log-format", choices=["console", "json"], default="json")
     parser.add_argument("--log-level", type=types.log_level, default="info")
     return parser
@@ -135,6 +137,7 @@ async def _serve(args: argparse.Namespace) -> None:
             slots=slots,
             log_for=log_for,
             liveness_s=args.liveness_s,
+            metrics=types.metrics_config(args),
         )
 
 

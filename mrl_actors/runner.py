@@ -20,7 +20,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -32,6 +32,9 @@ from mrl_actors.events import PolicyRegistered, RunFinished, RunStarted, event_i
 from mrl_actors.logs import get_logger
 from mrl_actors.probes import PROBE_NAMES, ProbeName
 from mrl_actors.spec import RunSpec, effective_toml, load_spec
+
+if TYPE_CHECKING:
+    from mrl_actors.metrics import MetricsConfig
 
 SPEC_FILE = "spec.toml"
 
@@ -162,8 +165,12 @@ async def run_once(
     *,
     on_step: Callable[[str, int, dict[str, float]], None] | None = None,
     stop_after: int | None = None,
+    metrics: MetricsConfig | None = None,
 ) -> dict[str, Any]:
-    """One run of one probe into `run_dir`; returns its summary (also written to disk)."""
+    """One run of one probe into `run_dir`; returns its summary (also written to disk).
+
+    With `metrics`, the node serves the run's Prometheus metrics there while it runs.
+    """
     from contextlib import AsyncExitStack
 
     from mrl_actors.node import run_node
@@ -181,7 +188,9 @@ async def run_once(
         had = await record_start(log, spec, spec_text)
         opts = ActorOptions(on_step=on_step, stop_after=stop_after)
         local = [p.name for p in spec.policies]  # one machine: every policy here, placed or not
-        await run_node(log, spec, run_dir, policies=local, opts=opts, log_for=log_for)
+        await run_node(
+            log, spec, run_dir, policies=local, opts=opts, log_for=log_for, metrics=metrics
+        )
         finished = stop_after is None
         done = event_id("run", spec.run.name, "mrl", "finished")
         if finished and done not in had:  # a resumed run that had already finished
@@ -230,6 +239,7 @@ async def compare(
     on_step: Callable[[str, int, dict[str, float]], None] | None = None,
     on_run: Callable[[str], None] | None = None,
     stop_after: int | None = None,
+    metrics: MetricsConfig | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Run the spec under each probe and seed; write compare.json, compare_paired.json,
     compare.md and compare.html (each probe against independent, paired by seed).
@@ -237,6 +247,7 @@ async def compare(
     Each sub-run's directory keeps its own effective spec (its probe, seed and name), so
     `mrl run --resume DIR/<probe>-s<seed>` continues that sub-run, not the base spec.
     `stop_after` stops every sub-run after that many steps per policy (resume tests).
+    `metrics` serves each sub-run's metrics in turn, on the same address.
     """
     from mrl_actors.report import compare_html, compare_markdown
     from mrl_actors.stats import paired_differences
@@ -250,7 +261,12 @@ async def compare(
             variant = spec.with_probe(probe, seed=seed, name=name)
             text = spec_text + f"\n# --compare: run.probe = {probe!r}, run.seed = {seed}\n"
             summary = await run_once(
-                variant, text, out / f"{probe}-s{seed}", on_step=on_step, stop_after=stop_after
+                variant,
+                text,
+                out / f"{probe}-s{seed}",
+                on_step=on_step,
+                stop_after=stop_after,
+                metrics=metrics,
             )
             results.setdefault(probe, []).append(summary)
     (out / "compare.json").write_text(json.dumps(results, indent=2), encoding="utf-8")

@@ -59,6 +59,9 @@ class RunSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # async: a group may be sampled at most this many learner versions behind the version that
     # consumes it (rollouts wait for newer weights; the learner drops older groups)
     max_staleness: int = 1
+    # Write each learner step's metrics as TensorBoard scalars under
+    # `<run dir>/tensorboard/<policy>/` (`mrl_actors.tensorboard`); the log holds them either way.
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         check_name(self)

@@ -61,6 +61,7 @@ from mrl_actors.logs import get_logger
 from mrl_actors.probes import PEER_KIND
 from mrl_actors.see.deadletter import DeadLetters
 from mrl_actors.see.record import Record
+from mrl_actors.tensorboard import StepScalars
 from mrl_actors.weights import state_bytes
 
 FOLD_TIMEOUT_S = 120.0
@@ -92,6 +93,7 @@ class LearnerActor:
         self._changed: anyio.Event | None = None
         self._writer: Any = None
         self._eval_items = rt.task.test_items()[: rt.spec.run.eval_size]
+        self._scalars = StepScalars.of(rt.spec, run_dir, self.name)  # [run] tensorboard
         self.restored_from = 0  # the checkpoint step this process started from
         self.replayed = 0  # log-tail steps replayed on top of it
 
@@ -409,6 +411,7 @@ class LearnerActor:
             staleness=metrics["staleness_mean"],
             wait=metrics["rollout_wait_s"] + metrics["peer_wait_s"],
         )
+        self._scalars.write(step, metrics)
         if self.opts.on_step is not None:
             self.opts.on_step(self.name, step, metrics)
 

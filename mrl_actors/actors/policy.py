@@ -54,6 +54,7 @@ from mrl_actors.probes import PEER_KIND
 from mrl_actors.see.deadletter import DeadLetters
 from mrl_actors.see.port import LogPort
 from mrl_actors.see.record import Record
+from mrl_actors.tensorboard import StepScalars
 
 FOLD_TIMEOUT_S = 120.0  # how long the live fold may lag behind this actor's own appends
 
@@ -86,6 +87,7 @@ class PolicyActor:
         self._changed: anyio.Event | None = None  # set (and replaced) after every fold
         self._writer: Any = None
         self._eval_items = rt.task.test_items()[: rt.spec.run.eval_size]
+        self._scalars = StepScalars.of(rt.spec, run_dir, self.name)  # [run] tensorboard
 
     # ------------------------------------------------------------------ fold
 
@@ -253,6 +255,7 @@ class PolicyActor:
             acc=metrics.get("eval_accuracy"),
             consumed=len(consumed),
         )
+        self._scalars.write(step, metrics)
         if self.opts.on_step is not None:
             self.opts.on_step(self.name, step, metrics)
 

@@ -185,3 +185,29 @@ def host_token() -> str:
     import socket
 
     return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()) or "node"
+
+
+def add_metrics_options(parser: argparse.ArgumentParser) -> None:
+    """`--metrics-port N [--metrics-host H]`: serve the run's Prometheus metrics (default off)."""
+    parser.add_argument(
+        "--metrics-port",
+        type=int_in(0, 65535),
+        metavar="N",
+        help="serve the run's Prometheus metrics on this port while the node runs "
+        "(0: a free port, logged as metrics_served); default: no metrics server",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="H",
+        help="address the metrics server binds (default 127.0.0.1; 0.0.0.0 for every interface)",
+    )
+
+
+def metrics_config(args: argparse.Namespace) -> Any:
+    """The `MetricsConfig` of `add_metrics_options`' arguments, or None without --metrics-port."""
+    if args.metrics_port is None:
+        return None
+    from mrl_actors.metrics import MetricsConfig
+
+    return MetricsConfig(host=args.metrics_host, port=args.metrics_port)

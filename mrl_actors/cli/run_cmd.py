@@ -43,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--stop-after", type=types.int_in(1), help=argparse.SUPPRESS
     )  # take this many steps per policy and exit as if stopped (resume tests)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    types.add_metrics_options(parser)
     parser.set_defaults(handler=_handle)
 
 
@@ -58,6 +59,7 @@ def _handle(args: argparse.Namespace) -> int:
     from mrl_actors.runner import compare, resume_spec, run_once
     from mrl_actors.spec import load_spec
 
+    metrics = types.metrics_config(args)
     if args.seeds and not args.compare:
         raise ConfigError("--seeds goes with --compare")
     if args.resume:
@@ -90,14 +92,29 @@ def _handle(args: argparse.Namespace) -> int:
         if args.compare:
             seeds = args.seeds or [0, 1, 2, 3, 4]
             run_until_signal(
-                lambda: compare(spec, text, out, seeds=seeds, on_step=bars.step, on_run=bars.reset)
+                lambda: compare(
+                    spec,
+                    text,
+                    out,
+                    seeds=seeds,
+                    on_step=bars.step,
+                    on_run=bars.reset,
+                    metrics=metrics,
+                )
             )
             bars.close()  # before printing, so the table is not drawn over
             print((out / "compare.md").read_text(encoding="utf-8"), end="")
             print(f"runs and reports: {out}/<probe>-s<seed>/report.html")
         else:
             summary = run_until_signal(
-                lambda: run_once(spec, text, out, on_step=bars.step, stop_after=args.stop_after)
+                lambda: run_once(
+                    spec,
+                    text,
+                    out,
+                    on_step=bars.step,
+                    stop_after=args.stop_after,
+                    metrics=metrics,
+                )
             )
             bars.close()  # before printing, so the summary is not drawn over
             _print_summary(summary, out)

@@ -48,6 +48,10 @@ def _refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["run", "/nonexistent/spec.toml"], "argument spec: /nonexistent/spec.toml does not exist"),
         (["run", "--resume", "/nonexistent/run"], "argument --resume: /nonexistent/run does not"),
         (["run", SPEC, "--probe", "magic"], "argument --probe: invalid choice: 'magic'"),
+        (
+            ["run", SPEC, "--metrics-port", "70000"],
+            "argument --metrics-port: must be in [0, 65_535]",
+        ),
         (["--log-level", "loud", "log", "stats", "d"], "argument --log-level: 'loud': use one of"),
         (
             ["thl", "check", "--from", "/nope", "--to", "/nope", "--text-file", "t"],
@@ -103,6 +107,7 @@ def test_good_arguments_parse_to_checked_values() -> None:
         ([SPEC, "--run-dir", "r", "--server", "http://h:1"], "'http://h:1' is not a NATS URL"),
         ([SPEC, "--run-dir", "r", "--server", "nats://a:1, "], "'' is not a NATS URL"),
         ([SPEC, "--run-dir", "r", "--log-level", "loud"], "argument --log-level: 'loud'"),
+        ([SPEC, "--run-dir", "r", "--metrics-port", "-1"], "argument --metrics-port: must be in"),
     ],
 )
 def test_mrl_node_arguments_are_refused_while_parsing(
@@ -118,3 +123,17 @@ def test_mrl_node_arguments_are_refused_while_parsing(
 def test_mrl_node_default_node_name_is_a_subject_token() -> None:
     args = node_parser().parse_args([SPEC, "--run-dir", "r", "--server", "nats://h:4222,h2:4222"])
     assert args.node and "." not in args.node and args.server == "nats://h:4222,h2:4222"
+
+
+def test_metrics_are_off_unless_a_port_is_given() -> None:
+    from mrl_actors.cli.args import metrics_config
+    from mrl_actors.metrics import MetricsConfig
+
+    assert metrics_config(build_parser().parse_args(["run", SPEC])) is None
+    assert metrics_config(node_parser().parse_args([SPEC, "--run-dir", "r"])) is None
+    args = build_parser().parse_args(["run", SPEC, "--metrics-port", "0"])
+    assert metrics_config(args) == MetricsConfig(host="127.0.0.1", port=0)
+    args = node_parser().parse_args(
+        [SPEC, "--run-dir", "r", "--metrics-port", "9464", "--metrics-host", "0.0.0.0"]
+    )
+    assert metrics_config(args) == MetricsConfig(host="0.0.0.0", port=9464)

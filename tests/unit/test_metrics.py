@@ -1,15 +1,28 @@
-"""Prometheus metrics from events: the pure mapping, and a real scrape over HTTP on loopback."""
+"""Prometheus metrics from events: the pure mapping, a real scrape over HTTP on loopback, and
+`serve_log`'s life: it serves while it follows a log, and frees its port when cancelled."""
 
 from __future__ import annotations
 
+import socket
 import urllib.request
+from collections.abc import AsyncIterator
+from typing import Any
 
+import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mrl_actors import events as ev
 from mrl_actors.errors import ConfigError
-from mrl_actors.metrics import MetricsConfig, RunMetrics, Update, updates
+from mrl_actors.metrics import (
+    FOLLOWED_KINDS,
+    MetricsConfig,
+    RunMetrics,
+    Update,
+    serve_log,
+    updates,
+)
+from mrl_actors.see.record import Record
 
 RUN = "r1"
 T0 = 1_700_000_000_000_000_000  # ns
@@ -139,3 +152,90 @@ def test_close_frees_the_port_and_bad_port_is_refused() -> None:
     again.close()
     with pytest.raises(ConfigError, match=r"metrics\.port"):
         MetricsConfig(port=70000)
+
+
+def _registered(policy: str) -> ev.PolicyRegistered:
+    return ev.PolicyRegistered(
+        run=RUN,
+        source=policy,
+        event_id=f"reg-{policy}",
+        time_ns=T0,
+        policy=policy,
+        family="gpt2",
+        model_path="m",
+        tokenizer_fingerprint="f",
+        probe="independent",
+    )
+
+
+def test_registered_policies_open_their_slot_move_series_at_zero() -> None:
+    """A dashboard finds `mrl_slot_moves_total` for every ordered pair before any move (a run
+    without MWRA never measures one); a registration read twice opens nothing twice."""
+    metrics = RunMetrics()
+    port = metrics.serve(MetricsConfig(port=0))
+    try:
+        for policy in ("a", "b", "c", "b"):
+            metrics.observe(_registered(policy))
+        got = _scrape(port)
+    finally:
+        metrics.close()
+    pairs = {
+        (dict(labels)["from_policy"], dict(labels)["to_policy"]): value
+        for (name, labels), value in got.items()
+        if name == "mrl_slot_moves_total"
+    }
+    assert pairs == {(x, y): 0.0 for x in "abc" for y in "abc" if x != y}
+    assert sum(1 for name, _ in got if name == "mrl_slot_move_seconds_total") == 6
+
+
+def test_a_port_in_use_is_a_config_error_naming_it() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"127.0.0.1:{port}"):
+            RunMetrics().serve(MetricsConfig(port=port))
+
+
+class _Log:
+    """A log stub: `read` yields the events, then waits as a following read does."""
+
+    run = RUN
+
+    def __init__(self, events: list[ev.Event]) -> None:
+        self.events = events
+        self.kinds: list[str] = []
+
+    async def read(self, *, start_seq: int, kinds: Any, follow: bool) -> AsyncIterator[Record[Any]]:
+        assert start_seq == 1 and follow
+        self.kinds = list(kinds)
+        for seq, event in enumerate(self.events, start=1):
+            yield Record(seq, event)
+        await anyio.sleep_forever()
+
+
+def test_serve_log_serves_what_it_follows_and_frees_its_port_when_cancelled() -> None:
+    log = _Log(_events())
+
+    async def serve_and_scrape() -> tuple[int, dict[Any, float]]:
+        async with anyio.create_task_group() as tg:
+            port = await tg.start(serve_log, log, MetricsConfig(port=0))
+            with anyio.fail_after(10):  # the follower feeds it soon after it serves
+                while ("mrl_slots_epoch", (("run", RUN),)) not in (
+                    got := await anyio.to_thread.run_sync(_scrape, port)
+                ):
+                    await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+        return port, got
+
+    port, got = anyio.run(serve_and_scrape)
+    assert got[("mrl_pending_groups", (("policy", "qwen"), ("run", RUN)))] == 3.0
+    assert set(log.kinds) == set(FOLLOWED_KINDS)
+    with pytest.raises(OSError):  # nothing listens there any more
+        _scrape(port)
+    # and the port is free: a new server can listen on it (with SO_REUSEADDR, as any server
+    # restarting does: the scrape's connection may still be in TIME_WAIT)
+    with socket.socket() as again:
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))
+        again.listen()
