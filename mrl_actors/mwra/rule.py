@@ -10,9 +10,10 @@ Two kinds of change, in this order:
    with no rollout slot gets one (a starved learner), and free slots go where the target wants them.
    None of these evicts useful work, so no gate applies.
 2. Rebalance, only at a weight-version boundary (some learner stepped since the last epoch):
-   move at most `max_move_fraction` of the rollout slots toward the target allocation, and only
-   when the gain in balanced step rate beats the hysteresis and, with `cost_gate`, the measured
-   cost of the moves (mean of the last `cost_window` `SlotMoveMeasured`).
+   move at most `max_move_fraction` of the rollout slots toward the target allocation (a longer
+   way in equal steps), and only when the gain of reaching the whole target beats the hysteresis
+   (a dead band around the target) and, with `cost_gate`, this decision's gain beats the measured
+   cost of its moves (mean of the last `cost_window` `SlotMoveMeasured`).
 
 The model: a rollout slot of policy p yields `c_p` learner steps/s (samples/s per slot over
 samples per step); the learner caps p at `L_p = 1/compute_s` steps/s. With `n_p` rollout slots,
@@ -220,6 +221,11 @@ def _rebalance(
         return None, ""
     target = target_counts(total, c, cap, config)
     budget = max(1, int(config.max_move_fraction * total))
+    # A rebalance that needs several decisions spreads its moves evenly over them, so that the
+    # last one is not a remainder too small to clear the hysteresis band.
+    distance = sum(max(0, target[p] - n[p]) for p in policies)
+    if distance > budget:
+        budget = -(-distance // -(-distance // budget))
     after = dict(n)
     moves: list[tuple[str, str]] = []
     while len(moves) < budget:
@@ -237,7 +243,12 @@ def _rebalance(
     before_u = balanced_rate(n, c, cap, config)
     after_u = balanced_rate(after, c, cap, config)
     gain = after_u - before_u
-    if gain <= 0 or (before_u > 0 and gain / before_u < config.hysteresis):
+    # Hysteresis is a dead band around the target, not a minimum step: whether to move at all is
+    # judged on the gain of reaching the whole target, and once moving, the rule goes all the
+    # way (in steps of at most `max_move_fraction`). Judging each bounded step on its own gain
+    # would stop short of the target by up to the band, for as long as the rates hold.
+    full_gain = balanced_rate(target, c, cap, config) - before_u
+    if gain <= 0 or (before_u > 0 and full_gain / before_u < config.hysteresis):
         return None, ""
     if config.cost_gate and before_u > 0:
         # A moving slot produces nothing for the measured move time: value it at the average

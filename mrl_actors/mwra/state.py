@@ -65,6 +65,9 @@ class MwraState:
     # a policy's rate is their slot-weighted mean, kept as running sums per policy.
     node_rates: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
     rate_sums: dict[str, tuple[float, int]] = field(default_factory=dict)
+    # Per (node, policy): the total weight of the reports in its running average (1.0 once it
+    # spans many windows), so that the first reports are averaged, not the first one kept.
+    node_weights: dict[tuple[str, str], float] = field(default_factory=dict)
     move_costs: tuple[float, ...] = ()  # measured seconds per move, oldest first
     decided_versions: dict[str, int] = field(default_factory=dict)  # versions at the last epoch
 
@@ -100,8 +103,11 @@ def _rollout_rate(
 
     Each node's rate is a running average over about `rate_window_s` of report time, so that
     noisy reports do not flip decisions; the policy's rate is the slot-weighted mean over nodes.
+    The average is bias-corrected: until it spans `rate_window_s`, every report so far weighs
+    about the same (a plain running average started at the first report would keep that one
+    report's noise for minutes).
     """
-    alpha = 1.0 - math.exp(-max(window_s, 1e-3) / rate_window_s)
+    decay = math.exp(-max(window_s, 1e-3) / rate_window_s)
     n = slots_of(state, node, policy, "rollout")
     # A report that is not a finite positive rate (a node's bug, not a fact) is not folded: one
     # NaN would poison the running sums for the rest of the run.
@@ -109,15 +115,44 @@ def _rollout_rate(
         return state
     key = (node, policy)
     old_rate, old_n = state.node_rates.get(key, (0.0, 0))
-    rate = _ema(old_rate, sps / n, alpha)
+    weight = decay * state.node_weights.get(key, 0.0) + (1.0 - decay)
+    rate = old_rate + (1.0 - decay) / weight * (sps / n - old_rate)
     total, slots = state.rate_sums.get(policy, (0.0, 0))
     total, slots = total - old_rate * old_n + rate * n, slots - old_n + n
     node_rates = dict(state.node_rates)
     node_rates[key] = (rate, n)
+    node_weights = dict(state.node_weights)
+    node_weights[key] = weight
     rate_sums = dict(state.rate_sums)
     rate_sums[policy] = (total, slots)
-    state = replace(state, node_rates=node_rates, rate_sums=rate_sums)
+    state = replace(state, node_rates=node_rates, node_weights=node_weights, rate_sums=rate_sums)
     return _policy(state, policy, rollout_sps_per_slot=total / slots if slots else 0.0)
+
+
+def _reweigh_rates(state: MwraState) -> MwraState:
+    """After the working slots changed: each node's rate counts with the slots it has now.
+
+    A node left with no working slot of a policy no longer reports for it, so its average would
+    stay frozen in the policy's mean for the rest of the run: it leaves the mean (and starts
+    afresh if slots come back). A policy left with no reporting node keeps its last rate.
+    """
+    node_rates: dict[tuple[str, str], tuple[float, int]] = {}
+    for (node, policy), (rate, _) in state.node_rates.items():
+        n = slots_of(state, node, policy, "rollout")
+        if n > 0:
+            node_rates[(node, policy)] = (rate, n)
+    if node_rates == state.node_rates:
+        return state
+    sums: dict[str, tuple[float, int]] = {}
+    for (_, policy), (rate, n) in node_rates.items():
+        total, slots = sums.get(policy, (0.0, 0))
+        sums[policy] = (total + rate * n, slots + n)
+    node_weights = {k: w for k, w in state.node_weights.items() if k in node_rates}
+    state = replace(state, node_rates=node_rates, node_weights=node_weights, rate_sums=sums)
+    for policy, (total, slots) in sums.items():
+        if policy in state.policies:
+            state = _policy(state, policy, rollout_sps_per_slot=total / slots)
+    return state
 
 
 def _working(
@@ -208,6 +243,7 @@ def evolve(
                 working=_working(assignment, loading),
                 decided_versions=decided,
             )
+            state = _reweigh_rates(state)
         case ev.SlotMoveMeasured(node=node, slot=slot, epoch=epoch, seconds=seconds):
             costs = (*state.move_costs, max(0.0, seconds))[-MOVE_COSTS_KEPT:]
             state = replace(state, move_costs=costs)
@@ -218,6 +254,7 @@ def evolve(
                 policy, role = state.assignment[(node, slot)]
                 working[(node, policy, role)] = working.get((node, policy, role), 0) + 1
                 state = replace(state, loading=loading, working=working)
+                state = _reweigh_rates(state)
         case _:
             pass
     return state

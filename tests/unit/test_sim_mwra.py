@@ -1,4 +1,4 @@
-"""A small MWRA simulation: the invariants the real rule must keep (not timings, not figures)."""
+"""A small MWRA simulation: the invariants the real rule must keep, and its targets (no timings)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import importlib.util
 import itertools
 import sys
 from pathlib import Path
+
+import pytest
 
 from mrl_actors import events as ev
 
@@ -53,3 +55,19 @@ def test_static_split_runs_without_mwra() -> None:
     result = sim.static(sc, 3)
     assert result.moves == 0 and result.split == {"fast": 3, "slow": 3}
     assert 0.0 <= result.idle_share < 1.0
+
+
+@pytest.mark.parametrize("slots", [8, 64])
+def test_mwra_meets_its_targets_on_the_default_simulation(slots: int) -> None:
+    # The issue's targets on the simulator's defaults (one hour, drift 0.1, noise 0.2, seed 0);
+    # deterministic output, not timings. 1024 slots takes too long here: docs/benchmarks.md.
+    sc = sim.Scenario(slots=slots, hours=1.0, seed=0, drift=0.1, noise=0.2)
+    half = sim.static(sc, sim.rollout_total(sc) // 2)
+    _, best = sim.best_static(sc)
+    mwra = sim.Sim(sc, config=sim.mwra_config(sc)).run()
+    assert mwra.replay_ok
+    # The slow policy is the bottleneck of the 50/50 split; MWRA's balanced rate beats it 1.2x.
+    assert half.balanced == half.steps_per_h["slow"]
+    assert mwra.balanced >= 1.2 * half.balanced
+    # And reaches 0.98 of the best static split, found by search on the same simulator.
+    assert mwra.balanced >= 0.98 * best.balanced
