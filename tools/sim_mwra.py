@@ -10,10 +10,11 @@ lengths are lognormal, a learner step trains on `samples_per_step` completions a
 decode rate per learner slot, loading a policy onto a slot takes 20 s + 6 s per billion parameters
 (±20%). Rollout runs ahead of the learner by at most two steps of samples (bounded staleness);
 past that a rollout slot idles. Production is a fluid between events; what MWRA sees is noisy the
-way a real node's reports are: each `ThroughputReported` is the node's rate while generating,
-measured over the completions it finished in the window, times a lognormal wobble (`--noise`,
-default sigma 0.2); completion lengths drift ±10% over 20 minutes, the two policies in antiphase
-(`--drift`), as lengths do while a policy learns.
+way a real rollout actor's reports are: each `ThroughputReported` is one slot's rate while
+generating (here the node's mean over its slots of that policy), measured over the completions
+finished in the window, times a lognormal wobble (`--noise`, default sigma 0.2); completion
+lengths drift ±10% over 20 minutes, the two policies in antiphase (`--drift`), as lengths do
+while a policy learns.
 
 MWRA runs exactly as an actor would: it folds the same events (`NodeJoined`, `NodeHeartbeat`,
 `ThroughputReported`, `LearnerStepTimed`, `SlotMoveMeasured`) through `mrl_actors.mwra` and is
@@ -334,8 +335,8 @@ class Sim:
                     policy=name,
                     role="rollout",
                     window_s=self.sc.report_s,
-                    tokens_per_s=tps,
-                    samples_per_s=tps / float(lengths.mean()) * noise,
+                    tokens_per_s=tps / n,  # one slot's rate, as a rollout actor reports it
+                    samples_per_s=tps / n / float(lengths.mean()) * noise,
                 )
             )
 

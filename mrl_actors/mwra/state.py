@@ -5,8 +5,8 @@ Folded events and what each contributes:
 - `PolicyRegistered`: the policies that need slots.
 - `NodeJoined` / `NodeHeartbeat` / `ThroughputReported`: membership and liveness (last seen);
   `NodeLeft` removes a node.
-- `ThroughputReported` (role rollout): samples/s per rollout slot of a policy, a running average.
-  A node reports the rate while generating, summed over its slots of that policy.
+- `ThroughputReported` (role rollout): samples/s of one rollout slot of a policy while it
+  generates (each rollout actor reports the batches it sampled), a running average per node.
 - `LearnerStepTimed` / `LearnerStepCompleted`: the weight version (the decision boundary), the
   learner's wait and compute seconds, samples per step, backlog and staleness.
 - `RolloutGroupCompleted`: one more unconsumed group until the learner's next report.
@@ -99,7 +99,8 @@ def slots_of(state: MwraState, node: str, policy: str, role: Role) -> int:
 def _rollout_rate(
     state: MwraState, node: str, policy: str, sps: float, window_s: float, rate_window_s: float
 ) -> MwraState:
-    """Fold one node's rollout report into the policy's slot-weighted mean rate per slot.
+    """Fold one rollout slot's report into its node's rate per slot, and the policy's
+    slot-weighted mean over nodes.
 
     Each node's rate is a running average over about `rate_window_s` of report time, so that
     noisy reports do not flip decisions; the policy's rate is the slot-weighted mean over nodes.
@@ -116,7 +117,7 @@ def _rollout_rate(
     key = (node, policy)
     old_rate, old_n = state.node_rates.get(key, (0.0, 0))
     weight = decay * state.node_weights.get(key, 0.0) + (1.0 - decay)
-    rate = old_rate + (1.0 - decay) / weight * (sps / n - old_rate)
+    rate = old_rate + (1.0 - decay) / weight * (sps - old_rate)
     total, slots = state.rate_sums.get(policy, (0.0, 0))
     total, slots = total - old_rate * old_n + rate * n, slots - old_n + n
     node_rates = dict(state.node_rates)

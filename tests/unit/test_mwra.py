@@ -13,7 +13,7 @@ from mrl_actors.errors import ConfigError
 from mrl_actors.mwra import MwraConfig, fold
 from mrl_actors.mwra.replay import Allocator, check
 from mrl_actors.mwra.rule import live_nodes, target_counts
-from mrl_actors.mwra.state import MwraState, slots_of
+from mrl_actors.mwra.state import MwraState
 
 RUN = "r"
 S = 1_000_000_000  # ns per second
@@ -57,6 +57,7 @@ def registered(policy: str) -> ev.PolicyRegistered:
 
 
 def throughput(node: str, policy: str, sps: float, t: float) -> ev.ThroughputReported:
+    """One rollout slot's report: `sps` samples/s while generating."""
     return ev.ThroughputReported(
         run=RUN,
         source=node,
@@ -117,9 +118,8 @@ def started(config: MwraConfig, slots: int = 8) -> Allocator:
 
 def per_slot_report(alloc: Allocator, rates: dict[str, float], t: float) -> None:
     """Each policy's rollout slots report `rates[p]` samples/s per slot."""
-    counts = rollout_counts(alloc.state)
     for p, r in rates.items():
-        alloc.observe(throughput("n0", p, r * counts[p], t))
+        alloc.observe(throughput("n0", p, r, t))
 
 
 def test_first_assignment_places_learners_and_splits_rollout_equally() -> None:
@@ -149,9 +149,8 @@ def test_early_reports_are_averaged_not_the_first_one_kept() -> None:
     # weight of 1 - exp(-10/120), about 8%, so one noisy first report biased the rate for
     # minutes (the 64-slot simulation read the fast policy 12% slow and gave it a slot too many).
     alloc = started(MwraConfig())
-    n = rollout_counts(alloc.state)["a"]
     for i, per_slot in enumerate((2.0, 1.0, 1.0, 1.0)):
-        alloc.observe(throughput("n0", "a", per_slot * n, 5.0 + 10 * i))
+        alloc.observe(throughput("n0", "a", per_slot, 5.0 + 10 * i))
     # Four reports weigh about equally (the later slightly more): near 1.25, far from 1.9.
     assert 1.2 < alloc.state.policies["a"].rollout_sps_per_slot < 1.3
 
@@ -170,8 +169,8 @@ def test_a_node_without_working_slots_leaves_the_policy_rate() -> None:
         for n in ("n0", "n1")
     }
     assert on["n0"] and on["n1"]
-    alloc.observe(throughput("n0", "a", 9.0 * on["n0"], 5))
-    alloc.observe(throughput("n1", "a", 1.0 * on["n1"], 5))
+    alloc.observe(throughput("n0", "a", 9.0, 5))
+    alloc.observe(throughput("n1", "a", 1.0, 5))
     # n0's slots of `a` go to `b` (a newer epoch, as after a move).
     moved_away = [
         ev.SlotAssignment(
@@ -197,7 +196,7 @@ def test_a_rebalance_reaches_its_target_and_does_not_stop_inside_the_band() -> N
     t = 10.0
     for step in range(1, 8):
         for p, rate in (("a", 4.0), ("b", 1.0)):  # per working slot (moved ones still load)
-            alloc.observe(throughput("n0", p, rate * slots_of(alloc.state, "n0", p, "rollout"), t))
+            alloc.observe(throughput("n0", p, rate, t))
         alloc.observe(stepped("a", step, t))
         alloc.step(int(t * S))
         t += 10
@@ -309,9 +308,8 @@ def _scenario(config: MwraConfig) -> list[ev.Event]:
         feed(e)
     for step in range(1, 25):
         t = step * 7.0
-        counts = rollout_counts(alloc.state)
-        feed(throughput("n0", "a", (3.0 + step % 3 * 0.1) * counts["a"], t))
-        feed(throughput("n0", "b", 1.0 * counts["b"], t))
+        feed(throughput("n0", "a", 3.0 + step % 3 * 0.1, t))
+        feed(throughput("n0", "b", 1.0, t))
         feed(heartbeat("n0", 8, t))
         if step % 5 == 0:
             feed(moved(2.0 + step, t))
