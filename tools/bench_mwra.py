@@ -4,10 +4,10 @@
 
 Two policies of the toy pair, one of them slow: it samples `--slow-tokens` tokens per completion
 (no stop string, no stop at end-of-sequence) where the fast one stops at the end of its answer
-line (at most 8 tokens). Three nodes (`h1`, `h2`, `h3`, two CPU slots each) run in this
-process against one embedded server; each policy's learner has a slot of its own and the four
-other slots are rollout slots, two per policy, as `[placement]` says. The same spec runs twice,
-alternating (`--repeats` times each):
+line (at most 8 tokens). Three nodes (`h1`, `h2`, `h3`, two CPU slots each) run as
+`mrl-node` processes against one embedded server; each policy's learner has a slot of its own
+and the four other slots are rollout slots, two per policy, as `[placement]` says. The same
+spec runs twice, alternating (`--repeats` times each):
 
 - static: `allocator = "static"`, the placement holds for the whole run;
 - mwra: `allocator = "mwra"`, the placement is MWRA's starting point and the allocator (a
@@ -112,27 +112,45 @@ beta = 0.0
 
 
 async def run_nodes(spec: Any, text: str, run_dir: Path) -> None:
-    """The three nodes in one process, each with its own connection, until the run is done."""
-    from mrl_actors.node import run_node
-    from mrl_actors.placement import Slot
+    """The run's server here, and each node an `mrl-node` process of its own (as on separate
+    hosts: no shared interpreter lock), until every node has exited."""
+    import subprocess
+    import sys
+
     from mrl_actors.runner import record_start
     from mrl_actors.see.access import open_log
     from mrl_actors.server import serve_run_dir
 
     names = [p.name for p in spec.policies]
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "spec.toml").write_text(text)
     async with serve_run_dir(run_dir, run=spec.run.name, policies=names) as srv:
-        async with open_log(info=srv.info(), run=spec.run.name, create=True) as log:
+        info = srv.info()
+        async with open_log(info=info, run=spec.run.name, create=True) as log:
             await record_start(log, spec, text)
-
-        async def node(name: str, slots: int) -> None:
-            async with open_log(info=srv.info(), run=spec.run.name, create=True) as log:
-                here = [Slot("cpu", i) for i in range(slots)]
-                await run_node(log, spec, run_dir / name, node=name, slots=here)
-
-        async with anyio.create_task_group() as tg:
-            for name, slots in NODES.items():
-                tg.start_soon(node, name, slots)
+        env = {
+            **os.environ,
+            "MRL_NATS_USER": "admin",
+            "MRL_NATS_PASSWORD": info.users["admin"],
+        }
+        procs = []
+        for name, slots in NODES.items():
+            cmd = [sys.executable, "-m", "mrl_actors.node_cli", str(run_dir / "spec.toml")]
+            cmd += ["--node", name, "--run-dir", str(run_dir / name), "--server", info.url]
+            cmd += ["--slots", f"cpu:{slots}"]
+            out = (run_dir / f"{name}.out").open("wb")
+            procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
+        try:
+            while any(p.poll() is None for p in procs):
+                await anyio.sleep(0.5)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        failed = [(n, p.returncode) for n, p in zip(NODES, procs, strict=True) if p.returncode]
+        if failed:
+            raise SystemExit(f"nodes failed: {failed}; see {run_dir}/<node>.out")
 
 
 async def _events(run_dir: Path, run: str) -> list[Any]:
@@ -164,9 +182,11 @@ def measure(run_dir: Path, spec: Any) -> dict[str, dict[str, float]]:
         }
     decisions = [e for e in events if isinstance(e, ev.SlotsAssigned) and e.source == "mwra"]
     moves = [e for e in events if isinstance(e, ev.SlotMoveMeasured)]
-    final = next((d for d in reversed(decisions)), None)
+    # the split MWRA settled on: its last rebalance (the static placement when it made none)
+    settled = [d for d in decisions if "rebalance" in d.reason]
+    final = settled[-1] if settled else next(e for e in events if isinstance(e, ev.SlotsAssigned))
     rollout = {p.name: 0 for p in spec.policies}
-    for a in final.assignments if final else ():
+    for a in final.assignments:
         if a.role == "rollout":
             rollout[a.policy] += 1
     out["_run"] = {
@@ -207,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.steps} learner steps each; 3 nodes x 2 CPU slots on {os.cpu_count()} cores\n"
     )
     head = ["allocator", "rep", "slow steps/min", "fast steps/min", "slow idle", "fast idle"]
-    head += ["slow s/step", "fast s/step", "decisions", "moves", "s/move", "final rollout s/f"]
+    head += ["slow s/step", "fast s/step", "decisions", "moves", "s/move", "rollout slow/fast"]
     head += ["wall s"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))

@@ -39,6 +39,16 @@ def live_nodes(state: MwraState, now_ns: int, config: MwraConfig) -> list[str]:
     return sorted(n for n, v in state.nodes.items() if now_ns - v.last_seen_ns <= limit)
 
 
+def awaited_slots(state: MwraState, now_ns: int, config: MwraConfig) -> list[Slot]:
+    """Slots the assignment in force gives to nodes never heard from, while they may still
+    join: as long as a silent node would count as live (the spec's `[placement]` names nodes
+    that start at about the same time as the first one)."""
+    limit = config.dead_after * config.liveness_interval_s * 1e9
+    if now_ns - state.assigned_ns > limit:
+        return []
+    return sorted(s for s in state.assignment if s[0] not in state.nodes and s[0] not in state.left)
+
+
 def rates(state: MwraState) -> tuple[dict[str, float], dict[str, float]]:
     """Per-policy steps/s per rollout slot (`c`) and learner cap (`L`, inf when unmeasured).
 
@@ -120,7 +130,10 @@ def decide(state: MwraState, now_ns: int, config: MwraConfig) -> ev.SlotsAssigne
     if not policies:
         return None
     live = live_nodes(state, now_ns, config)
-    live_slots = [(n, i) for n in live for i in range(state.nodes[n].slots)]
+    awaited = awaited_slots(state, now_ns, config)
+    live += sorted({n for n, _ in awaited})
+    live_slots = [(n, i) for n in live if n in state.nodes for i in range(state.nodes[n].slots)]
+    live_slots += awaited
     live_set = set(live_slots)
     assign: dict[Slot, Owner] = {
         s: o for s, o in state.assignment.items() if s in live_set and o[0] in state.policies

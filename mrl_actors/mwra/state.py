@@ -70,6 +70,9 @@ class MwraState:
     node_weights: dict[tuple[str, str], float] = field(default_factory=dict)
     move_costs: tuple[float, ...] = ()  # measured seconds per move, oldest first
     decided_versions: dict[str, int] = field(default_factory=dict)  # versions at the last epoch
+    assigned_ns: int = 0  # when the assignment in force was made (a node it names may not
+    # have joined yet: the rule waits for it that long, as for a silent one)
+    left: frozenset[str] = frozenset()  # nodes that said they left (not waited for)
 
 
 def _ema(old: float, new: float, alpha: float) -> float:
@@ -200,6 +203,8 @@ def evolve(
                 nodes = dict(state.nodes)
                 del nodes[node]
                 state = replace(state, nodes=nodes)
+            if node not in state.left:
+                state = replace(state, left=state.left | {node})
         case ev.ThroughputReported(node=node, policy=name, role=role, time_ns=t):
             state = _seen(state, node, t)
             if role == "rollout" and name in state.policies:
@@ -243,6 +248,7 @@ def evolve(
                 loading=loading,
                 working=_working(assignment, loading),
                 decided_versions=decided,
+                assigned_ns=event.time_ns,
             )
             state = _reweigh_rates(state)
         case ev.SlotMoveMeasured(node=node, slot=slot, epoch=epoch, seconds=seconds):

@@ -449,3 +449,30 @@ def test_any_event_sequence_replays_and_keeps_the_invariants(
     epochs = [e.epoch for e in log if isinstance(e, ev.SlotsAssigned)]
     assert epochs == list(range(1, len(epochs) + 1))
     assert check(log, config) == []
+
+
+def test_a_placed_node_that_has_not_joined_yet_keeps_its_slots_for_a_liveness_grace() -> None:
+    """The spec's placement names nodes that start about together: the first to join (and
+    lead) must not hand the others' slots away before they had time to join."""
+    config = MwraConfig(liveness_interval_s=10.0)
+    placed = ev.SlotsAssigned(
+        run=RUN,
+        source="placement",
+        event_id=ev.event_id("slots", RUN, "placement", 1),
+        time_ns=0,
+        epoch=1,
+        assignments=[
+            ev.SlotAssignment(node="n0", slot=0, policy="a", role="learner"),
+            ev.SlotAssignment(node="n0", slot=1, policy="a", role="rollout"),
+            ev.SlotAssignment(node="n1", slot=0, policy="b", role="learner"),
+            ev.SlotAssignment(node="n1", slot=1, policy="b", role="rollout"),
+        ],
+    )
+    alloc = Allocator(config)
+    for e in (registered("a"), registered("b"), placed, joined("n0", 2, t=1.0)):
+        alloc.observe(e)
+    assert alloc.step(int(5 * S)) is None  # n1 may still come: its slots wait
+    late = alloc.step(int(16 * S))  # past dead_after intervals from the placement: lost
+    assert late is not None and "lost n1" in late.reason
+    assert {a.node for a in late.assignments} == {"n0"}
+    assert ("b", "learner") in {(a.policy, a.role) for a in late.assignments}
