@@ -30,6 +30,9 @@ Slot = tuple[str, int]  # (node, slot index)
 Owner = tuple[str, Role]  # (policy, role)
 
 MOVE_COSTS_KEPT = 16
+# A node claiming more slots than this is not believed (its event is not folded): the rule lists
+# every slot of every live node, so one absurd count would stall the allocator.
+MAX_NODE_SLOTS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +187,10 @@ def evolve(
         case ev.PolicyRegistered(policy=name):
             if name not in state.policies:
                 state = _policy(state, name)
+        case ev.NodeJoined(slots=slots) | ev.NodeHeartbeat(slots=slots) if not (
+            0 <= slots <= MAX_NODE_SLOTS
+        ):
+            pass
         case ev.NodeJoined(node=node, slots=slots, time_ns=t):
             nodes = dict(state.nodes)
             nodes[node] = NodeView(slots=slots, last_seen_ns=t)

@@ -476,3 +476,12 @@ def test_a_placed_node_that_has_not_joined_yet_keeps_its_slots_for_a_liveness_gr
     assert late is not None and "lost n1" in late.reason
     assert {a.node for a in late.assignments} == {"n0"}
     assert ("b", "learner") in {(a.policy, a.role) for a in late.assignments}
+
+
+def test_a_node_claiming_absurd_slot_counts_is_not_believed() -> None:
+    alloc = Allocator(MwraConfig())
+    for e in (registered("a"), joined("n0", 2), joined("n9", 10**12), heartbeat("n8", -1, 1.0)):
+        alloc.observe(e)
+    assert set(alloc.state.nodes) == {"n0"}
+    decision = alloc.step(int(1 * S))
+    assert decision is not None and {a.node for a in decision.assignments} == {"n0"}
