@@ -32,9 +32,14 @@ from mrl_actors.mwra.rule import SOURCE, decide
 from mrl_actors.mwra.state import MwraState, evolve
 from mrl_actors.see.lease import Lease
 
-# Every kind whose events `mwra.state.evolve` reads.
-MWRA_KINDS = ("policy", "node", "throughput", "learner", "rollout", "slots")
+# Every kind whose events `mwra.state.evolve` reads. Not the rollout groups (the bulk of a
+# run's bytes): a learner's backlog comes with its `LearnerStepTimed`.
+MWRA_KINDS = ("policy", "node", "throughput", "learner", "slots")
 LEASE_KEY = "mwra"
+# A lease lapses after this many liveness intervals without renewal (the holder renews every
+# quarter interval): with `dead_after` 1.5, a successor leads before a dead leader's node counts
+# as lost, so losing the allocator's node costs no more time than losing any other.
+LEASE_TTL = 0.75
 # Events after which a decision is worth asking for at once (the rest wait for the tick).
 _WAKE = (
     ev.LearnerStepTimed,
@@ -84,37 +89,62 @@ async def run_mwra(
     *,
     clock: Callable[[], int] = time.time_ns,
 ) -> None:
-    """Be a candidate for the run's allocator until cancelled; lead whenever holding the lease."""
+    """Be a candidate for the run's allocator until cancelled; lead whenever holding the lease.
+
+    A candidate folds the log all along (a warm standby), so taking the lease over costs no
+    catch-up: a dead leader's successor decides as soon as the rule allows.
+    """
     logger = get_logger(__name__, run=run, node=node)
-    lease = Lease(log.js, run, LEASE_KEY, node, ttl_s=config.liveness_interval_s, clock=clock)
+    ttl_s = LEASE_TTL * config.liveness_interval_s
+    lease = Lease(log.js, run, LEASE_KEY, node, ttl_s=ttl_s, clock=clock)
+    leader = Leader(config)
     try:
-        while True:
-            try:
-                if await lease.acquire():
-                    logger.info("mwra_leading")
-                    await _lead(log, run, lease, config, clock)
-                    logger.warning("mwra_lease_lost")
-            except MrlError as exc:  # a failover, a refused append: try again next tick
-                logger.warning("mwra_error", error=str(exc)[:300])
-            await anyio.sleep(config.tick_s)
+        async with anyio.create_task_group() as tg:
+            caught_up = anyio.Event()
+            tg.start_soon(_follow, log, leader, config, caught_up, logger)
+            await caught_up.wait()
+            while True:
+                try:
+                    if await lease.acquire():
+                        logger.info("mwra_leading")
+                        await _lead(log, lease, leader, config, clock, logger)
+                        logger.warning("mwra_lease_lost")
+                except MrlError as exc:  # a failover, a refused append: try again next tick
+                    logger.warning("mwra_error", error=str(exc)[:300])
+                await anyio.sleep(config.tick_s)
     finally:
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
             if log.nc.is_connected:
                 await lease.release()
 
 
-async def _lead(
-    log: Any, run: str, lease: Lease, config: MwraConfig, clock: Callable[[], int]
+async def _follow(
+    log: Any, leader: Leader, config: MwraConfig, caught_up: anyio.Event, logger: Any
 ) -> None:
-    """Fold, follow and decide while the lease holds; returns when it is lost."""
-    logger = get_logger(__name__, run=run, actor="mwra")
-    leader = Leader(config)
-    async for rec in log.read(start_seq=1, kinds=MWRA_KINDS):
-        leader.fold(rec.seq, rec.subject, rec.event)
+    """Fold the log into `leader` from its start, then as it grows; a failed read (a failover
+    longer than the read's retries) is resumed after the last sequence folded."""
+    while True:
+        try:
+            async for rec in log.read(start_seq=leader.last_seq + 1, kinds=MWRA_KINDS):
+                leader.fold(rec.seq, rec.subject, rec.event)
+            caught_up.set()
+            start = leader.last_seq + 1
+            async for rec in log.read(start_seq=start, kinds=MWRA_KINDS, follow=True):
+                leader.fold(rec.seq, rec.subject, rec.event)
+        except MrlError as exc:
+            logger.warning("mwra_read_failed", error=str(exc)[:300])
+        await anyio.sleep(config.tick_s)
 
-    async def follow() -> None:
-        async for rec in log.read(start_seq=leader.last_seq + 1, kinds=MWRA_KINDS, follow=True):
-            leader.fold(rec.seq, rec.subject, rec.event)
+
+async def _lead(
+    log: Any,
+    lease: Lease,
+    leader: Leader,
+    config: MwraConfig,
+    clock: Callable[[], int],
+    logger: Any,
+) -> None:
+    """Decide while the lease holds; returns when it is lost."""
 
     async def renew(scope: anyio.CancelScope) -> None:
         while True:
@@ -124,7 +154,6 @@ async def _lead(
                 return
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(follow)
         tg.start_soon(renew, tg.cancel_scope)
         while True:
             leader.wake = anyio.Event()  # what is folded from here on wakes the next round

@@ -9,7 +9,6 @@ Folded events and what each contributes:
   generates (each rollout actor reports the batches it sampled), a running average per node.
 - `LearnerStepTimed` / `LearnerStepCompleted`: the weight version (the decision boundary), the
   learner's wait and compute seconds, samples per step, backlog and staleness.
-- `RolloutGroupCompleted`: one more unconsumed group until the learner's next report.
 - `SlotsAssigned`: the assignment in force and its epoch (an older or equal epoch is ignored).
 - `SlotMoveMeasured`: the measured cost of moves, the last few kept for the cost gate.
 
@@ -233,9 +232,6 @@ def evolve(
             old_p = state.policies.get(name, PolicyView())
             pending = max(0, old_p.pending_groups - len(event.consumed))
             state = _policy(state, name, version=max(old_p.version, step), pending_groups=pending)
-        case ev.RolloutGroupCompleted(policy=name) if name in state.policies:
-            pending = state.policies.get(name, PolicyView()).pending_groups + 1
-            state = _policy(state, name, pending_groups=pending)
         case ev.SlotsAssigned(epoch=epoch) if epoch > state.epoch:
             assignment: dict[Slot, Owner] = {
                 (a.node, a.slot): (a.policy, a.role) for a in event.assignments
