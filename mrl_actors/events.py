@@ -375,7 +375,7 @@ class LearnerStepTimed(Event, frozen=True, kw_only=True, tag="LearnerStepTimed.v
     policy: str
     step: int  # the version this step produced (as in `LearnerStepCompleted.step`)
     wait_s: float  # seconds the learner waited for enough groups before this step
-    compute_s: float  # seconds the step itself took
+    compute_s: float  # seconds from its inputs being there to its weights published
     samples: int  # completions consumed by the step
     pending_groups: int  # groups of this policy still unconsumed after the step
     staleness: float = 0.0  # mean learner versions between sampling and consumption

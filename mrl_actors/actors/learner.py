@@ -394,7 +394,9 @@ class LearnerActor:
                 policy=self.name,
                 step=step,
                 wait_s=t_peers - t_start,
-                compute_s=metrics["learn_time_s"],
+                # everything the step did once its inputs were there (learning, evaluation when
+                # due, publishing the weights): what caps the policy's step rate, for MWRA
+                compute_s=time.perf_counter() - t_peers,
                 samples=sum(len(g.event.completions) for g in fresh),
                 pending_groups=pending,
                 staleness=metrics["staleness_mean"],
