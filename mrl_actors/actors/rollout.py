@@ -84,6 +84,7 @@ class RolloutActor:
         # they are, so what follows them describes the logged group, not a new sample
         self.unsummarized: dict[str, RolloutGroupCompleted] = {}
         self.last_seq = 0
+        self._batches: dict[int, tuple[list[Any], list[str]]] = {}  # batch -> prompts, group ids
         self.dead_letters = DeadLetters(log, self.name)
         self._log = get_logger(
             __name__, run=self.run_id, actor="rollout", policy=self.name, replica=replica
@@ -246,12 +247,17 @@ class RolloutActor:
             tg.cancel_scope.cancel()
 
     def _ids(self, batch: int) -> tuple[list[Any], list[str]]:
-        spec = self.spec.run
-        items = self.rt.task.sample(spec.seed, batch, spec.prompts_per_step)
-        ids = [
-            rollout_id(self.run_id, self.name, batch, j, it.prompt_id) for j, it in enumerate(items)
-        ]
-        return items, ids
+        """A batch's prompts and group ids, computed once: `next_batch` asks after every event
+        the actor folds."""
+        if batch not in self._batches:
+            spec = self.spec.run
+            items = self.rt.task.sample(spec.seed, batch, spec.prompts_per_step)
+            ids = [
+                rollout_id(self.run_id, self.name, batch, j, it.prompt_id)
+                for j, it in enumerate(items)
+            ]
+            self._batches[batch] = (items, ids)
+        return self._batches[batch]
 
     def _done(self, batch: int) -> bool:
         """The log holds every group of `batch` with its successes and summary."""

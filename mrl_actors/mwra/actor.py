@@ -62,7 +62,7 @@ class Leader:
         self.own_seq = 0  # our last decision's sequence: decide again only once it is folded
         self.wake = anyio.Event()
 
-    def fold(self, seq: int, subject: str, event: ev.Event) -> None:
+    def fold(self, seq: int, event: ev.Event) -> None:
         if seq <= self.last_seq:
             return
         self.last_seq = seq
@@ -126,11 +126,11 @@ async def _follow(
     while True:
         try:
             async for rec in log.read(start_seq=leader.last_seq + 1, kinds=MWRA_KINDS):
-                leader.fold(rec.seq, rec.subject, rec.event)
+                leader.fold(rec.seq, rec.event)
             caught_up.set()
             start = leader.last_seq + 1
             async for rec in log.read(start_seq=start, kinds=MWRA_KINDS, follow=True):
-                leader.fold(rec.seq, rec.subject, rec.event)
+                leader.fold(rec.seq, rec.event)
         except MrlError as exc:
             logger.warning("mwra_read_failed", error=str(exc)[:300])
         await anyio.sleep(config.tick_s)

@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from mrl_actors.errors import LogError
 from mrl_actors.logs import get_logger
 
 
@@ -71,69 +72,78 @@ class Lease:
         self._kv: Any = None
         self._log = get_logger(__name__, run=run, lease=key, candidate=holder)
 
+    def _value(self) -> bytes:
+        return msgspec.json.encode(LeaseValue(self.holder, self.clock()))
+
+    def _failed(self, exc: Exception) -> LogError:
+        return LogError(f"lease {self.key!r} of run {self.run!r}: {type(exc).__name__}: {exc}")
+
     async def _bucket(self) -> Any:
         if self._kv is None:
             self._kv = await self.js.key_value(lease_bucket(self.run))
         return self._kv
 
-    def _value(self) -> bytes:
-        return msgspec.json.encode(LeaseValue(self.holder, self.clock()))
-
     async def current(self) -> tuple[LeaseValue | None, int]:
         """The holder on record and the key's revision (None, 0: nobody ever held it)."""
         from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
-        kv = await self._bucket()
         try:
-            entry = await kv.get(self.key)
+            entry = await (await self._bucket()).get(self.key)
         except (KeyNotFoundError, KeyDeletedError):
             return None, 0
+        except Exception as exc:  # a failover, a lost server: the caller tries next tick
+            raise self._failed(exc) from exc
         try:
             return msgspec.json.decode(entry.value or b"", type=LeaseValue), entry.revision
         except msgspec.DecodeError:  # not ours: an expired lease to anyone
             return LeaseValue("", 0), entry.revision
 
-    async def acquire(self) -> bool:
-        """Take the lease if nobody holds it or its holder let it lapse; True if we hold it."""
+    async def _swap(self, value: bytes, last: int) -> int:
+        """Write the key if its revision is still `last` (0: absent): the new revision, or 0 if
+        another writer was first. Any other failure is a `LogError`."""
         from nats.js.errors import KeyWrongLastSequenceError
 
-        kv = await self._bucket()
-        value, revision = await self.current()
         try:
-            if value is None:
-                self.revision = await kv.create(self.key, self._value())
-            elif value.holder == self.holder or self.clock() - value.renewed_ns > self.ttl_ns:
-                self.revision = await kv.update(self.key, self._value(), last=revision)
-            else:
-                return False
-        except KeyWrongLastSequenceError:  # another candidate was first
-            self.revision = 0
+            kv = await self._bucket()
+            if last == 0:
+                return int(await kv.create(self.key, value))
+            return int(await kv.update(self.key, value, last=last))
+        except KeyWrongLastSequenceError:
+            return 0
+        except Exception as exc:  # a failover, a lost server: the caller tries next tick
+            raise self._failed(exc) from exc
+
+    async def acquire(self) -> bool:
+        """Take the lease if nobody holds it or its holder let it lapse; True if we hold it."""
+        value, revision = await self.current()
+        free = (
+            value is None
+            or value.holder == self.holder
+            or self.clock() - value.renewed_ns > self.ttl_ns
+        )
+        if not free:
             return False
-        self._log.info("lease_acquired", revision=self.revision, previous=value and value.holder)
-        return True
+        self.revision = await self._swap(self._value(), revision)
+        if self.revision:
+            self._log.info(
+                "lease_acquired", revision=self.revision, previous=value and value.holder
+            )
+        return bool(self.revision)
 
     async def renew(self) -> bool:
         """Stamp the lease again; False if it was taken over (we no longer hold it)."""
-        from nats.js.errors import KeyWrongLastSequenceError
-
         if not self.revision:
             return False
-        kv = await self._bucket()
-        try:
-            self.revision = await kv.update(self.key, self._value(), last=self.revision)
-        except KeyWrongLastSequenceError:
+        self.revision = await self._swap(self._value(), self.revision)
+        if not self.revision:
             self._log.warning("lease_lost")
-            self.revision = 0
-            return False
-        return True
+        return bool(self.revision)
 
     async def release(self) -> None:
-        """Let the next candidate take over at once (a clean stop), if we still hold it."""
-        from nats.js.errors import KeyWrongLastSequenceError
-
+        """Let the next candidate take over at once (a clean stop), if we still hold it; a
+        server that cannot be reached leaves the lease to lapse."""
         if not self.revision:
             return
-        kv = await self._bucket()
-        with contextlib.suppress(KeyWrongLastSequenceError):
-            await kv.update(self.key, msgspec.json.encode(LeaseValue("", 0)), last=self.revision)
+        with contextlib.suppress(LogError):
+            await self._swap(msgspec.json.encode(LeaseValue("", 0)), self.revision)
         self.revision = 0
