@@ -16,14 +16,14 @@ from typing import Any, Literal
 
 import msgspec
 
-from mrl_actors.builtin_models import builtin_name, is_builtin
 from mrl_actors.checks import MAX_STEPS, check_float, check_int, fail
 from mrl_actors.errors import ConfigError
 from mrl_actors.grpo.config import GRPOConfig
+from mrl_actors.models.builtin import builtin_name, is_builtin
 from mrl_actors.mwra.config import MwraConfig
-from mrl_actors.natsconf import check_duration
 from mrl_actors.probes.config import ProbeName, ProbesConfig
 from mrl_actors.rollout.base import EngineConfig
+from mrl_actors.see.natsconf import check_duration
 from mrl_actors.tasks import TaskConfig
 from mrl_actors.thl.residual import ResidualBudget
 
@@ -60,7 +60,8 @@ class RunSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # consumes it (rollouts wait for newer weights; the learner drops older groups)
     max_staleness: int = 1
     # Write each learner step's metrics as TensorBoard scalars under
-    # `<run dir>/tensorboard/<policy>/` (`mrl_actors.tensorboard`); the log holds them either way.
+    # `<run dir>/tensorboard/<policy>/` (`mrl_actors.report.tensorboard`); the log holds them
+    # either way.
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
@@ -110,7 +111,7 @@ class PolicySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     grpo: GRPOConfig = GRPOConfig()
     chat_template: bool = False  # render prompts with the tokenizer's chat template
     # Weights, optimizer state and checkpoints in this dtype: "auto" is float32 on a CPU slot
-    # and bfloat16 on a GPU slot (`mrl_actors.placement.torch_dtype`).
+    # and bfloat16 on a GPU slot (`mrl_actors.run.placement.torch_dtype`).
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
     def __post_init__(self) -> None:

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="keep the runs here")
     args = parser.parse_args(argv)
 
-    from mrl_actors.runner import run_once
+    from mrl_actors.run.runner import run_once
 
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-async-"))
     results: dict[str, dict[str, dict[str, float]]] = {}

@@ -73,7 +73,7 @@ def flood(url: str, run: str, rate: float) -> None:
     """Publish folded-kind events from a foreign source at `rate`/s until killed."""
     from mrl_actors import events as ev
     from mrl_actors import logs
-    from mrl_actors.connection import ConnectionConfig, connect
+    from mrl_actors.see.connection import ConnectionConfig, connect
 
     logs.configure("console", "error")  # the run's server stops before this process does
 
@@ -155,7 +155,7 @@ def flooder(run_dir: Path, run: str, rate: float) -> Iterator[None]:
         nonlocal proc
         import msgspec
 
-        from mrl_actors.server import SERVER_INFO, ServerInfo
+        from mrl_actors.see.server import SERVER_INFO, ServerInfo
 
         while not stop and not (run_dir / SERVER_INFO).exists():
             time.sleep(0.05)
@@ -208,7 +208,7 @@ def unfiltered_actors() -> Any:
 
 def timed_run(root: Path, name: str, steps: int, rate: float) -> tuple[float, int]:
     """Wall time of one run (s), and how many foreign events its stream stored."""
-    from mrl_actors.runner import run_once
+    from mrl_actors.run.runner import run_once
     from mrl_actors.spec import parse_spec
 
     text = spec_text(name, steps)
@@ -225,8 +225,8 @@ def timed_run(root: Path, name: str, steps: int, rate: float) -> tuple[float, in
 
 
 async def count_foreign(run_dir: Path, run: str) -> int:
-    from mrl_actors.connection import connect
-    from mrl_actors.server import open_run_dir
+    from mrl_actors.see.connection import connect
+    from mrl_actors.see.server import open_run_dir
 
     async with open_run_dir(run_dir) as info:
         nc = await connect(info.client(user="admin"))

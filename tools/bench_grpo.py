@@ -183,7 +183,7 @@ def main() -> None:
     import transformers
     import trl
 
-    from mrl_actors.models import build_tiny
+    from mrl_actors.models.load import build_tiny
     from mrl_actors.tasks import ArithmeticTask
 
     model, tok = build_tiny(Path(a.models_dir) / a.family, hidden_size=a.hidden, layers=a.layers)

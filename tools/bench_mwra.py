@@ -117,9 +117,9 @@ async def run_nodes(spec: Any, text: str, run_dir: Path) -> None:
     import subprocess
     import sys
 
-    from mrl_actors.runner import record_start
+    from mrl_actors.run.runner import record_start
     from mrl_actors.see.access import open_log
-    from mrl_actors.server import serve_run_dir
+    from mrl_actors.see.server import serve_run_dir
 
     names = [p.name for p in spec.policies]
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +135,7 @@ async def run_nodes(spec: Any, text: str, run_dir: Path) -> None:
         }
         procs = []
         for name, slots in NODES.items():
-            cmd = [sys.executable, "-m", "mrl_actors.node_cli", str(run_dir / "spec.toml")]
+            cmd = [sys.executable, "-m", "mrl_actors.cli.mrl_node", str(run_dir / "spec.toml")]
             cmd += ["--node", name, "--run-dir", str(run_dir / name), "--server", info.url]
             cmd += ["--slots", f"cpu:{slots}"]
             out = (run_dir / f"{name}.out").open("wb")
@@ -155,7 +155,7 @@ async def run_nodes(spec: Any, text: str, run_dir: Path) -> None:
 
 async def _events(run_dir: Path, run: str) -> list[Any]:
     from mrl_actors.see.access import open_log
-    from mrl_actors.server import open_run_dir
+    from mrl_actors.see.server import open_run_dir
 
     async with open_run_dir(run_dir, run=run) as info, open_log(info=info, run=run) as log:
         return [rec.event async for rec in log.read(start_seq=1)]

@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mrl_actors import events as ev  # noqa: E402
-from mrl_actors.connection import connect  # noqa: E402
-from mrl_actors.log import Consumer, EventLog, Record  # noqa: E402
-from mrl_actors.server import EmbeddedServer  # noqa: E402
+from mrl_actors.see import Consumer, EventLog, Record  # noqa: E402
+from mrl_actors.see.connection import connect  # noqa: E402
+from mrl_actors.see.server import EmbeddedServer  # noqa: E402
 
 BATCH = 256
 

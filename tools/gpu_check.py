@@ -136,7 +136,7 @@ def main() -> None:
 
     import torch
 
-    from mrl_actors.models import build_tiny, load_model
+    from mrl_actors.models.load import build_tiny, load_model
 
     if not torch.cuda.is_available():
         raise SystemExit("gpu_check: no CUDA device here")

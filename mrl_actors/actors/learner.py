@@ -58,11 +58,11 @@ from mrl_actors.events import (
     event_id,
 )
 from mrl_actors.logs import get_logger
+from mrl_actors.models.weights import state_bytes
 from mrl_actors.probes import PEER_KIND
+from mrl_actors.report.tensorboard import StepScalars
 from mrl_actors.see.deadletter import DeadLetters
 from mrl_actors.see.record import Record
-from mrl_actors.tensorboard import StepScalars
-from mrl_actors.weights import state_bytes
 
 FOLD_TIMEOUT_S = 120.0
 LEARNER_KINDS = (*FOLDED_KINDS, "weights", "checkpoint")
@@ -160,8 +160,8 @@ class LearnerActor:
         be used (altered blob, missing) is skipped for an older one, down to step 0: the log's
         steps are replayed from there and every replayed checksum is checked.
         """
-        from mrl_actors.replay import replay
-        from mrl_actors.weights import restore_checkpoint
+        from mrl_actors.actors.replay import replay
+        from mrl_actors.models.weights import restore_checkpoint
 
         last = self.state.version
         for step in sorted((s for s in self.stored if s <= last), reverse=True):
@@ -190,7 +190,7 @@ class LearnerActor:
     async def _start_as_logged(self) -> None:
         """Start from the run's logged version 0 when this host's `step-0` differs (a learner
         restarted on another host, whose initial model was built, not copied)."""
-        from mrl_actors.weights import load_weights
+        from mrl_actors.models.weights import load_weights
 
         start = self.weights[0]
         sha = await anyio.to_thread.run_sync(self.rt.learner.state_dict_sha256)
@@ -211,7 +211,7 @@ class LearnerActor:
         """Store `data` and append its weights event, before the learner goes on: measured on
         the toy pair, uploading beside the next step delayed the rollouts more than it saved
         the learner (they compete for the same cores)."""
-        from mrl_actors.weights import announce
+        from mrl_actors.models.weights import announce
 
         ev = await announce(self.log, self.name, version, data, sha)
         seq = await self._writer.append(ev)
@@ -219,8 +219,8 @@ class LearnerActor:
 
     async def checkpoint(self, step: int, weights: WeightsPublished) -> None:
         """A stored checkpoint (blobs) and a local one (directory), each once."""
-        from mrl_actors.models import is_complete
-        from mrl_actors.weights import store_checkpoint
+        from mrl_actors.models.load import is_complete
+        from mrl_actors.models.weights import store_checkpoint
 
         if step not in self.stored:
             ev = await store_checkpoint(self.log, self.name, step, self.rt.learner, weights)

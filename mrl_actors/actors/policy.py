@@ -51,10 +51,10 @@ from mrl_actors.events import (
 )
 from mrl_actors.logs import get_logger
 from mrl_actors.probes import PEER_KIND
+from mrl_actors.report.tensorboard import StepScalars
 from mrl_actors.see.deadletter import DeadLetters
 from mrl_actors.see.port import LogPort
 from mrl_actors.see.record import Record
-from mrl_actors.tensorboard import StepScalars
 
 FOLD_TIMEOUT_S = 120.0  # how long the live fold may lag behind this actor's own appends
 
@@ -267,7 +267,7 @@ class PolicyActor:
         `step`) only what a killed save left out is done: the save when the directory is not
         complete, the event when the log lacks it.
         """
-        from mrl_actors.models import is_complete
+        from mrl_actors.models.load import is_complete
 
         path = checkpoint_dir(self.run_dir, self.name, step)
         if not (repair and is_complete(path)):

@@ -47,7 +47,7 @@ _BUILD_LOCK = threading.Lock()
 
 def learner_runtime(spec: RunSpec, name: str, run_dir: Path, device: str = "cpu") -> PolicyRuntime:
     """The learner's runtime at step 0 (its `step-0` checkpoint, saved on the first start)."""
-    from mrl_actors.node import prepare_runtime
+    from mrl_actors.run.node import prepare_runtime
 
     with _BUILD_LOCK:
         return prepare_runtime(spec, _policy(spec, name), run_dir, device)
@@ -57,7 +57,7 @@ def rollout_runtime(spec: RunSpec, name: str, run_dir: Path, device: str = "cpu"
     """A rollout actor's runtime: the model's architecture and tokenizer; weights come from the
     log (`WeightsPublished`), so on a host without the `step-0` checkpoint the initial model is
     built (not saved) just to have the right shapes."""
-    from mrl_actors.models import is_complete
+    from mrl_actors.models.load import is_complete
     from mrl_actors.tasks import make_task
 
     start = checkpoint_dir(run_dir, name, 0)

@@ -150,7 +150,7 @@ class RolloutActor:
 
         Called between batches only, so a group is always sampled by one version.
         """
-        from mrl_actors.weights import load_weights
+        from mrl_actors.models.weights import load_weights
 
         target = self.newest_usable()
         if target <= self.version:
@@ -179,7 +179,7 @@ class RolloutActor:
         rollout actor). Before any version was loaded there is nothing to restore: the actor
         samples only with a version it loaded in full.
         """
-        from mrl_actors.weights import load_weights
+        from mrl_actors.models.weights import load_weights
 
         if self.version < 0:
             return

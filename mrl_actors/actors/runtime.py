@@ -17,8 +17,8 @@ import numpy as np
 from mrl_actors.events import Completion, RolloutGroupCompleted
 from mrl_actors.probes import ProbeBatch, ProbeContext, ProbeName, PromptInputs, build_batch
 from mrl_actors.probes.common import Transferred
+from mrl_actors.report.stats import mean_pass_at_k
 from mrl_actors.spec import PolicySpec, RunSpec
-from mrl_actors.stats import mean_pass_at_k
 from mrl_actors.tasks import Task, TaskItem, derive_seed
 
 
@@ -38,10 +38,10 @@ def load_initial_model(spec: RunSpec, policy: PolicySpec, task: Task) -> tuple[A
 
     `policy.model` is a directory or a hub id (looked up in the local Hugging Face cache first).
     """
-    from mrl_actors.builtin_models import model_dir
-    from mrl_actors.hub import local_model_dir
-    from mrl_actors.models import load_model
-    from mrl_actors.warmstart import tiny_policy
+    from mrl_actors.actors.warmstart import tiny_policy
+    from mrl_actors.models.builtin import model_dir
+    from mrl_actors.models.hub import local_model_dir
+    from mrl_actors.models.load import load_model
 
     field = f"policies[{spec.policies.index(policy)}].model"
     source = local_model_dir(policy.model, field=field)
@@ -249,9 +249,9 @@ def build_runtime(
     optimizer is made, so the optimizer state, the engine and checkpoints follow it.
     """
     from mrl_actors.grpo import GRPOLearner
-    from mrl_actors.models import load_model
-    from mrl_actors.placement import torch_dtype
+    from mrl_actors.models.load import load_model
     from mrl_actors.rollout.factory import make_engine
+    from mrl_actors.run.placement import torch_dtype
     from mrl_actors.thl import load_vocab
 
     dtype = torch_dtype(policy, device)

@@ -118,8 +118,8 @@ def existing_dir(text: str) -> Path:
 def tokenizer_source(text: str) -> str:
     """A tokenizer directory that exists, or a built-in name (`builtin:gpt2-bpe`)."""
     if text.startswith("builtin:"):
-        from mrl_actors.builtin_models import builtin_name
         from mrl_actors.errors import ConfigError
+        from mrl_actors.models.builtin import builtin_name
 
         try:
             builtin_name(text)
@@ -208,6 +208,6 @@ def metrics_config(args: argparse.Namespace) -> Any:
     """The `MetricsConfig` of `add_metrics_options`' arguments, or None without --metrics-port."""
     if args.metrics_port is None:
         return None
-    from mrl_actors.metrics import MetricsConfig
+    from mrl_actors.report.metrics import MetricsConfig
 
     return MetricsConfig(host=args.metrics_host, port=args.metrics_port)

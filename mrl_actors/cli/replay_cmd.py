@@ -5,7 +5,7 @@ learner step the events it recorded, and checks the weights' sha256 against the 
 logged: a mismatch fails with `mrl: error: <policy> step <k>: ...` and exit status 2. On CPU the
 match is bitwise (the replay uses the run's thread count).
 
-`--probe X` is a counterfactual replay (`mrl_actors.counterfactual`): the same logged experience
+`--probe X` is a counterfactual replay (`mrl_actors.run.counterfactual`): the same logged experience
 through probe X's update rule, side by side with the exact replay; it writes
 `RUN_DIR/counterfactual-X.json` and `.html` (per step: loss, gradient norm, L2 distance to the
 logged weights; at the end: held-out accuracy of both).
@@ -47,7 +47,7 @@ def _handle(args: argparse.Namespace) -> int:
     import anyio
 
     from mrl_actors.errors import ConfigError
-    from mrl_actors.runner import resume_spec
+    from mrl_actors.run.runner import resume_spec
 
     spec, _ = resume_spec(args.run_dir)
     names = [p.name for p in spec.policies]
@@ -61,7 +61,7 @@ def _handle(args: argparse.Namespace) -> int:
 
 
 async def _replay(args: argparse.Namespace, spec: Any, chosen: list[Any]) -> int:
-    from mrl_actors.node import set_threads
+    from mrl_actors.run.node import set_threads
     from mrl_actors.see.access import open_log
 
     set_threads(spec)  # the run's float arithmetic: bitwise replay needs the same thread count
@@ -77,8 +77,8 @@ async def _replay(args: argparse.Namespace, spec: Any, chosen: list[Any]) -> int
 async def _exact(log: Any, args: argparse.Namespace, spec: Any, chosen: list[Any]) -> None:
     import anyio
 
-    from mrl_actors.counterfactual import start_runtime
-    from mrl_actors.replay import replay
+    from mrl_actors.actors.replay import replay
+    from mrl_actors.run.counterfactual import start_runtime
 
     for p in chosen:
         rt = await anyio.to_thread.run_sync(start_runtime, spec, p, args.run_dir)
@@ -90,8 +90,8 @@ async def _exact(log: Any, args: argparse.Namespace, spec: Any, chosen: list[Any
 async def _counterfactual(log: Any, args: argparse.Namespace, spec: Any, chosen: list[Any]) -> None:
     import json
 
-    from mrl_actors.counterfactual import counterfactual
-    from mrl_actors.report import render_counterfactual_html
+    from mrl_actors.report.summary import render_counterfactual_html
+    from mrl_actors.run.counterfactual import counterfactual
 
     results = [await counterfactual(log, spec, args.run_dir, p, args.probe) for p in chosen]
     page = {"run": spec.run.name, "probe": args.probe, "policies": results}

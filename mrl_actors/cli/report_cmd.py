@@ -1,7 +1,8 @@
 """`mrl report RUN_DIR|--server URL`: `summary.json` and `report.html` from the log alone.
 
 A run on several hosts has no one directory that holds it: its log does. This folds the log
-(`mrl_actors.report.summarize`) the way `mrl run` does at its end, for a live or a finished run.
+(`mrl_actors.report.summary.summarize`) the
+way `mrl run` does at its end, for a live or a finished run.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _report(args: argparse.Namespace) -> int:
 async def build(run_dir: Path | None, server: str | None, run: str | None) -> dict[str, Any]:
     """The run's summary, folded from every event in its log (bad messages skipped, counted)."""
     from mrl_actors.events import RunStarted
-    from mrl_actors.report import summarize
+    from mrl_actors.report.summary import summarize
     from mrl_actors.see.access import open_log
     from mrl_actors.see.inspect import tool_dead_letters
 
@@ -58,7 +59,7 @@ async def build(run_dir: Path | None, server: str | None, run: str | None) -> di
 def write(summary: dict[str, Any], out: Path) -> None:
     import json
 
-    from mrl_actors.report import render_html
+    from mrl_actors.report.summary import render_html
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")

@@ -56,7 +56,7 @@ def _handle(args: argparse.Namespace) -> int:
     from mrl_actors import logs
     from mrl_actors.cli import run_until_signal
     from mrl_actors.errors import ConfigError
-    from mrl_actors.runner import compare, resume_spec, run_once
+    from mrl_actors.run.runner import compare, resume_spec, run_once
     from mrl_actors.spec import load_spec
 
     metrics = types.metrics_config(args)

@@ -123,7 +123,7 @@ class VLLMEngine:
     def from_model(cls, model: Any, tokenizer: Any, cfg: EngineConfig) -> VLLMEngine:
         """Start vLLM on `model`'s current weights (saved as safetensors under `cfg.sync_dir`)."""
         require_vllm()
-        from mrl_actors.models import save_model
+        from mrl_actors.models.load import save_model
 
         d = Path(cfg.sync_dir or "runs/vllm-sync") / "v0"
         save_model(model, d, tokenizer)
@@ -174,7 +174,7 @@ class VLLMEngine:
                 reset()  # cached KV of the old weights must not be reused
             self.in_place_syncs += 1
         else:
-            from mrl_actors.models import save_model
+            from mrl_actors.models.load import save_model
 
             d = self.model_dir.parent / f"v{version}"
             save_model(model, d, self.tokenizer)

@@ -2,7 +2,7 @@
 
 This is the one way to open a log (`mrl run`, `mrl-node`, `mrl log` and the tests use it). A
 run directory connects to its live server (`server.json`) as one of its users, or starts an
-embedded one on its store (`mrl_actors.server.open_run_dir`). A URL connects with credentials
+embedded one on its store (`mrl_actors.see.server.open_run_dir`). A URL connects with credentials
 from `MRL_NATS_*`. The run is the one named, else the one in `server.json`, else the only run on
 the server.
 """
@@ -16,11 +16,11 @@ from typing import Any
 
 import anyio
 
-from mrl_actors.auth import ADMIN
-from mrl_actors.connection import ConnectionConfig, connect
 from mrl_actors.errors import LogError
+from mrl_actors.see.auth import ADMIN
+from mrl_actors.see.connection import ConnectionConfig, connect
+from mrl_actors.see.server import ServerInfo, open_run_dir
 from mrl_actors.see.stream import EventLog, LogConfig
-from mrl_actors.server import ServerInfo, open_run_dir
 
 
 async def list_runs(nc: Any) -> list[str]:

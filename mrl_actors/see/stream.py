@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 import msgspec
 
-from mrl_actors.blobs import BlobStore, ObjectStoreBlobs, ZarrBlobs
 from mrl_actors.errors import BlobIntegrityError, EventDecodeError, LogError, MrlError
 from mrl_actors.events import (
     MAX_EVENT_BYTES,
@@ -33,6 +32,7 @@ from mrl_actors.events import (
     encode,
 )
 from mrl_actors.logs import get_logger
+from mrl_actors.see.blobs import BlobStore, ObjectStoreBlobs, ZarrBlobs
 from mrl_actors.see.pull import Puller
 from mrl_actors.see.record import Record
 
@@ -169,7 +169,7 @@ class EventLog:
         """Bind to the run's stream; with `create`, make it (and the blob bucket) when missing.
 
         Creating needs the admin role: writers open with `create=False` and never hold the
-        right to create, change or delete a stream (see `mrl_actors.auth`).
+        right to create, change or delete a stream (see `mrl_actors.see.auth`).
         """
         from nats.js.api import DiscardPolicy, StorageType, StreamConfig
         from nats.js.errors import APIError, NotFoundError
@@ -593,7 +593,7 @@ async def _ensure_bucket(js: Any, run: str, config: LogConfig) -> None:
     from nats.js.api import ObjectStoreConfig
     from nats.js.errors import APIError, NotFoundError
 
-    from mrl_actors.blobs import bucket_name
+    from mrl_actors.see.blobs import bucket_name
 
     try:
         await js.object_store(bucket_name(run))

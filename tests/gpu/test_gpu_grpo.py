@@ -17,7 +17,7 @@ import torch
 from mrl_actors.grpo import GRPOConfig, GRPOLearner, Sample, group_advantages
 from mrl_actors.grpo.batch import collate
 from mrl_actors.grpo.logprobs import completion_logps
-from mrl_actors.models import build_tiny
+from mrl_actors.models.load import build_tiny
 from mrl_actors.rollout import EngineConfig, SamplingConfig, encode_prompt, make_engine
 from mrl_actors.rollout.vllm_engine import vllm_available
 from mrl_actors.tasks import ArithmeticTask

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mrl_actors.connection import connect
 from mrl_actors.events import Completion, RolloutGroupCompleted, event_id, pack_f32, pack_i32
-from mrl_actors.log import EventLog, LogConfig
-from mrl_actors.server import EmbeddedServer
+from mrl_actors.see import EventLog, LogConfig
+from mrl_actors.see.connection import connect
+from mrl_actors.see.server import EmbeddedServer
 
 pytestmark = pytest.mark.integration
 

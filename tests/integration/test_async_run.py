@@ -99,7 +99,7 @@ def run(
     models_dir: Path, model_cache: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, list[tuple[int, Event]]]:
     """The run, stopped after STOP_AFTER learner steps, then resumed to the end."""
-    from mrl_actors.runner import run_once
+    from mrl_actors.run.runner import run_once
     from mrl_actors.spec import parse_spec
 
     out = tmp_path_factory.mktemp("async") / "run"
@@ -165,9 +165,9 @@ def test_one_weights_event_per_version_whose_blob_verifies(
     run: tuple[Path, list[tuple[int, Event]]],
 ) -> None:
     from mrl_actors.actors.roles import rollout_runtime
+    from mrl_actors.models.weights import load_weights
     from mrl_actors.see.access import open_log
     from mrl_actors.spec import load_spec
-    from mrl_actors.weights import load_weights
 
     run_dir, events = run
     spec, _ = load_spec(run_dir / "spec.toml")
@@ -178,7 +178,7 @@ def test_one_weights_event_per_version_whose_blob_verifies(
         assert all(w.weights_sha256 == logged[w.version] for w in weights if w.version)
 
         async def load_last(p: str = p, w: WeightsPublished = weights[-1]) -> str:
-            from mrl_actors.models import weights_sha256
+            from mrl_actors.models.load import weights_sha256
 
             rt = rollout_runtime(spec, p, run_dir)
             async with open_log(run_dir=run_dir, run=RUN) as log:
@@ -205,8 +205,8 @@ def test_a_restarted_learner_resumes_from_the_stored_checkpoint_and_the_log_tail
 def test_replaying_the_async_log_reproduces_every_weights_checksum(
     run: tuple[Path, list[tuple[int, Event]]], policy: str
 ) -> None:
+    from mrl_actors.actors.replay import learner_steps
     from mrl_actors.actors.runtime import build_runtime, checkpoint_dir
-    from mrl_actors.replay import learner_steps
     from mrl_actors.see.access import open_log
     from mrl_actors.spec import load_spec
     from mrl_actors.tasks import make_task
@@ -216,7 +216,7 @@ def test_replaying_the_async_log_reproduces_every_weights_checksum(
     p = next(x for x in spec.policies if x.name == policy)
 
     async def replay_each() -> list[str]:
-        from mrl_actors.replay import replay
+        from mrl_actors.actors.replay import replay
 
         rt = build_runtime(
             spec, p, make_task(spec.task), weights_dir=checkpoint_dir(run_dir, policy, 0)
@@ -243,10 +243,10 @@ def test_a_tampered_weights_blob_is_refused_and_dead_lettered(
     from mrl_actors.actors.policy import ActorOptions
     from mrl_actors.actors.roles import rollout_runtime
     from mrl_actors.actors.rollout import RolloutActor
-    from mrl_actors.models import weights_sha256
+    from mrl_actors.models.load import weights_sha256
+    from mrl_actors.models.weights import store_weights
     from mrl_actors.see.access import open_log
     from mrl_actors.spec import load_spec
-    from mrl_actors.weights import store_weights
 
     run_dir, events = run
     spec, _ = load_spec(run_dir / "spec.toml")
@@ -302,7 +302,7 @@ def test_async_is_refused_when_its_bound_exceeds_the_probes(models_dir: Path) ->
 
 
 def _kill_tree(run_dir: Path, proc: subprocess.Popen[bytes]) -> None:
-    from mrl_actors.server import read_server_info
+    from mrl_actors.see.server import read_server_info
 
     if proc.poll() is None:
         proc.kill()

@@ -50,9 +50,9 @@ lr = 1e-3
 
 
 async def _events(run_dir: Path) -> list[Event]:
-    from mrl_actors.connection import connect
-    from mrl_actors.log import EventLog
-    from mrl_actors.server import open_run_dir
+    from mrl_actors.see import EventLog
+    from mrl_actors.see.connection import connect
+    from mrl_actors.see.server import open_run_dir
 
     async with open_run_dir(run_dir) as info:
         nc = await connect(info.client())
@@ -64,7 +64,7 @@ async def _events(run_dir: Path) -> list[Event]:
 
 
 def _stop_server(run_dir: Path) -> None:
-    from mrl_actors.server import read_server_info, serves
+    from mrl_actors.see.server import read_server_info, serves
 
     info = read_server_info(run_dir)
     if info is not None and serves(info.pid, run_dir / "nats"):
@@ -75,7 +75,7 @@ def _stop_server(run_dir: Path) -> None:
 def test_a_run_killed_mid_checkpoint_resumes_to_the_same_weights(
     models_dir: Path, tmp_path: Path
 ) -> None:
-    from mrl_actors.models import is_complete, load_model, weights_sha256
+    from mrl_actors.models.load import is_complete, load_model, weights_sha256
 
     spec = tmp_path / "spec.toml"
     spec.write_text(_spec(models_dir))

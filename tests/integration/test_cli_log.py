@@ -12,10 +12,10 @@ import pytest
 import zarr
 
 from mrl_actors.cli import main
-from mrl_actors.connection import connect
 from mrl_actors.events import RolloutGroupCompleted
-from mrl_actors.log import Consumer, EventLog, FoldApplier
-from mrl_actors.server import EmbeddedServer, write_server_info
+from mrl_actors.see import Consumer, EventLog, FoldApplier
+from mrl_actors.see.connection import connect
+from mrl_actors.see.server import EmbeddedServer, write_server_info
 
 pytestmark = pytest.mark.integration
 

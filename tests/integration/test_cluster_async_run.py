@@ -38,7 +38,7 @@ from test_cluster_run import (
 )
 
 from mrl_actors import events as ev
-from mrl_actors.auth import ADMIN, READER
+from mrl_actors.see.auth import ADMIN, READER
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -201,8 +201,8 @@ def _replay_shas(
     cluster's log (as the reader); each step's checksum, and the logged ones."""
     import os
 
+    from mrl_actors.actors.replay import learner_steps, replay
     from mrl_actors.actors.runtime import build_runtime, checkpoint_dir
-    from mrl_actors.replay import learner_steps, replay
     from mrl_actors.see.access import open_log
     from mrl_actors.spec import load_spec
     from mrl_actors.tasks import make_task

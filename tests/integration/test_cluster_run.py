@@ -1,8 +1,8 @@
 """A run on several hosts: three `mrl-node` processes on a local three-server JetStream cluster.
 
 The cluster is three real `nats-server` processes on 127.0.0.1 free ports, routed to each
-other, with the run's per-writer users (`mrl_actors.auth`: admin, reader, one `node-<name>` per
-node) rendered with `mrl_actors.natsconf`; the run's stream has three replicas. Each server and
+other, with the run's per-writer users (`mrl_actors.see.auth`: admin, reader, one `node-<name>` per
+node) rendered with `mrl_actors.see.natsconf`; the run's stream has three replicas. Each server and
 each node is stopped by its PID. Checked: a placed spec runs to completion on three nodes and
 `mrl report --server` rebuilds its summary from the log; SIGKILL of the stream's leader server
 mid-run does not stop the run; a SIGKILLed node restarted resumes and finishes; in every case
@@ -29,9 +29,15 @@ import anyio
 import pytest
 
 from mrl_actors import events as ev
-from mrl_actors.auth import ADMIN, READER, admin_permissions, node_permissions, reader_permissions
-from mrl_actors.natsconf import quote, users_block
-from mrl_actors.server import free_port, nats_server_binary
+from mrl_actors.see.auth import (
+    ADMIN,
+    READER,
+    admin_permissions,
+    node_permissions,
+    reader_permissions,
+)
+from mrl_actors.see.natsconf import quote, users_block
+from mrl_actors.see.server import free_port, nats_server_binary
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -247,7 +253,7 @@ def _start_node(
     env = {**c.env(f"node-{node}"), "MRL_CACHE_DIR": str(cache)}
     if kill_in_save:
         env["MRL_TEST_KILL_IN_SAVE"] = kill_in_save
-    cmd = [sys.executable, "-m", "mrl_actors.node_cli", str(spec), "--node", node]
+    cmd = [sys.executable, "-m", "mrl_actors.cli.mrl_node", str(spec), "--node", node]
     cmd += ["--run-dir", str(tmp / node), "--server", c.urls(), "--slots", slots]
     cmd += ["--liveness-s", "1"]
     log = (tmp / f"{node}.out").open("wb")
@@ -276,8 +282,8 @@ def _stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
 
 
 def _events(c: Cluster) -> list[Any]:
-    from mrl_actors.connection import ConnectionConfig, connect
-    from mrl_actors.log import EventLog
+    from mrl_actors.see import EventLog
+    from mrl_actors.see.connection import ConnectionConfig, connect
 
     async def read() -> list[Any]:
         cfg = ConnectionConfig(url=c.urls(), user=READER, password=c.passwords[READER])
@@ -478,7 +484,7 @@ def test_a_newer_epoch_moves_an_actor_and_an_older_one_is_ignored(
     async def move_at_first_llama_step() -> None:
         import nats
 
-        from mrl_actors.log import EventLog
+        from mrl_actors.see import EventLog
 
         nc = await nats.connect(
             cluster.urls().split(","), user=ADMIN, password=cluster.passwords[ADMIN]

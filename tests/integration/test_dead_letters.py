@@ -11,12 +11,12 @@ import anyio
 import pytest
 
 from mrl_actors.cli import main
-from mrl_actors.connection import connect
 from mrl_actors.errors import LogError
 from mrl_actors.events import DeadLettered, RolloutGroupCompleted
-from mrl_actors.log import EventLog, LogConfig
+from mrl_actors.see import EventLog, LogConfig
+from mrl_actors.see.connection import connect
 from mrl_actors.see.deadletter import DeadLetters
-from mrl_actors.server import EmbeddedServer
+from mrl_actors.see.server import EmbeddedServer
 
 pytestmark = pytest.mark.integration
 async_test = pytest.mark.anyio

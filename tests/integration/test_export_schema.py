@@ -59,10 +59,10 @@ def test_the_export_schema_on_disk_is_the_one_the_code_makes() -> None:
 
 async def _add_corners(run_dir: Path) -> None:
     """A NaN metric and a dead letter, as a diverged learner and a bad writer would leave."""
-    from mrl_actors.connection import connect
     from mrl_actors.events import LearnerStepCompleted, event_id
-    from mrl_actors.log import Consumer, EventLog, FoldApplier
-    from mrl_actors.server import open_run_dir
+    from mrl_actors.see import Consumer, EventLog, FoldApplier
+    from mrl_actors.see.connection import connect
+    from mrl_actors.see.server import open_run_dir
 
     async with open_run_dir(run_dir) as info:
         nc = await connect(info.client())
@@ -91,7 +91,7 @@ async def _add_corners(run_dir: Path) -> None:
 def test_every_exported_event_of_a_run_validates(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mrl_actors.runner import run_once
+    from mrl_actors.run.runner import run_once
     from mrl_actors.see.deadletter import RAW_PREFIX_BYTES
     from mrl_actors.spec import parse_spec
 

@@ -24,7 +24,6 @@ import msgspec
 import pytest
 
 from mrl_actors.cli import main
-from mrl_actors.connection import connect
 from mrl_actors.events import (
     CheckpointSaved,
     DeadLettered,
@@ -33,8 +32,9 @@ from mrl_actors.events import (
     encode,
     event_id,
 )
-from mrl_actors.log import EventLog
-from mrl_actors.server import SERVER_INFO, ServerInfo, open_run_dir
+from mrl_actors.see import EventLog
+from mrl_actors.see.connection import connect
+from mrl_actors.see.server import SERVER_INFO, ServerInfo, open_run_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -180,7 +180,7 @@ async def inject(run_dir: Path, run: str) -> dict[str, list[int]]:
 
 
 def _run(spec_txt: str, out: Path, *, dirty: bool) -> tuple[dict[str, Any], dict[str, list[int]]]:
-    from mrl_actors.runner import run_once
+    from mrl_actors.run.runner import run_once
     from mrl_actors.spec import parse_spec
 
     spec = parse_spec(spec_txt)
@@ -256,7 +256,7 @@ def test_a_run_survives_garbage_on_every_subject(
         assert sorted(dead[policy]) == folded, policy  # every one, once
 
     # resume on that log: nothing to do, no dead letter written twice
-    from mrl_actors.runner import resume_spec, run_once
+    from mrl_actors.run.runner import resume_spec, run_once
 
     spec, text = resume_spec(dirty_dir)
     resumed = anyio.run(lambda: run_once(spec, text, dirty_dir))

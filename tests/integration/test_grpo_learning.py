@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 import torch
 
+from mrl_actors.actors.warmstart import target_ids, tiny_policy
 from mrl_actors.grpo import GRPOConfig, GRPOLearner, Sample, group_advantages
 from mrl_actors.grpo.batch import collate
 from mrl_actors.grpo.logprobs import completion_logps
-from mrl_actors.models import weights_sha256
+from mrl_actors.models.load import weights_sha256
 from mrl_actors.rollout import SamplingConfig, encode_prompt
 from mrl_actors.rollout.hf import HFEngine
 from mrl_actors.tasks import ArithmeticConfig, ArithmeticTask, TaskItem
-from mrl_actors.warmstart import target_ids, tiny_policy
 
 STEPS, PROMPTS, GROUP = 6, 8, 8
 

@@ -12,7 +12,6 @@ import anyio
 import msgspec
 import pytest
 
-from mrl_actors.connection import connect
 from mrl_actors.errors import WriterConflictError
 from mrl_actors.events import (
     BlobPointer,
@@ -24,8 +23,9 @@ from mrl_actors.events import (
     event_id,
     pack_f32,
 )
-from mrl_actors.log import Consumer, EventLog, FoldApplier, LogConfig, OwnedWriter, Record
-from mrl_actors.server import EmbeddedServer
+from mrl_actors.see import Consumer, EventLog, FoldApplier, LogConfig, OwnedWriter, Record
+from mrl_actors.see.connection import connect
+from mrl_actors.see.server import EmbeddedServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 

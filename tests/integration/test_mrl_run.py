@@ -83,7 +83,7 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def _run(models_dir: Path, out: Path, probe: str) -> dict[str, Any]:
-    from mrl_actors.runner import run_once
+    from mrl_actors.run.runner import run_once
     from mrl_actors.spec import parse_spec
 
     text = spec_text(models_dir, f"t-{probe}", probe)
@@ -252,9 +252,9 @@ def test_sgt_and_prp_carry_a_peer_success_through_the_thl_into_a_learner_step(
 def test_replaying_the_logged_inputs_gives_the_final_weights_bitwise(
     runs: dict[str, tuple[Path, dict[str, Any]]],
 ) -> None:
+    from mrl_actors.actors.replay import replay
     from mrl_actors.actors.runtime import build_runtime, checkpoint_dir
-    from mrl_actors.models import load_model, weights_sha256
-    from mrl_actors.replay import replay
+    from mrl_actors.models.load import load_model, weights_sha256
     from mrl_actors.spec import load_spec
     from mrl_actors.tasks import make_task
 
@@ -281,7 +281,7 @@ def test_replaying_the_logged_inputs_gives_the_final_weights_bitwise(
 
 
 def _kill_tree(run_dir: Path, proc: subprocess.Popen[bytes]) -> None:
-    from mrl_actors.server import read_server_info
+    from mrl_actors.see.server import read_server_info
 
     if proc.poll() is None:
         proc.kill()
@@ -353,8 +353,8 @@ def test_mrl_node_hosts_its_policies_against_a_server_by_url(
 ) -> None:
     """The multi-host path: a node joins a live server by URL as its own user (from the
     environment), with the rights `auth.node_permissions` gives it; the admin made the stream."""
-    from mrl_actors.auth import node_permissions
-    from mrl_actors.server import EmbeddedServer
+    from mrl_actors.see.auth import node_permissions
+    from mrl_actors.see.server import EmbeddedServer
 
     spec = tmp_path / "spec.toml"
     spec.write_text(spec_text(models_dir, "t-node", "independent", steps=2))
@@ -369,7 +369,7 @@ def test_mrl_node_hosts_its_policies_against_a_server_by_url(
                 pass
             env = {**os.environ, "MRL_CACHE_DIR": str(model_cache), "MRL_NATS_USER": "node-h1"}
             env["MRL_NATS_PASSWORD"] = srv.users["node-h1"]
-            cmd = [sys.executable, "-m", "mrl_actors.node_cli", str(spec), "--node", "h1"]
+            cmd = [sys.executable, "-m", "mrl_actors.cli.mrl_node", str(spec), "--node", "h1"]
             cmd += ["--run-dir", str(tmp_path / "node"), "--server", srv.url, "--policies", "llama"]
             proc = await anyio.run_process(cmd, env=env, check=False)
             assert proc.returncode == 0, proc.stderr.decode()[-2000:]
@@ -426,7 +426,7 @@ def test_a_stopped_compare_sub_run_resumes_under_its_own_probe_seed_and_steps(
     models_dir: Path, model_cache: Path, tmp_path: Path
 ) -> None:
     """The base spec says sgt, seed 1, 3 steps; the sub-run is xgrpo, seed 0, 2 steps."""
-    from mrl_actors.runner import compare
+    from mrl_actors.run.runner import compare
     from mrl_actors.spec import parse_spec
 
     text = spec_text(models_dir, "t-cr", "sgt", steps=3, seed=1)

@@ -36,7 +36,7 @@ from test_cluster_run import (
 )
 
 from mrl_actors import events as ev
-from mrl_actors.auth import ADMIN
+from mrl_actors.see.auth import ADMIN
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -98,8 +98,8 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _lease_holder(c: Cluster) -> str | None:
     """Who holds the run's MWRA lease now (None: nobody ever took it)."""
-    from mrl_actors.connection import ConnectionConfig, connect
     from mrl_actors.mwra.actor import LEASE_KEY
+    from mrl_actors.see.connection import ConnectionConfig, connect
     from mrl_actors.see.lease import Lease
 
     async def read() -> str | None:

@@ -5,7 +5,8 @@ One asynchronous run (tiny real-architecture models, a real nats-server in the r
 is placed on two nodes: `n0` (this test's node, two CPU slots: gpt2's learner and rollout
 actor) and `elsewhere`, which never starts, so llama takes no step and `n0` keeps running after
 gpt2's steps, serving its metrics. The test scrapes `/metrics` over HTTP until every series of
-`mrl_actors.metrics` is there for gpt2 (bounded by a deadline, not timed), then stops the node:
+`mrl_actors.report.metrics` is there for gpt2 (bounded by a deadline, not timed), then stops
+the node:
 the port is free again, and gpt2's learner steps are in `<run_dir>/tensorboard/gpt2`.
 """
 
@@ -101,14 +102,14 @@ WANTED = [
 def test_a_node_serves_every_series_while_it_runs_and_frees_its_port(
     models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mrl_actors.metrics import MetricsConfig
-    from mrl_actors.node import run_node
-    from mrl_actors.placement import parse_slots
-    from mrl_actors.runner import record_start
+    from mrl_actors.report.metrics import MetricsConfig
+    from mrl_actors.report.tensorboard import board_dir, read_scalars
+    from mrl_actors.run.node import run_node
+    from mrl_actors.run.placement import parse_slots
+    from mrl_actors.run.runner import record_start
     from mrl_actors.see.access import open_log, spec_log_config
-    from mrl_actors.server import free_port, serve_run_dir
+    from mrl_actors.see.server import free_port, serve_run_dir
     from mrl_actors.spec import parse_spec
-    from mrl_actors.tensorboard import board_dir, read_scalars
 
     monkeypatch.setenv("MRL_CACHE_DIR", str(tmp_path / "cache"))
     run_dir = tmp_path / "run"

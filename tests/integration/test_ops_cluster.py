@@ -32,10 +32,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mrl_actors import events as ev
-from mrl_actors.connection import ConnectionConfig, connect
 from mrl_actors.errors import ServerError
-from mrl_actors.log import EventLog, LogConfig
-from mrl_actors.server import free_port, nats_server_binary
+from mrl_actors.see import EventLog, LogConfig
+from mrl_actors.see.connection import ConnectionConfig, connect
+from mrl_actors.see.server import free_port, nats_server_binary
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 

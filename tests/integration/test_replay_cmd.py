@@ -58,7 +58,7 @@ size = 64
 def finished_run(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     import os
 
-    from mrl_actors.runner import run_once
+    from mrl_actors.run.runner import run_once
     from mrl_actors.spec import parse_spec
 
     root = tmp_path_factory.mktemp("replay")
@@ -82,9 +82,9 @@ def _admin(info: Any) -> Any:
 
 async def _with_admin_log(run_dir: Path, fn: Any) -> Any:
     """Run `fn(log)` on the run's log with the server's admin credentials."""
-    from mrl_actors.connection import connect
-    from mrl_actors.log import EventLog
-    from mrl_actors.server import open_run_dir
+    from mrl_actors.see import EventLog
+    from mrl_actors.see.connection import connect
+    from mrl_actors.see.server import open_run_dir
 
     async with open_run_dir(run_dir) as info:
         nc = await connect(_admin(info))
@@ -99,7 +99,7 @@ def test_exact_replay_reads_the_log_from_a_server_url(finished_run: Path) -> Non
     import os
     import sys
 
-    from mrl_actors.server import open_run_dir
+    from mrl_actors.see.server import open_run_dir
 
     async def check() -> Any:
         async with open_run_dir(finished_run) as info:
@@ -152,7 +152,7 @@ def test_replay_fails_naming_the_step_of_a_forged_learner_event(
     shutil.copytree(finished_run, forged_dir, ignore=shutil.ignore_patterns("server.json"))
 
     async def forge(log: Any) -> None:
-        from mrl_actors.replay import learner_steps
+        from mrl_actors.actors.replay import learner_steps
 
         first = (await learner_steps(log, "gpt2"))[0]
         await log.append(

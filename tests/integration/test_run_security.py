@@ -21,11 +21,11 @@ import anyio
 import pytest
 from test_mrl_run import _events, _steps, model_cache, spec_text
 
-from mrl_actors.auth import policy_user
 from mrl_actors.events import LearnerStepCompleted, RolloutGroupCompleted, RunFinished, event_id
 from mrl_actors.see.access import open_log
+from mrl_actors.see.auth import policy_user
+from mrl_actors.see.server import SERVER_INFO, read_server_info
 from mrl_actors.see.stream import LogConfig
-from mrl_actors.server import SERVER_INFO, read_server_info
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

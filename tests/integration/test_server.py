@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from mrl_actors.connection import ConnectionConfig, connect
 from mrl_actors.errors import ServerError
-from mrl_actors.server import (
+from mrl_actors.see.connection import ConnectionConfig, connect
+from mrl_actors.see.server import (
     EmbeddedServer,
     ServerInfo,
     nats_server_binary,
@@ -95,8 +95,8 @@ async def test_open_run_dir_uses_live_server_or_starts_one(tmp_path: Path) -> No
     ids=lambda p: p.name,
 )
 def test_shipped_server_configs_are_valid(conf: Path, tmp_path: Path) -> None:
-    from mrl_actors.auth import run_permissions
-    from mrl_actors.natsconf import password_variable
+    from mrl_actors.see.auth import run_permissions
+    from mrl_actors.see.natsconf import password_variable
 
     env = {**os.environ, "MRL_STORE": str(tmp_path)}
     for user in [*run_permissions("demo", ["qwen", "llama"]), "node-host1"]:
@@ -114,7 +114,7 @@ def test_shipped_server_configs_are_valid(conf: Path, tmp_path: Path) -> None:
 
 async def test_a_recorded_pid_counts_only_while_it_is_our_server(tmp_path: Path) -> None:
     """pids get reused: `server.json`'s pid is trusted only if it is nats-server on this store."""
-    from mrl_actors.server import serves
+    from mrl_actors.see.server import serves
 
     async with EmbeddedServer(tmp_path / "a" / "nats") as srv:
         assert serves(srv.pid, tmp_path / "a" / "nats")
@@ -154,9 +154,9 @@ def test_spec_sync_interval_is_checked_at_parse_time() -> None:
 async def test_rendered_configs_are_valid_and_strings_stay_strings(tmp_path: Path) -> None:
     """A store path full of config syntax is quoted, not interpreted: the server starts on it,
     with its users, and listens only where we said."""
-    from mrl_actors.auth import run_permissions
     from mrl_actors.errors import ConfigError
-    from mrl_actors.server import render_config
+    from mrl_actors.see.auth import run_permissions
+    from mrl_actors.see.server import render_config
 
     store = tmp_path / 'we"ird $X {}#\\ dir' / "nats"
     with pytest.raises(ConfigError, match="sync_interval"):
@@ -182,11 +182,11 @@ async def test_rendered_configs_are_valid_and_strings_stay_strings(tmp_path: Pat
 
 
 def test_shipped_users_are_the_ones_auth_py_gives() -> None:
-    """runtime/nats/users-demo.conf is generated from `mrl_actors.auth`; it must not drift."""
+    """runtime/nats/users-demo.conf is generated from `mrl_actors.see.auth`; it must not drift."""
     import contextlib
     import io
 
-    from mrl_actors.natsconf import main
+    from mrl_actors.see.natsconf import main
 
     shipped = Path(__file__).resolve().parents[2] / "runtime" / "nats" / "users-demo.conf"
     buf = io.StringIO()
@@ -200,7 +200,7 @@ async def test_stale_server_is_stopped_without_blocking_the_loop(tmp_path: Path)
     """A server left by a killed owner is stopped by pid; the event loop keeps running."""
     import anyio
 
-    from mrl_actors.server import SERVER_INFO, stop_stale_server
+    from mrl_actors.see.server import SERVER_INFO, stop_stale_server
 
     run = tmp_path / "run"
     srv = EmbeddedServer(run / "nats")
@@ -235,9 +235,9 @@ async def test_stale_server_is_stopped_without_blocking_the_loop(tmp_path: Path)
 def test_mrl_node_never_prints_a_password(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from mrl_actors import node_cli
-    from mrl_actors.connection import redact
-    from mrl_actors.server import free_port
+    from mrl_actors.cli import mrl_node as node_cli
+    from mrl_actors.see.connection import redact
+    from mrl_actors.see.server import free_port
 
     spec = tmp_path / "spec.toml"
     spec.write_text('[run]\nname = "r"\n[[policies]]\nname = "a"\nmodel = "gpt2"\n')

@@ -14,9 +14,9 @@ import anyio
 import pytest
 
 from mrl_actors import events as ev
-from mrl_actors.connection import connect
-from mrl_actors.log import EventLog
-from mrl_actors.server import EmbeddedServer
+from mrl_actors.see import EventLog
+from mrl_actors.see.connection import connect
+from mrl_actors.see.server import EmbeddedServer
 
 pytestmark = pytest.mark.anyio
 
@@ -51,7 +51,7 @@ async def test_only_the_first_write_on_a_subject_lands(event_log: EventLog) -> N
 async def test_two_starters_at_once_write_each_start_event_once(
     nats_server: EmbeddedServer, models_dir: Path
 ) -> None:
-    from mrl_actors.runner import record_start
+    from mrl_actors.run.runner import record_start
     from mrl_actors.spec import parse_spec
 
     text = f"""

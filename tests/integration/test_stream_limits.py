@@ -11,7 +11,7 @@ import pytest
 from mrl_actors.errors import LogError
 from mrl_actors.events import RolloutGroupCompleted
 from mrl_actors.see.access import open_log, spec_log_config
-from mrl_actors.server import EmbeddedServer
+from mrl_actors.see.server import EmbeddedServer
 from mrl_actors.spec import ServerSection
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from mrl_actors.auth import (
+from mrl_actors.errors import ConfigError
+from mrl_actors.see.auth import (
     POLICY_KINDS,
     node_permissions,
     policy_user,
     run_permissions,
     writer_permissions,
 )
-from mrl_actors.errors import ConfigError
-from mrl_actors.natsconf import check_duration, quote
+from mrl_actors.see.natsconf import check_duration, quote
 
 
 def test_each_policy_publishes_only_on_its_own_event_subjects() -> None:

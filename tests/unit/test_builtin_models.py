@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mrl_actors.builtin_models import BUILTINS, builtin_dir, corpus, family_of, model_dir
 from mrl_actors.errors import ConfigError
+from mrl_actors.models.builtin import BUILTINS, builtin_dir, corpus, family_of, model_dir
 from mrl_actors.spec import effective_toml, load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +28,7 @@ def test_the_tokenizers_are_trained_deterministically_across_processes(
     built: dict[str, Path], tmp_path: Path
 ) -> None:
     code = (
-        "import sys; from mrl_actors.builtin_models import builtin_dir\n"
+        "import sys; from mrl_actors.models.builtin import builtin_dir\n"
         "for n in ('gpt2-bpe', 'llama-sp'): print(builtin_dir('builtin:' + n, sys.argv[1]))"
     )
     out = subprocess.run(
@@ -108,7 +108,7 @@ def test_the_pair_crosses_the_thl_exactly_with_nm_spans(
 
 
 def test_a_tiny_model_builds_from_a_builtin_directory(built: dict[str, Path]) -> None:
-    from mrl_actors.models import build_tiny
+    from mrl_actors.models.load import build_tiny
 
     for d in built.values():
         model, tok = build_tiny(d, hidden_size=16, layers=1, heads=2)

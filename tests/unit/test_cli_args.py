@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mrl_actors.cli import build_parser, main
-from mrl_actors.node_cli import build_parser as node_parser
+from mrl_actors.cli.mrl_node import build_parser as node_parser
 
 SPEC = str(Path(__file__).resolve().parents[2] / "runtime" / "experiments" / "toy-pair.toml")
 
@@ -127,7 +127,7 @@ def test_mrl_node_default_node_name_is_a_subject_token() -> None:
 
 def test_metrics_are_off_unless_a_port_is_given() -> None:
     from mrl_actors.cli.args import metrics_config
-    from mrl_actors.metrics import MetricsConfig
+    from mrl_actors.report.metrics import MetricsConfig
 
     assert metrics_config(build_parser().parse_args(["run", SPEC])) is None
     assert metrics_config(node_parser().parse_args([SPEC, "--run-dir", "r"])) is None

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mrl_actors.actors.runtime import PolicyRuntime
-from mrl_actors.models import build_tiny
+from mrl_actors.models.load import build_tiny
 from mrl_actors.rollout import make_engine
 from mrl_actors.spec import parse_spec
 from mrl_actors.tasks import ArithmeticConfig, ArithmeticTask, TaskItem

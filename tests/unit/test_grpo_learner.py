@@ -13,7 +13,7 @@ import torch
 from mrl_actors.errors import ConfigError
 from mrl_actors.grpo import GRPOConfig, GRPOLearner, OffPolicyLoss, Sample, group_advantages
 from mrl_actors.grpo.loss import importance_stats, off_policy_token_loss
-from mrl_actors.models import build_tiny, load_model, weights_sha256
+from mrl_actors.models.load import build_tiny, load_model, weights_sha256
 
 
 @pytest.fixture(scope="module")

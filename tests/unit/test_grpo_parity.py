@@ -21,7 +21,7 @@ trl = pytest.importorskip("trl")
 
 from mrl_actors.grpo import GRPOConfig, GRPOLearner, Sample, group_advantages  # noqa: E402
 from mrl_actors.grpo.loss import grpo_policy_loss, truncated_is_ratio  # noqa: E402
-from mrl_actors.models import build_tiny  # noqa: E402
+from mrl_actors.models.load import build_tiny  # noqa: E402
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 SCALES = ("group", "batch", "none")

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from mrl_actors.errors import ConfigError
-from mrl_actors.hub import is_hub_id, local_model_dir
-from mrl_actors.models import build_tiny, load_model, weights_sha256
+from mrl_actors.models.hub import is_hub_id, local_model_dir
+from mrl_actors.models.load import build_tiny, load_model, weights_sha256
 
 ROOT = Path(__file__).resolve().parents[2]
 REV = "0123456789abcdef0123456789abcdef01234567"
@@ -66,8 +66,8 @@ def test_a_cached_hub_id_loads_offline(hub: Path, models_dir: Path) -> None:
 
 def test_a_tiny_policy_of_a_cached_hub_id(hub: Path, tmp_path: Path, models_dir: Path) -> None:
     """`tiny = {...}` with a hub id: the architecture comes from the cached snapshot's config."""
+    from mrl_actors.actors.warmstart import tiny_policy
     from mrl_actors.tasks import ArithmeticConfig, ArithmeticTask
-    from mrl_actors.warmstart import tiny_policy
 
     torch.set_num_threads(1)
     _cache_model(hub, "meta-llama/Llama-3.2-1B-Instruct", models_dir / "llama2-7b", seed=0)

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from mrl_actors.connection import ConnectionConfig
 from mrl_actors.errors import ConfigError, LogError
+from mrl_actors.see.connection import ConnectionConfig
 from mrl_actors.see.inspect import parse_since, parse_where, values_at
 from mrl_actors.see.stream import delivery, filter_subjects, stream_name
 

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mrl_actors import events as ev
 from mrl_actors.errors import ConfigError
-from mrl_actors.metrics import (
+from mrl_actors.report.metrics import (
     FOLLOWED_KINDS,
     MetricsConfig,
     RunMetrics,

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from mrl_actors.actors.warmstart import target_ids, tiny_policy
 from mrl_actors.errors import ConfigError
-from mrl_actors.models import (
+from mrl_actors.models.load import (
     SAVED_MARKER,
     build_tiny,
     discard,
@@ -22,7 +23,6 @@ from mrl_actors.models import (
 )
 from mrl_actors.rollout.prompts import encode_prompt
 from mrl_actors.tasks import ArithmeticConfig, ArithmeticTask, CountdownTask
-from mrl_actors.warmstart import target_ids, tiny_policy
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama2-7b", "mistral-7b", "qwen1.5-1.8b"])
@@ -52,7 +52,7 @@ def test_build_tiny_is_seeded_and_leaves_global_rng_alone(models_dir: Path) -> N
 def test_tiny_policy_is_built_once_then_loaded(
     models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mrl_actors.warmstart as warmstart
+    import mrl_actors.actors.warmstart as warmstart
 
     task = ArithmeticTask(ArithmeticConfig(size=16))
     kw = {"hidden_size": 16, "layers": 1, "heads": 2, "warm_steps": 3}

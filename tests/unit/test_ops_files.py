@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mrl_actors.metrics import COUNTERS, GAUGES, MetricsConfig
+from mrl_actors.report.metrics import COUNTERS, GAUGES, MetricsConfig
 
 OPS = Path(__file__).resolve().parents[2] / "ops"
 UNITS = sorted((OPS / "systemd").glob("*.service"))
@@ -36,7 +36,7 @@ HARDENING = (
 
 
 def _series() -> set[str]:
-    """Every series name `mrl_actors.metrics` exposes, as Prometheus spells it."""
+    """Every series name `mrl_actors.report.metrics` exposes, as Prometheus spells it."""
     return set(GAUGES) | {f"{name}_total" for name in COUNTERS} | {"mrl_seconds_since_learner_step"}
 
 

@@ -9,7 +9,7 @@ import torch
 
 from mrl_actors import events as ev
 from mrl_actors.errors import ConfigError
-from mrl_actors.placement import (
+from mrl_actors.run.placement import (
     Hosted,
     NodeAssignment,
     Slot,
@@ -161,7 +161,7 @@ def test_device_and_dtype_reach_model_optimizer_engine_and_checkpoint(
     bitwise in that dtype."""
     from safetensors import safe_open
 
-    from mrl_actors.node import prepare_runtime
+    from mrl_actors.run.node import prepare_runtime
 
     monkeypatch.setenv("MRL_CACHE_DIR", str(tmp_path / "cache"))
     torch.set_num_threads(1)

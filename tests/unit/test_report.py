@@ -15,7 +15,7 @@ from mrl_actors.events import (
     RunStarted,
     event_id,
 )
-from mrl_actors.report import compare_table, render_html, summarize
+from mrl_actors.report.summary import compare_table, render_html, summarize
 
 VOID = {"meta", "br", "hr", "img", "input", "link", "area", "base", "col", "source", "wbr"}
 
@@ -124,7 +124,7 @@ def test_compare_table_reports_mean_and_spread_over_seeds() -> None:
 
 def test_policy_table_has_one_header_per_cell() -> None:
     """Regression: the table had 10 headers over 12 cells, so labels sat over the wrong values."""
-    from mrl_actors.report import policy_table
+    from mrl_actors.report.summary import policy_table
 
     header, rows = policy_table(summarize(_events())["policies"])
     assert rows and all(len(r) == len(header) for r in rows)
@@ -137,8 +137,8 @@ def test_policy_table_has_one_header_per_cell() -> None:
 
 
 def test_compare_pages_show_paired_differences_with_intervals() -> None:
-    from mrl_actors.report import compare_html, compare_markdown, paired_table
-    from mrl_actors.stats import paired_differences
+    from mrl_actors.report.stats import paired_differences
+    from mrl_actors.report.summary import compare_html, compare_markdown, paired_table
 
     def run(seed: int, acc: float) -> dict:
         return {

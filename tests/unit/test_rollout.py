@@ -12,7 +12,7 @@ import torch
 
 from mrl_actors.errors import EngineUnavailableError
 from mrl_actors.grpo.logprobs import completion_logps
-from mrl_actors.models import build_tiny
+from mrl_actors.models.load import build_tiny
 from mrl_actors.rollout import EngineConfig, SamplingConfig, encode_prompt, make_engine
 from mrl_actors.rollout.hf import HFEngine, sample_top_p
 from mrl_actors.rollout.vllm_engine import (

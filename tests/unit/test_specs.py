@@ -34,7 +34,7 @@ def test_every_shipped_spec_parses(path: Path) -> None:
 
 
 def test_toy_pair_uses_two_families_the_project_builds() -> None:
-    from mrl_actors.builtin_models import family_of
+    from mrl_actors.models.builtin import family_of
 
     spec, _ = load_spec(SPECS[[p.name for p in SPECS].index("toy-pair.toml")])
     assert [p.model for p in spec.policies] == ["builtin:gpt2-bpe", "builtin:llama-sp"]

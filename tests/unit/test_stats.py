@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mrl_actors.stats import bootstrap_ci, mean_pass_at_k, paired_differences, pass_at_k
+from mrl_actors.report.stats import bootstrap_ci, mean_pass_at_k, paired_differences, pass_at_k
 
 
 def test_pass_at_k_equals_the_exhaustive_count_of_k_subsets() -> None:

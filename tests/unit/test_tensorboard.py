@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mrl_actors.tensorboard import StepScalars, board_dir, read_scalars
+from mrl_actors.report.tensorboard import StepScalars, board_dir, read_scalars
 
 
 def test_step_metrics_are_read_back_as_scalars_per_step(tmp_path: Path) -> None:

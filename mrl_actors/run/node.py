@@ -2,7 +2,7 @@
 
 `mrl run` runs one node in its own process next to the embedded server; `mrl-node` runs the same
 code as a daemon that joins a server by URL. A node offers slots (its GPUs, or CPU slots: see
-`mrl_actors.placement`), says it is alive with a `NodeHeartbeat` event every liveness interval,
+`mrl_actors.run.placement`), says it is alive with a `NodeHeartbeat` event every liveness interval,
 and hosts either
 
 - the policies it is given (`policies`; all by default): the one-machine layout, or
@@ -52,8 +52,8 @@ from mrl_actors.events import (
     event_id,
 )
 from mrl_actors.logs import get_logger
-from mrl_actors.metrics import MetricsConfig, serve_log
-from mrl_actors.placement import Hosted, NodeAssignment, Slot, apply, default_slots, ignored
+from mrl_actors.report.metrics import MetricsConfig, serve_log
+from mrl_actors.run.placement import Hosted, NodeAssignment, Slot, apply, default_slots, ignored
 from mrl_actors.spec import PolicySpec, RunSpec
 from mrl_actors.tasks import make_task
 
@@ -67,7 +67,7 @@ def prepare_runtime(
     A start killed while saving `step-0` leaves no `step-0` (or, from older versions, one without
     the completeness marker): it is discarded with any temporary leftovers and saved again.
     """
-    from mrl_actors.models import discard, discard_partial_saves, is_complete
+    from mrl_actors.models.load import discard, discard_partial_saves, is_complete
 
     task = make_task(spec.task)
     start = checkpoint_dir(run_dir, policy.name, 0)
@@ -109,7 +109,7 @@ class Hosting:
 
 async def host_lockstep(h: Hosting, *, task_status: TaskStatus[None]) -> None:
     """A lockstep policy: learner and rollouts in one actor (`PolicyActor`), resumed by replay."""
-    from mrl_actors.replay import replay
+    from mrl_actors.actors.replay import replay
 
     rt = await anyio.to_thread.run_sync(prepare_runtime, h.spec, h.policy, h.run_dir, h.slot.device)
     replayed = await replay(h.log, rt)
@@ -183,9 +183,9 @@ async def run_node(
     otherwise `policies` (all of the spec's by default), each a lockstep actor on the first slot.
     `log` writes the node's own events. With `log_for`, each policy actor gets its own
     connection, `log_for(policy)`, as its own user: the server, not this process, decides what
-    each actor may write (`mrl_actors.auth`). Without it, the actors share `log`. With
+    each actor may write (`mrl_actors.see.auth`). Without it, the actors share `log`. With
     `metrics`, the node serves the run's Prometheus metrics there, read from `log`, for as long
-    as it runs (`mrl_actors.metrics.serve_log`).
+    as it runs (`mrl_actors.report.metrics.serve_log`).
     """
     slots = list(slots or default_slots())
     opts = dataclasses.replace(opts or ActorOptions(), node=node)  # actors report their node
@@ -289,7 +289,7 @@ async def _host_policies(
 
     Every runtime is prepared (and replayed) before any actor starts, as `mrl run` always did.
     """
-    from mrl_actors.replay import replay
+    from mrl_actors.actors.replay import replay
 
     logger = get_logger(__name__, run=spec.run.name, node=opts.node)
     chosen = [p for p in spec.policies if policies is None or p.name in policies]

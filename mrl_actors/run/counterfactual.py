@@ -93,7 +93,7 @@ async def counterfactual(
     log: Any, spec: RunSpec, run_dir: Path, policy: PolicySpec, probe: ProbeName
 ) -> dict[str, Any]:
     """One policy's logged run beside its counterfactual under `probe` (see the module doc)."""
-    from mrl_actors.replay import replay
+    from mrl_actors.actors.replay import replay
 
     logged = await anyio.to_thread.run_sync(start_runtime, spec, policy, run_dir)
     cf = await anyio.to_thread.run_sync(start_runtime, spec, policy, run_dir)

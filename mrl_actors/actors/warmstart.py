@@ -19,9 +19,9 @@ import torch
 
 from mrl_actors.grpo.batch import Sample, collate
 from mrl_actors.grpo.logprobs import completion_logps
-from mrl_actors.hub import local_model_dir
 from mrl_actors.logs import get_logger
-from mrl_actors.models import build_tiny, is_complete, load_model, save_model
+from mrl_actors.models.hub import local_model_dir
+from mrl_actors.models.load import build_tiny, is_complete, load_model, save_model
 from mrl_actors.rollout.prompts import encode_prompt
 
 log = get_logger(__name__)

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 
 from mrl_actors.errors import ConfigError
-from mrl_actors.hub import local_model_dir
 from mrl_actors.logs import get_logger
+from mrl_actors.models.hub import local_model_dir
 
 log = get_logger(__name__)
 

@@ -16,7 +16,7 @@ Every writer is authorized by the server, not trusted to behave. A run `R` with 
 Each user gets its own reply inbox prefix (`_INBOX_<user>`) and may subscribe only there, so a
 user cannot read the API replies of another (which carry consumer names it could then drain).
 `EmbeddedServer` renders these roles into `authorization { users = [...] }`; on a cluster the
-operator creates the same users (`python -m mrl_actors.natsconf RUN POLICY...` prints them) or
+operator creates the same users (`python -m mrl_actors.see.natsconf RUN POLICY...` prints them) or
 the equivalent JWT permissions.
 """
 
@@ -78,7 +78,7 @@ def _stream(run: str) -> str:
 
 
 def _blobs(run: str) -> str:
-    return f"MRL_{run}_BLOBS"  # mrl_actors.blobs.bucket_name; its stream is OBJ_<bucket>
+    return f"MRL_{run}_BLOBS"  # mrl_actors.see.blobs.bucket_name; its stream is OBJ_<bucket>
 
 
 def _lease(run: str) -> str:

@@ -24,7 +24,7 @@ from mrl_actors.events import (
     RunFinished,
     RunStarted,
 )
-from mrl_actors.stats import COMPARED_METRICS
+from mrl_actors.report.stats import COMPARED_METRICS
 
 # Metrics plotted per policy over steps: (key in LearnerStepCompleted.metrics, title).
 _PLOTS: tuple[tuple[str, str], ...] = (

@@ -26,15 +26,15 @@ import anyio
 
 from mrl_actors import __version__
 from mrl_actors.actors.policy import ActorOptions
-from mrl_actors.builtin_models import family_of
 from mrl_actors.errors import ConfigError
 from mrl_actors.events import PolicyRegistered, RunFinished, RunStarted, event_id
 from mrl_actors.logs import get_logger
+from mrl_actors.models.builtin import family_of
 from mrl_actors.probes import PROBE_NAMES, ProbeName
 from mrl_actors.spec import RunSpec, effective_toml, load_spec
 
 if TYPE_CHECKING:
-    from mrl_actors.metrics import MetricsConfig
+    from mrl_actors.report.metrics import MetricsConfig
 
 SPEC_FILE = "spec.toml"
 
@@ -57,14 +57,14 @@ async def _open_log(
     """The run's log as admin, and how each policy opens its own (`None`: through this one).
 
     With no `server.url` the run owns an embedded server in DIR/nats whose users are the run's
-    roles (`mrl_actors.auth`): each policy actor then connects as itself. Against a server by
+    roles (`mrl_actors.see.auth`): each policy actor then connects as itself. Against a server by
     URL the credentials are one user's, from `MRL_NATS_*`, shared by the actors.
     """
     from functools import partial
 
-    from mrl_actors.auth import policy_user
     from mrl_actors.see.access import open_log, spec_log_config
-    from mrl_actors.server import serve_run_dir
+    from mrl_actors.see.auth import policy_user
+    from mrl_actors.see.server import serve_run_dir
 
     names = [p.name for p in spec.policies]
     where: dict[str, Any] = {"server": spec.server.url}
@@ -93,8 +93,8 @@ async def record_start(log: Any, spec: RunSpec, spec_text: str) -> set[str]:
     """
     from functools import partial
 
-    from mrl_actors.hub import local_model_dir
-    from mrl_actors.placement import initial_assignment
+    from mrl_actors.models.hub import local_model_dir
+    from mrl_actors.run.placement import initial_assignment
     from mrl_actors.thl import load_vocab
 
     kinds = ["run", "policy", "slots"]
@@ -173,8 +173,8 @@ async def run_once(
     """
     from contextlib import AsyncExitStack
 
-    from mrl_actors.node import run_node
-    from mrl_actors.report import render_html, summarize
+    from mrl_actors.report.summary import render_html, summarize
+    from mrl_actors.run.node import run_node
     from mrl_actors.see.access import ends_if_server_lost
     from mrl_actors.see.deadletter import DeadLetters
 
@@ -249,8 +249,8 @@ async def compare(
     `stop_after` stops every sub-run after that many steps per policy (resume tests).
     `metrics` serves each sub-run's metrics in turn, on the same address.
     """
-    from mrl_actors.report import compare_html, compare_markdown
-    from mrl_actors.stats import paired_differences
+    from mrl_actors.report.stats import paired_differences
+    from mrl_actors.report.summary import compare_html, compare_markdown
 
     results: dict[str, list[dict[str, Any]]] = {}
     for probe in probes:

@@ -3,12 +3,12 @@
 `mrl run` is one machine: it starts the embedded server and one node in its own process. On
 several hosts, each host runs `mrl-node` against the same JetStream server or cluster, hosting
 the policies named for it (`--policies`); the log is the only thing the nodes share. Credentials
-come from `MRL_NATS_*` environment variables (see `mrl_actors/connection.py`), never from the
+come from `MRL_NATS_*` environment variables (see `mrl_actors/see/connection.py`), never from the
 spec or the log: on a cluster the operator gives each node a user whose permissions are
-`mrl_actors.auth.node_permissions` (its policies' subjects and its own node subject). Without
+`mrl_actors.see.auth.node_permissions` (its policies' subjects and its own node subject). Without
 `--server`, the node joins the live server of `--run-dir` (its `server.json`), each policy as
 its own user. SIGTERM stops it like Ctrl-C; a lost server ends it with one error line.
-`--metrics-port N` serves the run's Prometheus metrics (`mrl_actors.metrics`) while it runs.
+`--metrics-port N` serves the run's Prometheus metrics (`mrl_actors.report.metrics`) while it runs.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from mrl_actors import logs
     from mrl_actors.cli import Terminated, run_until_signal, unwrap_error
-    from mrl_actors.connection import redact
+    from mrl_actors.see.connection import redact
 
     logs.configure(args.log_format, args.log_level)
     try:
@@ -90,13 +90,13 @@ async def _serve(args: argparse.Namespace) -> None:
     from contextlib import AsyncExitStack
     from functools import partial
 
-    from mrl_actors.auth import policy_user
     from mrl_actors.errors import ConfigError
-    from mrl_actors.node import run_node
-    from mrl_actors.placement import parse_slots
-    from mrl_actors.runner import record_start
+    from mrl_actors.run.node import run_node
+    from mrl_actors.run.placement import parse_slots
+    from mrl_actors.run.runner import record_start
     from mrl_actors.see.access import ends_if_server_lost, open_log, spec_log_config
-    from mrl_actors.server import open_run_dir
+    from mrl_actors.see.auth import policy_user
+    from mrl_actors.see.server import open_run_dir
     from mrl_actors.spec import load_spec
 
     spec, spec_text = load_spec(args.spec)

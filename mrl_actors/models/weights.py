@@ -19,9 +19,9 @@ import io
 import time
 from typing import Any, Protocol
 
-from mrl_actors.blobs import BlobStore
 from mrl_actors.errors import BlobIntegrityError, LogError, WeightsError
 from mrl_actors.events import BlobRef, CheckpointStored, WeightsPublished, event_id
+from mrl_actors.see.blobs import BlobStore
 
 
 class BlobLog(Protocol):
@@ -130,7 +130,7 @@ async def load_weights(log: BlobLog, ev: WeightsPublished, model: Any) -> None:
     """
     import anyio
 
-    from mrl_actors.models import weights_sha256
+    from mrl_actors.models.load import weights_sha256
 
     what = f"{ev.policy} weights v{ev.version}"
     data = await fetch(log, ev.blob, what)
@@ -168,7 +168,7 @@ async def restore_checkpoint(log: BlobLog, ev: CheckpointStored, learner: Any) -
     """Bring `learner` to `ev.step`: weights, optimizer state and version (checked)."""
     import anyio
 
-    from mrl_actors.models import weights_sha256
+    from mrl_actors.models.load import weights_sha256
 
     what = f"{ev.policy} checkpoint step {ev.step}"
     weights = await fetch(log, ev.weights, what)

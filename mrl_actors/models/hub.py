@@ -44,7 +44,7 @@ def local_model_dir(source: str | os.PathLike[str], *, field: str = "model") -> 
     """
     text = os.fspath(source)
     if text.startswith("builtin:"):  # a tokenizer and config the project builds itself
-        from mrl_actors.builtin_models import builtin_dir
+        from mrl_actors.models.builtin import builtin_dir
 
         return builtin_dir(text)
     path = Path(text).expanduser()

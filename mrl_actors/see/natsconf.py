@@ -12,8 +12,8 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
-from mrl_actors.auth import Permissions, check_user
 from mrl_actors.errors import ConfigError
+from mrl_actors.see.auth import Permissions, check_user
 
 _DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$")
 
@@ -64,10 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Print the users of a run for a server config, passwords from environment variables."""
     import argparse
 
-    from mrl_actors.auth import node_permissions, run_permissions
+    from mrl_actors.see.auth import node_permissions, run_permissions
 
     parser = argparse.ArgumentParser(
-        prog="python -m mrl_actors.natsconf",
+        prog="python -m mrl_actors.see.natsconf",
         description="Print a run's NATS users and permissions (one user per writer).",
     )
     parser.add_argument("run")
