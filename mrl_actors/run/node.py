@@ -466,6 +466,13 @@ async def _host_async(
     from functools import partial
 
     from mrl_actors.actors.roles import run_policy_async
+    from mrl_actors.actors.runtime import load_initial_model
+
+    # Warm starts first (each fills the model cache the actors then load from): built inside
+    # each learner's start, one policy's would run while its peers already learn alone.
+    for p in chosen:
+        if p.tiny is not None:
+            await anyio.to_thread.run_sync(load_initial_model, spec, p, make_task(spec.task))
 
     async with AsyncExitStack() as stack:
 
