@@ -352,6 +352,7 @@ class LearnerActor:
             self.restored_from = self.replayed = 0
         if initial is not None:
             metrics.update({f"{k}_initial": v for k, v in initial.items()})
+            metrics.update(self.rt.start_metrics())  # where the warm start stopped
         if step % spec.eval_every == 0 or step == spec.steps:
             metrics.update(await anyio.to_thread.run_sync(self.rt.evaluate, self._eval_items))
         metrics["step_time_s"] = time.perf_counter() - t_start

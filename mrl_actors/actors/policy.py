@@ -222,6 +222,7 @@ class PolicyActor:
         )
         if initial is not None:  # measured before the first step
             metrics.update({f"{k}_initial": v for k, v in initial.items()})
+            metrics.update(self.rt.start_metrics())  # where the warm start stopped
         if step % spec.eval_every == 0 or step == spec.steps:
             metrics.update(await anyio.to_thread.run_sync(self.rt.evaluate, self._eval_items))
         metrics["step_time_s"] = time.perf_counter() - t_start

@@ -249,7 +249,7 @@ async def compare(
     `stop_after` stops every sub-run after that many steps per policy (resume tests).
     `metrics` serves each sub-run's metrics in turn, on the same address.
     """
-    from mrl_actors.report.stats import paired_differences
+    from mrl_actors.report.stats import METRIC_KEYS, paired_differences, part_metric_keys
     from mrl_actors.report.summary import compare_html, compare_markdown
 
     results: dict[str, list[dict[str, Any]]] = {}
@@ -270,7 +270,8 @@ async def compare(
             )
             results.setdefault(probe, []).append(summary)
     (out / "compare.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    paired = [d.as_dict() for d in paired_differences(results)]  # each probe - independent
+    keys = (*METRIC_KEYS, *part_metric_keys(results))  # and per task part, when it has parts
+    paired = [d.as_dict() for d in paired_differences(results, metrics=keys)]
     (out / "compare_paired.json").write_text(json.dumps(paired, indent=2), encoding="utf-8")
     (out / "compare.md").write_text(compare_markdown(results, seeds, paired), encoding="utf-8")
     (out / "compare.html").write_text(compare_html(results, seeds, paired), encoding="utf-8")
