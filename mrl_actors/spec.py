@@ -92,8 +92,9 @@ class TinySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # reaches this; None: no target. A start stopped on a target varies far less across seeds
     # and machines than one stopped after a fixed number of steps.
     warm_start_target: float | None = None
-    # Stop once that accuracy has not risen by more than `warm_start_min_delta` over its best
-    # for this many checks in a row (a plateau); 0: no plateau rule.
+    # Stop on a plateau: for this many checks in a row that accuracy has not risen more than
+    # `warm_start_min_delta` above its best, nor the loss fallen more than that share below
+    # its best; 0: no plateau rule.
     warm_start_patience: int = 0
     warm_start_min_delta: float = 0.01
     warm_start_check_every: int = 50

@@ -53,8 +53,11 @@ class StopRule:
     """When a warm start stops: at `max_steps`, or earlier on a target or a plateau.
 
     Train accuracy is measured every `check_every` steps. `target`: stop once it reaches
-    this. `patience` > 0: stop once it has not risen more than `min_delta` above the best of
-    the checks before for `patience` checks in a row. Neither: exactly `max_steps` steps.
+    this. `patience` > 0: stop on a plateau, once for `patience` checks in a row the accuracy
+    has not risen more than `min_delta` above the best of the checks before *and* the loss has
+    not fallen more than a `min_delta` share below its best before (a small model's accuracy
+    can sit near zero for a while as its loss falls: that is learning, not a plateau).
+    Neither: exactly `max_steps` steps.
     """
 
     max_steps: int
@@ -69,8 +72,11 @@ class StopRule:
         return self.target is not None or self.patience > 0
 
 
-def should_stop(accuracy: Sequence[float], rule: StopRule) -> str | None:
-    """ "target", "plateau" or None (go on), from the train accuracies measured so far.
+def should_stop(
+    accuracy: Sequence[float], rule: StopRule, loss: Sequence[float] | None = None
+) -> str | None:
+    """Why to stop ("target", "plateau") or None (go on), from the checks so far: the train
+    accuracy at each and, when given, the loss (the same length).
 
     A pure function of the curve, so the rule is tested on constructed curves and a warm start
     stops at the same step wherever its measurements are the same.
@@ -80,11 +86,13 @@ def should_stop(accuracy: Sequence[float], rule: StopRule) -> str | None:
     if rule.target is not None and accuracy[-1] >= rule.target:
         return "target"
     p = rule.patience
-    if p > 0 and len(accuracy) > p:
-        best_before = max(accuracy[:-p])
-        if max(accuracy[-p:]) <= best_before + rule.min_delta:
-            return "plateau"
-    return None
+    if p <= 0 or len(accuracy) <= p:
+        return None
+    if max(accuracy[-p:]) > max(accuracy[:-p]) + rule.min_delta:
+        return None  # accuracy still rising
+    if loss is not None and min(loss[-p:]) < min(loss[:-p]) * (1.0 - rule.min_delta):
+        return None  # loss still falling
+    return "plateau"
 
 
 @dataclass(frozen=True)
@@ -196,7 +204,7 @@ def warm_start(
             acc = train_accuracy(model, tokenizer, task, check)
             model.train()
             curve.append((done, acc, loss_v))
-            why = should_stop([a for _, a, _ in curve], rule)
+            why = should_stop([a for _, a, _ in curve], rule, [v for _, _, v in curve])
             if why is not None:
                 stop = why
                 break

@@ -39,6 +39,16 @@ def test_stops_on_a_plateau_after_patience_checks_without_a_real_gain() -> None:
     assert should_stop([0.4, 0.3, 0.2, 0.1], rule) == "plateau"
 
 
+def test_a_falling_loss_is_not_a_plateau_even_while_accuracy_is_flat() -> None:
+    rule = StopRule(max_steps=1000, patience=3, min_delta=0.02)
+    flat = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    falling = [2.0, 1.5, 1.2, 1.0, 0.9, 0.8]  # 0.8 is 20% below the best before the window
+    assert should_stop(flat, rule, falling) is None
+    barely = [2.0, 1.5, 1.2, 1.19, 1.19, 1.18]  # under 2% below 1.2
+    assert should_stop(flat, rule, barely) == "plateau"
+    assert should_stop(flat, rule) == "plateau"  # without losses, accuracy alone decides
+
+
 def test_a_curve_that_keeps_rising_never_stops_early() -> None:
     rule = StopRule(max_steps=1000, target=0.9, patience=2, min_delta=0.01)
     curve = [0.05 * i for i in range(18)]  # 0 .. 0.85, +0.05 per check
