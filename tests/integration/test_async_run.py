@@ -17,11 +17,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
+from helpers.specs import policies_toml
 
 from mrl_actors.events import (
     CheckpointStored,
@@ -60,31 +60,13 @@ checkpoint_every = 2
 [probes.sharing]
 wait_for_peers_s = 10.0
 """
-    for name, model in (("gpt2", "gpt2"), ("llama", "llama2-7b")):
-        text += f"""
-[[policies]]
-name = "{name}"
-model = "{models_dir / model}"
-tiny = {{ hidden_size = 16, layers = 1, heads = 2, warm_start_steps = 5 }}
-[policies.engine.sampling]
-max_new_tokens = 4
-[policies.grpo]
-lr = 1e-3
-weight_decay = 0.1  # every step changes the weights, whatever the rewards
-"""
+    text += policies_toml(
+        models_dir,
+        tiny={"hidden_size": 16, "layers": 1, "heads": 2, "warm_start_steps": 5},
+        max_new_tokens=4,
+        grpo={"lr": 1e-3, "weight_decay": 0.1},
+    )
     return text
-
-
-@pytest.fixture(scope="module")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("mrl-cache")
-    old = os.environ.get("MRL_CACHE_DIR")
-    os.environ["MRL_CACHE_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("MRL_CACHE_DIR", None)
-    else:
-        os.environ["MRL_CACHE_DIR"] = old
 
 
 async def _events(run_dir: Path) -> list[tuple[int, Event]]:
@@ -240,7 +222,7 @@ def test_a_tampered_weights_blob_is_refused_and_dead_lettered(
     """Runs last in this module: it adds a weights version to the run's log and alters its blob."""
     import torch
 
-    from mrl_actors.actors.policy import ActorOptions
+    from mrl_actors.actors.options import ActorOptions
     from mrl_actors.actors.roles import rollout_runtime
     from mrl_actors.actors.rollout import RolloutActor
     from mrl_actors.models.load import weights_sha256
@@ -272,7 +254,7 @@ def test_a_tampered_weights_blob_is_refused_and_dead_lettered(
 
             actor = RolloutActor(log, rollout_runtime(spec, policy, run_dir), 0, ActorOptions())
             async for rec in log.read(start_seq=1, kinds=["weights"], sources=[policy]):
-                actor._fold(rec)
+                actor.follower.apply(rec)
             assert actor.newest_usable() == STEPS + 1
             refused = await actor.switch()
             after_refusal = actor.version

@@ -25,17 +25,18 @@ from typing import Any
 
 import anyio
 import pytest
-from test_cluster_run import (
+from helpers.cluster import (
     POLICIES,
     RUN,
     Cluster,
-    _create_stream,
-    _events,
-    _start_node,
-    _stop_all,
-    _wait,
+    create_stream,
+    read_records,
     running_cluster,
+    start_node,
+    stop_all,
+    wait_nodes,
 )
+from helpers.specs import policies_toml
 
 from mrl_actors import events as ev
 from mrl_actors.see.auth import ADMIN, READER
@@ -99,18 +100,12 @@ url = "{urls}"
 replicas = 3
 max_bytes = 268435456
 {PLACEMENT}"""
-    for name, model in (("gpt2", "gpt2"), ("llama", "llama2-7b")):
-        text += f"""
-[[policies]]
-name = "{name}"
-model = "{models_dir / model}"
-tiny = {{ hidden_size = 16, layers = 1, heads = 2, warm_start_steps = 5 }}
-[policies.engine.sampling]
-max_new_tokens = 4
-[policies.grpo]
-lr = 1e-3
-weight_decay = 0.1  # every step changes the weights, whatever the rewards
-"""
+    text += policies_toml(
+        models_dir,
+        tiny={"hidden_size": 16, "layers": 1, "heads": 2, "warm_start_steps": 5},
+        max_new_tokens=4,
+        grpo={"lr": 1e-3, "weight_decay": 0.1},
+    )
     return text
 
 
@@ -120,20 +115,15 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield c
 
 
-@pytest.fixture(scope="module")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("mrl-cache")
-
-
 def _write_spec(models_dir: Path, c: Cluster, tmp: Path) -> Path:
     spec = tmp / "spec.toml"
     spec.write_text(spec_text(models_dir, c.urls()))
-    _create_stream(c, spec)
+    create_stream(c, spec)
     return spec
 
 
 def _start(c: Cluster, spec: Path, tmp: Path, node: str, cache: Path) -> subprocess.Popen[bytes]:
-    return _start_node(c, spec, tmp, node, cache, slots=SLOTS[node])
+    return start_node(c, spec, tmp, node, cache, slots=SLOTS[node])
 
 
 def _steps(records: list[Any], policy: str) -> list[ev.LearnerStepCompleted]:
@@ -269,9 +259,9 @@ def _kill_at_first(
         assert procs[victim].returncode == -signal.SIGKILL
         (tmp / f"{victim}.out").rename(tmp / f"{victim}-killed.out")
         procs[victim] = _start(c, spec, tmp, victim, cache)
-        _wait(procs, tmp)
+        wait_nodes(procs, tmp)
     finally:
-        _stop_all(procs)
+        stop_all(procs)
     return killed_ns
 
 
@@ -284,10 +274,10 @@ def test_an_async_run_on_three_nodes_reports_and_replays_from_the_log(
     spec = _write_spec(models_dir, cluster, tmp_path)
     procs = {n: _start(cluster, spec, tmp_path, n, model_cache) for n in NODES}
     try:
-        _wait(procs, tmp_path)
+        wait_nodes(procs, tmp_path)
     finally:
-        _stop_all(procs)
-    records = _events(cluster)
+        stop_all(procs)
+    records = read_records(cluster)
     _check_async_run(records)
     for p, node in LEARNER_NODE.items():  # each learner ran (and checkpointed) where placed
         assert (tmp_path / node / "checkpoints" / p / f"step-{STEPS}").is_dir()
@@ -323,7 +313,7 @@ def test_a_killed_rollout_node_restarted_leaves_no_partial_group(
     restarted, its rollout actors go on from the log: no group is partial or logged twice."""
     spec = _write_spec(models_dir, cluster, tmp_path)
     killed = _kill_at_first(cluster, spec, tmp_path, model_cache, f"mrl.{RUN}.rollout.>", "h3")
-    records = _events(cluster)
+    records = read_records(cluster)
     _check_async_run(records)
     for p in POLICIES:  # the restarted rollout actors sampled the rest of the run
         later = [
@@ -345,7 +335,7 @@ def test_a_killed_learner_node_restarted_resumes_from_its_checkpoint_and_the_log
     the learner restores its newest stored checkpoint and replays the log's tail."""
     spec = _write_spec(models_dir, cluster, tmp_path)
     killed = _kill_at_first(cluster, spec, tmp_path, model_cache, f"mrl.{RUN}.learner.gpt2", "h1")
-    records = _events(cluster)
+    records = read_records(cluster)
     _check_async_run(records)
     taken = _steps(records, "gpt2")
     assert taken[0].time_ns < killed < taken[-1].time_ns  # killed mid-run

@@ -23,17 +23,18 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
-from test_cluster_run import (
+from helpers.cluster import (
     POLICIES,
     RUN,
     Cluster,
-    _create_stream,
-    _events,
-    _start_node,
-    _stop_all,
-    _wait,
+    create_stream,
+    read_records,
     running_cluster,
+    start_node,
+    stop_all,
+    wait_nodes,
 )
+from helpers.specs import policies_toml
 
 from mrl_actors import events as ev
 from mrl_actors.see.auth import ADMIN
@@ -71,17 +72,12 @@ allocator = "mwra"
 [mwra]
 liveness_interval_s = {LIVENESS_S}
 """
-    for name, model in (("gpt2", "gpt2"), ("llama", "llama2-7b")):
-        text += f"""
-[[policies]]
-name = "{name}"
-model = "{models_dir / model}"
-tiny = {{ hidden_size = 16, layers = 1, heads = 2, warm_start_steps = 5 }}
-[policies.engine.sampling]
-max_new_tokens = 4
-[policies.grpo]
-lr = 1e-3
-"""
+    text += policies_toml(
+        models_dir,
+        tiny={"hidden_size": 16, "layers": 1, "heads": 2, "warm_start_steps": 5},
+        max_new_tokens=4,
+        grpo={"lr": 1e-3},
+    )
     return text
 
 
@@ -89,11 +85,6 @@ lr = 1e-3
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     with running_cluster(tmp_path, NODES) as c:
         yield c
-
-
-@pytest.fixture(scope="module")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("mrl-cache")
 
 
 def _lease_holder(c: Cluster) -> str | None:
@@ -140,21 +131,21 @@ def test_the_allocator_moves_to_another_node_when_its_node_dies_and_its_log_repl
 
     spec_path = tmp_path / "spec.toml"
     spec_path.write_text(spec_text(models_dir, cluster.urls()))
-    _create_stream(cluster, spec_path)
+    create_stream(cluster, spec_path)
     spec, _ = load_spec(spec_path)
 
     def start(node: str) -> subprocess.Popen[bytes]:
-        return _start_node(cluster, spec_path, tmp_path, node, model_cache, slots="cpu:2")
+        return start_node(cluster, spec_path, tmp_path, node, model_cache, slots="cpu:2")
 
     procs = {"h1": start("h1")}
     try:
-        _until("h1 to assign", lambda: _decisions(_events(cluster)), procs, tmp_path)
+        _until("h1 to assign", lambda: _decisions(read_records(cluster)), procs, tmp_path)
         assert _lease_holder(cluster) == "h1"
         procs["h2"] = start("h2")
         procs["h3"] = start("h3")
 
         def stepped() -> bool:
-            records = _events(cluster)
+            records = read_records(cluster)
             return all(
                 any(
                     isinstance(r.event, ev.LearnerStepCompleted) and r.event.policy == p
@@ -174,11 +165,11 @@ def test_the_allocator_moves_to_another_node_when_its_node_dies_and_its_log_repl
             tmp_path,
         )
         survivors = {n: p for n, p in procs.items() if n != "h1"}
-        _wait(survivors, tmp_path)
+        wait_nodes(survivors, tmp_path)
     finally:
-        _stop_all(procs)
+        stop_all(procs)
 
-    records = _events(cluster)
+    records = read_records(cluster)
     by_seq = {r.seq: r.event for r in records}
     consumed: list[int] = []
     for p in POLICIES:
