@@ -97,6 +97,23 @@ def get_json(url: str) -> dict[str, Any] | None:
         return None
 
 
+def wait_ready(
+    monitor_ports: list[int], procs: list[subprocess.Popen[bytes] | None], timeout: float = 60
+) -> None:
+    """Until every server routes to both peers and reports healthy (a JetStream meta leader)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert all(p is not None and p.poll() is None for p in procs), "a server exited"
+        routes = [get_json(f"http://127.0.0.1:{port}/routez") for port in monitor_ports]
+        health = [get_json(f"http://127.0.0.1:{port}/healthz") for port in monitor_ports]
+        if all(r and r.get("num_routes", 0) >= 2 for r in routes) and all(
+            h and h.get("status") == "ok" for h in health
+        ):
+            return
+        assert time.monotonic() < deadline, f"cluster not ready: {routes} {health}"
+        time.sleep(0.25)
+
+
 def stop(proc: subprocess.Popen[bytes] | None) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -134,17 +151,7 @@ def running_cluster(tmp_path: Path, nodes: dict[str, list[str]]) -> Iterator[Clu
                 s.proc = subprocess.Popen(
                     [binary, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT
                 )
-        deadline = time.monotonic() + 60
-        while True:
-            assert all(s.proc and s.proc.poll() is None for s in servers), "a server exited"
-            routes = [get_json(f"http://127.0.0.1:{s.monitor_port}/routez") for s in servers]
-            health = [get_json(f"http://127.0.0.1:{s.monitor_port}/healthz") for s in servers]
-            if all(r and r.get("num_routes", 0) >= 2 for r in routes) and all(
-                h and h.get("status") == "ok" for h in health
-            ):
-                break
-            assert time.monotonic() < deadline, f"cluster not ready: {routes} {health}"
-            time.sleep(0.25)
+        wait_ready([s.monitor_port for s in servers], [s.proc for s in servers])
         yield c
     finally:
         for s in servers:
@@ -231,3 +238,14 @@ def learner_steps(records: list[Any], policy: str) -> list[ev.LearnerStepComplet
         for r in records
         if isinstance(r.event, ev.LearnerStepCompleted) and r.event.policy == policy
     ]
+
+
+def run_nodes(c: Cluster, nodes: Any, start: Any, spec: Path, tmp: Path, cache: Path) -> list[Any]:
+    """Start `start(c, spec, tmp, node, cache)` for each node, wait until all have exited (0),
+    stop any left, and read the run's records back."""
+    procs = {n: start(c, spec, tmp, n, cache) for n in nodes}
+    try:
+        wait_nodes(procs, tmp)
+    finally:
+        stop_all(procs)
+    return read_records(c)

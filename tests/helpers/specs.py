@@ -70,3 +70,46 @@ checkpoint_every = 2
 [probes.sharing]
 wait_for_peers_s = 20.0
 {policies}"""
+
+
+# tiny policies of the integration tests, by size: (hidden, layers, heads, warm start steps)
+TINY16 = {"hidden_size": 16, "layers": 1, "heads": 2, "warm_start_steps": 5}
+TINY32 = {"hidden_size": 32, "layers": 1, "heads": 2, "warm_start_steps": 20}
+TINY64 = {"hidden_size": 64, "layers": 2, "heads": 4, "warm_start_steps": 150}
+
+
+def slots(*placed: tuple[str, str, str, str]) -> dict[str, Any]:
+    """`[placement]` with one `[[placement.slots]]` per (node, slot, policy, role)."""
+    keys = ("node", "slot", "policy", "role")
+    return {"slots": [dict(zip(keys, p, strict=True)) for p in placed]}
+
+
+def spec_toml(
+    models_dir: Path | str,
+    *,
+    run: dict[str, Any],
+    tiny: dict[str, Any],
+    max_new_tokens: int = 4,
+    grpo: dict[str, Any] | None = None,
+    pair: Sequence[tuple[str, str]] = PAIR,
+    **tables: Any,
+) -> str:
+    """A whole spec: `[run]` (these defaults, then `run`), the other `tables` (`probes`,
+    `server`, `placement`, `mwra`, `task`, ...), then the policies (`policies_toml`)."""
+    steps = run.get("steps", 20)
+    head = {
+        "run": {
+            "seed": 0,
+            "prompts_per_step": 2,
+            "group_size": 2,
+            "eval_every": steps,
+            "eval_size": 4,
+            "checkpoint_every": 2,
+            **run,
+        },
+        **tables,
+    }
+    policies = policies_toml(
+        models_dir, tiny=tiny, max_new_tokens=max_new_tokens, grpo=grpo, pair=pair
+    )
+    return tomli_w.dumps(head) + policies

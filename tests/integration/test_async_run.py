@@ -11,7 +11,6 @@ rollout actor, which dead-letters it and goes on with a version it can verify.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -21,7 +20,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-from helpers.specs import policies_toml
+from helpers.runs import kill_run
+from helpers.specs import TINY16, spec_toml
 
 from mrl_actors.events import (
     CheckpointStored,
@@ -42,31 +42,24 @@ POLICIES = ("gpt2", "llama")
 
 
 def spec_text(models_dir: Path) -> str:
-    text = f"""
-[run]
-name = "{RUN}"
-seed = 0
-probe = "xgrpo"
-mode = "async"
-rollout_replicas = 2
-max_staleness = {STALENESS}
-steps = {STEPS}
-prompts_per_step = 2
-group_size = 4
-eval_every = {STEPS}
-eval_size = 4
-checkpoint_every = 2
-
-[probes.sharing]
-wait_for_peers_s = 10.0
-"""
-    text += policies_toml(
+    return spec_toml(
         models_dir,
-        tiny={"hidden_size": 16, "layers": 1, "heads": 2, "warm_start_steps": 5},
-        max_new_tokens=4,
-        grpo={"lr": 1e-3, "weight_decay": 0.1},
+        run={
+            "name": RUN,
+            "probe": "xgrpo",
+            "mode": "async",
+            "rollout_replicas": 2,
+            "max_staleness": STALENESS,
+            "steps": STEPS,
+            "group_size": 4,
+        },
+        probes={"sharing": {"wait_for_peers_s": 10.0}},
+        tiny=TINY16,
+        grpo={
+            "lr": 1e-3,
+            "weight_decay": 0.1,
+        },  # every step changes the weights, whatever the rewards
     )
-    return text
 
 
 async def _events(run_dir: Path) -> list[tuple[int, Event]]:
@@ -283,18 +276,6 @@ def test_async_is_refused_when_its_bound_exceeds_the_probes(models_dir: Path) ->
         parse_spec(text)
 
 
-def _kill_tree(run_dir: Path, proc: subprocess.Popen[bytes]) -> None:
-    from mrl_actors.see.server import read_server_info
-
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=30)
-    info = read_server_info(run_dir)
-    if info is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(info.pid, signal.SIGKILL)
-
-
 def test_a_killed_async_run_resumes_from_stored_checkpoints_and_steps_once(
     models_dir: Path, model_cache: Path, tmp_path: Path
 ) -> None:
@@ -318,11 +299,11 @@ def test_a_killed_async_run_resumes_from_stored_checkpoints_and_steps_once(
         assert proc.poll() is None, "the run finished before it could be killed"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        _kill_tree(run_dir, proc)  # its server too: the resume starts its own
+        kill_run(run_dir, proc)  # its server too: the resume starts its own
         resumed = subprocess.run([*cmd, "--resume", str(run_dir)], env=env, timeout=600)
         assert resumed.returncode == 0
     finally:
-        _kill_tree(run_dir, proc)
+        kill_run(run_dir, proc)
 
     events = anyio.run(_events, run_dir)
     for p in POLICIES:

@@ -21,20 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import helpers.cluster as hc
 import pytest
-from helpers.cluster import (
-    POLICIES,
-    RUN,
-    Cluster,
-    create_stream,
-    learner_steps,
-    read_records,
-    running_cluster,
-    start_node,
-    stop_all,
-    wait_nodes,
-)
-from helpers.specs import policies_toml
+from helpers.specs import TINY32, slots, spec_toml
 
 from mrl_actors import events as ev
 from mrl_actors.see.auth import ADMIN, READER
@@ -48,44 +37,21 @@ NODES = {"h1": ["gpt2"], "h2": ["llama"], "h3": ["llama"]}
 
 
 def spec_text(models_dir: Path, urls: str, steps: int = STEPS) -> str:
-    tiny = {"hidden_size": 32, "layers": 1, "heads": 2, "warm_start_steps": 20}
-    policies = policies_toml(models_dir, tiny=tiny, max_new_tokens=4)
-    return f"""
-[run]
-name = "{RUN}"
-probe = "independent"
-steps = {steps}
-prompts_per_step = 2
-group_size = 2
-eval_every = {steps}
-eval_size = 4
-checkpoint_every = 2
-
-[server]
-url = "{urls}"
-replicas = 3
-max_bytes = 268435456
-
-[[placement.slots]]
-node = "h1"
-slot = "cpu:0"
-policy = "gpt2"
-role = "learner"
-
-[[placement.slots]]
-node = "h2"
-slot = "cpu:0"
-policy = "llama"
-role = "learner"
-{policies}"""
+    return spec_toml(
+        models_dir,
+        run={"name": hc.RUN, "probe": "independent", "steps": steps},
+        server={"url": urls, "replicas": 3, "max_bytes": 268435456},
+        placement=slots(("h1", "cpu:0", "gpt2", "learner"), ("h2", "cpu:0", "llama", "learner")),
+        tiny=TINY32,
+    )
 
 
 # --------------------------------------------------------------------------- helpers
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with running_cluster(tmp_path, NODES) as c:
+def cluster(tmp_path: Path) -> Iterator[hc.Cluster]:
+    with hc.running_cluster(tmp_path, NODES) as c:
         yield c
 
 
@@ -93,23 +59,23 @@ def _check_whole_run(records: list[Any]) -> None:
     """Every policy took steps 1..N exactly once; no sequence was consumed twice; the run's
     start events are in the log once each."""
     consumed: list[int] = []
-    for p in POLICIES:
-        taken = learner_steps(records, p)
+    for p in hc.POLICIES:
+        taken = hc.learner_steps(records, p)
         assert [e.step for e in taken] == list(range(1, STEPS + 1)), p
         consumed += [c.seq for e in taken for c in e.consumed]
     assert len(consumed) == len(set(consumed))  # disjoint, and none twice
     events = [r.event for r in records]
     assert sum(isinstance(e, ev.RunStarted) for e in events) == 1
-    assert sum(isinstance(e, ev.PolicyRegistered) for e in events) == len(POLICIES)
+    assert sum(isinstance(e, ev.PolicyRegistered) for e in events) == len(hc.POLICIES)
     placed = [e for e in events if isinstance(e, ev.SlotsAssigned)]
     assert [e.epoch for e in placed] == [1]
     assert sum(isinstance(e, ev.RunFinished) for e in events) == 1
 
 
-def _write_spec(models_dir: Path, c: Cluster, tmp: Path, steps: int = STEPS) -> Path:
+def _write_spec(models_dir: Path, c: hc.Cluster, tmp: Path, steps: int = STEPS) -> Path:
     spec = tmp / "spec.toml"
     spec.write_text(spec_text(models_dir, c.urls(), steps))
-    create_stream(c, spec)
+    hc.create_stream(c, spec)
     return spec
 
 
@@ -117,15 +83,10 @@ def _write_spec(models_dir: Path, c: Cluster, tmp: Path, steps: int = STEPS) -> 
 
 
 def test_three_nodes_run_a_placed_spec_and_the_report_comes_from_the_log(
-    cluster: Cluster, models_dir: Path, model_cache: Path, tmp_path: Path
+    cluster: hc.Cluster, models_dir: Path, model_cache: Path, tmp_path: Path
 ) -> None:
     spec = _write_spec(models_dir, cluster, tmp_path)
-    procs = {n: start_node(cluster, spec, tmp_path, n, model_cache) for n in NODES}
-    try:
-        wait_nodes(procs, tmp_path)
-    finally:
-        stop_all(procs)
-    records = read_records(cluster)
+    records = hc.run_nodes(cluster, NODES, hc.start_node, spec, tmp_path, model_cache)
     _check_whole_run(records)
     events = [r.event for r in records]
     joined = {e.node: e for e in events if isinstance(e, ev.NodeJoined)}
@@ -141,7 +102,7 @@ def test_three_nodes_run_a_placed_spec_and_the_report_comes_from_the_log(
     env = cluster.env(READER)
     cmd = [sys.executable, "-m", "mrl_actors.cli", "report", "--server", cluster.urls()]
     done = subprocess.run(
-        [*cmd, "--run", RUN, "--out", str(out)],
+        [*cmd, "--run", hc.RUN, "--out", str(out)],
         env=env,
         capture_output=True,
         text=True,
@@ -150,25 +111,25 @@ def test_three_nodes_run_a_placed_spec_and_the_report_comes_from_the_log(
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["run"]["status"] == "completed" and summary["run"]["probe"] == "independent"
-    assert set(summary["policies"]) == set(POLICIES)
+    assert set(summary["policies"]) == set(hc.POLICIES)
     assert "<svg" in (out / "report.html").read_text()
 
     cmd = [sys.executable, "-m", "mrl_actors.cli", "status", "--server", cluster.urls()]
     shown = subprocess.run(
-        [*cmd, "--run", RUN, "--json"], env=env, capture_output=True, text=True, timeout=120
+        [*cmd, "--run", hc.RUN, "--json"], env=env, capture_output=True, text=True, timeout=120
     )
     assert shown.returncode == 0, shown.stderr[-2000:]
     status = json.loads(shown.stdout)
     assert status["finished"] and status["epoch"] == 1
     assert {n: s["state"] for n, s in status["nodes"].items()} == dict.fromkeys(NODES, "left")
     assert {p: v["version"] for p, v in status["policies"].items()} == dict.fromkeys(
-        POLICIES, STEPS
+        hc.POLICIES, STEPS
     )
     assert all(v["backlog"] == 0 for v in status["policies"].values())
 
 
 def test_killing_the_stream_leader_mid_run_does_not_stop_the_run(
-    cluster: Cluster, models_dir: Path, model_cache: Path, tmp_path: Path
+    cluster: hc.Cluster, models_dir: Path, model_cache: Path, tmp_path: Path
 ) -> None:
     """The stream's leader server is SIGKILLed the moment the first learner step is published
     (a core subscription sees it): the rest of the run's steps are written during and after
@@ -184,9 +145,9 @@ def test_killing_the_stream_leader_mid_run_does_not_stop_the_run(
             cluster.urls().split(","), user=ADMIN, password=cluster.passwords[ADMIN]
         )
         try:
-            sub = await nc.subscribe(f"mrl.{RUN}.learner.*")
+            sub = await nc.subscribe(f"mrl.{hc.RUN}.learner.*")
             await sub.next_msg(timeout=300)
-            info = await nc.jetstream().stream_info(f"MRL_{RUN}")
+            info = await nc.jetstream().stream_info(f"MRL_{hc.RUN}")
         finally:
             await nc.close()
         victim = cluster.by_name(str(info.cluster.leader))
@@ -203,38 +164,38 @@ def test_killing_the_stream_leader_mid_run_does_not_stop_the_run(
                 tg.start_soon(kill_leader_at_first_step)
                 await anyio.sleep(0.5)  # subscribed before any node can take a step
                 for n in NODES:
-                    procs[n] = start_node(cluster, spec, tmp_path, n, model_cache)
+                    procs[n] = hc.start_node(cluster, spec, tmp_path, n, model_cache)
 
         anyio.run(start_and_kill)
-        wait_nodes(procs, tmp_path)
+        hc.wait_nodes(procs, tmp_path)
     finally:
-        stop_all(procs)
-    records = read_records(cluster)
+        hc.stop_all(procs)
+    records = hc.read_records(cluster)
     _check_whole_run(records)
-    after = [e for p in POLICIES for e in learner_steps(records, p) if e.time_ns > killed_ns]
+    after = [e for p in hc.POLICIES for e in hc.learner_steps(records, p) if e.time_ns > killed_ns]
     assert len(after) >= STEPS - 1  # the run went on without the killed leader
 
 
 def test_a_killed_node_restarted_resumes_and_finishes(
-    cluster: Cluster, models_dir: Path, model_cache: Path, tmp_path: Path
+    cluster: hc.Cluster, models_dir: Path, model_cache: Path, tmp_path: Path
 ) -> None:
     """h2 is SIGKILLed by the test hook while saving llama's step-2 checkpoint (after step 2
     is logged, mid-run); restarted, it replays the log and takes steps 3 and 4 only."""
     spec = _write_spec(models_dir, cluster, tmp_path)
-    procs = {n: start_node(cluster, spec, tmp_path, n, model_cache) for n in ("h1", "h3")}
+    procs = {n: hc.start_node(cluster, spec, tmp_path, n, model_cache) for n in ("h1", "h3")}
     try:
-        procs["h2"] = start_node(
+        procs["h2"] = hc.start_node(
             cluster, spec, tmp_path, "h2", model_cache, kill_in_save="llama/step-2"
         )
         procs["h2"].wait(timeout=400)
         assert procs["h2"].returncode == -signal.SIGKILL, (tmp_path / "h2.out").read_text()[-3000:]
-        assert len(learner_steps(read_records(cluster), "llama")) == 2
+        assert len(hc.learner_steps(hc.read_records(cluster), "llama")) == 2
         (tmp_path / "h2.out").rename(tmp_path / "h2-killed.out")
-        procs["h2"] = start_node(cluster, spec, tmp_path, "h2", model_cache)
-        wait_nodes(procs, tmp_path)
+        procs["h2"] = hc.start_node(cluster, spec, tmp_path, "h2", model_cache)
+        hc.wait_nodes(procs, tmp_path)
     finally:
-        stop_all(procs)
-    records = read_records(cluster)
+        hc.stop_all(procs)
+    records = hc.read_records(cluster)
     _check_whole_run(records)
     joined = [r.event for r in records if isinstance(r.event, ev.NodeJoined)]
     assert sorted(j.node for j in joined) == ["h1", "h2", "h2", "h3"]
@@ -243,7 +204,7 @@ def test_a_killed_node_restarted_resumes_and_finishes(
 
 
 def test_a_newer_epoch_moves_an_actor_and_an_older_one_is_ignored(
-    cluster: Cluster, models_dir: Path, model_cache: Path, tmp_path: Path
+    cluster: hc.Cluster, models_dir: Path, model_cache: Path, tmp_path: Path
 ) -> None:
     """When llama's first step is published, epoch 2 moves llama's learner from h2 to h3; then a
     late epoch-1 assignment that would give it back to h2 arrives. h2 stops its actor, h3 starts
@@ -254,9 +215,9 @@ def test_a_newer_epoch_moves_an_actor_and_an_older_one_is_ignored(
 
     def assigned(epoch: int, llama_on: str, tag: str) -> ev.SlotsAssigned:
         return ev.SlotsAssigned(
-            run=RUN,
+            run=hc.RUN,
             source="mwra",
-            event_id=ev.event_id("slots", RUN, "mwra", epoch, tag),
+            event_id=ev.event_id("slots", hc.RUN, "mwra", epoch, tag),
             epoch=epoch,
             assignments=[
                 ev.SlotAssignment(node="h1", slot=0, policy="gpt2", role="learner"),
@@ -274,9 +235,9 @@ def test_a_newer_epoch_moves_an_actor_and_an_older_one_is_ignored(
             cluster.urls().split(","), user=ADMIN, password=cluster.passwords[ADMIN]
         )
         try:
-            sub = await nc.subscribe(f"mrl.{RUN}.learner.llama")
+            sub = await nc.subscribe(f"mrl.{hc.RUN}.learner.llama")
             await sub.next_msg(timeout=300)
-            log = await EventLog.open(nc, RUN, create=False)
+            log = await EventLog.open(nc, hc.RUN, create=False)
             await log.append(assigned(2, "h3", "move"))
             await log.append(assigned(1, "h2", "stale"))
         finally:
@@ -290,17 +251,17 @@ def test_a_newer_epoch_moves_an_actor_and_an_older_one_is_ignored(
                 tg.start_soon(move_at_first_llama_step)
                 await anyio.sleep(0.5)  # subscribed before any node can take a step
                 for n in NODES:
-                    procs[n] = start_node(cluster, spec, tmp_path, n, model_cache)
+                    procs[n] = hc.start_node(cluster, spec, tmp_path, n, model_cache)
 
         anyio.run(start_and_move)
-        wait_nodes(procs, tmp_path)
+        hc.wait_nodes(procs, tmp_path)
     finally:
-        stop_all(procs)
-    records = read_records(cluster)
+        hc.stop_all(procs)
+    records = hc.read_records(cluster)
     consumed = []
-    for p in POLICIES:
-        assert [e.step for e in learner_steps(records, p)] == list(range(1, steps + 1))
-        consumed += [c.seq for e in learner_steps(records, p) for c in e.consumed]
+    for p in hc.POLICIES:
+        assert [e.step for e in hc.learner_steps(records, p)] == list(range(1, steps + 1))
+        consumed += [c.seq for e in hc.learner_steps(records, p) for c in e.consumed]
     assert len(consumed) == len(set(consumed))
     epochs = [r.event.epoch for r in records if isinstance(r.event, ev.SlotsAssigned)]
     assert epochs == [1, 2, 1]  # the spec's, the move, the stale one (ignored by every node)

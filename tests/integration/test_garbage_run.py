@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
-from helpers.specs import policies_toml
+from helpers.specs import TINY32, spec_toml
 
 from mrl_actors.cli import main
 from mrl_actors.events import (
@@ -45,27 +45,13 @@ KINDS = (*FOLDED, "checkpoint", "throughput", "node", "run", "policy", "blob", "
 
 
 def spec_text(models_dir: Path, name: str) -> str:
-    policies = policies_toml(
+    return spec_toml(
         models_dir,
-        tiny={"hidden_size": 32, "layers": 1, "heads": 2, "warm_start_steps": 20},
-        max_new_tokens=4,
+        run={"name": name, "probe": "xgrpo", "steps": STEPS, "checkpoint_every": STEPS},
+        probes={"sharing": {"wait_for_peers_s": 60.0}},
+        tiny=TINY32,
         grpo={"lr": 1e-3},
     )
-    return f"""
-[run]
-name = "{name}"
-seed = 0
-probe = "xgrpo"
-steps = {STEPS}
-prompts_per_step = 2
-group_size = 2
-eval_every = {STEPS}
-eval_size = 4
-checkpoint_every = {STEPS}
-
-[probes.sharing]
-wait_for_peers_s = 60.0
-{policies}"""
 
 
 def bad_payloads(run: str, kind: str, source: str, rng: random.Random) -> list[bytes]:

@@ -9,7 +9,6 @@ that a stopped `--compare` sub-run resumes as itself, and a run `--out` at any d
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -22,7 +21,7 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
-from helpers.runs import learner_steps, run_events
+from helpers.runs import kill_run, learner_steps, run_events
 from helpers.specs import pair_spec
 
 from mrl_actors.events import (
@@ -225,18 +224,6 @@ def test_replaying_the_logged_inputs_gives_the_final_weights_bitwise(
         assert anyio.run(replay_all, policy) == logged
 
 
-def _kill_tree(run_dir: Path, proc: subprocess.Popen[bytes]) -> None:
-    from mrl_actors.see.server import read_server_info
-
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=30)
-    info = read_server_info(run_dir)
-    if info is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(info.pid, signal.SIGKILL)
-
-
 def test_a_killed_run_resumes_and_applies_no_event_twice(
     models_dir: Path, model_cache: Path, tmp_path: Path
 ) -> None:
@@ -268,7 +255,7 @@ def test_a_killed_run_resumes_and_applies_no_event_twice(
         resumed = subprocess.run([*cmd, "--resume", str(run_dir)], env=env, timeout=300)
         assert resumed.returncode == 0
     finally:
-        _kill_tree(run_dir, proc)
+        kill_run(run_dir, proc)
 
     events = anyio.run(run_events, run_dir, "t-resume")
     for policy in ("gpt2", "llama"):
@@ -281,7 +268,7 @@ def test_a_killed_run_resumes_and_applies_no_event_twice(
 
 
 def test_a_malformed_spec_is_refused_with_the_field_named(tmp_path: Path, models_dir: Path) -> None:
-    bad = pair_spec(models_dir, "t-bad", "sgt").replace("lr = 1e-3", 'lr = "fast"', 1)
+    bad = pair_spec(models_dir, "t-bad", "sgt").replace("lr = 0.001", 'lr = "fast"', 1)
     path = tmp_path / "bad.toml"
     path.write_text(bad)
     out = subprocess.run(

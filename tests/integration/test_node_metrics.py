@@ -21,7 +21,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers.specs import policies_toml
+from helpers.specs import slots, spec_toml
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -34,32 +34,26 @@ Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def spec_text(models_dir: Path) -> str:
-    text = f"""
-[run]
-name = "{RUN}"
-seed = 0
-probe = "independent"
-mode = "async"
-steps = {STEPS}
-prompts_per_step = 2
-group_size = 2
-eval_every = {STEPS}
-eval_size = 2
-checkpoint_every = {STEPS}
-tensorboard = true
-"""
-    tiny = {"hidden_size": 16, "layers": 1, "heads": 2, "warm_start_steps": 2}
-    text += policies_toml(models_dir, tiny=tiny, max_new_tokens=3)
-    for node, policy in (("n0", "gpt2"), ("elsewhere", "llama")):
-        for slot, role in (("cpu:0", "learner"), ("cpu:1", "rollout")):
-            text += f"""
-[[placement.slots]]
-node = "{node}"
-slot = "{slot}"
-policy = "{policy}"
-role = "{role}"
-"""
-    return text
+    placed = [
+        (node, slot, policy, role)
+        for node, policy in (("n0", "gpt2"), ("elsewhere", "llama"))
+        for slot, role in (("cpu:0", "learner"), ("cpu:1", "rollout"))
+    ]
+    return spec_toml(
+        models_dir,
+        run={
+            "name": RUN,
+            "probe": "independent",
+            "mode": "async",
+            "steps": STEPS,
+            "eval_size": 2,
+            "checkpoint_every": STEPS,
+            "tensorboard": True,
+        },
+        placement=slots(*placed),
+        tiny={"hidden_size": 16, "layers": 1, "heads": 2, "warm_start_steps": 2},
+        max_new_tokens=3,
+    )
 
 
 def scrape(port: int) -> Series:

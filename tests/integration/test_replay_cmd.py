@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers.specs import policies_toml
+from helpers.specs import TINY64, spec_toml
 
 from mrl_actors.cli import main
 from mrl_actors.events import LearnerStepCompleted, event_id
@@ -25,28 +25,22 @@ STEPS = 2
 
 
 def _spec(models_dir: Path) -> str:
-    policies = policies_toml(
+    return spec_toml(
         models_dir,
-        tiny={"hidden_size": 64, "layers": 2, "heads": 4, "warm_start_steps": 150},
+        run={
+            "name": "t-replay",
+            "probe": "independent",
+            "steps": STEPS,
+            "prompts_per_step": 4,
+            "group_size": 4,
+            "eval_size": 8,
+            "checkpoint_every": STEPS,
+        },
+        task={"arithmetic": {"max_operand": 4, "size": 64}},
+        tiny=TINY64,
         max_new_tokens=5,
         grpo={"lr": 1e-3},
     )
-    return f"""
-[run]
-name = "t-replay"
-seed = 0
-probe = "independent"
-steps = {STEPS}
-prompts_per_step = 4
-group_size = 4
-eval_every = {STEPS}
-eval_size = 8
-checkpoint_every = {STEPS}
-
-[task.arithmetic]
-max_operand = 4
-size = 64
-{policies}"""
 
 
 @pytest.fixture(scope="module")
