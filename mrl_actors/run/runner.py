@@ -28,7 +28,12 @@ from mrl_actors.errors import ConfigError
 from mrl_actors.events import RunFinished, event_id
 from mrl_actors.logs import get_logger
 from mrl_actors.probes import PROBE_NAMES, ProbeName
+from mrl_actors.report.stats import paired_differences
+from mrl_actors.report.summary import compare_html, compare_markdown, render_html, summarize
+from mrl_actors.run.node import run_node
 from mrl_actors.run.start import open_run_log, record_start
+from mrl_actors.see.access import ends_if_server_lost
+from mrl_actors.see.deadletter import DeadLetters
 from mrl_actors.see.port import LogFor
 from mrl_actors.see.server import serve_run_dir
 from mrl_actors.see.stream import EventLog
@@ -68,11 +73,6 @@ async def run_once(
 
     With `metrics`, the node serves the run's Prometheus metrics there while it runs.
     """
-    from mrl_actors.report.summary import render_html, summarize
-    from mrl_actors.run.node import run_node
-    from mrl_actors.see.access import ends_if_server_lost
-    from mrl_actors.see.deadletter import DeadLetters
-
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / SPEC_FILE).write_text(_SPEC_HEADER + effective_toml(spec), encoding="utf-8")
     logger = get_logger(__name__, run=spec.run.name)
@@ -144,9 +144,6 @@ async def compare(
     `stop_after` stops every sub-run after that many steps per policy (resume tests).
     `metrics` serves each sub-run's metrics in turn, on the same address.
     """
-    from mrl_actors.report.stats import paired_differences
-    from mrl_actors.report.summary import compare_html, compare_markdown
-
     results: dict[str, list[dict[str, Any]]] = {}
     for probe in probes:
         for seed in seeds:
