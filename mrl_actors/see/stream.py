@@ -30,6 +30,7 @@ from mrl_actors.events import (
     Event,
     decode,
     encode,
+    identity_error,
 )
 from mrl_actors.logs import get_logger
 from mrl_actors.see.blobs import BlobStore, ObjectStoreBlobs, ZarrBlobs
@@ -424,6 +425,9 @@ class EventLog:
         # an event is only valid on its own subject: its run, kind and source (inline or blob)
         if subject != f"{self.config.prefix}.{event.run}.{event.KIND}.{event.source}":
             raise _decode_error("schema", f"seq {seq}: {type(event).__name__} on {subject}")
+        why = identity_error(event)  # and names no writer but its subject's source
+        if why is not None:
+            raise _decode_error("identity", f"seq {seq}: {why}")
         return event
 
     async def get(self, seq: int) -> Record[AnyEvent]:
