@@ -675,18 +675,17 @@ def _grown(current: Any, limits: dict[str, Any]) -> bool:
 
 
 async def _ensure_bucket(js: Any, run: str, config: LogConfig) -> None:
-    from nats.js.api import ObjectStoreConfig
     from nats.js.errors import APIError, NotFoundError
 
     from mrl_actors.see.blobs import bucket_name
+    from mrl_actors.see.objstore import create_blob_bucket, open_blob_bucket
 
     try:
-        await js.object_store(bucket_name(run))
+        await open_blob_bucket(js, bucket_name(run))
     except NotFoundError:
-        try:
-            await js.create_object_store(
-                bucket_name(run),
-                config=ObjectStoreConfig(replicas=config.replicas, max_bytes=config.max_bytes),
+        try:  # rollups refused by the stream (see.objstore): no writer can erase the bucket
+            await create_blob_bucket(
+                js, bucket_name(run), replicas=config.replicas, max_bytes=config.max_bytes
             )
         except APIError as exc:
             raise _create_error(f"blob bucket {bucket_name(run)}", config, exc) from exc
