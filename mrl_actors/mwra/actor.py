@@ -62,14 +62,20 @@ class Leader:
         self.own_seq = 0  # our last decision's sequence: decide again only once it is folded
         self.wake = anyio.Event()
 
-    def fold(self, seq: int, event: ev.Event) -> None:
+    def fold(self, seq: int, event: ev.Event, at_ns: int = 0) -> None:
+        """Fold the record at `seq`, stored by the server at `at_ns` (liveness is judged by
+        the server's times, not by times a client wrote)."""
         if seq <= self.last_seq:
             return
         self.last_seq = seq
         if isinstance(event, ev.SlotsAssigned) and event.source == SOURCE:
             self.chain_seq = seq
         self.state = evolve(
-            self.state, event, alpha=self.config.ema_alpha, rate_window_s=self.config.rate_window_s
+            self.state,
+            event,
+            alpha=self.config.ema_alpha,
+            rate_window_s=self.config.rate_window_s,
+            at_ns=at_ns,
         )
         if isinstance(event, _WAKE):
             self.wake.set()
@@ -126,11 +132,11 @@ async def _follow(
     while True:
         try:
             async for rec in log.read(start_seq=leader.last_seq + 1, kinds=MWRA_KINDS):
-                leader.fold(rec.seq, rec.event)
+                leader.fold(rec.seq, rec.event, rec.time_ns)
             caught_up.set()
             start = leader.last_seq + 1
             async for rec in log.read(start_seq=start, kinds=MWRA_KINDS, follow=True):
-                leader.fold(rec.seq, rec.event)
+                leader.fold(rec.seq, rec.event, rec.time_ns)
         except MrlError as exc:
             logger.warning("mwra_read_failed", error=str(exc)[:300])
         await anyio.sleep(config.tick_s)
