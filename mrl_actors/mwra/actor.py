@@ -29,7 +29,8 @@ from mrl_actors.errors import MrlError
 from mrl_actors.logs import get_logger
 from mrl_actors.mwra.config import MwraConfig
 from mrl_actors.mwra.rule import SOURCE, decide
-from mrl_actors.mwra.state import MwraState, evolve
+from mrl_actors.mwra.state import MwraState
+from mrl_actors.mwra.validate import DecisionCheck
 from mrl_actors.see.lease import Lease
 
 # Every kind whose events `mwra.state.evolve` reads. Not the rollout groups (the bulk of a
@@ -56,6 +57,7 @@ class Leader:
 
     def __init__(self, config: MwraConfig) -> None:
         self.config = config
+        self.check = DecisionCheck(config, mwra=True)  # folds only valid decisions
         self.state = MwraState()
         self.last_seq = 0  # the last sequence folded
         self.chain_seq = 0  # the sequence of the last decision on the allocator's subject
@@ -69,14 +71,11 @@ class Leader:
             return
         self.last_seq = seq
         if isinstance(event, ev.SlotsAssigned) and event.source == SOURCE:
-            self.chain_seq = seq
-        self.state = evolve(
-            self.state,
-            event,
-            alpha=self.config.ema_alpha,
-            rate_window_s=self.config.rate_window_s,
-            at_ns=at_ns,
-        )
+            self.chain_seq = seq  # the server's fence is the subject's last message, any
+        why = self.check.observe(seq, event, at_ns)
+        if why is not None:  # a forged or stale decision: the chain goes on from the last valid
+            get_logger(__name__).warning("decision_refused", seq=seq, reason=why)
+        self.state = self.check.state
         if isinstance(event, _WAKE):
             self.wake.set()
 
