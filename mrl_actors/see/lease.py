@@ -92,21 +92,24 @@ class Lease:
 
     async def _current(self) -> tuple[LeaseValue | None, int, int]:
         """The holder on record, the key's revision and when the server stored it (ns)."""
-        from nats.js.errors import KeyDeletedError, KeyNotFoundError
+        from nats.js.errors import NotFoundError
 
-        try:
-            entry = await (await self._bucket()).get(self.key)
-            stored = await self.js.get_msg(f"KV_{lease_bucket(self.run)}", seq=entry.revision)
-        except (KeyNotFoundError, KeyDeletedError):
+        bucket = lease_bucket(self.run)
+        try:  # the key's last message in one read: its revision, value and server time
+            stored = await self.js.get_msg(f"KV_{bucket}", subject=f"$KV.{bucket}.{self.key}")
+        except NotFoundError:
             return None, 0, 0
         except Exception as exc:  # a failover, a lost server: the caller tries next tick
             raise self._failed(exc) from exc
+        op = (stored.headers or {}).get("KV-Operation", "")
+        if op in ("DEL", "PURGE"):
+            return None, 0, 0  # deleted: created afresh (nats-py handles the tombstone)
         at = int(stored.time.timestamp() * 1e9) if stored.time is not None else 0
         try:
-            value = msgspec.json.decode(entry.value or b"", type=LeaseValue)
+            value = msgspec.json.decode(stored.data or b"", type=LeaseValue)
         except msgspec.DecodeError:  # not ours: nobody's lease
             value = LeaseValue("", 0)
-        return value, entry.revision, at
+        return value, int(stored.seq or 0), at
 
     async def _swap(self, value: bytes, last: int) -> int:
         """Write the key if its revision is still `last` (0: absent): the new revision, or 0 if
