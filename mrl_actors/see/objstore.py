@@ -132,10 +132,10 @@ class WriteOnceStore(ObjectStore):
                 msg = await self._js.get_msg(self._stream, seq=1, subject=subject, next=True)
             except NotFoundError:
                 break
-            await self._js.delete_msg(self._stream, msg.seq)
+            await self._js.delete_msg(self._stream, int(msg.seq or 0))
         await self.put(name, data)
 
-    async def get(  # type: ignore[override]
+    async def get(
         self, name: str, writeinto: Any = None, show_deleted: bool | None = False
     ) -> ObjectStore.ObjectResult:
         """The object's own chunks: the first `info.chunks` on its chunk subject."""
@@ -149,7 +149,7 @@ class WriteOnceStore(ObjectStore):
         sub = await self._js.subscribe(subject=subject, ordered_consumer=True)
         parts: list[bytes] = []
         try:
-            async for msg in sub._message_iterator:
+            async for msg in sub.messages:
                 parts.append(msg.data)
                 if len(parts) >= (info.chunks or 0):
                     break
