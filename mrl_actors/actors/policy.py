@@ -48,6 +48,7 @@ from mrl_actors.events import (
     LearnerStepCompleted,
     ThroughputReported,
     event_id,
+    kinds_written_by,
 )
 from mrl_actors.logs import get_logger
 from mrl_actors.probes import PEER_KIND
@@ -146,9 +147,7 @@ class PolicyActor:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         self._writer = self.log.writer(self.name)
-        await self._writer.resume(
-            ["rollout", "reward", "success", "learner", "checkpoint", "throughput"]
-        )
+        await self._writer.resume(kinds_written_by("policy"))  # declared once, in events
         await self.rebuild()
         await self.repair_checkpoint()
         async with anyio.create_task_group() as tg:
