@@ -62,7 +62,7 @@ def summarize(events: Iterable[Event]) -> dict[str, Any]:
             run.update(name=ev.run, seed=ev.seed, code_version=ev.code_version, probes=ev.probes)
         elif isinstance(ev, PolicyRegistered | LearnerStepCompleted) and ev.policy != ev.source:
             continue
-        elif isinstance(ev, PolicyRegistered):
+        elif isinstance(ev, PolicyRegistered) and ev.policy not in policies:  # the first one
             policies[ev.policy] = {
                 "family": ev.family,
                 "model_path": ev.model_path,
