@@ -541,7 +541,11 @@ class EventLog:
                     now = time.monotonic()
                     stalled_since = 0.0 if msgs else stalled_since or now
                     if stalled_since and now - stalled_since >= _STALL_S:
-                        lost = [s for s in await self._lost(gaps, prev) if s not in named]
+                        if await self._in_flight(info.name, prev):  # a slow client, not a gap
+                            stalled_since = now
+                            continue
+                        found = await self._lost(gaps, prev, want=pending - len(named))
+                        lost = [s for s in found if s not in named]
                         if lost:
                             named.update(lost)
                             await self._report_lost(lost, on_lost)
@@ -580,25 +584,35 @@ class EventLog:
                 await _quietly(puller.stop())
                 await _quietly(self.js.delete_consumer(self.stream, info.name))
 
-    async def _lost(self, gaps: list[tuple[int, int]], prev: int) -> list[int]:
-        """The sequences in `gaps` and after `prev` (up to the stream's last) that the server
-        no longer has, probed one direct get each (at most `_MAX_PROBES`)."""
+    async def _in_flight(self, consumer: str, prev: int) -> bool:
+        """The server has delivered past `prev` (the messages are on their way to a busy
+        client), or the consumer cannot be asked (its loss is handled apart)."""
+        try:
+            ci = await self.js.consumer_info(self.stream, consumer, timeout=_ATTEMPT_S)
+        except Exception:  # gone or unreachable: the consumer check recreates it
+            return True
+        return int(ci.delivered.stream_seq or 0) > prev
+
+    async def _lost(self, gaps: list[tuple[int, int]], prev: int, *, want: int) -> list[int]:
+        """The sequences after `prev` (up to the stream's last), then in `gaps`, that the
+        server no longer has, probed one get each until `want` are found (at most
+        `_MAX_PROBES` gets: a filtered read's gaps are mostly other subjects' messages)."""
         from nats.js.errors import NotFoundError
 
         end = await self.last_seq()
-        candidates = [*gaps, (max(prev, 0) + 1, end)]
+        candidates = [(max(prev, 0) + 1, end), *reversed(gaps)]
         lost: list[int] = []
         probes = 0
         for lo, hi in candidates:
             for seq in range(lo, hi + 1):
                 probes += 1
-                if probes > _MAX_PROBES:
-                    return lost
+                if probes > _MAX_PROBES or len(lost) >= want:
+                    return sorted(lost)
                 try:
                     await _retrying(lambda s=seq: self._js_quick.get_msg(self.stream, s))
                 except NotFoundError:
                     lost.append(seq)
-        return lost
+        return sorted(lost)
 
     async def _report_lost(
         self, seqs: list[int], on_lost: Callable[[list[int]], Awaitable[None]] | None

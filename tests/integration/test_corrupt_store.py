@@ -125,3 +125,50 @@ def test_each_tool_ends_and_names_the_lost_sequence(
         pytest.fail(f"{' '.join(args)} did not end within {TOOL_TIMEOUT_S} s: {exc.stderr!r}")
     out = done.stdout.decode() + done.stderr.decode()
     assert f"seq={seq}" in out or f"seq {seq}" in out, out[-3000:]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("where", ["first", "last"])
+async def test_an_actors_read_dead_letters_the_lost_sequence_and_goes_on(
+    tmp_path: Path, where: str
+) -> None:
+    """Ten rollouts, the first or the last one's record corrupted: the read ends with the nine
+    others and one `lost` dead letter naming the sequence."""
+    from conftest import rollout
+
+    from mrl_actors.events import DeadLettered
+    from mrl_actors.see import EventLog, LogConfig
+    from mrl_actors.see.connection import connect
+    from mrl_actors.see.deadletter import DeadLetters
+    from mrl_actors.see.server import EmbeddedServer
+
+    store = tmp_path / "nats"
+    async with EmbeddedServer(store) as srv:
+        nc = await connect(srv.client())
+        log = await EventLog.open(nc, "t1", LogConfig())
+        events = [rollout("t1", "a", i) for i in range(1, 11)]
+        await log.append_many(events)
+        await nc.close()
+    (blk,) = store.glob("jetstream/*/streams/MRL_t1/msgs/*.blk")
+    data = bytearray(blk.read_bytes())
+    marker = events[0].event_id.encode() if where == "first" else events[-1].event_id.encode()
+    at = data.find(marker) if where == "first" else data.rfind(marker)
+    data[at + len(marker) - 1] ^= 0xFF
+    blk.write_bytes(bytes(data))
+    lost_seq = 1 if where == "first" else 10
+    async with EmbeddedServer(store) as srv:
+        nc = await connect(srv.client())
+        try:
+            log = await EventLog.open(nc, "t1", LogConfig(), create=False)
+            dead = DeadLetters(log, "a")
+            with anyio.fail_after(TOOL_TIMEOUT_S):
+                seqs = [
+                    r.seq async for r in log.read(start_seq=1, kinds=["rollout"], dead_letters=dead)
+                ]
+            assert seqs == [s for s in range(1, 11) if s != lost_seq]
+            letters = [r.event async for r in log.read(kinds=["deadletter"])]
+            assert [(d.original_seq, d.error) for d in letters if isinstance(d, DeadLettered)] == [
+                (lost_seq, "lost")
+            ]
+        finally:
+            await nc.close()
