@@ -31,9 +31,7 @@ async def test_a_forged_far_future_lease_lapses_by_the_servers_clock(tmp_path: P
         f"node-{n}": node_permissions("r", n, ["a"], ["a"], user=f"node-{n}")
         for n in ("h1", "h2", "h3")
     }
-    async with EmbeddedServer(
-        tmp_path / "nats", run="r", policies=["a"], extra_users=nodes
-    ) as srv:
+    async with EmbeddedServer(tmp_path / "nats", run="r", policies=["a"], extra_users=nodes) as srv:
         cfg = LogConfig(ack_timeout_s=2.0)
         async with open_log(info=srv.info(), config=cfg, create=True):
             pass
