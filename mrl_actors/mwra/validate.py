@@ -32,7 +32,7 @@ from mrl_actors.mwra.state import MwraState, evolve
 PLACEMENT_SOURCE = "placement"  # mrl_actors.run.placement.PLACEMENT_SOURCE
 # States kept to replay a decision at its `seen_seq` (one per folded record since the last valid
 # decision): a decision made from an older prefix than this is refused.
-MAX_HISTORY = 100_000
+MAX_HISTORY = 20_000
 
 
 class DecisionCheck:
