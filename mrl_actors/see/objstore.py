@@ -68,6 +68,16 @@ async def open_blob_bucket(js: Any, bucket: str) -> WriteOnceStore:
     return WriteOnceStore(bucket, stream, js)
 
 
+async def harden_blob_bucket(js: Any, bucket: str) -> None:
+    """Refuse rollups on a bucket created by an older version (admin: it updates the stream)."""
+    import dataclasses
+
+    stream = OBJ_STREAM_TEMPLATE.format(bucket=bucket)
+    info = await js.stream_info(stream)
+    if info.config.allow_rollup_hdrs:
+        await js.update_stream(dataclasses.replace(info.config, allow_rollup_hdrs=False))
+
+
 def _meta_subject(bucket: str, name: str) -> str:
     return OBJ_META_PRE_TEMPLATE.format(
         bucket=bucket, obj=base64.urlsafe_b64encode(name.encode()).decode()

@@ -692,10 +692,11 @@ async def _ensure_bucket(js: Any, run: str, config: LogConfig) -> None:
     from nats.js.errors import APIError, NotFoundError
 
     from mrl_actors.see.blobs import bucket_name
-    from mrl_actors.see.objstore import create_blob_bucket, open_blob_bucket
+    from mrl_actors.see.objstore import create_blob_bucket, harden_blob_bucket, open_blob_bucket
 
     try:
         await open_blob_bucket(js, bucket_name(run))
+        await harden_blob_bucket(js, bucket_name(run))  # one made by an older version
     except NotFoundError:
         try:  # rollups refused by the stream (see.objstore): no writer can erase the bucket
             await create_blob_bucket(
