@@ -174,7 +174,9 @@ class SlotAssignment(msgspec.Struct, frozen=True, kw_only=True):
 class BlobRef(msgspec.Struct, frozen=True, kw_only=True):
     """Claim-check for a payload stored outside the stream; the hash is checked on read."""
 
-    store: Literal["object", "zarr"]
+    # "object": the run's JetStream object store; "zarr": a zarr directory (claim-check);
+    # "dir" / "mmap": weights files in the spec's `[weights] dir` (models.transport_files)
+    store: Literal["object", "zarr", "dir", "mmap"]
     key: str
     sha256: str
     size: int
@@ -398,7 +400,20 @@ class WeightsPublished(Event, frozen=True, kw_only=True, tag="WeightsPublished.v
     policy: str
     version: int  # learner steps taken (0: the starting weights)
     weights_sha256: str  # `models.weights_sha256` of the model holding these weights
-    blob: BlobRef  # safetensors bytes of the state dict
+    blob: BlobRef  # safetensors bytes of the state dict, or a delta against `base`
+    # A delta version (`models.delta`): `blob` holds the XOR of this state's bytes with those
+    # of full version `base_version`, whose blob is `base`. -1 (and no base): `blob` is full.
+    base_version: int = -1
+    base: BlobRef | None = None
+    # sha256 of this version's full safetensors bytes (a delta's reconstruction is checked
+    # against it before loading); "" in events written before deltas: `blob.sha256`.
+    state_sha256: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.base_version >= 0) != (self.base is not None):
+            raise ValueError("a delta needs both base_version and base; a full version neither")
+        if self.base is not None and not self.state_sha256:
+            raise ValueError("a delta version needs state_sha256 (its full state's hash)")
 
 
 class CheckpointStored(Event, frozen=True, kw_only=True, tag="CheckpointStored.v1"):
@@ -415,6 +430,9 @@ class CheckpointStored(Event, frozen=True, kw_only=True, tag="CheckpointStored.v
     weights_sha256: str
     weights: BlobRef  # safetensors bytes of the state dict (the same blob as its weights event)
     optimizer: BlobRef  # `torch.save` bytes of the optimizer's state dict (tensors only)
+    # when `weights` is a delta (its weights event's `base`, `state_sha256`): its base's blob
+    weights_base: BlobRef | None = None
+    weights_state_sha256: str = ""
 
 
 AnyEvent = (

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -48,6 +49,7 @@ from mrl_actors.events import (
     event_id,
 )
 from mrl_actors.logs import get_logger
+from mrl_actors.models.weights import WeightsIO
 from mrl_actors.see.deadletter import DeadLetters
 from mrl_actors.see.record import Record
 
@@ -64,8 +66,10 @@ class RolloutActor:
         replica: int,
         opts: ActorOptions,
         slot: SlotKey | None = None,
+        run_dir: Path | None = None,
     ) -> None:
         self.log = log
+        self.wio = WeightsIO.of(log, rt.spec, run_dir, rt.name)  # [weights]: store, deltas
         self.rt = rt
         self.spec = rt.spec
         self.run_id = rt.spec.run.name
@@ -150,14 +154,12 @@ class RolloutActor:
 
         Called between batches only, so a group is always sampled by one version.
         """
-        from mrl_actors.models.weights import load_weights
-
         target = self.newest_usable()
         if target <= self.version:
             return True
         rec = self.weights[target]
         try:
-            await load_weights(self.log, rec.event, self.rt.model)
+            await self.wio.load(rec.event, self.rt.model)
         except WeightsError as exc:
             self.refused.add(target)
             self._log.warning("weights_refused", version=target, error=str(exc)[:300])
@@ -179,12 +181,10 @@ class RolloutActor:
         rollout actor). Before any version was loaded there is nothing to restore: the actor
         samples only with a version it loaded in full.
         """
-        from mrl_actors.models.weights import load_weights
-
         if self.version < 0:
             return
         try:
-            await load_weights(self.log, self.weights[self.version].event, self.rt.model)
+            await self.wio.load(self.weights[self.version].event, self.rt.model)
         except WeightsError as exc:  # its blob went bad since: hold no version until one loads
             self._log.warning("weights_reload_failed", version=self.version, error=str(exc)[:300])
             self.refused.add(self.version)
