@@ -387,7 +387,9 @@ class LearnerStepTimed(Event, frozen=True, kw_only=True, tag="LearnerStepTimed.v
             _check_number(name, getattr(self, name))
 
 
-class WeightsPublished(Event, frozen=True, kw_only=True, tag="WeightsPublished.v1"):
+class WeightsPublished(
+    Event, frozen=True, kw_only=True, omit_defaults=True, tag="WeightsPublished.v1"
+):
     """A learner's weights at one version, bytes in the run's blob store (claim-check).
 
     Rollout actors on any host load a version by this event: they fetch `blob` (its sha256 is
@@ -396,6 +398,8 @@ class WeightsPublished(Event, frozen=True, kw_only=True, tag="WeightsPublished.v
     version 0 is the start.
     """
 
+    # Fields added after release have defaults and are left out when default
+    # (`omit_defaults`), so released events keep their exact bytes.
     KIND: ClassVar[str] = "weights"
     policy: str
     version: int  # learner steps taken (0: the starting weights)
@@ -416,7 +420,9 @@ class WeightsPublished(Event, frozen=True, kw_only=True, tag="WeightsPublished.v
             raise ValueError("a delta version needs state_sha256 (its full state's hash)")
 
 
-class CheckpointStored(Event, frozen=True, kw_only=True, tag="CheckpointStored.v1"):
+class CheckpointStored(
+    Event, frozen=True, kw_only=True, omit_defaults=True, tag="CheckpointStored.v1"
+):
     """A learner's full state at `step` in the run's blob store: a learner restarts from it.
 
     Weights and AdamW state (the GRPO step draws no random numbers, and the data position is

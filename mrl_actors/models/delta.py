@@ -112,7 +112,7 @@ def read_header(delta: Any) -> tuple[DeltaHeader, int]:
         raise WeightsError(f"weights delta header of {hlen} bytes does not fit its blob")
     try:
         header = _decoder.decode(d[len(MAGIC) + 8 : start])
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
         raise WeightsError(f"weights delta header is malformed: {exc}") from exc
     if header.itemsize not in (1, 2, 4, 8):
         raise WeightsError(f"weights delta itemsize {header.itemsize} is not 1, 2, 4 or 8")
