@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from pathlib import Path
 from typing import Any
@@ -91,17 +92,15 @@ def test_a_blob_that_does_not_fit_the_model_is_a_weights_error() -> None:
         load_buffer(m, other)
     wrong = {k: v.clone() for k, v in m.state_dict().items()}
     wrong["lin.bias"] = torch.zeros(49)
-    with pytest.raises(WeightsError, match="lin.bias"):
+    with pytest.raises(WeightsError, match=r"lin\.bias"):
         load_buffer(m, st_save(wrong))
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
 def test_any_bytes_give_tensors_or_a_weights_error(data: bytes) -> None:
-    try:
+    with contextlib.suppress(WeightsError):
         read_tensors(data)
-    except WeightsError:
-        pass
 
 
 @settings(max_examples=100, deadline=None)
@@ -153,10 +152,8 @@ def test_a_garbled_delta_is_a_weights_error(junk: bytes) -> None:
     new, _ = write_state(m)
     delta = make_delta(base, new, sha) or b""
     for bad in (b"MRLDELTA" + junk, delta[:40] + junk + delta[40 + len(junk) :]):
-        try:
+        with contextlib.suppress(WeightsError):
             apply_delta(base, bad)
-        except WeightsError:
-            pass
 
 
 # ------------------------------------------------------------------ files
