@@ -28,6 +28,10 @@ import numpy as np
 
 from mrl_actors.errors import BlobIntegrityError, LogError, MrlError
 from mrl_actors.events import BlobRef
+from mrl_actors.logs import get_logger
+from mrl_actors.see.chunk_reader import ChunkReadError
+
+_log = get_logger(__name__)
 
 # Bytes of a blob: `get` gives a bytearray (the object store, a shared directory) or a read-only
 # memoryview (a memory map); `put` takes any flat buffer.
@@ -78,8 +82,10 @@ class ObjectStoreBlobs:
     writes; only the data path is our own. nats-py's reader appends each chunk to a bytes object
     (quadratic in the blob) and its writer waits for each chunk's ack (one round trip per chunk):
 
-    - `get` pours chunks from an ordered push consumer (the server keeps many in flight, paced
-      by flow control) into one preallocated buffer and hashes them in the same pass;
+    - `get` pours chunks from a push consumer (the server keeps many in flight, paced by flow
+      control) into one preallocated buffer and hashes them in the same pass: off the socket
+      straight into place (`see.chunk_reader`), or, where that fails, through nats-py's
+      ordered consumer;
     - `put` publishes chunks with up to `window` acks outstanding, hashing in the same pass, and
       writes the meta last without a rollup header: names are content hashes, written once, so
       the bucket can deny rollups (a writer that could roll up could erase every blob).
@@ -94,6 +100,7 @@ class ObjectStoreBlobs:
         timeout_s: float = 30.0,
         chunk_bytes: int = CHUNK_BYTES,
         window: int = WINDOW,
+        fast: bool = True,
     ) -> None:
         self._js = js
         self._nc = js._nc  # the connection: chunk publishes and their acks bypass the JS context
@@ -104,6 +111,9 @@ class ObjectStoreBlobs:
         self._timeout_s = timeout_s
         self._chunk = max(1024, min(chunk_bytes, self._nc.max_payload - _HEADROOM))
         self._window = max(1, window)
+        # reads go through `see.chunk_reader` (its own connection, one copy per byte), and
+        # through nats-py's subscription when that fails or `fast` is off
+        self.fast = fast
         self._store: Any = None
 
     @property
@@ -237,6 +247,11 @@ class ObjectStoreBlobs:
         if ref.size == 0:
             verify(ref, b"")
             return
+        if self.fast:
+            try:
+                return await self._get_fast(ref, info, out)
+            except ChunkReadError as exc:  # read it again the ordinary way
+                _log.warning("blob_fast_read_failed", key=ref.key[:16], error=str(exc)[:200])
         h = hashlib.sha256()
         got = 0
         done = anyio.Event()
@@ -286,6 +301,52 @@ class ObjectStoreBlobs:
             raise BlobIntegrityError(
                 f"blob {ref.store}:{ref.key} has sha256 {sha[:16]}… ({got} bytes), "
                 f"its event says {ref.sha256[:16]}… ({ref.size} bytes); the blob was altered"
+            )
+
+    async def _get_fast(self, ref: BlobRef, info: Any, out: memoryview) -> None:
+        """`get_into` through `see.chunk_reader`: chunks from the socket into `out`."""
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        from mrl_actors.see.chunk_reader import connect_like, pour, subscribe
+
+        try:
+            conn = await anyio.to_thread.run_sync(connect_like, self._nc, self._timeout_s)
+        except OSError as exc:
+            raise ChunkReadError(f"no blob connection: {exc}") from exc
+        consumer = None
+        h = hashlib.sha256()
+        try:
+            inbox = self._nc.new_inbox()
+            await anyio.to_thread.run_sync(subscribe, conn, inbox)
+            config = ConsumerConfig(
+                deliver_subject=inbox,
+                filter_subject=f"$O.{self._bucket}.C.{info.nuid}",
+                deliver_policy=DeliverPolicy.ALL,
+                ack_policy=AckPolicy.NONE,
+                flow_control=True,
+                idle_heartbeat=5.0,
+                mem_storage=True,
+                num_replicas=1,
+                inactive_threshold=max(30.0, self._timeout_s),
+            )
+            consumer = await self._js.add_consumer(self.stream, config)
+
+            def run() -> None:
+                pour(conn, inbox, out, h, chunks=info.chunks or None)
+
+            await anyio.to_thread.run_sync(run)
+        except (OSError, ValueError, IndexError) as exc:  # a lost socket, a garbled line
+            raise ChunkReadError(f"blob connection failed: {exc!r:.200}") from exc
+        finally:
+            conn.sock.close()
+            if consumer is not None:
+                with contextlib.suppress(Exception):
+                    await self._js.delete_consumer(self.stream, consumer.name)
+        sha = h.hexdigest()
+        if sha != ref.sha256:
+            raise BlobIntegrityError(
+                f"blob {ref.store}:{ref.key} has sha256 {sha[:16]}… ({ref.size} bytes), "
+                f"its event says {ref.sha256[:16]}…; the blob was altered"
             )
 
     async def delete(self, ref: BlobRef) -> None:
