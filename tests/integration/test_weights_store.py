@@ -112,3 +112,20 @@ async def test_a_policy_publishes_full_and_delta_versions_that_peers_load(
         with pytest.raises(WeightsError, match="not found"):
             await admin.load(events[1], model())
         await admin.load(events[3], model())
+
+
+@pytest.mark.parametrize("user", ["reader", policy_user("b")])
+async def test_the_socket_reader_and_nats_py_reader_agree(srv: EmbeddedServer, user: str) -> None:
+    """The fast path itself (not its fallback) reads with each role's own credentials."""
+    data = os.urandom(4 * MiB + 1)
+    async with open_log(info=srv.info(), user=policy_user("a"), config=FAST) as log:
+        ref = await log.blobs.put(data)
+    async with open_log(info=srv.info(), user=user, config=FAST) as log:
+        blobs = log.blobs
+        assert isinstance(blobs, ObjectStoreBlobs)
+        info = await blobs.info(ref.key)
+        out = bytearray(ref.size)
+        await blobs._get_fast(ref, info, memoryview(out))  # raises instead of falling back
+        assert out == data
+        blobs.fast = False
+        assert bytes(await blobs.get_buffer(ref)) == data
