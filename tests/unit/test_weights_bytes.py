@@ -248,3 +248,33 @@ def test_weights_table_checks_its_fields() -> None:
         WeightsConfig(store="dir")
     with pytest.raises(ValueError, match="full_every"):
         WeightsConfig(full_every=0)
+
+
+SPEC = '[run]\nname = "t"\n[[policies]]\nname = "a"\nmodel = "m"\n'
+
+
+@pytest.mark.parametrize(
+    ("table", "where"),
+    [
+        ('store = "dir"', "weights.dir"),
+        ('store = "nfs"', "weights.store"),
+        ("full_every = 0", "weights.full_every"),
+        ("keep = -1", "weights.keep"),
+        ("kept = 2", "weights.kept: unknown field"),
+    ],
+)
+def test_a_bad_weights_table_is_refused_by_name(table: str, where: str) -> None:
+    from mrl_actors.errors import ConfigError
+    from mrl_actors.spec import parse_spec
+
+    with pytest.raises(ConfigError) as err:
+        parse_spec(SPEC + f"[weights]\n{table}\n", source="w.toml")
+    assert str(err.value).startswith(f"w.toml: {where}"), str(err.value)
+
+
+def test_the_weights_table_parses() -> None:
+    from mrl_actors.spec import parse_spec
+
+    spec = parse_spec(SPEC + '[weights]\nstore = "mmap"\nfull_every = 4\nkeep = 3\n')
+    assert spec.weights == WeightsConfig(store="mmap", full_every=4, keep=3)
+    assert parse_spec(SPEC).weights == WeightsConfig()
