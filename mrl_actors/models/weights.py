@@ -130,8 +130,11 @@ class WeightsIO:
         self.policy = policy
         self._root = Path(self.config.dir) if self.config.dir else (Path(root) if root else None)
         self._stores: dict[str, Any] = {}
-        self._base: tuple[int, str, Any] | None = None  # (version, sha256, full bytes)
-        self._base_ref: BlobRef | None = None  # the learner's last full version's blob
+        # the writer's last full version (version, sha256, bytes) and its blob, which deltas
+        # are taken against; and, apart, the last full version this reader fetched
+        self._base: tuple[int, str, Any] | None = None
+        self._base_ref: BlobRef | None = None
+        self._read_base: tuple[str, Any] | None = None  # (sha256, full bytes)
         self._deleted: set[str] = set()  # blob keys retention has deleted
         self._cannot_delete = False
         self._log = get_logger(__name__, run=log.run, policy=policy)
@@ -200,7 +203,7 @@ class WeightsIO:
             data_sha = await anyio.to_thread.run_sync(sha256_hex, data)
         base_version, base_ref, ref = -1, None, None
         full = version % self.config.full_every == 0 or self._base is None
-        if not full and self._base is not None:
+        if not full and self._base is not None and self._base_ref is not None:
             bv, bsha, bdata = self._base
             delta = await anyio.to_thread.run_sync(
                 lambda: make_delta(bdata, data, bsha, itemsize=itemsize)
@@ -237,13 +240,13 @@ class WeightsIO:
         if base is None:
             data = await self.get(blob, what)
             if self.config.full_every > 1:
-                self._base = (-1, blob.sha256, data)
+                self._read_base = (blob.sha256, data)
             return data
-        if self._base is not None and self._base[1] == base.sha256:
-            full = self._base[2]
+        if self._read_base is not None and self._read_base[0] == base.sha256:
+            full = self._read_base[1]
         else:
             full = await self.get(base, f"{what} (its full version)")
-            self._base = (-1, base.sha256, full)
+            self._read_base = (base.sha256, full)
         delta = await self.get(blob, what)
         out = await anyio.to_thread.run_sync(apply_delta, full, delta)
         got = await anyio.to_thread.run_sync(sha256_hex, out)

@@ -278,3 +278,22 @@ def test_the_weights_table_parses() -> None:
     spec = parse_spec(SPEC + '[weights]\nstore = "mmap"\nfull_every = 4\nkeep = 3\n')
     assert spec.weights == WeightsConfig(store="mmap", full_every=4, keep=3)
     assert parse_spec(SPEC).weights == WeightsConfig()
+
+
+async def test_a_writer_that_also_loaded_a_version_still_names_its_deltas_base(
+    tmp_path: Path,
+) -> None:
+    """Regression: a learner that loads its logged v0 (another host's start) and then
+    publishes must not take its delta against what it read without naming that base."""
+    config = WeightsConfig(store="dir", dir=str(tmp_path / "w"), full_every=2)
+    log = FileLog(tmp_path / "log")
+    m = Tiny()
+    v0 = await WeightsIO(log, config, policy="p").publish(0, m, weights_sha256(m))
+    restarted = WeightsIO(log, config, policy="p")
+    await restarted.load(v0, m)
+    step(m)
+    v1 = await restarted.publish(1, m, weights_sha256(m))
+    assert v1.base is None or v1.base == v0.blob
+    target = Tiny(3)
+    await WeightsIO(log, config).load(v1, target)
+    assert weights_sha256(target) == v1.weights_sha256
