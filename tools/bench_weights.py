@@ -134,6 +134,27 @@ async def one_size(size: int, repeats: int, work: Path, obj: Any) -> dict[str, d
     }
 
 
+async def reader_cpu(obj: Any, size: int, repeats: int) -> dict[str, tuple[float, float]]:
+    """The object store's socket reader against nats-py's subscription on one blob: wall and
+    CPU seconds of this process (the server's CPU is not counted in either)."""
+    data = os.urandom(size)
+    ref = await obj.put(data)
+    runs: dict[str, list[tuple[float, float]]] = {"socket (default)": [], "nats-py": []}
+    for _ in range(repeats):
+        for name, fast in (("socket (default)", True), ("nats-py", False)):
+            obj.fast = fast
+            c0, t0 = time.process_time(), time.perf_counter()
+            got = await obj.get_buffer(ref)
+            runs[name].append((time.perf_counter() - t0, time.process_time() - c0))
+            del got
+    obj.fast = True
+    await obj.delete(ref)
+    return {
+        k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
+        for k, v in runs.items()
+    }
+
+
 async def _delete(store: Any, ref: Any) -> None:
     await store.delete(ref)
 
@@ -156,6 +177,7 @@ async def transports(sizes: list[int], repeats: int, work: Path) -> None:
         for size in sizes:
             results[size] = await one_size(size, repeats, work, obj)
             print(f"  ... {size // MiB} MiB done", file=sys.stderr, flush=True)
+        readers = await reader_cpu(obj, min(sizes), repeats)
         await nc.close()
     finally:
         await srv.stop()
@@ -183,6 +205,11 @@ async def transports(sizes: list[int], repeats: int, work: Path) -> None:
                 f"| {size // MiB} MiB | {k} | {(f['write'] + f['read']) / g:5.2f} | "
                 f"{f['read'] / g:5.2f} | {res['_spread'][f'{k}.get']:.2f} |"
             )
+    print(f"\nobject-store get of {min(sizes) // MiB} MiB by reader (interleaved, medians)")
+    print("| reader | MiB/s | MiB per CPU-second of this process |")
+    print("|---|---|---|")
+    for name, (wall, cpu) in readers.items():
+        print(f"| {name} | {rate(min(sizes), wall)} | {rate(min(sizes), cpu)} |")
     lo, hi = min(results), max(results)
     print(f"\nseconds per byte, {hi // MiB} MiB against {lo // MiB} MiB (<= +20% is the target)")
     print("| transport | put | get | load |")
