@@ -332,7 +332,7 @@ class ObjectStoreBlobs:
             consumer = await self._js.add_consumer(self.stream, config)
 
             def run() -> None:
-                pour(conn, inbox, out, h, chunks=info.chunks or None)
+                pour(conn, inbox, out, h, chunks=info.chunks or None, stall_s=self._timeout_s)
 
             await anyio.to_thread.run_sync(run)
         except (OSError, ValueError, IndexError) as exc:  # a lost socket, a garbled line

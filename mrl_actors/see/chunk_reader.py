@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import time
 from typing import Any
 
 from mrl_actors.errors import LogError
@@ -160,14 +161,24 @@ def _status(header: bytes) -> tuple[bytes, dict[bytes, bytes]]:
 
 
 def pour(
-    conn: _Conn, inbox: str, out: memoryview, hasher: Any, *, chunks: int | None = None
+    conn: _Conn,
+    inbox: str,
+    out: memoryview,
+    hasher: Any,
+    *,
+    chunks: int | None = None,
+    stall_s: float = 30.0,
 ) -> None:
     """Receive the consumer's deliveries on `inbox` into `out` until it is full, updating
     `hasher` with each chunk where it landed. The consumer must be created after this
-    connection's `SUB` (`subscribe`) has been answered."""
+    connection's `SUB` (`subscribe`) has been answered. No chunk for `stall_s` (heartbeats
+    alone keep the socket busy: chunks that are gone) is a `ChunkReadError`."""
     got = 0
     expected = 1  # the next consumer (delivery) sequence
+    last = time.monotonic()
     while got < len(out):
+        if time.monotonic() - last > stall_s:
+            raise ChunkReadError(f"no chunk for {stall_s:.0f} s ({got} of {len(out)} bytes)")
         line = conn.line()
         if line.startswith(b"HMSG ") or line.startswith(b"MSG "):
             parts = line.split()
@@ -202,6 +213,7 @@ def pour(
             conn.read_into(dst)  # [size] straight from the socket into its place
             hasher.update(dst)
             got += size
+            last = time.monotonic()
             if conn.take(2) != _CRLF:
                 raise ChunkReadError("a chunk not followed by CRLF")
         elif line == b"PING":
