@@ -23,7 +23,8 @@ class WeightsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # "mmap": files under `dir` (default `<run dir>/weights`) on one host, which every local
     # rollout actor memory-maps: one copy in the page cache, however many readers.
     store: Transport = "object"
-    dir: str = ""  # "dir": required (the same path on every host); "mmap": default <run>/weights
+    # "dir": required, absolute, the same path on every host; "mmap": default <run dir>/weights
+    dir: str = ""
     # Every version is a delta against the last full one (XOR of the bytes, compressed), with a
     # full version every `full_every` versions (version 0 is always full); 1: every version
     # full. A reader loads at most two blobs, so a late joiner loads in bounded time.
@@ -39,3 +40,5 @@ class WeightsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         check_int(self, "keep", 0, 1_000_000)
         if self.store == "dir" and not self.dir:
             fail("dir", "a directory every host of the run mounts (store = 'dir')", self.dir)
+        if self.dir and not self.dir.startswith("/"):
+            fail("dir", "an absolute path (the same on every host)", self.dir)

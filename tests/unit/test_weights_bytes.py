@@ -257,6 +257,7 @@ SPEC = '[run]\nname = "t"\n[[policies]]\nname = "a"\nmodel = "m"\n'
     ("table", "where"),
     [
         ('store = "dir"', "weights.dir"),
+        ('store = "dir"\ndir = "shared/w"', "weights.dir"),
         ('store = "nfs"', "weights.store"),
         ("full_every = 0", "weights.full_every"),
         ("keep = -1", "weights.keep"),
