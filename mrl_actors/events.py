@@ -189,7 +189,9 @@ class SlotAssignment(msgspec.Struct, frozen=True, kw_only=True):
 class BlobRef(msgspec.Struct, frozen=True, kw_only=True):
     """Claim-check for a payload stored outside the stream; the hash is checked on read."""
 
-    store: Literal["object", "zarr"]
+    # "object": the run's JetStream object store; "zarr": a zarr directory (claim-check);
+    # "dir" / "mmap": weights files in the spec's `[weights] dir` (models.transport_files)
+    store: Literal["object", "zarr", "dir", "mmap"]
     key: str
     sha256: str
     size: Count
@@ -404,7 +406,9 @@ class LearnerStepTimed(Event, frozen=True, kw_only=True, tag="LearnerStepTimed.v
             _check_number(name, getattr(self, name))
 
 
-class WeightsPublished(Event, frozen=True, kw_only=True, tag="WeightsPublished.v1"):
+class WeightsPublished(
+    Event, frozen=True, kw_only=True, omit_defaults=True, tag="WeightsPublished.v1"
+):
     """A learner's weights at one version, bytes in the run's blob store (claim-check).
 
     Rollout actors on any host load a version by this event: they fetch `blob` (its sha256 is
@@ -413,14 +417,31 @@ class WeightsPublished(Event, frozen=True, kw_only=True, tag="WeightsPublished.v
     version 0 is the start.
     """
 
+    # Fields added after release have defaults and are left out when default
+    # (`omit_defaults`), so released events keep their exact bytes.
     KIND: ClassVar[str] = "weights"
     policy: str
     version: Count  # learner steps taken (0: the starting weights)
     weights_sha256: str  # `models.weights_sha256` of the model holding these weights
-    blob: BlobRef  # safetensors bytes of the state dict
+    blob: BlobRef  # safetensors bytes of the state dict, or a delta against `base`
+    # A delta version (`models.delta`): `blob` holds the XOR of this state's bytes with those
+    # of full version `base_version`, whose blob is `base`. -1 (and no base): `blob` is full.
+    base_version: int = -1
+    base: BlobRef | None = None
+    # sha256 of this version's full safetensors bytes (a delta's reconstruction is checked
+    # against it before loading); "" in events written before deltas: `blob.sha256`.
+    state_sha256: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.base_version >= 0) != (self.base is not None):
+            raise ValueError("a delta needs both base_version and base; a full version neither")
+        if self.base is not None and not self.state_sha256:
+            raise ValueError("a delta version needs state_sha256 (its full state's hash)")
 
 
-class CheckpointStored(Event, frozen=True, kw_only=True, tag="CheckpointStored.v1"):
+class CheckpointStored(
+    Event, frozen=True, kw_only=True, omit_defaults=True, tag="CheckpointStored.v1"
+):
     """A learner's full state at `step` in the run's blob store: a learner restarts from it.
 
     Weights and AdamW state (the GRPO step draws no random numbers, and the data position is
@@ -434,6 +455,9 @@ class CheckpointStored(Event, frozen=True, kw_only=True, tag="CheckpointStored.v
     weights_sha256: str
     weights: BlobRef  # safetensors bytes of the state dict (the same blob as its weights event)
     optimizer: BlobRef  # `torch.save` bytes of the optimizer's state dict (tensors only)
+    # when `weights` is a delta (its weights event's `base`, `state_sha256`): its base's blob
+    weights_base: BlobRef | None = None
+    weights_state_sha256: str = ""
 
 
 AnyEvent = (

@@ -20,6 +20,7 @@ from mrl_actors.checks import MAX_STEPS, check_finite_tree, check_float, check_i
 from mrl_actors.errors import ConfigError
 from mrl_actors.grpo.config import GRPOConfig
 from mrl_actors.models.builtin import builtin_name, is_builtin
+from mrl_actors.models.weights_config import WeightsConfig
 from mrl_actors.mwra.config import MwraConfig
 from mrl_actors.probes.config import ProbeName
 from mrl_actors.probes.registry import ProbesConfig, check_probe
@@ -223,6 +224,7 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     server: ServerSection = ServerSection()
     placement: PlacementSection = PlacementSection()
     mwra: MwraConfig = MwraConfig()  # the allocator's knobs (with `placement.allocator = "mwra"`)
+    weights: WeightsConfig = WeightsConfig()  # how weights versions travel (docs/weights.md)
     policies: list[PolicySpec]
 
     def __post_init__(self) -> None:
