@@ -60,7 +60,7 @@ checkpoint_every = 2
 [probes.sharing]
 wait_for_peers_s = 10.0
 """
-    for name, model in (("gpt2", "gpt2"), ("llama", "llama2-7b")):
+    for name, model in (("gpt2", "gpt2"), ("llama", "mistral-7b")):
         text += f"""
 [[policies]]
 name = "{name}"

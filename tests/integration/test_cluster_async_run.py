@@ -99,7 +99,7 @@ url = "{urls}"
 replicas = 3
 max_bytes = 268435456
 {PLACEMENT}"""
-    for name, model in (("gpt2", "gpt2"), ("llama", "llama2-7b")):
+    for name, model in (("gpt2", "gpt2"), ("llama", "mistral-7b")):
         text += f"""
 [[policies]]
 name = "{name}"

@@ -51,7 +51,7 @@ NODES = {"h1": ["gpt2"], "h2": ["llama"], "h3": ["llama"]}
 
 def spec_text(models_dir: Path, urls: str, steps: int = STEPS) -> str:
     policies = ""
-    for name, model in (("gpt2", "gpt2"), ("llama", "llama2-7b")):
+    for name, model in (("gpt2", "gpt2"), ("llama", "mistral-7b")):
         policies += f"""
 [[policies]]
 name = "{name}"

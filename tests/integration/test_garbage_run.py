@@ -47,7 +47,7 @@ KINDS = (*FOLDED, "checkpoint", "throughput", "node", "run", "policy", "blob", "
 
 def spec_text(models_dir: Path, name: str) -> str:
     policies = ""
-    for pname, model in (("gpt2", "gpt2"), ("llama", "llama2-7b")):
+    for pname, model in (("gpt2", "gpt2"), ("llama", "mistral-7b")):
         policies += f"""
 [[policies]]
 name = "{pname}"

@@ -41,7 +41,7 @@ def spec_text(
     models_dir: Path | str, name: str, probe: str, steps: int = STEPS, seed: int = 0
 ) -> str:
     policies = ""
-    for pname, model in (("gpt2", "gpt2"), ("llama", "llama2-7b")):
+    for pname, model in (("gpt2", "gpt2"), ("llama", "mistral-7b")):
         policies += f"""
 [[policies]]
 name = "{pname}"

@@ -71,7 +71,7 @@ allocator = "mwra"
 [mwra]
 liveness_interval_s = {LIVENESS_S}
 """
-    for name, model in (("gpt2", "gpt2"), ("llama", "llama2-7b")):
+    for name, model in (("gpt2", "gpt2"), ("llama", "mistral-7b")):
         text += f"""
 [[policies]]
 name = "{name}"

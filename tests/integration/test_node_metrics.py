@@ -47,7 +47,7 @@ eval_size = 2
 checkpoint_every = {STEPS}
 tensorboard = true
 """
-    for name, model in (("gpt2", "gpt2"), ("llama", "llama2-7b")):
+    for name, model in (("gpt2", "gpt2"), ("llama", "mistral-7b")):
         text += f"""
 [[policies]]
 name = "{name}"

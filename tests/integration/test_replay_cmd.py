@@ -25,7 +25,7 @@ STEPS = 2
 
 def _spec(models_dir: Path) -> str:
     policies = ""
-    for name, model in (("gpt2", "gpt2"), ("llama", "llama2-7b")):
+    for name, model in (("gpt2", "gpt2"), ("llama", "mistral-7b")):
         policies += f"""
 [[policies]]
 name = "{name}"
