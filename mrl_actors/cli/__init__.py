@@ -24,9 +24,27 @@ T = TypeVar("T")
 _GROUPS = ("run", "replay", "log", "thl", "report", "status")
 
 
+EXAMPLES = """\
+examples:
+  mrl run runtime/experiments/toy-pair.toml                 train two policies on this machine
+  mrl run spec.toml --set policies.gpt2.grpo.lr=1e-4        any spec field from the command line
+  mrl log tail runs/toy-pair -f --kind rollout --where 'reward_mean>0.5'
+  mrl status runs/toy-pair                                  nodes, slots, versions, backlog
+  mrl report runs/toy-pair                                  summary.json, report.html from the log
+  mrl replay runs/toy-pair                                  replay and check every weights sha256
+  mrl COMMAND --help                                        a command's options and examples
+
+docs: README.md (tour), docs/grpo-and-probes.md (mrl run, the spec), docs/log.md (mrl log),
+docs/several-hosts.md (mrl-node, status, report), docs/wire-format.md (reading the log elsewhere)
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
-        prog="mrl", description="Mutual RL for heterogeneous LLMs over a NATS JetStream log."
+        prog="mrl",
+        description="Mutual RL for heterogeneous LLMs over a NATS JetStream log.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"mrl-actors {__version__}")
     parser.add_argument(

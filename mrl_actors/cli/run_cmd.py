@@ -9,14 +9,45 @@ from typing import Any
 from mrl_actors.checks import MAX_STEPS
 from mrl_actors.cli import args as types
 
+EXAMPLES = """\
+examples:
+  mrl run runtime/experiments/toy-pair.toml                       the CPU demo (async system)
+  mrl run spec.toml --set policies.gpt2.grpo.lr=1e-4 --set run.steps=20
+  mrl run base.toml gpu.toml --dry-run                            print the composed spec
+  mrl run spec.toml --compare --seeds 0,1,2 --out runs/cmp        every probe x seed, then the table
+  mrl run --resume runs/toy-pair                                  continue a stopped or killed run
+
+--set KEY=VALUE sets any spec field (a TOML value; bare text is a string); policies by name:
+policies.NAME.FIELD. Several spec files are merged in order ([[policies]] by name).
+docs: docs/grpo-and-probes.md#mrl-run (options), #the-spec (every field), #checked-inputs
+"""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "run",
         help="run an experiment spec on this machine (embedded NATS server, one node)",
         description="Train the spec's policies concurrently, sharing experience through the log.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("spec", nargs="?", type=types.spec_file, help="experiment spec (TOML)")
+    parser.add_argument(
+        "spec",
+        nargs="*",
+        type=types.spec_file,
+        help="experiment spec (TOML); several are merged in order, later ones win",
+    )
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any spec field: policies.gpt2.grpo.lr=1e-4 (repeatable; checked as the file)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the effective spec (TOML) and exit"
+    )
     parser.add_argument("--out", type=Path, help="run directory (default: runs/<run name>)")
     parser.add_argument(
         "--resume",
@@ -34,7 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --compare: comma-separated seeds (default: 0,1,2,3,4)",
     )
     parser.add_argument(
-        "--probe", choices=["independent", "prp", "xgrpo", "sgt"], help="override run.probe"
+        "--probe",
+        choices=["independent", "prp", "xgrpo", "sgt"],
+        help="override run.probe (as --set run.probe=P)",
     )
     parser.add_argument(
         "--steps", type=types.int_in(1, MAX_STEPS), help="override run.steps (>= 1)"
@@ -51,37 +84,42 @@ def _handle(args: argparse.Namespace) -> int:
     import os
     import sys
 
-    import msgspec
-
     from mrl_actors import logs
     from mrl_actors.cli import run_until_signal
+    from mrl_actors.cli.compose import compose_spec
     from mrl_actors.errors import ConfigError
-    from mrl_actors.run.runner import compare, resume_spec, run_once
-    from mrl_actors.spec import load_spec
+    from mrl_actors.run.runner import SPEC_FILE, compare, resume_spec, run_once
+    from mrl_actors.spec import effective_toml
 
     metrics = types.metrics_config(args)
     if args.seeds and not args.compare:
         raise ConfigError("--seeds goes with --compare")
+    sets = list(args.sets)
+    if args.probe is not None:
+        sets.append(f"run.probe={args.probe}")
+    if args.steps is not None:
+        sets.append(f"run.steps={args.steps}")
     if args.resume:
-        if args.spec or args.compare:
-            raise ConfigError("--resume RUN_DIR takes no spec and no --compare")
+        if args.spec or args.compare or sets:
+            raise ConfigError(
+                "--resume RUN_DIR takes no spec, no --compare and no overrides: it continues "
+                "the run as its spec.toml says"
+            )
         spec, text = resume_spec(args.resume)
         out = args.resume
-    elif args.spec is None:
+    elif not args.spec:
         raise ConfigError("mrl run needs a SPEC.toml (or --resume RUN_DIR)")
     else:
-        spec, text = load_spec(args.spec)
+        spec, text = compose_spec(args.spec, sets)
         out = args.out or Path("runs") / spec.run.name
-    if args.probe is not None or args.steps is not None:
-        run = msgspec.structs.replace(
-            spec.run,
-            probe=spec.run.probe if args.probe is None else args.probe,
-            steps=spec.run.steps if args.steps is None else args.steps,
-        )
-        spec = msgspec.structs.replace(spec, run=run)
-        text += (
-            f"\n# overridden on the command line: run.probe = {run.probe!r}, steps = {run.steps}\n"
-        )
+        if args.dry_run:
+            print(effective_toml(spec), end="")
+            return 0
+        _refuse_existing_run(out, args.compare, SPEC_FILE)
+    if metrics is not None:
+        from mrl_actors.report.metrics import check_port_free
+
+        check_port_free(metrics)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our bars, not per-file ones
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -104,7 +142,7 @@ def _handle(args: argparse.Namespace) -> int:
             )
             bars.close()  # before printing, so the table is not drawn over
             print((out / "compare.md").read_text(encoding="utf-8"), end="")
-            print(f"runs and reports: {out}/<probe>-s<seed>/report.html")
+            print(f"runs and reports: {out}/<probe>-s<seed>/report.html, {out}/compare.html")
         else:
             summary = run_until_signal(
                 lambda: run_once(
@@ -123,6 +161,21 @@ def _handle(args: argparse.Namespace) -> int:
         log_file.close()
     sys.stdout.flush()
     return 0
+
+
+def _refuse_existing_run(out: Path, compare: bool, spec_file: str) -> None:
+    """A new run never lands on an old one: `--out` naming a run directory (or, with
+    `--compare`, one holding sub-runs) would replay the old run and overwrite its spec."""
+    from mrl_actors.errors import ConfigError
+
+    old = [out / spec_file] if (out / spec_file).exists() else []
+    if compare and out.is_dir():
+        old += sorted(out.glob(f"*/{spec_file}"))[:1]
+    if old:
+        raise ConfigError(
+            f"--out {out}: already holds a run ({old[0]}); continue it with "
+            f"`mrl run --resume {old[0].parent}`, or choose another --out"
+        )
 
 
 def _print_summary(summary: dict[str, Any], out: Path) -> None:

@@ -73,6 +73,26 @@ class MetricsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise ConfigError(f"metrics.port is {self.port}; need 0..65535")
 
 
+def check_port_free(config: MetricsConfig) -> None:
+    """Refuse a metrics address that cannot be bound, before a run creates anything (the run
+    directory, the server): a port in use is found in a second, not after the warm start."""
+    import socket
+
+    if config.port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, addr = infos[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server does
+            sock.bind(addr)
+    except OSError as exc:
+        raise ConfigError(
+            f"--metrics-port {config.port}: cannot serve on {config.host}:{config.port}: "
+            f"{exc.strerror or exc} (choose another port, or 0 for a free one)"
+        ) from None
+
+
 class Update(msgspec.Struct, frozen=True):
     """One change to one series: set a gauge, add to a counter, or clear a gauge's series."""
 

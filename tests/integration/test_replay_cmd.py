@@ -1,6 +1,6 @@
 """`mrl replay`: exact replay checks every logged weights sha256; `--probe` writes its report.
 
-One short two-policy run (GPT-2 and Llama-2 families, probe independent) is shared by the tests.
+One short two-policy run (GPT-2 and Mistral tokenizers, probe independent) is shared by the tests.
 Altering the run (a forged learner step in the log, an edited start checkpoint) must make the
 replay fail naming the policy and the step.
 """

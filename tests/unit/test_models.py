@@ -1,4 +1,4 @@
-"""Tiny real-architecture models: built from ../shared/models, seeded, cached, saved, loaded."""
+"""Tiny real-architecture models: built from real configs, seeded, cached, saved, loaded."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def test_target_ids_fall_back_when_the_prompt_merges_into_the_target(models_dir:
 def test_every_family_warm_starts_learns_and_round_trips_a_checkpoint(
     model_dir: Callable[[str], Path], tmp_path: Path, family: str
 ) -> None:
-    """Each architecture of ../shared/models works as a tiny policy, end to end.
+    """Each real architecture works as a tiny policy, end to end.
 
     Regression: the Qwen2 config kept 24 `layer_types` for 2 layers and failed to save step 0.
     """
