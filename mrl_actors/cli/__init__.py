@@ -20,6 +20,7 @@ from mrl_actors.errors import MrlError
 
 T = TypeVar("T")
 
+QUIET = ("log", "status", "report")  # read-only commands: console logs from warning up
 # Command groups, in the order `mrl --help` lists them: (module, name).
 _GROUPS = ("run", "replay", "log", "thl", "report", "status")
 
@@ -51,7 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format", choices=["console", "json"], default="console", help="structured log style"
     )
     parser.add_argument(
-        "--log-level", type=args.log_level, default="info", help="debug, info, warning or error"
+        "--log-level",
+        type=args.log_level,
+        default=None,
+        help="debug, info, warning or error (default info; warning for the read-only "
+        f"commands {', '.join(QUIET)}, whose embedded server's start and stop are not news)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _GROUPS:
@@ -65,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from mrl_actors import logs
 
+    if args.log_level is None:
+        args.log_level = "warning" if args.command in QUIET else "info"
     logs.configure(args.log_format, args.log_level)
     try:
         return int(args.handler(args) or 0)
