@@ -24,7 +24,7 @@ from mrl_actors.events import (
     RunFinished,
     RunStarted,
 )
-from mrl_actors.report.stats import COMPARED_METRICS
+from mrl_actors.report.stats import COMPARED_METRICS, MIN_PAIRED_SEEDS
 
 # Metrics plotted per policy over steps: (key in LearnerStepCompleted.metrics, title).
 _PLOTS: tuple[tuple[str, str], ...] = (
@@ -284,6 +284,8 @@ def paired_table(
 
 
 def _diff_cell(d: dict[str, Any]) -> str:
+    if d.get("ci_low") is None or d.get("ci_high") is None:
+        return f"{d['mean']:+.3f} (no interval: {len(d['seeds'])} paired seed(s))"
     mark = " *" if d["excludes_zero"] else ""
     return f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]{mark}"
 
@@ -299,13 +301,20 @@ def _compare_sections(
     results: dict[str, list[dict[str, Any]]], seeds: Sequence[int], paired: Sequence[dict]
 ) -> list[tuple[str, list[str], list[list[str]]]]:
     out = []
+    spread = "mean ± std" if len(seeds) > 1 else "one seed, so no spread"
     for metric, title in _COMPARE_SPREAD:
         header, rows = compare_table(results, metric)
-        out.append((f"{title}, mean ± std over seeds {list(seeds)}", header, rows))
+        out.append((f"{title}, {spread} over seeds {list(seeds)}", header, rows))
+    few = len(seeds) < MIN_PAIRED_SEEDS
     for metric, title in COMPARED_METRICS:
         header, rows = paired_table(paired, metric)
         if rows:
             note = "paired by seed, mean [bootstrap 95% interval]; * = interval excludes 0"
+            if few:
+                note = (
+                    f"paired by seed, mean only: no interval and no * below {MIN_PAIRED_SEEDS} "
+                    "paired seeds (a bootstrap of one or two differences is degenerate)"
+                )
             out.append((f"Difference in {title}, {note}", header, rows))
     return out
 
