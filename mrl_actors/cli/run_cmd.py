@@ -124,7 +124,7 @@ def _handle(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our bars, not per-file ones
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     log_file = open(out / "run.log", "a", encoding="utf-8")  # noqa: SIM115 - closed below
-    logs.configure("json", args.log_level, stream=log_file)
+    logs.configure("json", args.log_level, stream=_Tee(log_file, sys.stderr))
     bars = _Bars(enabled=not args.no_progress, total=spec.run.steps)
     try:
         if args.compare:
@@ -226,3 +226,45 @@ class _Bars:
         for bar in self.bars.values():
             bar.close()  # type: ignore[attr-defined]
         self.bars = {}
+
+
+class _Tee:
+    """The run's JSON log file, with the warm start's progress also shown on the terminal: on an
+    empty cache building the tiny models takes a minute before the first step's bar appears."""
+
+    SHOWN = ("tiny_policy.building", "warm_start.progress", "tiny_policy.built")
+
+    def __init__(self, file: Any, terminal: Any) -> None:
+        self.file = file
+        self.terminal = terminal
+
+    def write(self, text: str) -> int:
+        n = self.file.write(text)
+        if '"event": "tiny_policy.' in text or '"event": "warm_start.' in text:
+            self._show(text)
+        return n
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def _show(self, text: str) -> None:
+        import json
+
+        try:
+            rec = json.loads(text)
+        except ValueError:
+            return
+        event, model = rec.get("event"), rec.get("model", "?")
+        if event == "tiny_policy.building":
+            line = (
+                f"warm start {model}: building, {rec.get('steps')} supervised steps (cached after)"
+            )
+        elif event == "warm_start.progress":
+            line = f"warm start {model}: step {rec.get('step')}/{rec.get('steps')}"
+            line += f", loss {float(rec.get('loss', float('nan'))):.3f}"
+        elif event == "tiny_policy.built":
+            line = f"warm start {model}: done in {float(rec.get('seconds', 0.0)):.0f} s"
+        else:
+            return
+        self.terminal.write(line + "\n")
+        self.terminal.flush()
