@@ -24,6 +24,7 @@ from mrl_actors.events import (
     RunFinished,
     RunStarted,
 )
+from mrl_actors.report.run_page import headline, run_spec, spec_rows, system_rows
 from mrl_actors.report.stats import COMPARED_METRICS, MIN_PAIRED_SEEDS
 
 # Metrics plotted per policy over steps: (key in LearnerStepCompleted.metrics, title).
@@ -32,6 +33,17 @@ _PLOTS: tuple[tuple[str, str], ...] = (
     ("eval_pass1", "Eval pass@1 (unbiased, 8 samples at the training temperature)"),
     ("eval_pass8", "Eval pass@8 (unbiased, 8 samples at the training temperature)"),
     ("reward_mean", "Training reward (own samples)"),
+    ("success_rate", "Success rate (own samples)"),
+    ("loss", "Loss"),
+    ("kl", "KL to the reference (per token)"),
+    ("entropy", "Entropy (per token)"),
+    ("grad_norm", "Gradient norm (before clipping)"),
+    ("clip_region", "Clip fraction (tokens)"),
+    ("completion_length", "Completion length (tokens, mean)"),
+    ("step_time_s", "Step time (s)"),
+    ("tokens_per_s", "Throughput: trained tokens/s"),
+    ("rollout_wait_s", "Rollout wait per step (s)"),
+    ("staleness_mean", "Staleness of what was learned (versions)"),
     ("is_off_ess", "Peer-sample token ratios π/μ: ESS share"),
     ("is_off_max", "Peer-sample token ratios π/μ: max"),
     ("thl_exact_share", "THL: share of transfers byte-exact"),
@@ -57,6 +69,7 @@ def summarize(events: Iterable[Event]) -> dict[str, Any]:
         sources[f"{ev.KIND}/{ev.source}"] += 1
         if isinstance(ev, RunStarted):
             run.update(name=ev.run, seed=ev.seed, code_version=ev.code_version, probes=ev.probes)
+            run.update(spec_toml=ev.spec_toml, spec=run_spec(ev.spec_toml))
         elif isinstance(ev, PolicyRegistered | LearnerStepCompleted) and ev.policy != ev.source:
             continue
         elif isinstance(ev, PolicyRegistered):
@@ -75,6 +88,9 @@ def summarize(events: Iterable[Event]) -> dict[str, Any]:
                     series[ev.policy][key.removesuffix("_initial")].insert(0, (0, value))
                 else:
                     series[ev.policy][key].append((ev.step, value))
+            tokens, seconds = ev.metrics.get("tokens"), ev.metrics.get("step_time_s")
+            if tokens is not None and seconds and seconds > 0 and math.isfinite(tokens / seconds):
+                series[ev.policy]["tokens_per_s"].append((ev.step, tokens / seconds))
         elif isinstance(ev, RunFinished):
             run.update(status=ev.status, **{k: v for k, v in ev.summary.items() if k != "status"})
     for name, per_key in series.items():
@@ -178,24 +194,29 @@ def render_html(summary: dict[str, Any]) -> str:
     run, policies = summary["run"], summary["policies"]
     title = f"mrl-actors run {run.get('name', '?')}"
     facts = _table(
-        ["run", "probe(s)", "seed", "status", "code", "average final accuracy"],
+        ["run", "probe(s)", "mode", "seed", "status", "code"],
         [
             [
                 run.get("name"),
                 ", ".join(run.get("probes", [])),
+                run.get("spec", {}).get("mode", "lockstep"),
                 run.get("seed"),
                 run.get("status", "running"),
                 run.get("code_version"),
-                run.get("average_final_accuracy"),
             ]
         ],
     )
+    lines = "".join(f"<li>{html.escape(x)}</li>" for x in headline(summary))
+    heads = f'<ul class="headline">{lines}</ul>'
     per_policy = _table(*policy_table(policies))
+    system = _table(*system_rows(summary))
+    spec = spec_rows(run.get("spec_toml"))
+    spec_table = _table(["spec field", "value"], spec) if spec else "<p>No spec in the log.</p>"
     plots = []
     for key, plot_title in _PLOTS:
         data = {n: p.get("series", {}).get(key, []) for n, p in policies.items()}
         if any(data.values()):
-            plots.append(f"<figure>{_svg_plot(plot_title, data)}</figure>")
+            plots.append(f'<figure data-metric="{key}">{_svg_plot(plot_title, data)}</figure>')
     events = _table(["event kind", "count"], sorted(summary["events"].items()))
     by_source = _table(["kind/source", "count"], sorted(summary["events_by_source"].items()))
     return f"""<!doctype html>
@@ -206,16 +227,23 @@ table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
 th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
 th {{ background: #f3f3f3; }}
 figure {{ display: inline-block; margin: 0.5em; }}
+ul.headline {{ font-size: 1.1em; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 {facts}
+{heads}
 <h2>Policies</h2>
 {per_policy}
+<h2>System</h2>
+{system}
 <h2>Over training</h2>
 {"".join(plots) or "<p>No learner steps yet.</p>"}
 <h2>Events exchanged</h2>
 {events}
 <details><summary>By source</summary>{by_source}</details>
+<h2>Spec</h2>
+<details open><summary>The spec the run started with (its RunStarted event)</summary>
+{spec_table}</details>
 </body></html>
 """
 
@@ -393,6 +421,7 @@ table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
 th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
 th {{ background: #f3f3f3; }}
 figure {{ display: inline-block; margin: 0.5em; }}
+ul.headline {{ font-size: 1.1em; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>The logged experience of each policy fed through the {html.escape(probe)} update rule, beside

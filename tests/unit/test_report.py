@@ -160,3 +160,66 @@ def test_compare_pages_show_paired_differences_with_intervals() -> None:
     checker.feed(compare_html(results, [0, 1, 2], paired))
     checker.close()
     assert checker.errors == [] and checker.stack == []
+
+
+LEARNING_PLOTS = (
+    "eval_accuracy",
+    "reward_mean",
+    "success_rate",
+    "loss",
+    "kl",
+    "entropy",
+    "grad_norm",
+    "clip_region",
+    "completion_length",
+    "step_time_s",
+    "tokens_per_s",
+    "rollout_wait_s",
+    "staleness_mean",
+)
+
+
+def test_report_plots_learning_and_shows_the_spec_and_a_headline_per_policy() -> None:
+    spec = '[run]\nname = "r"\nmode = "async"\nrollout_replicas = 2\nmax_staleness = 1\n'
+    spec += '[[policies]]\nname = "gpt2"\nmodel = "m"\n[policies.grpo]\nlr = 0.0005\n'
+    events = _events()
+    events[0] = RunStarted(
+        run="r", source="mrl", event_id="s", spec_toml=spec, seed=3, code_version="x"
+    )
+    full = {
+        "loss": 0.5,
+        "kl": 0.01,
+        "entropy": 1.2,
+        "grad_norm": 0.7,
+        "clip_region": 0.05,
+        "completion_length": 6.0,
+        "step_time_s": 2.0,
+        "tokens": 96.0,
+        "success_rate": 0.4,
+        "rollout_wait_s": 0.3,
+        "staleness_mean": 0.5,
+        "staleness_max": 1.0,
+        "learner_version": 3.0,
+    }
+    for e in events:
+        if isinstance(e, LearnerStepCompleted):
+            e.metrics.update(full)
+    summary = summarize(events)
+    assert summary["policies"]["gpt2"]["series"]["tokens_per_s"] == [
+        (1, 48.0),
+        (2, 48.0),
+        (3, 48.0),
+    ]
+    page = render_html(summary)
+    for key in LEARNING_PLOTS:
+        assert f'<figure data-metric="{key}">' in page, key
+    assert "gpt2 (gpt2), held-out accuracy 0.250 → 0.450 (+0.200), 3 steps" in page
+    assert "llama (llama), held-out accuracy 0.500 → 0.700 (+0.200)" in page
+    assert "average final accuracy" not in page  # no number that averages two models
+    assert "<td>policies.gpt2.grpo.lr</td><td>0.0005</td>" in page
+    system = page.split("<h2>System</h2>")[1].split("</table>")[0]
+    assert "<td>async</td><td>2</td><td>1</td><td>3</td><td>0.50 / 1</td><td>0.300</td>" in system
+    checker = _Balance()
+    checker.feed(page)
+    checker.close()
+    assert checker.errors == [] and checker.stack == []
