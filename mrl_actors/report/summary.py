@@ -363,11 +363,17 @@ def compare_markdown(
 def compare_html(
     results: dict[str, list[dict[str, Any]]], seeds: Sequence[int], paired: Sequence[dict]
 ) -> str:
-    """compare.html: the same tables as compare.md, as a self-contained page."""
+    """compare.html: the tables of compare.md, each probe's curves (mean over seeds with the
+    seeds' range as a band) and a link to every sub-run's report, as a self-contained page."""
+    from mrl_actors.report.compare_page import curves_html, links_html
+
     body = "".join(
         f"<h2>{html.escape(title)}</h2>{_table(header, rows)}"
         for title, header, rows in _compare_sections(results, seeds, paired)
     )
+    body += "<h2>Over training, per probe (mean over seeds, band: lowest to highest)</h2>"
+    body += curves_html(results)
+    body += f"<h2>Runs</h2>{links_html(results)}"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>mrl-actors comparison</title>
 <style>
@@ -375,6 +381,7 @@ body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
 th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
 th {{ background: #f3f3f3; }}
+figure {{ display: inline-block; margin: 0.5em; }}
 </style></head><body>
 <h1>mrl-actors comparison over seeds {html.escape(str(list(seeds)))}</h1>
 {body}
