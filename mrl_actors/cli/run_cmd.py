@@ -179,17 +179,36 @@ def _refuse_existing_run(out: Path, compare: bool, spec_file: str) -> None:
 
 
 def _print_summary(summary: dict[str, Any], out: Path) -> None:
-    print(f"run {summary['run'].get('name')} ({summary['run'].get('probe')}): {out}")
-    print(f"{'policy':<12} {'steps':>5} {'acc@0':>7} {'acc':>7} {'reward':>7}")
+    run = summary["run"]
+    spec = run.get("spec", {})
+    mode = spec.get("mode", "lockstep")
+    system = mode
+    if mode == "async":
+        system += (
+            f", {spec.get('rollout_replicas', 1)} rollout replica(s) per policy, "
+            f"max staleness {spec.get('max_staleness', '-')}"
+        )
+    print(f"run {run.get('name')} ({run.get('probe')}, {system}): {out}")
+    print(
+        f"{'policy':<12} {'steps':>5} {'acc@0':>7} {'acc':>7} {'reward':>7} "
+        f"{'weights':>7} {'stale':>6} {'wait s':>7}"
+    )
     for name, p in sorted(summary["policies"].items()):
         acc0, acc = p.get("initial_accuracy"), p.get("final_accuracy")
-        reward = p.get("final", {}).get("reward_mean")
-        print(f"{name:<12} {p.get('steps', 0):>5} {_f(acc0):>7} {_f(acc):>7} {_f(reward):>7}")
+        final = p.get("final", {})
+        waits = [v for _, v in p.get("series", {}).get("rollout_wait_s", [])]
+        wait = sum(waits) / len(waits) if waits else None
+        version = final.get("learner_version", p.get("steps", 0))
+        print(
+            f"{name:<12} {p.get('steps', 0):>5} {_f(acc0):>7} {_f(acc):>7} "
+            f"{_f(final.get('reward_mean')):>7} {'v' + str(int(version)):>7} "
+            f"{_f(final.get('staleness_mean'), 2):>6} {_f(wait, 2):>7}"
+        )
     print(f"report: {out / 'report.html'}")
 
 
-def _f(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}"
+def _f(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
 
 
 class _Bars:
