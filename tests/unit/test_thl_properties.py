@@ -199,7 +199,7 @@ def test_lossy_pairs_are_reported_never_silently_wrong(
 ) -> None:
     """Trained WordPiece/Unigram tokenizers cannot write every byte: whatever they lose is
     counted, the transfer is rejected by the default budget, and the log-prob sum still holds."""
-    pool = {**vocabs, **trained_vocabs}
+    pool = Available({**vocabs, **trained_vocabs})
     src, dst = pool[a], pool[b]
     if src.kind == "byte-level" or (src.byte_ids >= 0).all():
         ids = peer_ids(src, data)
