@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -51,3 +51,17 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 (view / name).symlink_to(base / name, target_is_directory=True)
                 break
     return view
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Warm-started tiny models, built once per test session (`MRL_CACHE_DIR` points there for
+    this process; tests that start processes pass it on)."""
+    path = tmp_path_factory.mktemp("mrl-cache")
+    old = os.environ.get("MRL_CACHE_DIR")
+    os.environ["MRL_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("MRL_CACHE_DIR", None)
+    else:
+        os.environ["MRL_CACHE_DIR"] = old

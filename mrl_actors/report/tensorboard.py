@@ -28,10 +28,7 @@ import struct
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from mrl_actors.spec import RunSpec
+from typing import Any
 
 BOARD_DIR = "tensorboard"
 
@@ -58,17 +55,6 @@ class StepScalars:
         self.last_step = last_step  # the run's last step: the file is closed after it
         self.hparams = dict(hparams or {})
         self._writer: Any = None
-
-    @classmethod
-    def of(cls, spec: RunSpec, run_dir: Path, policy: str) -> StepScalars:
-        """As the spec says (`run.tensorboard`, `run.steps`), with the policy's hyperparameters."""
-        return cls(
-            run_dir,
-            policy,
-            enabled=spec.run.tensorboard,
-            last_step=spec.run.steps,
-            hparams=spec_hparams(spec, policy),
-        )
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         """The step's metrics as scalars at `step`, flushed to disk before returning."""
@@ -119,7 +105,7 @@ HParam = float | int | str | bool
 HPARAM_METRICS = ("eval_accuracy", "eval_pass1", "reward_mean")
 
 
-def spec_hparams(spec: RunSpec, policy: str) -> dict[str, HParam]:
+def spec_hparams(spec: Any, policy: str) -> dict[str, HParam]:
     """The settings a comparison of runs is made on: the run's schedule and probe, and the
     policy's model, learner and sampling options, as flat `section.field` names."""
     import msgspec

@@ -18,11 +18,9 @@ from typing import Any
 
 import anyio
 import pytest
-from test_mrl_run import model_cache, spec_text
+from helpers.specs import pair_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-__all__ = ["model_cache"]  # the session's warm-start cache, shared with test_mrl_run
 
 
 def _mrl(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -39,7 +37,7 @@ def test_replay_and_report_work_on_a_node_run(
     models_dir: Path, model_cache: Path, tmp_path: Path
 ) -> None:
     spec = tmp_path / "spec.toml"
-    spec.write_text(spec_text(models_dir, "t-noderun", "independent", steps=2))
+    spec.write_text(pair_spec(models_dir, "t-noderun", "independent", steps=2))
     run_dir = tmp_path / "h1"
     env = {**os.environ, "MRL_CACHE_DIR": str(model_cache)}
     node = [sys.executable, "-m", "mrl_actors.cli.mrl_node", str(spec), "--node", "h1"]
