@@ -75,7 +75,9 @@ def test_the_step_0_evaluation_is_step_0_of_the_same_tag_and_hparams_are_written
         "tiny = { hidden_size = 16, layers = 1, heads = 2 }\n[policies.grpo]\nlr = 0.0005\n"
     )
     spec = msgspec.structs.replace(spec, run=msgspec.structs.replace(spec.run, tensorboard=True))
-    board = StepScalars.of(spec, tmp_path, "gpt2")
+    board = StepScalars(
+        tmp_path, "gpt2", enabled=True, last_step=2, hparams=spec_hparams(spec, "gpt2")
+    )
     board.write(1, {"eval_accuracy_initial": 0.25, "reward_mean": 0.5})
     board.write(2, {"eval_accuracy": 0.5, "reward_mean": 0.75})
     scalars = read_scalars(board.dir)
