@@ -101,4 +101,6 @@ def run_spec(spec_toml: str | None) -> dict[str, Any]:
     except tomllib.TOMLDecodeError:
         return {}
     run = raw.get("run", {})
-    return {k: run[k] for k in ("mode", "rollout_replicas", "max_staleness") if k in run}
+    # a field the spec leaves out has RunSection's default (mrl_actors.spec, a floor above)
+    defaults = {"mode": "lockstep", "rollout_replicas": 1, "max_staleness": 1}
+    return {k: run.get(k, default) for k, default in defaults.items()}

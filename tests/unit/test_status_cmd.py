@@ -135,3 +135,15 @@ def test_status_shows_mode_replicas_weight_versions_staleness_wait_and_slots() -
     assert "run: running, mode async, 2 rollout replica(s) per policy, max staleness 1" in text
     assert "weights=v1 staleness=0.50/1 rollout_wait=0.25s" in text
     assert "local/cpu:0 every hosted policy (no placement assigned)" in text  # never empty
+
+
+def test_a_spec_that_leaves_the_mode_out_reads_as_the_defaults() -> None:
+    from mrl_actors.report.run_page import run_spec
+    from mrl_actors.spec import RunSection
+
+    d = RunSection(name="r")
+    assert run_spec('[run]\nname = "r"\n') == {
+        "mode": d.mode,
+        "rollout_replicas": d.rollout_replicas,
+        "max_staleness": d.max_staleness,
+    }
