@@ -387,7 +387,7 @@ def _where(message: str) -> str:
         where = f"{path}.{named.group(2)}" if path else named.group(2)
         if named.group(1) == "missing required":
             return f"{where}: required, and missing"
-        return f"{where}: unknown field (a typo? see the spec reference)"
+        return f"{where}: unknown field (a typo? every field: docs/grpo-and-probes.md#the-spec)"
     field = re.match(r"^([A-Za-z_][\w.\[\]]*): (.*)$", what, re.DOTALL)
     if field:
         where = f"{path}.{field.group(1)}" if path else field.group(1)

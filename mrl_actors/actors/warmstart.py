@@ -54,6 +54,7 @@ def warm_start(
     seed: int = 0,
     batch_size: int = 32,
     lr: float = 3e-3,
+    label: str = "",
 ) -> float:
     """Supervised fine-tuning on `task.target_text` for `steps` AdamW steps; returns the last loss.
 
@@ -82,6 +83,8 @@ def warm_start(
         opt.step()
         opt.zero_grad(set_to_none=True)
         loss_v = float(loss.detach())
+        if (step + 1) % max(1, steps // 10) == 0 or step + 1 == steps:  # progress, 10 lines
+            log.info("warm_start.progress", model=label, step=step + 1, steps=steps, loss=loss_v)
     model.eval()
     return loss_v
 
@@ -123,12 +126,15 @@ def tiny_policy(
         log.info("tiny_policy.cached", path=str(d))
         return load_model(d)
     t0 = time.perf_counter()
+    log.info("tiny_policy.building", model=recipe["family"], steps=warm_steps, path=str(d))
     model, tok = build_tiny(
         family_dir, hidden_size=hidden_size, layers=layers, heads=heads, seed=seed
     )
-    loss = warm_start(model, tok, task, steps=warm_steps, seed=seed, lr=lr)
+    label = str(recipe["family"])
+    loss = warm_start(model, tok, task, steps=warm_steps, seed=seed, lr=lr, label=label)
     # replace=False: a concurrent builder of the same recipe that finished first keeps its copy
     extra = {"recipe.json": json.dumps(recipe, sort_keys=True, indent=1)}
     save_model(model, d, tok, extra_files=extra, replace=False)
-    log.info("tiny_policy.built", path=str(d), loss=loss, seconds=time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    log.info("tiny_policy.built", model=label, path=str(d), loss=loss, seconds=seconds)
     return load_model(d)

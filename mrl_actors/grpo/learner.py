@@ -192,6 +192,7 @@ class GRPOLearner:
             m.update(importance_stats(torch.cat(ratios), torch.cat(ratio_masks), "is_on"))
         m["loss_on"] = loss_total
         m["tokens"] = tokens
+        m["completion_length"] = tokens / len(on_policy) if on_policy else 0.0  # mean, own
 
         # the off-policy term: its own token mean, times coef and per-sample weights
         if off_policy:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -24,10 +25,10 @@ from mrl_actors.rollout.vllm_engine import (
 )
 
 
-@pytest.fixture(scope="module", params=["gpt2", "llama2-7b"])
-def tiny(request: pytest.FixtureRequest, models_dir: Path) -> tuple[Any, Any]:
+@pytest.fixture(scope="module", params=["gpt2", "mistral-7b", "llama2-7b"])
+def tiny(request: pytest.FixtureRequest, model_dir: Callable[[str], Path]) -> tuple[Any, Any]:
     torch.set_num_threads(1)
-    return build_tiny(models_dir / request.param, hidden_size=32, layers=1, heads=2, seed=1)
+    return build_tiny(model_dir(request.param), hidden_size=32, layers=1, heads=2, seed=1)
 
 
 def _prompts(tok: Any) -> list[np.ndarray]:
@@ -190,9 +191,9 @@ class _Boost(torch.nn.Module):
         return out
 
 
-def test_eos_stops_with_reason_stop_and_is_kept(models_dir: Path) -> None:
+def test_eos_stops_with_reason_stop_and_is_kept(model_dir: Callable[[str], Path]) -> None:
     """EOS ends a completion ("stop"), stays in token_ids (as TRL keeps it), not in the text."""
-    model, tok = build_tiny(models_dir / "llama2-7b", hidden_size=32, layers=1, heads=2, seed=1)
+    model, tok = build_tiny(model_dir("mistral-7b"), hidden_size=32, layers=1, heads=2, seed=1)
     boosted = _Boost(model.get_output_embeddings(), tok.eos_token_id)
     model.get_output_embeddings = lambda: boosted
     gens = HFEngine(model, tok, SamplingConfig(max_new_tokens=5)).generate(
@@ -221,10 +222,13 @@ def test_every_generation_config_eos_id_stops(models_dir: Path) -> None:
     assert eng.end_ids == {tok.eos_token_id, other}
 
 
-def test_a_stop_string_with_a_leading_space_at_the_start_is_seen(models_dir: Path) -> None:
-    """Llama's decoder strips the first "▁" of what it decodes: the stop check reads the
-    completion after a token of context, so " the" as the first token already stops."""
-    model, tok = build_tiny(models_dir / "llama2-7b", hidden_size=32, layers=1, heads=2, seed=1)
+def test_a_stop_string_with_a_leading_space_at_the_start_is_seen(
+    model_dir: Callable[[str], Path],
+) -> None:
+    """A SentencePiece decoder (Llama-2, Mistral) strips the first "▁" of what it decodes: the
+    stop check reads the completion after a token of context, so " the" as the first token
+    already stops."""
+    model, tok = build_tiny(model_dir("mistral-7b"), hidden_size=32, layers=1, heads=2, seed=1)
     the = tok.convert_tokens_to_ids("▁the")
     boosted = _Boost(model.get_output_embeddings(), the)
     model.get_output_embeddings = lambda: boosted
