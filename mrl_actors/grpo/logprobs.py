@@ -47,7 +47,7 @@ class ChunkedTokenLogProbs(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         hidden: torch.Tensor,  # [N, H]
         weight: torch.Tensor,  # [V, H]
@@ -87,7 +87,7 @@ class ChunkedTokenLogProbs(torch.autograd.Function):
         return logps, entropy
 
     @staticmethod
-    def backward(  # type: ignore[override]
+    def backward(
         ctx: Any, grad_logps: torch.Tensor, _grad_entropy: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
         hidden, weight, bias, targets, log_z = ctx.saved_tensors
