@@ -23,6 +23,7 @@ import numpy as np
 
 from mrl_actors.logs import get_logger
 from mrl_actors.thl.align import align
+from mrl_actors.thl.batch import transfer_batch
 from mrl_actors.thl.bytes_table import Vocab
 from mrl_actors.thl.residual import Residual, ResidualBudget
 from mrl_actors.thl.retokenize import Retokenized, retokenize
@@ -100,9 +101,27 @@ def transfer_many(
     token_rewards: Sequence[np.ndarray | None] | None = None,
     budget: ResidualBudget | None = None,
     logprob_rule: LogprobRule = "uniform",
-) -> list[Transfer]:
-    """`transfer` for a batch: one gather, one batch encode, one alignment. Same semantics."""
+) -> Sequence[Transfer]:
+    """`transfer` for a batch: one gather, one batch encode, one alignment. Same semantics.
+
+    Well-formed input takes the batch fast path (`batch.transfer_batch`, whose `Transfer`s are
+    made on first access); a batch with anything odd in it takes the general path below, which
+    names each problem on its sequence.
+    """
     budget = budget or _DEFAULT_BUDGET
+    fast = transfer_batch(
+        src,
+        dst,
+        src_ids,
+        logprobs=logprobs,
+        loss_mask=loss_mask,
+        advantages=advantages,
+        token_rewards=token_rewards,
+        budget=budget,
+        logprob_rule=logprob_rule,
+    )
+    if fast is not None:
+        return fast
     seqs = retokenize(src, dst, list(src_ids))
     k = len(seqs)
     logprobs = _per_seq(logprobs, "logprobs", seqs)
