@@ -28,6 +28,7 @@ from mrl_actors import events as ev
 from mrl_actors.errors import MrlError
 from mrl_actors.logs import get_logger
 from mrl_actors.mwra.config import MwraConfig
+from mrl_actors.mwra.memory import Memory, remember
 from mrl_actors.mwra.rule import SOURCE, decide
 from mrl_actors.mwra.state import MwraState, evolve
 from mrl_actors.see.lease import Lease
@@ -57,6 +58,7 @@ class Leader:
     def __init__(self, config: MwraConfig) -> None:
         self.config = config
         self.state = MwraState()
+        self.memory = Memory()  # recent moves and the rates' uncertainty, folded beside it
         self.last_seq = 0  # the last sequence folded
         self.chain_seq = 0  # the sequence of the last decision on the allocator's subject
         self.own_seq = 0  # our last decision's sequence: decide again only once it is folded
@@ -71,13 +73,14 @@ class Leader:
         self.state = evolve(
             self.state, event, alpha=self.config.ema_alpha, rate_window_s=self.config.rate_window_s
         )
+        self.memory = remember(self.memory, event, rate_window_s=self.config.rate_window_s)
         if isinstance(event, _WAKE):
             self.wake.set()
 
     def decision(self, now_ns: int) -> ev.SlotsAssigned | None:
         if self.last_seq < self.own_seq:  # our last decision is not folded yet
             return None
-        made = decide(self.state, now_ns, self.config)
+        made = decide(self.state, now_ns, self.config, self.memory)
         return None if made is None else msgspec.structs.replace(made, seen_seq=self.last_seq)
 
 
