@@ -80,7 +80,9 @@ def align(
     before = np.cumsum(common_mark, dtype=acc) - common_mark  # [size]
     src_span = before[src_ends].astype(np.int64)
     dst_span = before[dst_ends].astype(np.int64)
-    seq = np.searchsorted(seq_ends, common, side="left")
+    # Each sequence's end is a span end: the spans of sequence k are those after k - 1's end.
+    per_seq = np.diff(before[seq_ends], prepend=-1).astype(np.int64)  # [K]: spans per sequence
+    seq = np.repeat(np.arange(seq_ends.shape[0], dtype=np.int64), per_seq)
     starts = np.empty_like(common)
     if common.shape[0]:
         starts[0] = seq_starts[seq[0]]

@@ -129,6 +129,19 @@ class TransferBatch(Sequence[Any]):
     def __init__(self, batch: _Batch) -> None:
         self._b = batch
         self._made: list[Any] = [None] * int(batch.out_off.shape[0] - 1)
+        self._rows: list[tuple[Any, ...]] | None = None  # per-sequence figures as Python values
+
+    def _figures(self) -> list[tuple[Any, ...]]:
+        """Every sequence's residual figures, converted from numpy once for the batch."""
+        if self._rows is None:
+            b = self._b
+            cols = (
+                b.out_off[:-1], b.out_off[1:], b.exact, b.n_src, b.eos, b.add_eos, b.n_bytes,
+                b.spans, b.one, b.nm_bytes, b.widest, b.most, b.orphan, b.unk, b.dropped,
+                b.lossy, b.invalid,
+            )  # fmt: skip
+            self._rows = list(zip(*(c.tolist() for c in cols), strict=True))
+        return self._rows
 
     def __len__(self) -> int:
         return len(self._made)
@@ -156,30 +169,29 @@ class TransferBatch(Sequence[Any]):
         from mrl_actors.thl.traces import Transfer  # traces imports this module
 
         b = self._b
-        lo, hi = int(b.out_off[i]), int(b.out_off[i + 1])
+        (lo, hi, exact, n_src, eos_in, eos, n_bytes, spans, one, nm_bytes, widest, most, orphan,
+         unk, dropped, lossy, invalid) = self._figures()[i]  # fmt: skip
         problems: list[str] = []
-        if b.orphan[i]:
+        if orphan:
             problems.append("peer tokens with no receiver token (their log-prob has no home)")
-        if b.eos[i] and not b.add_eos[i]:
+        if eos_in and not eos:
             problems.append("peer EOS has no receiver EOS role")
         m = hi - lo
-        eos = int(b.add_eos[i])
-        n_bytes = int(b.n_bytes[i])
-        unk = int(b.unk[i])
+        eos = int(eos)
         residual = Residual(
-            exact=bool(b.exact[i]) and not problems and unk == 0,
-            src_tokens=int(b.n_src[i]) + int(b.eos[i]),
+            exact=exact and not problems and unk == 0,
+            src_tokens=n_src + int(eos_in),
             dst_tokens=m,
             n_bytes=n_bytes,
-            spans=int(b.spans[i]) + eos,
-            one_to_one_share=(int(b.one[i]) + eos) / m if m else 1.0,
-            nm_byte_share=float(b.nm_bytes[i]) / n_bytes if n_bytes else 0.0,
-            longest_span_bytes=int(b.widest[i]),
-            longest_span_tokens=max(int(b.most[i]), eos),
-            lossy_bytes=int(b.lossy[i]),
-            invalid_utf8_bytes=int(b.invalid[i]),
+            spans=spans + eos,
+            one_to_one_share=(one + eos) / m if m else 1.0,
+            nm_byte_share=float(nm_bytes) / n_bytes if n_bytes else 0.0,
+            longest_span_bytes=widest,
+            longest_span_tokens=max(most, eos),
+            lossy_bytes=lossy,
+            invalid_utf8_bytes=invalid,
             unk_tokens=unk,
-            dropped_special=int(b.dropped[i]),
+            dropped_special=dropped,
             problems=tuple(problems),
         )
         adv: float | np.ndarray | None = None
