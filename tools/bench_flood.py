@@ -138,13 +138,20 @@ def flood(url: str, run: str, rate: float) -> None:
         msgs = payloads()
         sent, t0 = 0, time.monotonic()
         Path(os.environ["MRL_BENCH_STARTED"]).write_text(repr(t0))  # CLOCK_MONOTONIC: system-wide
+        from nats.errors import FlushTimeoutError, OutboundBufferLimitError
+
         while True:
             due = int((time.monotonic() - t0) * rate)
-            while sent < due:
-                subject, data = msgs[sent % len(msgs)]
-                await nc.publish(subject, data)  # core publish: the stream stores it, no ack
-                sent += 1
-            await nc.flush()
+            try:
+                while sent < due:
+                    subject, data = msgs[sent % len(msgs)]
+                    await nc.publish(subject, data)  # core publish: the stream stores it, no ack
+                    sent += 1
+                await nc.flush()
+            except (FlushTimeoutError, OutboundBufferLimitError):
+                # A server too busy to keep up (the point of the flood): keep pushing, a little
+                # later; what it stored is counted in the stream afterwards.
+                await anyio.sleep(0.05)
             await anyio.sleep(0.005)
 
     anyio.run(main)
@@ -154,10 +161,11 @@ def flood(url: str, run: str, rate: float) -> None:
 
 
 @contextmanager
-def flooder(run_dir: Path, run: str, rate: float, started: Path) -> Iterator[None]:
+def flooder(run_dir: Path, run: str, rate: float, started: Path, died: list[str]) -> Iterator[None]:
     """Start the flooding process once the run's server is up; stop it (by pid) at the end.
 
-    The flooder writes the monotonic time of its first publish to `started`."""
+    The flooder writes the monotonic time of its first publish to `started`; a flooder that
+    stopped before the run ended is named in `died`."""
     proc: subprocess.Popen[bytes] | None = None
     stop = False
 
@@ -193,6 +201,8 @@ def flooder(run_dir: Path, run: str, rate: float, started: Path) -> Iterator[Non
         stop = True
         waiter.join()
         if proc is not None:
+            if proc.poll() is not None:
+                died.append(f"the flooder exited early with status {proc.returncode}")
             proc.terminate()
             try:
                 proc.wait(timeout=10)
@@ -222,7 +232,8 @@ def unfiltered_actors() -> Any:
 
 def timed_run(root: Path, name: str, steps: int, rate: float) -> tuple[float, int, float]:
     """Wall time of one run (s), the foreign events its stream stored, and the seconds the flood
-    ran for (0 without one). Raises SystemExit when a policy did not take all its steps."""
+    ran for (0 without one). Raises SystemExit when a policy did not take all its steps or the
+    flooder stopped early."""
     from mrl_actors.run.runner import run_once
     from mrl_actors.spec import parse_spec
 
@@ -231,13 +242,14 @@ def timed_run(root: Path, name: str, steps: int, rate: float) -> tuple[float, in
     run_dir = root / name
     started = root / f"{name}.flood-started"
     done: dict[str, int] = {}
+    died: list[str] = []
 
     def on_step(policy: str, step: int, _metrics: dict[str, float]) -> None:
         done[policy] = max(done.get(policy, 0), step)
 
     t0 = time.perf_counter()
     if rate > 0:
-        with flooder(run_dir, name, rate, started):
+        with flooder(run_dir, name, rate, started, died):
             anyio.run(lambda: run_once(spec, text, run_dir, on_step=on_step))
             end = time.monotonic()
     else:
@@ -247,6 +259,8 @@ def timed_run(root: Path, name: str, steps: int, rate: float) -> tuple[float, in
     want = {p.name: steps for p in spec.policies}
     if done != want:
         raise SystemExit(f"run {name}: steps taken {done}, expected {want}")
+    if died:
+        raise SystemExit(f"run {name}: {died[0]}")
     flood_s = end - float(started.read_text()) if rate > 0 and started.exists() else 0.0
     return wall, anyio.run(count_foreign, run_dir, name), flood_s
 
