@@ -576,6 +576,15 @@ def encode(event: Event) -> bytes:
     return _encoder.encode(event)
 
 
+def encode_into(event: Event, buf: bytearray) -> None:
+    """The wire form of an event written into `buf`, which is resized to fit it exactly.
+
+    A writer that reuses one buffer skips the growing and copying a fresh `bytes` goes through
+    for a large event (a rollout group of tens of KiB): a few microseconds instead of tens.
+    """
+    _encoder.encode_into(event, buf)
+
+
 def decode(data: bytes, *, max_bytes: int = MAX_EVENT_BYTES) -> AnyEvent:
     """Decode one event, upcasting older versions; raise `EventDecodeError` with the reason.
 

@@ -28,6 +28,7 @@ from mrl_actors import events as ev
 from mrl_actors.errors import MrlError
 from mrl_actors.logs import get_logger
 from mrl_actors.mwra.config import MwraConfig
+from mrl_actors.mwra.memory import Memory
 from mrl_actors.mwra.rule import SOURCE, decide
 from mrl_actors.mwra.state import MwraState
 from mrl_actors.mwra.validate import DecisionCheck
@@ -61,6 +62,7 @@ class Leader:
         self.config = config
         self.check = DecisionCheck(config, mwra=True)  # folds only valid decisions
         self.state = MwraState()
+        self.memory = Memory()  # recent moves and the rates' uncertainty, folded beside it
         self.last_seq = 0  # the last sequence folded
         self.chain_seq = 0  # the sequence of the last decision on the allocator's subject
         self.own_seq = 0  # our last decision's sequence: decide again only once it is folded
@@ -78,13 +80,14 @@ class Leader:
         if why is not None:  # a forged or stale decision: the chain goes on from the last valid
             get_logger(__name__).warning("decision_refused", seq=seq, reason=why)
         self.state = self.check.state
+        self.memory = self.check.memory
         if isinstance(event, _WAKE):
             self.wake.set()
 
     def decision(self, now_ns: int) -> ev.SlotsAssigned | None:
         if self.last_seq < self.own_seq:  # our last decision is not folded yet
             return None
-        made = decide(self.state, now_ns, self.config)
+        made = decide(self.state, now_ns, self.config, self.memory)
         return None if made is None else msgspec.structs.replace(made, seen_seq=self.last_seq)
 
 

@@ -20,6 +20,7 @@ import msgspec
 
 from mrl_actors import events as ev
 from mrl_actors.mwra.config import MwraConfig
+from mrl_actors.mwra.memory import Memory, remember
 from mrl_actors.mwra.rule import SOURCE, decide
 from mrl_actors.mwra.state import MwraState, evolve
 from mrl_actors.see.record import Record
@@ -31,6 +32,7 @@ class Allocator:
     def __init__(self, config: MwraConfig, state: MwraState | None = None) -> None:
         self.config = config
         self.state = state or MwraState()
+        self.memory = Memory()
         self.decisions: list[ev.SlotsAssigned] = []
 
     def observe(self, event: ev.Event) -> None:
@@ -40,9 +42,10 @@ class Allocator:
             alpha=self.config.ema_alpha,
             rate_window_s=self.config.rate_window_s,
         )
+        self.memory = remember(self.memory, event, rate_window_s=self.config.rate_window_s)
 
     def step(self, now_ns: int) -> ev.SlotsAssigned | None:
-        decision = decide(self.state, now_ns, self.config)
+        decision = decide(self.state, now_ns, self.config, self.memory)
         if decision is not None:
             self.observe(decision)
             self.decisions.append(decision)
@@ -68,15 +71,20 @@ def check(records: Iterable[Record[Any] | ev.Event], config: MwraConfig) -> list
     wanted = sorted(
         {e.seen_seq for _, e, _ in items if isinstance(e, ev.SlotsAssigned) and e.seen_seq > 0}
     )
-    snapshots: dict[int, MwraState] = {}
+    snapshots: dict[int, tuple[MwraState, Memory]] = {}
     state = MwraState()
+    memory = Memory()
     mismatches: list[ReplayMismatch] = []
     for i, (seq, event, at_ns) in enumerate(items):
         while wanted and wanted[0] < seq:  # the state of the log up to and including wanted[0]
-            snapshots[wanted.pop(0)] = state
+            snapshots[wanted.pop(0)] = (state, memory)
         if isinstance(event, ev.SlotsAssigned) and event.source == SOURCE:
-            base = snapshots.get(event.seen_seq, state) if event.seen_seq else state
-            replayed = decide(base, event.time_ns, config)
+            base, mem = (
+                snapshots.get(event.seen_seq, (state, memory))
+                if event.seen_seq
+                else (state, memory)
+            )
+            replayed = decide(base, event.time_ns, config, mem)
             if replayed is not None and event.seen_seq:
                 replayed = msgspec.structs.replace(replayed, seen_seq=event.seen_seq)
             if replayed != event:
@@ -84,4 +92,5 @@ def check(records: Iterable[Record[Any] | ev.Event], config: MwraConfig) -> list
         state = evolve(
             state, event, alpha=config.ema_alpha, rate_window_s=config.rate_window_s, at_ns=at_ns
         )
+        memory = remember(memory, event, rate_window_s=config.rate_window_s)
     return mismatches

@@ -26,6 +26,7 @@ import msgspec
 
 from mrl_actors import events as ev
 from mrl_actors.mwra.config import MwraConfig
+from mrl_actors.mwra.memory import Memory, remember
 from mrl_actors.mwra.rule import SOURCE, decide
 from mrl_actors.mwra.state import MwraState, evolve
 
@@ -42,10 +43,11 @@ class DecisionCheck:
         self.config = config
         self.mwra = mwra  # the spec's allocator is MWRA: its decisions may be valid
         self.state = MwraState()
+        self.memory = Memory()  # the moves the rule's hold weighs, folded from valid decisions
         self.epoch = 0  # the last valid decision's epoch
         self.valid_seq = 0  # and its sequence
         self.refused = 0
-        self._history: deque[tuple[int, MwraState]] = deque(maxlen=MAX_HISTORY)
+        self._history: deque[tuple[int, MwraState, Memory]] = deque(maxlen=MAX_HISTORY)
 
     def observe(self, seq: int, event: ev.Event, at_ns: int = 0) -> str | None:
         """Fold the record at `seq` (stored at `at_ns`); for a `SlotsAssigned`, None when it
@@ -61,10 +63,11 @@ class DecisionCheck:
             rate_window_s=self.config.rate_window_s,
             at_ns=at_ns,
         )
+        self.memory = remember(self.memory, event, rate_window_s=self.config.rate_window_s)
         if isinstance(event, ev.SlotsAssigned):
             self.epoch, self.valid_seq = event.epoch, seq
             self._history.clear()
-        self._history.append((seq, self.state))
+        self._history.append((seq, self.state, self.memory))
         return None
 
     def why_invalid(self, seq: int, event: ev.SlotsAssigned, at_ns: int) -> str | None:
@@ -82,18 +85,18 @@ class DecisionCheck:
         base = self._state_at(event.seen_seq)
         if base is None:
             return f"seen_seq {event.seen_seq} is older than the states kept"
-        made = decide(base, event.time_ns, self.config)
+        made = decide(base[0], event.time_ns, self.config, base[1])
         if made is None or msgspec.structs.replace(made, seen_seq=event.seen_seq) != event:
             return "MWRA's rule does not make this decision from the log up to its seen_seq"
         return None
 
-    def _state_at(self, seen_seq: int) -> MwraState | None:
-        """The fold of the log up to and including `seen_seq`."""
-        best: MwraState | None = None
-        for seq, state in self._history:
+    def _state_at(self, seen_seq: int) -> tuple[MwraState, Memory] | None:
+        """The folds (state and memory) of the log up to and including `seen_seq`."""
+        best: tuple[MwraState, Memory] | None = None
+        for seq, state, memory in self._history:
             if seq > seen_seq:
                 break
-            best = state
+            best = (state, memory)
         if best is None and not self._history and self.valid_seq <= seen_seq:
-            best = self.state
+            best = (self.state, self.memory)
         return best

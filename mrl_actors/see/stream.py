@@ -28,6 +28,7 @@ from mrl_actors.events import (
     Event,
     decode,
     encode,
+    encode_into,
     identity_error,
 )
 from mrl_actors.logs import get_logger
@@ -280,14 +281,29 @@ class EventLog:
 
     async def append_many_acked(self, events: Sequence[Event]) -> list[Ack]:
         """Pipelined; the publishes whose acks fail transiently are retried one by one under
-        their own msg ids (stored once however often they are sent)."""
-        prepared = [await self.prepare(event) for event in events]
+        their own msg ids (stored once however often they are sent).
+
+        Each event is encoded into one reused buffer and published at once, and the loop yields
+        after each publish so that the client's flusher puts it on the wire while the next one
+        encodes: the server works on the first events of a batch before the last is encoded.
+        (The client copies the payload into its command when `publish_async` is called, so the
+        buffer can be reused at once.)
+        """
+        subjects = [self.subject_of(event) for event in events]  # all checked before any is sent
         futures = []
-        for event, (subject, data) in zip(events, prepared, strict=True):
+        buf = bytearray()
+        for event, subject in zip(events, subjects, strict=True):
+            encode_into(event, buf)
+            data: bytes | bytearray = buf
+            if len(buf) > self.inline_limit:  # to the blob store: its pointer is published
+                subject, data = await self.prepare(event)
             fut = await self.js.publish_async(
-                subject, data, headers={"Nats-Msg-Id": event.event_id}
+                subject,
+                data,  # nats-py copies any bytes-like payload into its command at once
+                headers={"Nats-Msg-Id": event.event_id},
             )
             futures.append(fut)
+            await anyio.sleep(0)
         acks: list[Any] = [None] * len(events)
         with anyio.move_on_after(min(self.config.ack_timeout_s, _ATTEMPT_S)):
             for i, (event, fut) in enumerate(zip(events, futures, strict=True)):
@@ -302,8 +318,8 @@ class EventLog:
         out: list[Ack] = []
         for i, event in enumerate(events):
             if acks[i] is None:  # no ack (yet): send again under the same id
-                subject, data = prepared[i]
                 try:
+                    subject, data = await self.prepare(event)  # encoded again: the buffer moved on
                     acks[i] = await self._publish(subject, data, {"Nats-Msg-Id": event.event_id})
                 except Exception as exc:
                     raise LogError(
