@@ -16,10 +16,11 @@ from typing import Any, Literal
 
 import msgspec
 
-from mrl_actors.checks import MAX_STEPS, check_float, check_int, fail
+from mrl_actors.checks import MAX_STEPS, check_finite_tree, check_float, check_int, fail
 from mrl_actors.errors import ConfigError
 from mrl_actors.grpo.config import GRPOConfig
 from mrl_actors.models.builtin import builtin_name, is_builtin
+from mrl_actors.models.weights_config import WeightsConfig
 from mrl_actors.mwra.config import MwraConfig
 from mrl_actors.probes.config import ProbeName
 from mrl_actors.probes.registry import ProbesConfig, check_probe
@@ -246,6 +247,7 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     server: ServerSection = ServerSection()
     placement: PlacementSection = PlacementSection()
     mwra: MwraConfig = MwraConfig()  # the allocator's knobs (with `placement.allocator = "mwra"`)
+    weights: WeightsConfig = WeightsConfig()  # how weights versions travel (docs/weights.md)
     policies: list[PolicySpec]
 
     def __post_init__(self) -> None:
@@ -341,6 +343,9 @@ def parse_spec(text: str, *, source: str = "<spec>", base_dir: Path | None = Non
         raise ConfigError(f"{source}: arrays or tables nested too deeply to be a spec") from exc
     try:
         spec = msgspec.convert(raw, RunSpec)
+        check_finite_tree(raw)  # and every float the fields' own checks do not bound
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {_where(str(exc))}") from exc
     except (ValueError, TypeError, RecursionError) as exc:  # checks outside msgspec's reach
@@ -405,7 +410,7 @@ def _where(message: str) -> str:
         where = f"{path}.{named.group(2)}" if path else named.group(2)
         if named.group(1) == "missing required":
             return f"{where}: required, and missing"
-        return f"{where}: unknown field (a typo? see the spec reference)"
+        return f"{where}: unknown field (a typo? every field: docs/grpo-and-probes.md#the-spec)"
     field = re.match(r"^([A-Za-z_][\w.\[\]]*): (.*)$", what, re.DOTALL)
     if field:
         where = f"{path}.{field.group(1)}" if path else field.group(1)

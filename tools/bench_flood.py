@@ -1,18 +1,23 @@
 """A toy run alone, and the same run while an outside client floods its stream: the slowdown.
 
-    python tools/bench_flood.py [--rate 5000] [--rounds 2] [--steps 4] [--unfiltered]
+    python tools/bench_flood.py [--rate 6000] [--rounds 3] [--steps 4] [--unfiltered]
 
 The flood is valid `RewardSummary`, `RolloutGroupCompleted` and `SuccessVerified` events (the
 kinds policy actors fold) from a source that is not one of the run's policies, published by a
-separate process with the run server's admin credentials at `--rate` events/s from the moment the
-run's stream exists until the run ends. Policy actors ask the server only for their own and their
+separate process at `--rate` events/s from the moment the run's server is up until the run ends.
+The flooder connects as the run server's `admin` user (user and password, the one user that may
+write a foreign source's subjects; a policy user may write only its own), so every flooded event
+is stored. Policy actors ask the server only for their own and their
 peers' subjects, so these events should cost them nothing; what is left is the cost of a busy
 server and a busy publisher on the same cores. `--unfiltered` adds a column where the actors read
 every source of their kinds (the behaviour before server-side source filters) for comparison.
 
 After one untimed warm-up run (which also builds the warm-started tiny models), plain and
-flooded runs alternate `--rounds` times; the table shows the median wall time of each and the
-slowdown of the medians.
+flooded runs alternate `--rounds` times (at least 3); the table shows the median wall time of each,
+the slowdown of the medians and its spread over the paired rounds. The script checks that what it
+measures happened and exits 1 otherwise: every run took all its steps for every policy, no plain
+run stored a foreign event, and every flooded run stored at least `--min-stored` foreign events
+per second of flooding (counted in the stream afterwards).
 """
 
 from __future__ import annotations
@@ -73,7 +78,7 @@ def flood(url: str, run: str, rate: float) -> None:
     """Publish folded-kind events from a foreign source at `rate`/s until killed."""
     from mrl_actors import events as ev
     from mrl_actors import logs
-    from mrl_actors.see.connection import ConnectionConfig, connect
+    from mrl_actors.see.connection import ConnectionConfig
 
     logs.configure("console", "error")  # the run's server stops before this process does
 
@@ -126,18 +131,50 @@ def flood(url: str, run: str, rate: float) -> None:
         return [(f"mrl.{run}.{kind}.{INTRUDER}", ev.encode(e)) for kind, e in out]
 
     async def main() -> None:
-        cfg = ConnectionConfig(url=url, token=os.environ["MRL_BENCH_TOKEN"])
-        nc = await connect(cfg)
-        msgs = payloads()
+        """The NATS client protocol itself, with the PUB commands built once: the flood's cost
+        on the cores is then the server's (storing, filtering), not a Python client's per
+        message. CONNECT carries the user and password; the server's `-ERR` (a refused
+        publish or login) ends this process with an error, which fails the run."""
+        import asyncio
+        import json
+        from urllib.parse import urlparse
+
+        import msgspec
+
+        cfg = msgspec.json.decode(os.environ["MRL_BENCH_CONN"], type=ConnectionConfig)
+        url = urlparse(cfg.url.split(",")[0])
+        reader, writer = await asyncio.open_connection(url.hostname, url.port)
+        info = await reader.readline()
+        if not info.startswith(b"INFO"):
+            raise SystemExit(f"flooder: no INFO from the server: {info[:80]!r}")
+        hello = {"verbose": False, "pedantic": False, "user": cfg.user, "pass": cfg.password}
+        hello |= {"name": "flooder", "lang": "python", "version": "0", "protocol": 1}
+        writer.write(b"CONNECT " + json.dumps(hello).encode() + b"\r\nPING\r\n")
+        while (line := await reader.readline()) and not line.startswith(b"PONG"):
+            if line.startswith(b"-ERR"):
+                raise SystemExit(f"flooder: the server refused the login: {line.strip()!r}")
+        cmds = [b"PUB %s %d\r\n%s\r\n" % (s.encode(), len(d), d) for s, d in payloads()]
+
+        async def answer() -> str:
+            """PONG to the server's PINGs; the reason the flood must stop, when it must."""
+            while line := await reader.readline():
+                if line.startswith(b"PING"):
+                    writer.write(b"PONG\r\n")
+                elif line.startswith(b"-ERR"):
+                    return f"flooder: the server refused: {line.strip()!r}"
+            return "flooder: the server closed the connection"
+
+        task = asyncio.ensure_future(answer())
         sent, t0 = 0, time.monotonic()
-        while True:
+        Path(os.environ["MRL_BENCH_STARTED"]).write_text(repr(t0))  # CLOCK_MONOTONIC: system-wide
+        while not task.done():
             due = int((time.monotonic() - t0) * rate)
-            while sent < due:
-                subject, data = msgs[sent % len(msgs)]
-                await nc.publish(subject, data)  # core publish: the stream stores it, no ack
-                sent += 1
-            await nc.flush()
-            await anyio.sleep(0.005)
+            if due > sent:
+                writer.write(b"".join(cmds[i % len(cmds)] for i in range(sent, due)))
+                sent = due
+                await writer.drain()  # a server too busy to read: wait, then catch up
+            await asyncio.sleep(0.005)
+        raise SystemExit(task.result())
 
     anyio.run(main)
 
@@ -146,8 +183,11 @@ def flood(url: str, run: str, rate: float) -> None:
 
 
 @contextmanager
-def flooder(run_dir: Path, run: str, rate: float) -> Iterator[None]:
-    """Start the flooding process once the run's server is up; stop it (by pid) at the end."""
+def flooder(run_dir: Path, run: str, rate: float, started: Path, died: list[str]) -> Iterator[None]:
+    """Start the flooding process once the run's server is up; stop it (by pid) at the end.
+
+    The flooder writes the monotonic time of its first publish to `started`; a flooder that
+    stopped before the run ended is named in `died`."""
     proc: subprocess.Popen[bytes] | None = None
     stop = False
 
@@ -163,7 +203,11 @@ def flooder(run_dir: Path, run: str, rate: float) -> Iterator[None]:
             return
         info = msgspec.json.decode((run_dir / SERVER_INFO).read_bytes(), type=ServerInfo)
         cfg = info.client(user="admin")
-        env = {**os.environ, "MRL_BENCH_TOKEN": cfg.token}
+        env = {
+            **os.environ,
+            "MRL_BENCH_CONN": msgspec.json.encode(cfg).decode(),
+            "MRL_BENCH_STARTED": str(started),
+        }
         proc = subprocess.Popen(
             [sys.executable, __file__, "--flood", cfg.url, "--run", run, "--rate", str(rate)],
             env=env,
@@ -179,6 +223,8 @@ def flooder(run_dir: Path, run: str, rate: float) -> Iterator[None]:
         stop = True
         waiter.join()
         if proc is not None:
+            if proc.poll() is not None:
+                died.append(f"the flooder exited early with status {proc.returncode}")
             proc.terminate()
             try:
                 proc.wait(timeout=10)
@@ -206,22 +252,39 @@ def unfiltered_actors() -> Any:
     return original
 
 
-def timed_run(root: Path, name: str, steps: int, rate: float) -> tuple[float, int]:
-    """Wall time of one run (s), and how many foreign events its stream stored."""
+def timed_run(root: Path, name: str, steps: int, rate: float) -> tuple[float, int, float]:
+    """Wall time of one run (s), the foreign events its stream stored, and the seconds the flood
+    ran for (0 without one). Raises SystemExit when a policy did not take all its steps or the
+    flooder stopped early."""
     from mrl_actors.run.runner import run_once
     from mrl_actors.spec import parse_spec
 
     text = spec_text(name, steps)
     spec = parse_spec(text)
     run_dir = root / name
+    started = root / f"{name}.flood-started"
+    done: dict[str, int] = {}
+    died: list[str] = []
+
+    def on_step(policy: str, step: int, _metrics: dict[str, float]) -> None:
+        done[policy] = max(done.get(policy, 0), step)
+
     t0 = time.perf_counter()
     if rate > 0:
-        with flooder(run_dir, name, rate):
-            anyio.run(lambda: run_once(spec, text, run_dir))
+        with flooder(run_dir, name, rate, started, died):
+            anyio.run(lambda: run_once(spec, text, run_dir, on_step=on_step))
+            end = time.monotonic()
     else:
-        anyio.run(lambda: run_once(spec, text, run_dir))
+        anyio.run(lambda: run_once(spec, text, run_dir, on_step=on_step))
+        end = time.monotonic()
     wall = time.perf_counter() - t0
-    return wall, anyio.run(count_foreign, run_dir, name)
+    want = {p.name: steps for p in spec.policies}
+    if done != want:
+        raise SystemExit(f"run {name}: steps taken {done}, expected {want}")
+    if died:
+        raise SystemExit(f"run {name}: {died[0]}")
+    flood_s = end - float(started.read_text()) if rate > 0 and started.exists() else 0.0
+    return wall, anyio.run(count_foreign, run_dir, name), flood_s
 
 
 async def count_foreign(run_dir: Path, run: str) -> int:
@@ -240,8 +303,11 @@ async def count_foreign(run_dir: Path, run: str) -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rate", type=float, default=5000.0, help="flood events per second")
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rate", type=float, default=6000.0, help="flood events per second")
+    p.add_argument("--rounds", type=int, default=3, help="paired rounds (median taken), >= 3")
+    p.add_argument(
+        "--min-stored", type=float, default=5000.0, help="foreign events/s the flood must store"
+    )
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--unfiltered", action="store_true", help="also time unfiltered actors")
     p.add_argument("--flood", metavar="URL", help=argparse.SUPPRESS)
@@ -250,6 +316,8 @@ def main() -> None:
     if args.flood:
         flood(args.flood, args.run, args.rate)
         return
+    if args.rounds < 3:
+        p.error("--rounds must be at least 3 (a median of paired rounds)")
 
     from mrl_actors import logs
 
@@ -261,31 +329,52 @@ def main() -> None:
         timed_run(root, "warmup", args.steps, 0)
         print(f"warm-up run (builds the tiny models): {time.perf_counter() - t0:.1f} s")
         cols: dict[str, list[float]] = {"plain": [], "flooded": []}
-        stored: dict[str, list[int]] = {"plain": [], "flooded": []}
+        stored: dict[str, list[float]] = {"plain": [], "flooded": []}  # foreign events/s
         if args.unfiltered:
             cols["flooded, unfiltered"], stored["flooded, unfiltered"] = [], []
+        problems: list[str] = []
         for r in range(args.rounds):
-            for col in cols:
+            order = list(cols) if r % 2 == 0 else list(cols)[::-1]
+            for col in order:
                 rate = 0.0 if col == "plain" else args.rate
                 restore = unfiltered_actors() if col == "flooded, unfiltered" else None
                 try:
                     name = f"{col.split(',')[0]}{'-u' if restore else ''}-{r}"
-                    wall, n = timed_run(root, name, args.steps, rate)
+                    wall, n, flood_s = timed_run(root, name, args.steps, rate)
                 finally:
                     if restore is not None:
                         from mrl_actors.actors import policy
 
                         policy.PolicyActor._read = restore  # type: ignore[method-assign]
+                ev_s = n / flood_s if flood_s > 0 else 0.0
                 cols[col].append(wall)
-                stored[col].append(n)
-                print(f"round {r}: {col:<20} {wall:6.1f} s, foreign events stored: {n:,}")
+                stored[col].append(ev_s)
+                print(
+                    f"round {r}: {col:<20} {wall:6.1f} s, foreign events stored: {n:,} "
+                    f"({ev_s:,.0f}/s over {flood_s:.1f} s of flooding)"
+                )
+                if rate == 0 and n:
+                    problems.append(f"{name}: {n} foreign events in a run nobody flooded")
+                if rate > 0 and ev_s < args.min_stored:
+                    problems.append(
+                        f"{name}: the flood stored {ev_s:,.0f} foreign events/s, "
+                        f"below --min-stored {args.min_stored:,.0f}"
+                    )
         base = statistics.median(cols["plain"])
         print()
-        print(f"{'run':<20} {'median s':>9} {'slowdown':>9} {'foreign ev/s':>13}")
+        print(
+            f"{'run':<20} {'median s':>9} {'slowdown':>9} {'paired spread':>15} "
+            f"{'foreign ev/s':>13}   (load avg {os.getloadavg()[0]:.2f}, {os.cpu_count()} cpus)"
+        )
         for col, walls in cols.items():
             med = statistics.median(walls)
-            ev_s = statistics.median(n / w for n, w in zip(stored[col], walls, strict=True))
-            print(f"{col:<20} {med:>9.1f} {med / base - 1:>+9.1%} {ev_s:>13,.0f}")
+            paired = [w / b - 1 for w, b in zip(walls, cols["plain"], strict=True)]
+            spread = f"{min(paired):+.1%}..{max(paired):+.1%}"
+            ev_s = statistics.median(stored[col])
+            print(f"{col:<20} {med:>9.1f} {med / base - 1:>+9.1%} {spread:>15} {ev_s:>13,.0f}")
+        if problems:
+            print("\nFAILED: the benchmark did not measure what it says:\n" + "\n".join(problems))
+            sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
 """MWRA against a static 50/50 split, live, side by side: a skewed pair on three CPU nodes.
 
-    python tools/bench_mwra.py [--steps 16] [--repeats 1] [--out DIR]
+    python tools/bench_mwra.py [--steps 30] [--repeats 3] [--out DIR]
 
 Two policies of the toy pair, one of them slow: it samples `--slow-tokens` tokens per completion
 (no stop string, no stop at end-of-sequence) where the fast one stops at the end of its answer
 line (at most 8 tokens). Three nodes (`h1`, `h2`, `h3`, two CPU slots each) run as
 `mrl-node` processes against one embedded server; each policy's learner has a slot of its own
 and the four other slots are rollout slots, two per policy, as `[placement]` says. The same
-spec runs twice, alternating (`--repeats` times each):
+spec runs twice per repeat, the order alternating, after one untimed warm-up run of each
+(`--repeats` times each, at least 3):
 
 - static: `allocator = "static"`, the placement holds for the whole run;
 - mwra: `allocator = "mwra"`, the placement is MWRA's starting point and the allocator (a
@@ -17,7 +18,10 @@ Printed per run and policy, from the run's log: learner steps per minute (from i
 last step), the learner's idle share (its wait for groups over wait plus compute,
 `LearnerStepTimed`), the mean seconds per step, and for MWRA its decisions and measured slot
 moves. The slow policy's steps per minute is the figure MWRA should raise; the machine's cores
-are shared by every actor, so a slot moved to the slow policy also moves CPU time to it.
+are shared by every actor, so a slot moved to the slow policy also moves CPU time to it. The
+summary is the median over repeats of each pair's ratio (mwra over static), with its spread. The
+script checks that what it measures happened and exits 1 otherwise: every run took all its steps
+for both policies, and every MWRA run's allocator made its decisions and moved slots.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -176,6 +181,7 @@ def measure(run_dir: Path, spec: Any) -> dict[str, dict[str, float]]:
         wait = sum(t.wait_s for t in timed)
         compute = sum(t.compute_s for t in timed)
         out[p.name] = {
+            "steps": float(max((e.step for e in done), default=0)),
             "steps_per_min": (len(done) - 1) / wall * 60 if wall > 0 else 0.0,
             "idle": wait / (wait + compute) if wait + compute > 0 else 0.0,
             "s_per_step": wall / max(len(done) - 1, 1),
@@ -202,22 +208,36 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--slow-tokens", type=int, default=96)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3, help="paired repeats, >= 3")
     parser.add_argument("--out", type=Path, default=None, help="keep the runs here")
     args = parser.parse_args(argv)
+    if args.repeats < 3:
+        parser.error("--repeats must be at least 3 (a median of paired repeats)")
 
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-mwra-"))
     rows: list[tuple[str, int, dict[str, dict[str, float]], float]] = []
+    problems: list[str] = []
     try:
-        for rep in range(args.repeats):
-            for allocator in ("static", "mwra"):
-                name = f"bench-mwra-{allocator}-{rep}"
+        for rep in range(-1, args.repeats):  # rep -1: untimed warm-up of both arms
+            order = ("static", "mwra") if rep % 2 == 0 else ("mwra", "static")
+            for allocator in order:
+                name = f"bench-mwra-{allocator}-{rep + 1}"
                 spec, text = make_spec(allocator, args.steps, args.slow_tokens, name)
                 run_dir = out / name
                 shutil.rmtree(run_dir, ignore_errors=True)
                 t0 = time.perf_counter()
                 anyio.run(run_nodes, spec, text, run_dir)
-                rows.append((allocator, rep, measure(run_dir, spec), time.perf_counter() - t0))
+                wall = time.perf_counter() - t0
+                got = measure(run_dir, spec)
+                for p in ("slow", "fast"):
+                    if got[p]["steps"] != args.steps:
+                        problems.append(f"{name}: {p} took {got[p]['steps']:.0f} steps")
+                if allocator == "mwra" and not got["_run"]["moves"]:
+                    problems.append(
+                        f"{name}: MWRA moved no slot ({got['_run']['decisions']:.0f} decisions)"
+                    )
+                if rep >= 0:
+                    rows.append((allocator, rep, got, wall))
     finally:
         if args.out is None:
             shutil.rmtree(out, ignore_errors=True)
@@ -241,14 +261,20 @@ def main(argv: list[str] | None = None) -> int:
             f"{wall:.0f} |"
         )
     by = {
-        a: [r["slow"]["steps_per_min"] for a2, _, r, _ in rows if a2 == a]
+        a: {rep: r["slow"]["steps_per_min"] for a2, rep, r, _ in rows if a2 == a}
         for a in ("static", "mwra")
     }
-    mean = {a: sum(v) / len(v) for a, v in by.items()}
+    ratios = [by["mwra"][rep] / by["static"][rep] for rep in sorted(by["mwra"])]
     print(
-        f"\nslow policy steps/min, mean over repeats: static {mean['static']:.2f}, "
-        f"mwra {mean['mwra']:.2f} (ratio {mean['mwra'] / mean['static']:.2f})"
+        f"\nslow policy steps/min, median over {len(ratios)} repeats: static "
+        f"{statistics.median(by['static'].values()):.2f}, mwra "
+        f"{statistics.median(by['mwra'].values()):.2f}; paired ratio mwra/static median "
+        f"{statistics.median(ratios):.2f} (spread {min(ratios):.2f}-{max(ratios):.2f}); "
+        f"load avg {os.getloadavg()[0]:.2f}"
     )
+    if problems:
+        print("\nFAILED: the benchmark did not measure what it says:\n" + "\n".join(problems))
+        return 1
     return 0
 
 

@@ -3,6 +3,7 @@
     python tools/sim_mwra.py                      # 8, 64 and 1024 slots, one simulated hour each
     python tools/sim_mwra.py --slots 8 --hours 0.5 --seed 3
     python tools/sim_mwra.py --drift 0 --noise 0   # a stationary, noise-free cluster
+    python tools/sim_mwra.py --noisy-rates         # rates measured over 2 s windows, as live
 
 Simulated nodes own slots; each slot hosts one policy's rollout worker or a share of its learner.
 The cost model, per policy: decode tokens/s per slot fall with parameter count, completion
@@ -27,6 +28,10 @@ on the same simulator, maximising the balanced rate: the steps/h of the policy t
 the objective for an equal ratio), MWRA, MWRA without the cost gate, and MWRA with neither gate
 nor hysteresis. Ratios are on that balanced rate (`min/...`), and on the slow policy alone.
 A second table kills the last node half-way and reports how long until its slots were reassigned.
+Every row counts reversals: moves undoing one made on the same membership within the rule's hold
+(`rev/hold`, what MWRA promises not to do) and moves undoing the previous one at any age
+(`rev/any`). `--noisy-rates` measures each report over a short window (Poisson counts of the
+completions finished in it), as a live rollout actor's short batches do.
 """
 
 from __future__ import annotations
@@ -95,6 +100,9 @@ class Scenario:
     backlog_steps: float = 2.0  # rollout runs at most this many steps ahead
     drift: float = 0.0  # amplitude of the completion-length drift (0.1: ±10%)
     noise: float = 0.0  # sigma of a lognormal factor on each node report (0.2: about ±20%)
+    # Noisy-rate mode: each report measures the completions finished in this many seconds
+    # (Poisson counts, as a live rollout actor's short batches give), 0: the whole report period.
+    short_window_s: float = 0.0
 
     @property
     def slots_per_node(self) -> int:
@@ -130,6 +138,8 @@ class Result:
     reassign_s: float | None = None
     split: dict[str, int] = field(default_factory=dict)
     replay_ok: bool = True
+    reversals: int = 0  # moves undoing one made on the same membership within the hold
+    reversals_any: int = 0  # moves undoing the previous move on the same membership, at any age
 
     @property
     def balanced(self) -> float:
@@ -165,6 +175,11 @@ class Sim:
         self.log: list[ev.Event] = []
         self.reassign_s: float | None = None
         self.alloc = Allocator(config) if config is not None else None
+        # Each move on an unchanged membership: (time, steps per policy then, delta per policy).
+        self.move_log: list[tuple[float, dict[str, int], dict[str, int]]] = []
+        self.reversals = 0
+        self.reversals_any = 0
+        self._last_split: tuple[frozenset[str], dict[str, int]] | None = None
         if static is not None:
             self._place_static(static)
         self._active: dict[str, int] = {}
@@ -196,7 +211,38 @@ class Sim:
         decision = self.alloc.step(int(self.t * NS))
         if decision is not None:
             self.log.append(decision)
+            self._count_reversal(decision)
             self._apply(decision)
+
+    def _count_reversal(self, decision: ev.SlotsAssigned) -> None:
+        """Count a move that undoes an earlier one on the same membership (the sim's own view:
+        its steps and clock, not MWRA's memory)."""
+        assert self.alloc is not None
+        members = frozenset(a.node for a in decision.assignments)
+        counts = dict.fromkeys(self.pol, 0)
+        for a in decision.assignments:
+            if a.role == "rollout":
+                counts[a.policy] += 1
+        last, self._last_split = self._last_split, (members, counts)
+        if last is None or last[0] != members:
+            self.move_log.clear()  # membership changed: earlier moves are moot
+            return
+        delta = {p: counts[p] - last[1][p] for p in counts}
+        if not any(delta.values()):
+            return
+        steps = {p: q.steps for p, q in self.pol.items()}
+        hold = self.alloc.config.hold_intervals
+        for i, (at, then, old) in enumerate(reversed(self.move_log)):
+            undoes = any(delta[p] * old[p] < 0 for p in delta)
+            intervals = min(
+                min(steps[p] - then[p] for p in steps), (self.t - at) / self.sc.report_s
+            )
+            if undoes and i == 0:
+                self.reversals_any += 1
+            if undoes and intervals < hold:
+                self.reversals += 1
+                break
+        self.move_log.append((self.t, steps, delta))
 
     # ------------------------------------------------------------------ the fluid
 
@@ -320,21 +366,29 @@ class Sim:
             m = p.model
             tps = n * m.decode_tps
             mean_len = self._len(name)
-            finished = max(1, int(tps * self.sc.report_s / mean_len))
+            window = self.sc.short_window_s or self.sc.report_s
+            if self.sc.short_window_s:
+                finished = int(self.rng.poisson(tps * window / mean_len))
+                if finished == 0:  # nothing finished in the window: nothing to report
+                    continue
+            else:
+                finished = max(1, int(tps * window / mean_len))
             mu = np.log(mean_len) - m.len_sigma**2 / 2
             lengths = self.rng.lognormal(mu, m.len_sigma, size=min(finished, 4096))
             # Interference, stragglers, cache hits: a node's rate wobbles beyond length noise.
             noise = float(self.rng.lognormal(0.0, self.sc.noise)) if self.sc.noise else 1.0
+            if self.sc.short_window_s:  # rate = completions finished in the window / window
+                noise *= finished * mean_len / (tps * window) * float(lengths.mean()) / mean_len
             self._emit(
                 ev.ThroughputReported(
                     run=RUN,
-                    source=node,
-                    event_id=ev.event_id("throughput", RUN, node, name, t_ns),
+                    source=name,  # a policy's rollout actor, naming its node
+                    event_id=ev.event_id("throughput", RUN, name, node, t_ns),
                     time_ns=t_ns,
                     node=node,
                     policy=name,
                     role="rollout",
-                    window_s=self.sc.report_s,
+                    window_s=window,
                     tokens_per_s=tps / n,  # one slot's rate, as a rollout actor reports it
                     samples_per_s=tps / n / float(lengths.mean()) * noise,
                 )
@@ -403,6 +457,8 @@ class Sim:
             reassign_s=self.reassign_s,
             split=split,
             replay_ok=replay_ok,
+            reversals=self.reversals,
+            reversals_any=self.reversals_any,
         )
 
     def _handle(self, kind: str, arg: object) -> None:
@@ -527,9 +583,16 @@ class Row:
 
 
 def compare(
-    slots: int, hours: float, seed: int, drift: float, noise: float
+    slots: int, hours: float, seed: int, drift: float, noise: float, short_window_s: float = 0.0
 ) -> tuple[list[Row], list[Row]]:
-    sc = Scenario(slots=slots, hours=hours, seed=seed, drift=drift, noise=noise)
+    sc = Scenario(
+        slots=slots,
+        hours=hours,
+        seed=seed,
+        drift=drift,
+        noise=noise,
+        short_window_s=short_window_s,
+    )
     rows: list[Row] = []
 
     def timed(name: str, fn: object) -> Result:
@@ -547,6 +610,10 @@ def compare(
     timed(
         "MWRA, no gate, no hysteresis",
         lambda: Sim(sc, config=mwra_config(sc, cost_gate=False, hysteresis=0.0)).run(),
+    )
+    timed(
+        "MWRA, no hold, no uncertainty",
+        lambda: Sim(sc, config=mwra_config(sc, hold_intervals=0, uncertainty_z=0.0)).run(),
     )
     loss = replace(sc, fail_at_s=hours * 1800)
     fails: list[Row] = []
@@ -567,7 +634,7 @@ def print_tables(slots: int, rows: list[Row], fails: list[Row]) -> None:
     head = f"{'slots':>5} {'strategy':<30}" + "".join(f" {n + ' st/h':>11}" for n in names)
     print(
         head + f" {'min/50-50':>9} {'min/best':>8} {'slow/best':>9} {'idle':>6} {'moves':>6}"
-        f" {'split':>9}"
+        f" {'rev/hold':>8} {'rev/any':>7} {'split':>9}"
     )
     for row in rows:
         r = row.result
@@ -577,7 +644,8 @@ def print_tables(slots: int, rows: list[Row], fails: list[Row]) -> None:
             + "".join(f" {r.steps_per_h[n]:>11.1f}" for n in names)
             + f" {r.balanced / half:>9.2f} {r.balanced / best.balanced:>8.3f}"
             + f" {r.steps_per_h[slow] / best.steps_per_h[slow]:>9.3f}"
-            + f" {r.idle_share:>6.1%} {r.moves:>6} {split:>9}"
+            + f" {r.idle_share:>6.1%} {r.moves:>6} {r.reversals:>8} {r.reversals_any:>7}"
+            + f" {split:>9}"
             + ("" if r.replay_ok else "  REPLAY MISMATCH")
         )
     for row in fails:
@@ -603,19 +671,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--noise", type=float, default=0.2, help="sigma of per-report throughput noise (0: none)"
     )
+    parser.add_argument(
+        "--noisy-rates",
+        type=float,
+        nargs="?",
+        const=2.0,
+        default=0.0,
+        metavar="SECONDS",
+        help="each report measures the completions of a short window (default 2 s), as live",
+    )
     args = parser.parse_args(argv)
     for slots in args.slots:
         if slots < 8 or slots % 8:
             parser.error(f"--slots {slots}: use a multiple of 8")
     t0 = time.perf_counter()
     for slots in args.slots:
-        rows, fails = compare(slots, args.hours, args.seed, args.drift, args.noise)
+        rows, fails = compare(
+            slots, args.hours, args.seed, args.drift, args.noise, args.noisy_rates
+        )
         print_tables(slots, rows, fails)
         print()
     wall = time.perf_counter() - t0
+    hold = MwraConfig().hold_intervals
+    window = f"{args.noisy_rates:g} s windows" if args.noisy_rates else "whole report periods"
     print(
-        f"drift {args.drift:g}; noise {args.noise:g}; "
-        f"liveness interval {Scenario(8).report_s:g} s; wall {wall:.1f} s"
+        f"drift {args.drift:g}; noise {args.noise:g}; rates over {window}; "
+        f"liveness interval {Scenario(8).report_s:g} s; hold {hold} intervals; wall {wall:.1f} s"
+    )
+    print(
+        "rev/hold: moves undoing a move made on the same membership less than the hold ago; "
+        "rev/any: moves undoing the previous move, at any age"
     )
     return 0
 

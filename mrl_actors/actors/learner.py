@@ -62,10 +62,8 @@ from mrl_actors.events import (
 from mrl_actors.logs import get_logger
 from mrl_actors.models.load import is_complete
 from mrl_actors.models.weights import (
-    announce,
-    load_weights,
+    WeightsIO,
     restore_checkpoint,
-    state_bytes,
     store_checkpoint,
 )
 from mrl_actors.see.port import LogPort
@@ -97,6 +95,7 @@ class LearnerActor:
         )
         self._writer = OwnedWriter(log, self.name)
         self.tail = StepTail(rt, self._writer, self.follower, opts, run_dir)
+        self.wio = WeightsIO.of(log, rt.spec, run_dir, self.name)  # [weights]: store, deltas
         self.restored_from = 0  # the checkpoint step this process started from
         self.replayed = 0  # log-tail steps replayed on top of it
 
@@ -130,7 +129,7 @@ class LearnerActor:
         last = self.state.version
         for step in sorted((s for s in self.stored if s <= last), reverse=True):
             try:
-                await restore_checkpoint(self.log, self.stored[step], self.rt.learner)
+                await restore_checkpoint(self.log, self.stored[step], self.rt.learner, self.wio)
             except WeightsError as exc:
                 self._log.warning("checkpoint_unusable", step=step, error=str(exc)[:300])
                 continue
@@ -160,27 +159,29 @@ class LearnerActor:
             self._log.warning(
                 "start_weights_from_log", local=sha[:12], logged=start.weights_sha256[:12]
             )
-            await load_weights(self.log, start, self.rt.model)
+            await self.wio.load(start, self.rt.model)
 
     async def publish(self, version: int, sha: str) -> WeightsPublished:
         """`WeightsPublished` for `version` (once: a restarted learner reuses a logged one)."""
         if version not in self.weights:
-            data = await anyio.to_thread.run_sync(state_bytes, self.rt.model)
-            await self._announce(version, sha, data)
+            await self._announce(version, sha)
+            await self.wio.retain(self.weights, self.stored)  # [weights] keep
         return self.weights[version]
 
-    async def _announce(self, version: int, sha: str, data: bytes) -> None:
-        """Store `data` and append its weights event, before the learner goes on: measured on
-        the toy pair, uploading beside the next step delayed the rollouts more than it saved
-        the learner (they compete for the same cores)."""
-        ev = await announce(self.log, self.name, version, data, sha)
+    async def _announce(self, version: int, sha: str) -> None:
+        """Store the model's state and append its weights event, before the learner goes on:
+        measured on the toy pair, uploading beside the next step delayed the rollouts more than
+        it saved the learner (they compete for the same cores)."""
+        ev = await self.wio.publish(version, self.rt.model, sha)
         seq = await self._writer.append(ev)
         await self.follower.folded(seq, f"weights v{version}")
 
     async def checkpoint(self, step: int, weights: WeightsPublished) -> None:
         """A stored checkpoint (blobs) and a local one (directory), each once."""
         if step not in self.stored:
-            ev = await store_checkpoint(self.log, self.name, step, self.rt.learner, weights)
+            ev = await store_checkpoint(
+                self.log, self.name, step, self.rt.learner, weights, self.wio
+            )
             await self.follower.folded(await self._writer.append(ev), f"checkpoint {step}")
         path = checkpoint_dir(self.run_dir, self.name, step)
         if not is_complete(path):

@@ -105,7 +105,7 @@ async def run_rollout(
             f"run.rollout_replicas = {spec.run.rollout_replicas}"
         )
     rt = await anyio.to_thread.run_sync(rollout_runtime, spec, policy_name, run_dir, device)
-    actor = RolloutActor(log, rt, replica, opts or ActorOptions(), slot=slot)
+    actor = RolloutActor(log, rt, replica, opts or ActorOptions(), slot=slot, run_dir=run_dir)
     await actor.run(task_status=task_status)
 
 

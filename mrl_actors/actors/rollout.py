@@ -25,6 +25,7 @@ ownership check of `OwnedWriter` (ids, not ownership, make their appends safe).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -49,7 +50,7 @@ from mrl_actors.events import (
     event_id,
 )
 from mrl_actors.logs import get_logger
-from mrl_actors.models.weights import load_weights
+from mrl_actors.models.weights import WeightsIO
 from mrl_actors.see.port import LogPort
 from mrl_actors.see.record import Record
 
@@ -66,8 +67,10 @@ class RolloutActor:
         replica: int,
         opts: ActorOptions,
         slot: SlotKey | None = None,
+        run_dir: Path | None = None,
     ) -> None:
         self.log = log
+        self.wio = WeightsIO.of(log, rt.spec, run_dir, rt.name)  # [weights]: store, deltas
         self.rt = rt
         self.spec = rt.spec
         self.run_id = rt.spec.run.name
@@ -136,7 +139,7 @@ class RolloutActor:
             return True
         rec = self.weights[target]
         try:
-            await load_weights(self.log, rec.event, self.rt.model)
+            await self.wio.load(rec.event, self.rt.model)
         except WeightsError as exc:
             self.refused.add(target)
             self._log.warning("weights_refused", version=target, error=str(exc)[:300])
@@ -161,7 +164,7 @@ class RolloutActor:
         if self.version < 0:
             return
         try:
-            await load_weights(self.log, self.weights[self.version].event, self.rt.model)
+            await self.wio.load(self.weights[self.version].event, self.rt.model)
         except WeightsError as exc:  # its blob went bad since: hold no version until one loads
             self._log.warning("weights_reload_failed", version=self.version, error=str(exc)[:300])
             self.refused.add(self.version)

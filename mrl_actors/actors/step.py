@@ -23,7 +23,7 @@ from mrl_actors.actors.options import ActorOptions
 from mrl_actors.actors.runtime import PolicyRuntime
 from mrl_actors.errors import LogError
 from mrl_actors.events import ConsumedEvent, LearnerStepCompleted, RolloutGroupCompleted, event_id
-from mrl_actors.report.tensorboard import StepScalars
+from mrl_actors.report.tensorboard import StepScalars, spec_hparams
 from mrl_actors.see.record import Record
 from mrl_actors.see.writer import OwnedWriter
 
@@ -55,8 +55,12 @@ class StepTail:
         self.follower = follower
         self.opts = opts
         self.eval_items = rt.task.test_items()[: rt.spec.run.eval_size]
-        self.scalars = StepScalars(  # [run] tensorboard
-            run_dir, rt.name, enabled=rt.spec.run.tensorboard, last_step=rt.spec.run.steps
+        self.scalars = StepScalars(  # [run] tensorboard, with the policy's hyperparameters
+            run_dir,
+            rt.name,
+            enabled=rt.spec.run.tensorboard,
+            last_step=rt.spec.run.steps,
+            hparams=spec_hparams(rt.spec, rt.name),
         )
 
     async def take_steps(

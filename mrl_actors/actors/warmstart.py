@@ -171,6 +171,7 @@ def warm_start(
     batch_size: int = 32,
     lr: float = 3e-3,
     rule: StopRule | None = None,
+    label: str = "",
 ) -> WarmStarted:
     """Supervised fine-tuning on `task.target_text`: `steps` AdamW steps, or fewer by `rule`.
 
@@ -199,6 +200,10 @@ def warm_start(
         opt.zero_grad(set_to_none=True)
         loss_v = float(loss.detach())
         done = step + 1
+        if done % max(1, rule.max_steps // 10) == 0 or done == rule.max_steps:  # progress
+            log.info(
+                "warm_start.progress", model=label, step=done, steps=rule.max_steps, loss=loss_v
+            )
         if check and done % rule.check_every == 0:
             model.eval()
             acc = train_accuracy(model, tokenizer, task, check)
@@ -265,19 +270,22 @@ def tiny_policy(
         log.info("tiny_policy.cached", path=str(d))
         return load_model(d)
     t0 = time.perf_counter()
+    log.info("tiny_policy.building", model=recipe["family"], steps=warm_steps, path=str(d))
     model, tok = build_tiny(
         family_dir, hidden_size=hidden_size, layers=layers, heads=heads, seed=seed
     )
     data = PartView(task, parts) if parts else task
     if rule is not None:
         rule = StopRule(**{**rule.__dict__, "max_steps": warm_steps})
-    done = warm_start(model, tok, data, steps=warm_steps, seed=seed, lr=lr, rule=rule)
+    label = str(recipe["family"])
+    done = warm_start(model, tok, data, steps=warm_steps, seed=seed, lr=lr, rule=rule, label=label)
     setattr(model.config, WARM_START_CONFIG_KEY, done.as_dict())
     # replace=False: a concurrent builder of the same recipe that finished first keeps its copy
     extra = {"recipe.json": json.dumps(recipe, sort_keys=True, indent=1)}
     save_model(model, d, tok, extra_files=extra, replace=False)
     log.info(
         "tiny_policy.built",
+        model=label,
         path=str(d),
         loss=done.loss,
         steps=done.steps,

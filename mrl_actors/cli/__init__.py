@@ -20,20 +20,43 @@ from mrl_actors.errors import MrlError
 
 T = TypeVar("T")
 
+QUIET = ("log", "status", "report")  # read-only commands: console logs from warning up
 # Command groups, in the order `mrl --help` lists them: (module, name).
 _GROUPS = ("run", "replay", "log", "thl", "report", "status")
 
 
+EXAMPLES = """\
+examples:
+  mrl run runtime/experiments/toy-pair.toml                 train two policies on this machine
+  mrl run spec.toml --set policies.gpt2.grpo.lr=1e-4        any spec field from the command line
+  mrl log tail runs/toy-pair -f --kind rollout --where 'reward_mean>0.5'
+  mrl status runs/toy-pair                                  nodes, slots, versions, backlog
+  mrl report runs/toy-pair                                  summary.json, report.html from the log
+  mrl replay runs/toy-pair                                  replay and check every weights sha256
+  mrl COMMAND --help                                        a command's options and examples
+
+docs: README.md (tour), docs/grpo-and-probes.md (mrl run, the spec), docs/log.md (mrl log),
+docs/several-hosts.md (mrl-node, status, report), docs/wire-format.md (reading the log elsewhere)
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
-        prog="mrl", description="Mutual RL for heterogeneous LLMs over a NATS JetStream log."
+        prog="mrl",
+        description="Mutual RL for heterogeneous LLMs over a NATS JetStream log.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"mrl-actors {__version__}")
     parser.add_argument(
         "--log-format", choices=["console", "json"], default="console", help="structured log style"
     )
     parser.add_argument(
-        "--log-level", type=args.log_level, default="info", help="debug, info, warning or error"
+        "--log-level",
+        type=args.log_level,
+        default=None,
+        help="debug, info, warning or error (default info; warning for the read-only "
+        f"commands {', '.join(QUIET)}, whose embedded server's start and stop are not news)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _GROUPS:
@@ -47,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from mrl_actors import logs
 
+    if args.log_level is None:
+        args.log_level = "warning" if args.command in QUIET else "info"
     logs.configure(args.log_format, args.log_level)
     try:
         return int(args.handler(args) or 0)

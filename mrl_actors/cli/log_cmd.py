@@ -58,13 +58,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     start.add_argument(
         "--since", type=types.since, help="start at a time: 10m, 2h, 1d ago or an ISO time"
     )
-    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
     tail.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="keep printing new events (ends with one line when the run's server stops)",
+    )
+    count = tail.add_mutually_exclusive_group()
+    count.add_argument(
         "-n",
+        "--last",
+        dest="last",
+        type=types.int_in(0),
+        default=0,
+        metavar="N",
+        help="only the last N matching events (then, with -f, the new ones), as tail -n does",
+    )
+    count.add_argument(
         "--limit",
         type=types.int_in(0),
         default=0,
-        help="stop after this many lines (0: no limit)",
+        metavar="N",
+        help="stop after the first N matching events (0: no limit)",
     )
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
     tail.set_defaults(handler=_tail)
@@ -84,49 +99,99 @@ def register(sub: argparse._SubParsersAction) -> None:
     export.set_defaults(handler=_export)
 
 
-def _open(args: argparse.Namespace) -> Any:
+def _open(args: argparse.Namespace, on_lost: Any = None) -> Any:
     from mrl_actors.see.access import open_log
 
-    return open_log(run_dir=args.run_dir, server=args.server, run=args.run)
+    return open_log(run_dir=args.run_dir, server=args.server, run=args.run, on_lost=on_lost)
 
 
 def _tail(args: argparse.Namespace) -> int:
+    import collections
+
     import anyio
     import msgspec
 
     from mrl_actors.see import inspect
 
     where = args.where  # Predicates, parsed and checked by argparse
-    since = args.since
+    inspect.check_where(where, args.kind)  # against the fields the kinds' events have
     enc = msgspec.json.Encoder()
+    shown = 0
+    ended = False
+
+    def emit(rec: Any, obj: dict[str, Any]) -> None:
+        nonlocal shown
+        if args.json:
+            sys.stdout.write(enc.encode(obj).decode() + "\n")
+        else:
+            sys.stdout.write(inspect.line(rec) + "\n")
+        sys.stdout.flush()
+        shown += 1
+
+    async def records(log: Any, dead: Any, *, start_seq: int | None, follow: bool) -> Any:
+        async for rec in log.read(
+            start_seq=start_seq,
+            start_time=args.since if start_seq == args.seq else None,
+            kinds=args.kind,
+            sources=args.sources,
+            follow=follow,
+            dead_letters=dead,
+        ):
+            obj = inspect.record_json(rec) if (args.json or where) else {}
+            if not where or inspect.matches(rec, obj, where):
+                yield rec, obj
 
     async def main() -> int:
-        shown = 0
-        async with _open(args) as log:
-            dead = inspect.tool_dead_letters(log)
-            async for rec in log.read(
-                start_seq=args.seq,
-                start_time=since,
-                kinds=args.kind,
-                sources=args.sources,
-                follow=args.follow,
-                dead_letters=dead,
-            ):
-                obj = inspect.record_json(rec) if (args.json or where) else {}
-                if where and not inspect.matches(rec, obj, where):
-                    continue
-                if args.json:
-                    sys.stdout.write(enc.encode(obj).decode() + "\n")
-                else:
-                    sys.stdout.write(inspect.line(rec) + "\n")
-                sys.stdout.flush()
-                shown += 1
-                if args.limit and shown >= args.limit:
-                    break
-        _report_bad(dead.count)
+        nonlocal ended
+        from mrl_actors.see.access import ends_if_server_lost
+
+        lost_hint = "the run ended or its server was stopped"
+        try:
+            async with ends_if_server_lost(lost_hint) as on_lost, _open(args, on_lost) as log:
+                dead = inspect.tool_dead_letters(log)
+                start = args.seq
+                if args.last:  # the last N of what is stored, then (with -f) what comes
+                    last: collections.deque[Any] = collections.deque(maxlen=args.last)
+                    seen = 0
+                    async for item in records(log, dead, start_seq=start, follow=False):
+                        last.append(item)
+                        seen = item[0].seq
+                    for rec, obj in last:
+                        emit(rec, obj)
+                    if not args.follow:
+                        _report_bad(dead.count)
+                        return 0
+                    start = max(seen + 1, start or 1) if seen else start
+                async for rec, obj in records(log, dead, start_seq=start, follow=args.follow):
+                    emit(rec, obj)
+                    if args.limit and shown >= args.limit:
+                        break
+                _report_bad(dead.count)
+        except Exception as exc:
+            if not args.follow or not _server_gone(exc, lost_hint):
+                raise
+            ended = True
         return 0
 
-    return anyio.run(main)
+    rc = anyio.run(main)
+    if ended:
+        sys.stderr.write(f"mrl log: the run's server stopped (the run ended); {shown} events\n")
+    return rc
+
+
+def _server_gone(exc: BaseException, hint: str) -> bool:
+    """The follow ended because the server went away (the run it served ended), not a fault."""
+    seen: list[BaseException] = [exc]
+    while seen:
+        e = seen.pop()
+        name = type(e).__name__
+        if hint in str(e) or name in ("ConnectionClosedError", "NoServersError"):
+            return True
+        if isinstance(e, BaseExceptionGroup):
+            seen.extend(e.exceptions)
+        if e.__cause__ is not None:
+            seen.append(e.__cause__)
+    return False
 
 
 def _report_bad(count: int) -> None:
@@ -200,6 +265,7 @@ def _export(args: argparse.Namespace) -> int:
 
     check_out(args.out, force=args.force)
     where = args.where
+    inspect.check_where(where, args.kind)
 
     async def main() -> dict[str, int]:
         async with _open(args) as log:

@@ -28,6 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("spec", type=types.spec_file, help="the run's experiment spec (TOML)")
     parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a spec field as `mrl run --set` does (every node of a run must agree)",
+    )
+    parser.add_argument(
         "--run-dir", type=Path, required=True, help="checkpoints go here (local to this host)"
     )
     parser.add_argument(
@@ -89,15 +97,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _serve(args: argparse.Namespace) -> None:
     from contextlib import AsyncExitStack
 
+    from mrl_actors.cli.compose import compose_spec, write_effective_spec
     from mrl_actors.errors import ConfigError
     from mrl_actors.run.node import run_node
     from mrl_actors.run.placement import parse_slots
     from mrl_actors.run.start import open_run_log, record_start
     from mrl_actors.see.access import ends_if_server_lost
     from mrl_actors.see.server import open_run_dir
-    from mrl_actors.spec import load_spec
 
-    spec, spec_text = load_spec(args.spec)
+    spec, spec_text = compose_spec([args.spec], args.sets)
     slots = parse_slots(args.slots)
     if args.liveness_s is not None and not 0.1 <= args.liveness_s <= 3600:
         raise ConfigError(f"--liveness-s {args.liveness_s}: must be in [0.1, 3600] seconds")
@@ -121,6 +129,7 @@ async def _serve(args: argparse.Namespace) -> None:
         # writes its own events as admin and each policy connects as its own user.
         log, log_for = await open_run_log(spec, stack, on_lost, **where)
         args.run_dir.mkdir(parents=True, exist_ok=True)
+        write_effective_spec(args.run_dir, spec)  # `mrl replay`/`mrl report` read it here too
         await record_start(log, spec, spec_text)
         await run_node(
             log,

@@ -33,6 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--server", help="read the log from this NATS URL (credentials from MRL_NATS_*)"
     )
+    parser.add_argument(
+        "--run",
+        help="the run id on the server (default: the one in RUN_DIR/spec.toml); without a "
+        "spec.toml in RUN_DIR the spec is read from the log's RunStarted event",
+    )
     parser.add_argument("--policy", action="append", help="only this policy (repeatable)")
     parser.add_argument(
         "--verify",
@@ -52,9 +57,16 @@ def _handle(args: argparse.Namespace) -> int:
     import anyio
 
     from mrl_actors.errors import ConfigError
-    from mrl_actors.run.runner import resume_spec
+    from mrl_actors.run.runner import SPEC_FILE, resume_spec
 
-    spec, _ = resume_spec(args.run_dir)
+    if (args.run_dir / SPEC_FILE).exists():
+        spec, _ = resume_spec(args.run_dir)
+        if args.run and args.run != spec.run.name:
+            raise ConfigError(
+                f"--run {args.run!r}: {args.run_dir}/{SPEC_FILE} is run {spec.run.name!r}"
+            )
+    else:
+        spec = anyio.run(_logged_spec, args)
     names = [p.name for p in spec.policies]
     unknown = sorted(set(args.policy or ()) - set(names))
     if unknown:
@@ -65,13 +77,29 @@ def _handle(args: argparse.Namespace) -> int:
     return anyio.run(_replay, args, spec, chosen)
 
 
+async def _logged_spec(args: argparse.Namespace) -> Any:
+    """The spec a run was started with, from its log's RunStarted (a host whose directory
+    has no spec.toml: it hosted none of the run, or ran an older `mrl-node`)."""
+    from mrl_actors.errors import ConfigError
+    from mrl_actors.events import RunStarted
+    from mrl_actors.see.access import open_log
+    from mrl_actors.spec import parse_spec
+
+    where: dict[str, Any] = {"server": args.server} if args.server else {"run_dir": args.run_dir}
+    async with open_log(run=args.run, **where) as log:
+        async for rec in log.read(kinds=["run"]):
+            if isinstance(rec.event, RunStarted):
+                return parse_spec(rec.event.spec_toml, source="the log's RunStarted")
+    raise ConfigError(f"{args.run_dir} has no spec.toml and the log has no RunStarted event")
+
+
 async def _replay(args: argparse.Namespace, spec: Any, chosen: list[Any]) -> int:
     from mrl_actors.run.node import set_threads
     from mrl_actors.see.access import open_log
 
     set_threads(spec)  # the run's float arithmetic: bitwise replay needs the same thread count
     where: dict[str, Any] = {"server": args.server} if args.server else {"run_dir": args.run_dir}
-    async with open_log(run=spec.run.name, **where) as log:
+    async with open_log(run=args.run or spec.run.name, **where) as log:
         if args.probe:
             await _counterfactual(log, args, spec, chosen)
         else:

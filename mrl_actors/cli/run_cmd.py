@@ -10,14 +10,45 @@ from mrl_actors.checks import MAX_STEPS
 from mrl_actors.cli import args as types
 from mrl_actors.probes.registry import PROBE_NAMES
 
+EXAMPLES = """\
+examples:
+  mrl run runtime/experiments/toy-pair.toml                       the CPU demo (async system)
+  mrl run spec.toml --set policies.gpt2.grpo.lr=1e-4 --set run.steps=20
+  mrl run base.toml gpu.toml --dry-run                            print the composed spec
+  mrl run spec.toml --compare --seeds 0,1,2 --out runs/cmp        every probe x seed, then the table
+  mrl run --resume runs/toy-pair                                  continue a stopped or killed run
+
+--set KEY=VALUE sets any spec field (a TOML value; bare text is a string); policies by name:
+policies.NAME.FIELD. Several spec files are merged in order ([[policies]] by name).
+docs: docs/grpo-and-probes.md#mrl-run (options), #the-spec (every field), #checked-inputs
+"""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "run",
         help="run an experiment spec on this machine (embedded NATS server, one node)",
         description="Train the spec's policies concurrently, sharing experience through the log.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("spec", nargs="?", type=types.spec_file, help="experiment spec (TOML)")
+    parser.add_argument(
+        "spec",
+        nargs="*",
+        type=types.spec_file,
+        help="experiment spec (TOML); several are merged in order, later ones win",
+    )
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any spec field: policies.gpt2.grpo.lr=1e-4 (repeatable; checked as the file)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the effective spec (TOML) and exit"
+    )
     parser.add_argument("--out", type=Path, help="run directory (default: runs/<run name>)")
     parser.add_argument(
         "--resume",
@@ -34,7 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=[],
         help="with --compare: comma-separated seeds (default: 0,1,2,3,4)",
     )
-    parser.add_argument("--probe", choices=PROBE_NAMES, help="override run.probe")
+    parser.add_argument(
+        "--probe", choices=PROBE_NAMES, help="override run.probe (as --set run.probe=P)"
+    )
     parser.add_argument(
         "--steps", type=types.int_in(1, MAX_STEPS), help="override run.steps (>= 1)"
     )
@@ -50,42 +83,47 @@ def _handle(args: argparse.Namespace) -> int:
     import os
     import sys
 
-    import msgspec
-
     from mrl_actors import logs
     from mrl_actors.cli import run_until_signal
+    from mrl_actors.cli.compose import compose_spec
     from mrl_actors.errors import ConfigError
-    from mrl_actors.run.runner import compare, resume_spec, run_once
-    from mrl_actors.spec import load_spec
+    from mrl_actors.run.runner import SPEC_FILE, compare, resume_spec, run_once
+    from mrl_actors.spec import effective_toml
 
     metrics = types.metrics_config(args)
     if args.seeds and not args.compare:
         raise ConfigError("--seeds goes with --compare")
+    sets = list(args.sets)
+    if args.probe is not None:
+        sets.append(f"run.probe={args.probe}")
+    if args.steps is not None:
+        sets.append(f"run.steps={args.steps}")
     if args.resume:
-        if args.spec or args.compare:
-            raise ConfigError("--resume RUN_DIR takes no spec and no --compare")
+        if args.spec or args.compare or sets:
+            raise ConfigError(
+                "--resume RUN_DIR takes no spec, no --compare and no overrides: it continues "
+                "the run as its spec.toml says"
+            )
         spec, text = resume_spec(args.resume)
         out = args.resume
-    elif args.spec is None:
+    elif not args.spec:
         raise ConfigError("mrl run needs a SPEC.toml (or --resume RUN_DIR)")
     else:
-        spec, text = load_spec(args.spec)
+        spec, text = compose_spec(args.spec, sets)
         out = args.out or Path("runs") / spec.run.name
-    if args.probe is not None or args.steps is not None:
-        run = msgspec.structs.replace(
-            spec.run,
-            probe=spec.run.probe if args.probe is None else args.probe,
-            steps=spec.run.steps if args.steps is None else args.steps,
-        )
-        spec = msgspec.structs.replace(spec, run=run)
-        text += (
-            f"\n# overridden on the command line: run.probe = {run.probe!r}, steps = {run.steps}\n"
-        )
+        if args.dry_run:
+            print(effective_toml(spec), end="")
+            return 0
+        _refuse_existing_run(out, args.compare, SPEC_FILE)
+    if metrics is not None:
+        from mrl_actors.report.metrics import check_port_free
+
+        check_port_free(metrics)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our bars, not per-file ones
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     log_file = open(out / "run.log", "a", encoding="utf-8")  # noqa: SIM115 - closed below
-    logs.configure("json", args.log_level, stream=log_file)
+    logs.configure("json", args.log_level, stream=_Tee(log_file, sys.stderr))
     bars = _Bars(enabled=not args.no_progress, total=spec.run.steps)
     try:
         if args.compare:
@@ -103,7 +141,7 @@ def _handle(args: argparse.Namespace) -> int:
             )
             bars.close()  # before printing, so the table is not drawn over
             print((out / "compare.md").read_text(encoding="utf-8"), end="")
-            print(f"runs and reports: {out}/<probe>-s<seed>/report.html")
+            print(f"runs and reports: {out}/<probe>-s<seed>/report.html, {out}/compare.html")
         else:
             summary = run_until_signal(
                 lambda: run_once(
@@ -124,18 +162,52 @@ def _handle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_existing_run(out: Path, compare: bool, spec_file: str) -> None:
+    """A new run never lands on an old one: `--out` naming a run directory (or, with
+    `--compare`, one holding sub-runs) would replay the old run and overwrite its spec."""
+    from mrl_actors.errors import ConfigError
+
+    old = [out / spec_file] if (out / spec_file).exists() else []
+    if compare and out.is_dir():
+        old += sorted(out.glob(f"*/{spec_file}"))[:1]
+    if old:
+        raise ConfigError(
+            f"--out {out}: already holds a run ({old[0]}); continue it with "
+            f"`mrl run --resume {old[0].parent}`, or choose another --out"
+        )
+
+
 def _print_summary(summary: dict[str, Any], out: Path) -> None:
-    print(f"run {summary['run'].get('name')} ({summary['run'].get('probe')}): {out}")
-    print(f"{'policy':<12} {'steps':>5} {'acc@0':>7} {'acc':>7} {'reward':>7}")
+    run = summary["run"]
+    spec = run.get("spec", {})
+    mode = spec.get("mode", "lockstep")
+    system = mode
+    if mode == "async":
+        system += (
+            f", {spec.get('rollout_replicas', 1)} rollout replica(s) per policy, "
+            f"max staleness {spec.get('max_staleness', '-')}"
+        )
+    print(f"run {run.get('name')} ({run.get('probe')}, {system}): {out}")
+    print(
+        f"{'policy':<12} {'steps':>5} {'acc@0':>7} {'acc':>7} {'reward':>7} "
+        f"{'weights':>7} {'stale':>6} {'wait s':>7}"
+    )
     for name, p in sorted(summary["policies"].items()):
         acc0, acc = p.get("initial_accuracy"), p.get("final_accuracy")
-        reward = p.get("final", {}).get("reward_mean")
-        print(f"{name:<12} {p.get('steps', 0):>5} {_f(acc0):>7} {_f(acc):>7} {_f(reward):>7}")
+        final = p.get("final", {})
+        waits = [v for _, v in p.get("series", {}).get("rollout_wait_s", [])]
+        wait = sum(waits) / len(waits) if waits else None
+        version = final.get("learner_version", p.get("steps", 0))
+        print(
+            f"{name:<12} {p.get('steps', 0):>5} {_f(acc0):>7} {_f(acc):>7} "
+            f"{_f(final.get('reward_mean')):>7} {'v' + str(int(version)):>7} "
+            f"{_f(final.get('staleness_mean'), 2):>6} {_f(wait, 2):>7}"
+        )
     print(f"report: {out / 'report.html'}")
 
 
-def _f(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}"
+def _f(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
 
 
 class _Bars:
@@ -172,3 +244,45 @@ class _Bars:
         for bar in self.bars.values():
             bar.close()  # type: ignore[attr-defined]
         self.bars = {}
+
+
+class _Tee:
+    """The run's JSON log file, with the warm start's progress also shown on the terminal: on an
+    empty cache building the tiny models takes a minute before the first step's bar appears."""
+
+    SHOWN = ("tiny_policy.building", "warm_start.progress", "tiny_policy.built")
+
+    def __init__(self, file: Any, terminal: Any) -> None:
+        self.file = file
+        self.terminal = terminal
+
+    def write(self, text: str) -> int:
+        n = self.file.write(text)
+        if '"event": "tiny_policy.' in text or '"event": "warm_start.' in text:
+            self._show(text)
+        return n
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def _show(self, text: str) -> None:
+        import json
+
+        try:
+            rec = json.loads(text)
+        except ValueError:
+            return
+        event, model = rec.get("event"), rec.get("model", "?")
+        if event == "tiny_policy.building":
+            line = (
+                f"warm start {model}: building, {rec.get('steps')} supervised steps (cached after)"
+            )
+        elif event == "warm_start.progress":
+            line = f"warm start {model}: step {rec.get('step')}/{rec.get('steps')}"
+            line += f", loss {float(rec.get('loss', float('nan'))):.3f}"
+        elif event == "tiny_policy.built":
+            line = f"warm start {model}: done in {float(rec.get('seconds', 0.0)):.0f} s"
+        else:
+            return
+        self.terminal.write(line + "\n")
+        self.terminal.flush()

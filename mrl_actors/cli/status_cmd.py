@@ -52,10 +52,15 @@ class RunStatus:
     consumed: set[int] = field(default_factory=set)
     rates: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     finished: bool = False
+    system: dict[str, Any] = field(default_factory=dict)  # mode, replicas, staleness bound
+    weights: dict[str, int] = field(default_factory=dict)  # policy -> newest published version
+    learning: dict[str, dict[str, float]] = field(default_factory=dict)  # last step's timings
 
     def fold(self, seq: int, event: Any) -> None:
         from mrl_actors import events as ev
 
+        if ev.identity_error(event) is not None:  # a payload naming another writer
+            return
         match event:
             case ev.NodeJoined(node=n) if n == event.source:
                 self.nodes[n] = {
@@ -79,6 +84,14 @@ class RunStatus:
             case ev.LearnerStepCompleted(policy=p) if p == event.source:
                 self.versions[p] = max(self.versions.get(p, 0), event.step)
                 self.consumed.update(c.seq for c in event.consumed)
+                keys = ("staleness_mean", "staleness_max", "rollout_wait_s", "step_time_s")
+                self.learning[p] = {k: event.metrics[k] for k in keys if k in event.metrics}
+            case ev.WeightsPublished(policy=p) if p == event.source:
+                self.weights[p] = max(self.weights.get(p, 0), event.version)
+            case ev.RunStarted():
+                from mrl_actors.report.run_page import run_spec
+
+                self.system = run_spec(event.spec_toml)
             case ev.ThroughputReported(policy=p) if p == event.source:
                 self.rates.setdefault(p, {})[f"{event.role}@{event.node}"] = {
                     "samples_per_s": event.samples_per_s,
@@ -103,13 +116,18 @@ class RunStatus:
         policies = {
             p: {
                 "version": self.versions.get(p, 0),
+                "weights_version": self.weights.get(p),
                 "backlog": len(self.groups.get(p, set()) - self.consumed),
                 "rates": self.rates.get(p, {}),
+                **self.learning.get(p, {}),
             }
             for p in sorted(set(self.versions) | set(self.groups) | set(self.rates))
         }
         return {
             "finished": self.finished,
+            "mode": self.system.get("mode", "lockstep"),
+            "rollout_replicas": self.system.get("rollout_replicas", 1),
+            "max_staleness": self.system.get("max_staleness"),
             "nodes": nodes,
             "epoch": self.epoch,
             "slots": self.slots,
@@ -117,7 +135,7 @@ class RunStatus:
         }
 
 
-_KINDS = ["node", "slots", "learner", "throughput", "run"]
+_KINDS = ["node", "slots", "learner", "throughput", "run", "weights"]
 
 
 async def fold_log(log: LogPort, policies: Iterable[str] = ()) -> RunStatus:
@@ -135,7 +153,15 @@ async def fold_log(log: LogPort, policies: Iterable[str] = ()) -> RunStatus:
 
 
 def render(view: dict[str, Any]) -> str:
-    lines = [f"run: {'finished' if view['finished'] else 'running'}", "", "nodes:"]
+    mode = view.get("mode", "lockstep")
+    system = f"mode {mode}"
+    if mode == "async":
+        system += (
+            f", {view.get('rollout_replicas', 1)} rollout replica(s) per policy, "
+            f"max staleness {view.get('max_staleness')}"
+        )
+    state = "finished" if view["finished"] else "running"
+    lines = [f"run: {state}, {system}", "", "nodes:"]
     for name, n in view["nodes"].items():
         devices = ",".join(n.get("devices") or []) or "-"
         lines.append(
@@ -145,14 +171,25 @@ def render(view: dict[str, Any]) -> str:
     lines += ["", f"slots (epoch {view['epoch']}):"]
     for s in view["slots"]:
         lines.append(f"  {s['node']}/{s['slot']:<4} {s['policy']:<16} {s['role']}")
+    if not view["slots"]:  # no placement: each node hosts its policies on its first slot
+        for name, n in view["nodes"].items():
+            first = (n.get("devices") or ["cpu:0"])[0]
+            lines.append(f"  {name}/{first:<4} every hosted policy (no placement assigned)")
     lines += ["", "policies:"]
     for p, v in view["policies"].items():
         rates = "; ".join(
             f"{k} {r['samples_per_s']:.2f} samples/s {r['tokens_per_s']:.0f} tok/s"
             for k, r in sorted(v["rates"].items())
         )
+        weights = v.get("weights_version")
+        extra = f" weights=v{weights}" if weights is not None else ""
+        if "staleness_mean" in v:
+            extra += f" staleness={v['staleness_mean']:.2f}/{v.get('staleness_max', 0):.0f}"
+        if "rollout_wait_s" in v:
+            extra += f" rollout_wait={v['rollout_wait_s']:.2f}s"
         lines.append(
-            f"  {p:<16} version={v['version']:<5} backlog={v['backlog']:<4} {rates or 'no rates'}"
+            f"  {p:<16} version={v['version']:<5} backlog={v['backlog']:<4}{extra} "
+            f"{rates or 'no rates'}"
         )
     return "\n".join(lines)
 

@@ -60,6 +60,29 @@ class GRPOConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # logp_behaviour), is_cap). Corrects for the policy having moved since generation (async actors,
     # vLLM numerics). None disables the correction.
     is_cap: float | None = 3.0
+    # --- memory and precision of the learner step (none of these changes the loss's value beyond
+    # float rounding; docs/grpo.md, "Learner memory") ---
+    # Completion positions per chunk of the LM head + log-softmax: the head's peak memory is a few
+    # [chunk, vocabulary] float32 buffers (512 x 151,936 x 4 B = 311 MB), whatever the batch.
+    logit_chunk_tokens: int = 512
+    # The entropy metric: "full" = over the whole vocabulary, from the same chunked pass (a few
+    # percent of the head's time); "sampled" = the mean of -log pi(token) over the completion
+    # tokens themselves, a Monte-Carlo estimate that is unbiased when the tokens were sampled from
+    # the current policy at `temperature` (on-policy, no truncation), and costs nothing.
+    entropy: Literal["full", "sampled"] = "full"
+    # Token budget of one forward/backward: each of the `grad_accum` micro-batches is cut further
+    # into contiguous pieces of at most this many padded positions (sequences x (prompt +
+    # completion) length), with the loss's normalisers kept those of the whole micro-batch, so the
+    # gradient is the same. A sequence longer than the budget goes alone. 0 = no budget.
+    max_tokens_per_micro_batch: int = 0
+    # Recompute each decoder layer's activations in backward (transformers' activation
+    # checkpointing) instead of keeping them: the backbone keeps one [tokens, hidden] tensor per
+    # layer, at the cost of a second forward pass. On for the learner's forward/backward only.
+    gradient_checkpointing: bool = False
+    # Run the learner's forward and backward under torch.autocast to bfloat16 (the LM head's
+    # matrix products included; softmax, log-probs and the loss stay float32). Weights, gradients
+    # and optimizer state keep the policy's dtype. Off = bitwise CPU replay in float32.
+    bf16_autocast: bool = False
 
     def __post_init__(self) -> None:
         check_float(self, "epsilon", ge=0, lt=1)  # 1 - epsilon is the lower clip bound
@@ -75,6 +98,8 @@ class GRPOConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         check_float(self, "temperature", gt=0, le=100)
         check_int(self, "max_completion_length", 1, 1_000_000)
         check_float(self, "is_cap", gt=0, optional=True)
+        check_int(self, "logit_chunk_tokens", 1, 1_000_000)
+        check_int(self, "max_tokens_per_micro_batch", 0, 1_000_000_000)
 
     @property
     def epsilon_low(self) -> float:

@@ -13,7 +13,8 @@ truncated importance ratio against the behaviour log-probs (`GRPOConfig.is_cap`)
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,41 @@ def _split(samples: Sequence[Sample], parts: int) -> list[Sequence[Sample]]:
     return [samples[bounds[i] : bounds[i + 1]] for i in range(parts) if bounds[i + 1] > bounds[i]]
 
 
+def split_by_tokens(samples: Sequence[Sample], budget: int) -> list[Sequence[Sample]]:
+    """`samples` in contiguous pieces of at most `budget` padded positions each.
+
+    A piece of n samples pads to n x (longest prompt + longest completion) positions, which is
+    what its forward pass holds; a sample alone over the budget is its own piece (a sequence is
+    never cut). `budget` 0: one piece.
+    """
+    if budget <= 0 or not samples:
+        return [samples]
+    out: list[Sequence[Sample]] = []
+    start, p_max, c_max = 0, 0, 0
+    for i, s in enumerate(samples):
+        p, c = len(s.prompt_ids), max(len(s.completion_ids), 1)
+        p2, c2 = max(p_max, p), max(c_max, c)
+        if i > start and (i - start + 1) * (p2 + c2) > budget:
+            out.append(samples[start:i])
+            start, p2, c2 = i, p, c
+        p_max, c_max = p2, c2
+    out.append(samples[start:])
+    return out
+
+
+def _set_checkpointing(model: Any, on: bool) -> None:
+    """transformers' activation checkpointing on or off (the names moved in transformers 5)."""
+    name = (
+        "activation_checkpointing_"
+        if hasattr(model, "activation_checkpointing_enable")
+        else ("gradient_checkpointing_")
+    )
+    if on:
+        getattr(model, name + "enable")()
+    else:
+        getattr(model, name + "disable")()
+
+
 class GRPOLearner:
     """A policy's parameters, optimizer and GRPO step.
 
@@ -81,6 +117,11 @@ class GRPOLearner:
         if ref_model is not None:
             ref_model.eval()
             ref_model.requires_grad_(False)
+        if cfg.gradient_checkpointing and not getattr(model, "supports_gradient_checkpointing", 0):
+            raise ConfigError(
+                f"GRPOConfig.gradient_checkpointing: {type(model).__name__} does not support "
+                "activation checkpointing"
+            )
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             self.params,
@@ -90,16 +131,44 @@ class GRPOLearner:
             weight_decay=cfg.weight_decay,
         )
 
-    def _logps(self, b: Batch, *, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    @contextmanager
+    def _memory_mode(self) -> Iterator[None]:
+        """Activation checkpointing for the learner's own passes only.
+
+        Off again on exit: a rollout engine that shares this model object samples with its KV
+        cache, which transformers drops inside checkpointed layers of a model in train mode.
+        """
+        if not self.cfg.gradient_checkpointing:
+            yield
+            return
+        _set_checkpointing(self.model, True)
+        try:
+            yield
+        finally:
+            _set_checkpointing(self.model, False)
+
+    def _autocast(self) -> Any:
+        """bf16 autocast around forward passes when configured (backward runs outside it)."""
+        st = ExitStack()
+        if self.cfg.bf16_autocast:
+            st.enter_context(torch.autocast(self.params[0].device.type, dtype=torch.bfloat16))
+        return st
+
+    def _logps(
+        self, model: Any, b: Batch, *, with_entropy: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """[B, T] log-probs of `b`'s completions under `model`, chunked over the LM head."""
         dev = self.params[0].device
-        return completion_logps(
-            self.model,
-            b.input_ids.to(dev),
-            b.attention_mask.to(dev),
-            b.completion_ids.size(1),
-            self.cfg.temperature,
-            with_entropy=with_entropy,
-        )
+        with self._autocast():
+            return completion_logps(
+                model,
+                b.input_ids.to(dev),
+                b.attention_mask.to(dev),
+                b.completion_ids.size(1),
+                self.cfg.temperature,
+                with_entropy=with_entropy,
+                chunk_tokens=self.cfg.logit_chunk_tokens,
+            )
 
     def step(
         self,
@@ -137,84 +206,108 @@ class GRPOLearner:
         dev = self.params[0].device
         m: dict[str, float] = {}
 
-        # gather: the dapo normaliser is the token count of the whole step (all micro-batches)
+        # gather: the dapo normaliser is the token count of the whole step (all micro-batches);
+        # each micro-batch is cut into pieces that fit the token budget (memory only)
+        budget = cfg.max_tokens_per_micro_batch
         micro = _split(on_policy, cfg.grad_accum) if on_policy else []
-        batches = [collate(mb, self.pad_id) for mb in micro]
-        num_items = float(sum(b.mask.sum() for b in batches))
+        pieces = [[collate(p, self.pad_id) for p in split_by_tokens(mb, budget)] for mb in micro]
+        num_items = float(sum(b.mask.sum() for mb in pieces for b in mb))
         loss_total = kl_sum = clip_low = clip_high = tokens = ent_sum = 0.0
         ratios, ratio_masks = [], []
+        full_entropy = cfg.entropy == "full"
 
-        # loss, micro-batch by micro-batch, gradients accumulating
-        for b in batches:
-            mask = b.mask.to(dev)  # [B, T]
-            logps, entropy = self._logps(b, with_entropy=True)  # [B, T]
-            old = logps.detach()  # num_iterations == 1: the start-of-step policy
-            beh = b.behaviour_logps.to(dev)  # [B, T]
-            is_ratio = None
-            if cfg.is_cap is not None:
-                is_ratio = truncated_is_ratio(old, beh, mask, cfg.is_cap)  # [B, T]
-            ref = None
-            if cfg.beta > 0:
-                with torch.no_grad():
-                    ref, _ = completion_logps(
-                        self.ref_model,
-                        b.input_ids.to(dev),
-                        b.attention_mask.to(dev),
-                        b.completion_ids.size(1),
-                        cfg.temperature,
+        with self._memory_mode():
+            # loss, micro-batch by micro-batch (piece by piece), gradients accumulating
+            for mb in pieces:
+                cut = len(mb) > 1  # pieces share the micro-batch's normalisers
+                mb_seqs = float(sum(b.mask.size(0) for b in mb)) if cut else None
+                mb_tokens = float(sum(b.mask.sum() for b in mb)) if cut else None
+                for b in mb:
+                    mask = b.mask.to(dev)  # [B, T]
+                    logps, entropy = self._logps(self.model, b, with_entropy=full_entropy)
+                    old = logps.detach()  # num_iterations == 1: the start-of-step policy
+                    if entropy is None:  # "sampled": -log pi of the tokens drawn
+                        entropy = -old
+                    beh = b.behaviour_logps.to(dev)  # [B, T]
+                    is_ratio = None
+                    if cfg.is_cap is not None:
+                        is_ratio = truncated_is_ratio(old, beh, mask, cfg.is_cap)  # [B, T]
+                    ref = None
+                    if cfg.beta > 0:
+                        with torch.no_grad():
+                            ref, _ = self._logps(self.ref_model, b, with_entropy=False)
+                    parts = grpo_policy_loss(
+                        logps,
+                        old,
+                        b.advantages.to(dev),
+                        mask,
+                        cfg,
+                        num_items_in_batch=num_items,
+                        ref_logps=ref,
+                        is_ratio=is_ratio,
+                        weights=b.weights.to(dev),
+                        micro_batch_sequences=mb_seqs,
+                        micro_batch_tokens=mb_tokens,
                     )
-            parts = grpo_policy_loss(
-                logps,
-                old,
-                b.advantages.to(dev),
-                mask,
-                cfg,
-                num_items_in_batch=num_items,
-                ref_logps=ref,
-                is_ratio=is_ratio,
-                weights=b.weights.to(dev),
-            )
-            parts.loss.backward()
-            loss_total += float(parts.loss.detach())
-            kl_sum += parts.kl_sum
-            clip_low, clip_high = clip_low + parts.clip_low, clip_high + parts.clip_high
-            tokens += parts.tokens
-            assert entropy is not None
-            ent_sum += float((entropy * mask).sum())
-            ratios.append(torch.exp(torch.nan_to_num((old - beh) * mask)).flatten())
-            ratio_masks.append(mask.flatten())
+                    parts.loss.backward()
+                    loss_total += float(parts.loss.detach())
+                    kl_sum += parts.kl_sum
+                    clip_low, clip_high = clip_low + parts.clip_low, clip_high + parts.clip_high
+                    tokens += parts.tokens
+                    ent_sum += float((entropy * mask).sum())
+                    ratios.append(torch.exp(torch.nan_to_num((old - beh) * mask)).flatten())
+                    ratio_masks.append(mask.flatten())
 
-        if batches:
-            n = max(tokens, 1.0)
-            m.update(kl=kl_sum / n, clip_low=clip_low / n, clip_high=clip_high / n)
-            m["clip_region"] = m["clip_low"] + m["clip_high"]
-            m["entropy"] = ent_sum / n
-            m.update(importance_stats(torch.cat(ratios), torch.cat(ratio_masks), "is_on"))
-        m["loss_on"] = loss_total
-        m["tokens"] = tokens
+            if pieces:
+                n = max(tokens, 1.0)
+                m.update(kl=kl_sum / n, clip_low=clip_low / n, clip_high=clip_high / n)
+                m["clip_region"] = m["clip_low"] + m["clip_high"]
+                m["entropy"] = ent_sum / n
+                m.update(importance_stats(torch.cat(ratios), torch.cat(ratio_masks), "is_on"))
+            m["loss_on"] = loss_total
+            m["tokens"] = tokens
+            m["completion_length"] = tokens / len(on_policy) if on_policy else 0.0  # mean, own
 
-        # the off-policy term: its own token mean, times coef and per-sample weights
-        if off_policy:
-            assert off_policy_loss is not None
-            ob = collate(off_policy, self.pad_id)
-            mask = ob.mask.to(dev)
-            logps, _ = self._logps(ob, with_entropy=False)  # [B, T]
-            tok, ratio = off_policy_token_loss(
-                logps, ob.behaviour_logps.to(dev), ob.advantages.to(dev), mask, off_policy_loss
-            )
-            tok = tok * ob.weights.to(dev).unsqueeze(1)
-            off = off_policy_loss.coef * (tok * mask).sum() / mask.sum().clamp(min=1.0)
-            off.backward()
-            m["loss_off"] = float(off.detach())
-            m.update(importance_stats(ratio, mask, "is_off"))
-            # what each token's grad log pi was actually multiplied by (truncation, shaping, weight)
-            applied, _ = off_policy_weight(
-                logps.detach(), ob.behaviour_logps.to(dev), mask, off_policy_loss
-            )
-            applied = applied.expand_as(mask) * ob.weights.to(dev).unsqueeze(1)
-            m.update(importance_stats(applied, mask, "is_off_applied"))
-            loss_total += m["loss_off"]
+            if off_policy:
+                assert off_policy_loss is not None
+                m.update(self._off_policy_gradients(off_policy, off_policy_loss))
+                loss_total += m["loss_off"]
         m["loss"] = loss_total
+        return m
+
+    def _off_policy_gradients(
+        self, off_policy: Sequence[Sample], spec: OffPolicyLoss
+    ) -> dict[str, float]:
+        """The off-policy term: its own token mean over all off-policy samples, times coef and
+        per-sample weights; backpropagated piece by piece under the token budget."""
+        dev = self.params[0].device
+        obs = [
+            collate(p, self.pad_id)
+            for p in split_by_tokens(off_policy, self.cfg.max_tokens_per_micro_batch)
+        ]
+        total = float(sum(ob.mask.sum() for ob in obs))
+        loss_off = 0.0
+        ratios, applieds, masks = [], [], []
+        for ob in obs:
+            mask = ob.mask.to(dev)  # [B, T]
+            beh = ob.behaviour_logps.to(dev)  # [B, T]
+            w = ob.weights.to(dev).unsqueeze(1)  # [B, 1]
+            logps, _ = self._logps(self.model, ob, with_entropy=False)  # [B, T]
+            tok, ratio = off_policy_token_loss(logps, beh, ob.advantages.to(dev), mask, spec)
+            tok = tok * w
+            denom = mask.sum().clamp(min=1.0) if len(obs) == 1 else max(total, 1.0)
+            off = spec.coef * (tok * mask).sum() / denom
+            off.backward()
+            loss_off += float(off.detach())
+            # what each token's grad log pi was actually multiplied by (truncation, shaping, weight)
+            applied, _ = off_policy_weight(logps.detach(), beh, mask, spec)
+            applieds.append((applied.expand_as(mask) * w).flatten())
+            ratios.append(ratio.flatten())
+            masks.append(mask.flatten())
+        m = {"loss_off": loss_off}
+        mask_all = torch.cat(masks)
+        m.update(importance_stats(torch.cat(ratios), mask_all, "is_off"))
+        m.update(importance_stats(torch.cat(applieds), mask_all, "is_off_applied"))
         return m
 
     def apply_gradients(self) -> dict[str, float]:

@@ -55,8 +55,15 @@ def grpo_policy_loss(
     ref_logps: torch.Tensor | None = None,  # [B, T] frozen reference, needed when beta > 0
     is_ratio: torch.Tensor | None = None,  # [B, T] truncated IS ratio against behaviour (detached)
     weights: torch.Tensor | None = None,  # [B] per-sample weights (1 = TRL)
+    micro_batch_sequences: float | None = None,  # sequences in the whole micro-batch (None: B)
+    micro_batch_tokens: float | None = None,  # its masked tokens (None: mask.sum())
 ) -> LossParts:
-    """The clipped GRPO surrogate with TRL's normalisation for `cfg.loss_type`."""
+    """The clipped GRPO surrogate with TRL's normalisation for `cfg.loss_type`.
+
+    When a micro-batch is cut into pieces to bound memory (`max_tokens_per_micro_batch`), each
+    piece passes the whole micro-batch's sequence and token counts, so that the pieces' losses
+    (and gradients) add up to the micro-batch's.
+    """
     adv = _as_token_advantages(advantages)  # [B, 1] or [B, T]
     coef_1 = torch.exp(logps - old_logps)  # [B, T] PPO ratio
     coef_2 = torch.clamp(coef_1, 1 - cfg.epsilon_low, 1 + cfg.eps_high)
@@ -77,11 +84,19 @@ def grpo_policy_loss(
 
     accum = cfg.grad_accum
     if cfg.loss_type == "grpo":
-        loss = ((per_token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / accum
+        seq_means = (per_token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)  # [B]
+        if micro_batch_sequences is None:
+            loss = seq_means.mean() / accum
+        else:
+            loss = seq_means.sum() / micro_batch_sequences / accum
     elif cfg.loss_type == "bnpo":
-        loss = (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0) / accum
+        if micro_batch_tokens is None:
+            loss = (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0) / accum
+        else:
+            loss = (per_token_loss * mask).sum() / max(micro_batch_tokens, 1.0) / accum
     elif cfg.loss_type == "dr_grpo":
-        denom = per_token_loss.size(0) * cfg.max_completion_length
+        n_seq = per_token_loss.size(0) if micro_batch_sequences is None else micro_batch_sequences
+        denom = n_seq * cfg.max_completion_length
         loss = (per_token_loss * mask).sum() / denom / accum
     elif cfg.loss_type == "dapo":
         loss = (per_token_loss * mask).sum() / max(num_items_in_batch, 1.0)

@@ -5,9 +5,23 @@ Decoded from the `[mwra]` table of a spec (or built in code); imports nothing he
 
 from __future__ import annotations
 
+import math
+
 import msgspec
 
+from mrl_actors.checks import check_float
 from mrl_actors.errors import ConfigError
+
+_FLOATS = (
+    "max_move_fraction",
+    "liveness_interval_s",
+    "dead_after",
+    "gain_horizon_s",
+    "default_move_s",
+    "hysteresis",
+    "ema_alpha",
+    "rate_window_s",
+)
 
 
 class MwraConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -38,6 +52,18 @@ class MwraConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # Do not move for less than this relative gain in balanced step rate: estimates are noisy,
     # and two nearly equal allocations must not alternate.
     hysteresis: float = 0.02
+    # A move is not reversed within this many decision intervals (an interval: every policy's
+    # learner stepped once and every node reported once, i.e. at least `liveness_interval_s`),
+    # unless the membership changed or reversing gains `reverse_margin` beyond the hysteresis.
+    # Rates measured right after a move are few and noisy; undoing a move on them is churn.
+    hold_intervals: int = 6
+    # The extra relative gain a reversal inside the hold needs on top of `hysteresis`.
+    reverse_margin: float = 0.25
+    # A move's gain must clear the hysteresis even with the rates it is planned on taken this
+    # many standard errors against it (errors from the number and spread of the reports in
+    # `rate_window_s`); a policy with fewer than two reports there is not moved for. 0: off.
+    # 0.5 keeps the simulator's noisy-rate runs at 0.98 of the best static split at 8 slots.
+    uncertainty_z: float = 0.5
     # Weight of a new learner timing (wait, compute, samples per step) in its running average.
     ema_alpha: float = 0.3
     # Time constant of each node's throughput average: long enough that per-report noise (20%
@@ -45,6 +71,11 @@ class MwraConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     rate_window_s: float = 120.0
 
     def __post_init__(self) -> None:
+        for name in _FLOATS:  # NaN passes every comparison below: refuse it (and inf) first
+            check_float(self, name)
+        for name, weight in self.ratio.items():
+            if not math.isfinite(weight):
+                raise ConfigError(f"mwra.ratio.{name} is {weight}; weights must be finite")
         if not 0.0 < self.max_move_fraction <= 1.0:
             raise ConfigError(f"mwra.max_move_fraction is {self.max_move_fraction}; need (0, 1]")
         if self.liveness_interval_s <= 0 or self.dead_after < 1.0:  # 1: one missed beat
@@ -60,6 +91,8 @@ class MwraConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             raise ConfigError(f"mwra.rate_window_s is {self.rate_window_s}; need > 0")
         if self.cost_window < 1 or self.gain_horizon_s <= 0 or self.default_move_s < 0:
             raise ConfigError("mwra.cost_window >= 1, gain_horizon_s > 0, default_move_s >= 0")
+        if self.hold_intervals < 0 or self.reverse_margin < 0 or self.uncertainty_z < 0:
+            raise ConfigError("mwra.hold_intervals, reverse_margin, uncertainty_z must be >= 0")
         if self.hysteresis < 0:
             raise ConfigError(f"mwra.hysteresis is {self.hysteresis}; need >= 0")
         for name, weight in self.ratio.items():

@@ -7,7 +7,8 @@ into the state at once, as the actor would read its own write.
 `check` replays a log: for each recorded `SlotsAssigned` from MWRA, the rule is asked at that
 event's `time_ns` with the state folded from the log up to the event's `seen_seq` (the prefix the
 live actor had read; everything before the event when it has none, as in the simulator), and
-must give the same event.
+must give the same event. Records are folded at the time the server stored them, as the live
+actor folded them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import msgspec
 
 from mrl_actors import events as ev
 from mrl_actors.mwra.config import MwraConfig
+from mrl_actors.mwra.memory import Memory, remember
 from mrl_actors.mwra.rule import SOURCE, decide
 from mrl_actors.mwra.state import MwraState, evolve
 from mrl_actors.see.record import Record
@@ -30,6 +32,7 @@ class Allocator:
     def __init__(self, config: MwraConfig, state: MwraState | None = None) -> None:
         self.config = config
         self.state = state or MwraState()
+        self.memory = Memory()
         self.decisions: list[ev.SlotsAssigned] = []
 
     def observe(self, event: ev.Event) -> None:
@@ -39,9 +42,10 @@ class Allocator:
             alpha=self.config.ema_alpha,
             rate_window_s=self.config.rate_window_s,
         )
+        self.memory = remember(self.memory, event, rate_window_s=self.config.rate_window_s)
 
     def step(self, now_ns: int) -> ev.SlotsAssigned | None:
-        decision = decide(self.state, now_ns, self.config)
+        decision = decide(self.state, now_ns, self.config, self.memory)
         if decision is not None:
             self.observe(decision)
             self.decisions.append(decision)
@@ -61,23 +65,32 @@ def check(records: Iterable[Record[Any] | ev.Event], config: MwraConfig) -> list
     not read), or bare events, numbered 1, 2, ... in the order given.
     """
     items = [
-        (r.seq, r.event) if isinstance(r, Record) else (i + 1, r) for i, r in enumerate(records)
+        (r.seq, r.event, r.time_ns) if isinstance(r, Record) else (i + 1, r, 0)
+        for i, r in enumerate(records)
     ]
     wanted = sorted(
-        {e.seen_seq for _, e in items if isinstance(e, ev.SlotsAssigned) and e.seen_seq > 0}
+        {e.seen_seq for _, e, _ in items if isinstance(e, ev.SlotsAssigned) and e.seen_seq > 0}
     )
-    snapshots: dict[int, MwraState] = {}
+    snapshots: dict[int, tuple[MwraState, Memory]] = {}
     state = MwraState()
+    memory = Memory()
     mismatches: list[ReplayMismatch] = []
-    for i, (seq, event) in enumerate(items):
+    for i, (seq, event, at_ns) in enumerate(items):
         while wanted and wanted[0] < seq:  # the state of the log up to and including wanted[0]
-            snapshots[wanted.pop(0)] = state
+            snapshots[wanted.pop(0)] = (state, memory)
         if isinstance(event, ev.SlotsAssigned) and event.source == SOURCE:
-            base = snapshots.get(event.seen_seq, state) if event.seen_seq else state
-            replayed = decide(base, event.time_ns, config)
+            base, mem = (
+                snapshots.get(event.seen_seq, (state, memory))
+                if event.seen_seq
+                else (state, memory)
+            )
+            replayed = decide(base, event.time_ns, config, mem)
             if replayed is not None and event.seen_seq:
                 replayed = msgspec.structs.replace(replayed, seen_seq=event.seen_seq)
             if replayed != event:
                 mismatches.append(ReplayMismatch(i, event, replayed))
-        state = evolve(state, event, alpha=config.ema_alpha, rate_window_s=config.rate_window_s)
+        state = evolve(
+            state, event, alpha=config.ema_alpha, rate_window_s=config.rate_window_s, at_ns=at_ns
+        )
+        memory = remember(memory, event, rate_window_s=config.rate_window_s)
     return mismatches

@@ -12,8 +12,12 @@ Two kinds of change, in this order:
 2. Rebalance, only at a weight-version boundary (some learner stepped since the last epoch):
    move at most `max_move_fraction` of the rollout slots toward the target allocation (a longer
    way in equal steps), and only when the gain of reaching the whole target beats the hysteresis
-   (a dead band around the target) and, with `cost_gate`, this decision's gain beats the measured
-   cost of its moves (mean of the last `cost_window` `SlotMoveMeasured`).
+   (a dead band around the target), also with the rates it is planned on taken `uncertainty_z`
+   standard errors against the move (from `memory`: reports in the window and their spread),
+   and, with `cost_gate`, this decision's gain beats the measured cost of its moves (mean of the
+   last `cost_window` `SlotMoveMeasured`). A move that would reverse one made on the same
+   membership less than `hold_intervals` decision intervals ago needs `reverse_margin` more: the
+   rule keeps its decisions.
 
 The model: a rollout slot of policy p yields `c_p` learner steps/s (samples/s per slot over
 samples per step); the learner caps p at `L_p = 1/compute_s` steps/s. With `n_p` rollout slots,
@@ -29,6 +33,7 @@ from collections import Counter
 from mrl_actors import events as ev
 from mrl_actors.events import SlotKey
 from mrl_actors.mwra.config import MwraConfig
+from mrl_actors.mwra.memory import Memory
 from mrl_actors.mwra.state import MwraState, Owner
 
 SOURCE = "mwra"
@@ -125,8 +130,14 @@ def _move_cost_s(state: MwraState, config: MwraConfig) -> float:
     return sum(recent) / len(recent) if recent else config.default_move_s
 
 
-def decide(state: MwraState, now_ns: int, config: MwraConfig) -> ev.SlotsAssigned | None:
-    """The next assignment, or None when nothing is worth changing now."""
+def decide(
+    state: MwraState, now_ns: int, config: MwraConfig, memory: Memory | None = None
+) -> ev.SlotsAssigned | None:
+    """The next assignment, or None when nothing is worth changing now.
+
+    `memory` (`mwra.memory.remember` folded over the same events) gives the recent moves and the
+    rates' uncertainty; without it neither the hold nor the uncertainty check applies.
+    """
     policies = sorted(state.policies)
     if not policies:
         return None
@@ -196,7 +207,7 @@ def decide(state: MwraState, now_ns: int, config: MwraConfig) -> ev.SlotsAssigne
         view.version > state.decided_versions.get(name, 0) for name, view in state.policies.items()
     )
     if boundary:
-        moved, why = _rebalance(state, assign, c, cap, config)
+        moved, why = _rebalance(state, assign, c, cap, config, memory, now_ns)
         if moved:
             assign = moved
             reasons.append(why)
@@ -223,6 +234,8 @@ def _rebalance(
     c: dict[str, float],
     cap: dict[str, float],
     config: MwraConfig,
+    memory: Memory | None = None,
+    now_ns: int = 0,
 ) -> tuple[dict[SlotKey, Owner] | None, str]:
     """At most `max_moves` rollout slots toward the target, if the gain clears both gates."""
     policies = sorted(state.policies)
@@ -262,7 +275,21 @@ def _rebalance(
     # way (in steps of at most `max_move_fraction`). Judging each bounded step on its own gain
     # would stop short of the target by up to the band, for as long as the rates hold.
     full_gain = balanced_rate(target, c, cap, config) - before_u
-    if gain <= 0 or (before_u > 0 and full_gain / before_u < config.hysteresis):
+    need = config.hysteresis
+    if memory is not None:
+        # The gain must hold when the rates are `uncertainty_z` standard errors against the move:
+        # the policies it feeds faster than measured, those it starves slower.
+        worst = against(memory, c, after, n, config)
+        if worst is None:
+            return None, ""
+        w_before = balanced_rate(n, worst, cap, config)
+        w_gain = balanced_rate(after, worst, cap, config) - w_before
+        w_full = balanced_rate(target, worst, cap, config) - w_before
+        if w_gain <= 0 or (w_before > 0 and w_full / w_before < need):
+            return None, ""
+        if reverses(memory, state, assign, after, n, now_ns, config):
+            need += config.reverse_margin
+    if gain <= 0 or (before_u > 0 and full_gain / before_u < need):
         return None, ""
     if config.cost_gate and before_u > 0:
         # A moving slot produces nothing for the measured move time: value it at the average
@@ -277,3 +304,64 @@ def _rebalance(
         moved[slot] = (to, "rollout")
     summary = ",".join(f"{p}:{n[p]}->{after[p]}" for p in policies if after[p] != n[p])
     return moved, f"rebalance {summary} gain {gain / before_u if before_u else 1.0:.3f}"
+
+
+def against(
+    memory: Memory,
+    c: dict[str, float],
+    after: dict[str, int],
+    before: dict[str, int],
+    config: MwraConfig,
+) -> dict[str, float] | None:
+    """The rates `uncertainty_z` relative standard errors against a move from `before` to
+    `after`: higher for the policies that gain slots (they needed fewer), lower for those that
+    give slots up. None when a policy the move touches has fewer than two reports in the window
+    (its rate is a guess: nothing is moved for it)."""
+    z = config.uncertainty_z
+    if z <= 0:
+        return dict(c)
+    out = dict(c)
+    for p, rate in c.items():
+        d = after.get(p, 0) - before.get(p, 0)
+        if d == 0:
+            continue
+        err = memory.rates[p].rel_error() if p in memory.rates else math.inf
+        if not math.isfinite(err):
+            return None
+        out[p] = rate * (1.0 + z * err) if d > 0 else rate * max(1e-9, 1.0 - z * err)
+    return out
+
+
+def intervals_since(
+    versions: dict[str, int], state: MwraState, since_ns: int, now_ns: int, config: MwraConfig
+) -> float:
+    """Decision intervals since a move: the fewest learner steps any policy took since, and no
+    more than the liveness intervals (node reports) that passed."""
+    steps = min(
+        (view.version - versions.get(name, 0) for name, view in state.policies.items()), default=0
+    )
+    return min(float(steps), (now_ns - since_ns) / 1e9 / config.liveness_interval_s)
+
+
+def reverses(
+    memory: Memory,
+    state: MwraState,
+    assign: dict[SlotKey, Owner],
+    after: dict[str, int],
+    before: dict[str, int],
+    now_ns: int,
+    config: MwraConfig,
+) -> bool:
+    """Would going from `before` to `after` rollout counts undo a move made on this membership
+    within the last `hold_intervals` decision intervals?"""
+    members = frozenset(node for node, _ in assign)
+    for move in reversed(memory.moves):
+        if move.members != members:
+            continue
+        if intervals_since(move.versions, state, move.time_ns, now_ns, config) >= (
+            config.hold_intervals
+        ):
+            return False
+        if any((after[p] - before[p]) * d < 0 for p, d in move.delta.items() if p in after):
+            return True
+    return False

@@ -28,6 +28,11 @@ Series (every one labelled with `run`):
                                                  of registered policies until one is measured)
     mrl_slot_move_seconds_total{from_policy,to_policy}
     mrl_node_last_seen_timestamp_seconds{node}
+    mrl_reward_mean{policy} mrl_success_rate{policy} mrl_eval_accuracy{policy}
+    mrl_eval_pass1{policy} mrl_loss{policy} mrl_kl{policy} mrl_entropy{policy}
+    mrl_grad_norm{policy} mrl_clip_fraction{policy} mrl_completion_length_tokens{policy}
+                                                 the last learner step's metrics (`LEARNING`)
+    mrl_train_tokens_per_second{policy}          its completion tokens / its step time
 
 Sum over nodes for a policy's rate: `sum by (policy, role) (mrl_tokens_per_second)`.
 """
@@ -73,6 +78,26 @@ class MetricsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise ConfigError(f"metrics.port is {self.port}; need 0..65535")
 
 
+def check_port_free(config: MetricsConfig) -> None:
+    """Refuse a metrics address that cannot be bound, before a run creates anything (the run
+    directory, the server): a port in use is found in a second, not after the warm start."""
+    import socket
+
+    if config.port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, addr = infos[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server does
+            sock.bind(addr)
+    except OSError as exc:
+        raise ConfigError(
+            f"--metrics-port {config.port}: cannot serve on {config.host}:{config.port}: "
+            f"{exc.strerror or exc} (choose another port, or 0 for a free one)"
+        ) from None
+
+
 class Update(msgspec.Struct, frozen=True):
     """One change to one series: set a gauge, add to a counter, or clear a gauge's series."""
 
@@ -81,6 +106,21 @@ class Update(msgspec.Struct, frozen=True):
     labels: Labels = ()
     value: float = 0.0
 
+
+# What a researcher watches, per policy, from each LearnerStepCompleted's metrics: (metric key,
+# series, help). The held-out evaluation at step 0 (`eval_accuracy_initial`) sets the same series.
+LEARNING: tuple[tuple[str, str, str], ...] = (
+    ("reward_mean", "mrl_reward_mean", "Mean training reward of the last step's own samples"),
+    ("success_rate", "mrl_success_rate", "Share of the last step's own samples verified right"),
+    ("eval_accuracy", "mrl_eval_accuracy", "Held-out accuracy (greedy) at the last evaluation"),
+    ("eval_pass1", "mrl_eval_pass1", "Held-out pass@1 at the last evaluation"),
+    ("loss", "mrl_loss", "Loss of the last learner step"),
+    ("kl", "mrl_kl", "KL to the reference policy per token (0 with beta = 0)"),
+    ("entropy", "mrl_entropy", "Mean token entropy of the last step's own samples"),
+    ("grad_norm", "mrl_grad_norm", "Gradient norm of the last step, before clipping"),
+    ("clip_region", "mrl_clip_fraction", "Share of tokens whose ratio was clipped"),
+    ("completion_length", "mrl_completion_length_tokens", "Mean completion length, tokens"),
+)
 
 GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "mrl_tokens_per_second": ("Tokens/s a node reports", ("policy", "role", "node")),
@@ -94,6 +134,11 @@ GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "mrl_slots": ("Slots the assignment in force gives", ("policy", "role")),
     "mrl_slots_epoch": ("Epoch of the assignment in force", ()),
     "mrl_node_last_seen_timestamp_seconds": ("Event time a node was last heard from", ("node",)),
+    **{name: (doc, ("policy",)) for _, name, doc in LEARNING},
+    "mrl_train_tokens_per_second": (
+        "Completion tokens the last learner step trained on, per second of its step",
+        ("policy",),
+    ),
 }
 COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "mrl_slot_moves": ("Measured slot moves", ("from_policy", "to_policy")),
@@ -106,7 +151,10 @@ def _seconds(time_ns: int) -> float:
 
 
 def updates(event: ev.Event) -> list[Update]:
-    """The metric changes one event implies (none for events that carry no metric)."""
+    """The metric changes one event implies (none for events that carry no metric, nor for
+    one whose payload names a writer other than its subject's source)."""
+    if ev.identity_error(event) is not None:
+        return []
     match event:
         case ev.ThroughputReported(policy=p, role=role, node=node):
             labels: Labels = (("policy", p), ("role", role), ("node", node))
@@ -130,7 +178,7 @@ def updates(event: ev.Event) -> list[Update]:
                 *_stepped(p, event.step, event.time_ns),
             ]
         case ev.LearnerStepCompleted(policy=p, step=step):
-            return _stepped(p, step, event.time_ns)
+            return [*_learning(p, event.metrics), *_stepped(p, step, event.time_ns)]
         case ev.SlotsAssigned(epoch=epoch, assignments=assignments):
             held = Counter((a.policy, a.role) for a in assignments)
             return [
@@ -168,6 +216,23 @@ def registered(known: Iterable[str], policy: str) -> list[Update]:
         for pair in ((other, policy), (policy, other)):
             labels: Labels = (("from_policy", pair[0]), ("to_policy", pair[1]))
             out += [Update(name, "inc", labels, 0.0) for name in COUNTERS]
+    return out
+
+
+def _learning(policy: str, metrics: dict[str, float]) -> list[Update]:
+    """The learning series a step's metrics set (finite values only; a missing key, such as
+    `eval_accuracy` between evaluations, leaves its series at the last value)."""
+    import math
+
+    labels: Labels = (("policy", policy),)
+    out = []
+    for key, name, _ in LEARNING:
+        value = metrics.get(key, metrics.get(f"{key}_initial"))
+        if value is not None and math.isfinite(value):
+            out.append(Update(name, "set", labels, float(value)))
+    tokens, seconds = metrics.get("tokens"), metrics.get("step_time_s")
+    if tokens is not None and seconds and seconds > 0 and math.isfinite(tokens / seconds):
+        out.append(Update("mrl_train_tokens_per_second", "set", labels, tokens / seconds))
     return out
 
 

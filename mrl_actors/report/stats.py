@@ -9,7 +9,9 @@ Pure functions of numbers (numpy only), so they are tested on constructed inputs
   both, which across-seed spreads (mean ± std) cannot. Its mean gets a percentile bootstrap 95%
   interval over seeds (seeded resampling, 10,000 resamples by default); an interval that
   excludes zero is marked. With 5 seeds the interval is coarse: read it as "the sign is stable
-  across seeds", not as a calibrated test.
+  across seeds", not as a calibrated test. Below `MIN_PAIRED_SEEDS` (3) paired seeds there is
+  no interval and no mark: a bootstrap of one difference is that difference (`[+d, +d]`), of
+  two it has three possible means, and either would "exclude zero" for any non-zero effect.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ COMPARED_METRICS: tuple[tuple[str, str], ...] = (
 )
 METRIC_KEYS: tuple[str, ...] = tuple(key for key, _ in COMPARED_METRICS)
 AVERAGE = "average"  # the per-seed mean over policies
+MIN_PAIRED_SEEDS = 3  # fewer paired seeds: the mean difference only, no interval, no mark
 
 
 def part_metric_keys(results: dict[str, list[dict[str, Any]]]) -> tuple[str, ...]:
@@ -86,11 +89,13 @@ class PairedDiff:
     seeds: list[int]
     diffs: list[float]  # [S], one per seed both runs have
     mean: float
-    ci_low: float
-    ci_high: float
+    ci_low: float | None  # None below MIN_PAIRED_SEEDS paired seeds
+    ci_high: float | None
 
     @property
     def excludes_zero(self) -> bool:
+        if self.ci_low is None or self.ci_high is None:
+            return False
         return self.ci_low > 0.0 or self.ci_high < 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -144,7 +149,10 @@ def paired_differences(
                 diffs = [mine[s][name] - base[s][name] for s in pairs]
                 if not diffs:
                     continue
-                lo, hi = bootstrap_ci(diffs, resamples=resamples, seed=seed)
+                lo: float | None = None
+                hi: float | None = None
+                if len(diffs) >= MIN_PAIRED_SEEDS:
+                    lo, hi = bootstrap_ci(diffs, resamples=resamples, seed=seed)
                 out.append(
                     PairedDiff(
                         probe=probe,

@@ -23,8 +23,10 @@ from mrl_actors.events import (
     PolicyRegistered,
     RunFinished,
     RunStarted,
+    identity_error,
 )
-from mrl_actors.report.stats import COMPARED_METRICS
+from mrl_actors.report.run_page import headline, run_spec, spec_rows, system_rows
+from mrl_actors.report.stats import COMPARED_METRICS, MIN_PAIRED_SEEDS
 
 # Metrics plotted per policy over steps: (key in LearnerStepCompleted.metrics, title).
 _PLOTS: tuple[tuple[str, str], ...] = (
@@ -32,6 +34,17 @@ _PLOTS: tuple[tuple[str, str], ...] = (
     ("eval_pass1", "Eval pass@1 (unbiased, 8 samples at the training temperature)"),
     ("eval_pass8", "Eval pass@8 (unbiased, 8 samples at the training temperature)"),
     ("reward_mean", "Training reward (own samples)"),
+    ("success_rate", "Success rate (own samples)"),
+    ("loss", "Loss"),
+    ("kl", "KL to the reference (per token)"),
+    ("entropy", "Entropy (per token)"),
+    ("grad_norm", "Gradient norm (before clipping)"),
+    ("clip_region", "Clip fraction (tokens)"),
+    ("completion_length", "Completion length (tokens, mean)"),
+    ("step_time_s", "Step time (s)"),
+    ("tokens_per_s", "Throughput: trained tokens/s"),
+    ("rollout_wait_s", "Rollout wait per step (s)"),
+    ("staleness_mean", "Staleness of what was learned (versions)"),
     ("is_off_ess", "Peer-sample token ratios π/μ: ESS share"),
     ("is_off_max", "Peer-sample token ratios π/μ: max"),
     ("thl_exact_share", "THL: share of transfers byte-exact"),
@@ -53,13 +66,16 @@ def summarize(events: Iterable[Event]) -> dict[str, Any]:
     counts: Counter[str] = Counter()
     sources: Counter[str] = Counter()
     for ev in events:
+        if identity_error(ev) is not None:  # a payload naming another writer: left out
+            continue
         counts[ev.KIND] += 1
         sources[f"{ev.KIND}/{ev.source}"] += 1
         if isinstance(ev, RunStarted):
             run.update(name=ev.run, seed=ev.seed, code_version=ev.code_version, probes=ev.probes)
+            run.update(spec_toml=ev.spec_toml, spec=run_spec(ev.spec_toml))
         elif isinstance(ev, PolicyRegistered | LearnerStepCompleted) and ev.policy != ev.source:
             continue
-        elif isinstance(ev, PolicyRegistered):
+        elif isinstance(ev, PolicyRegistered) and ev.policy not in policies:  # the first one
             policies[ev.policy] = {
                 "family": ev.family,
                 "model_path": ev.model_path,
@@ -75,6 +91,9 @@ def summarize(events: Iterable[Event]) -> dict[str, Any]:
                     series[ev.policy][key.removesuffix("_initial")].insert(0, (0, value))
                 else:
                     series[ev.policy][key].append((ev.step, value))
+            tokens, seconds = ev.metrics.get("tokens"), ev.metrics.get("step_time_s")
+            if tokens is not None and seconds and seconds > 0 and math.isfinite(tokens / seconds):
+                series[ev.policy]["tokens_per_s"].append((ev.step, tokens / seconds))
         elif isinstance(ev, RunFinished):
             run.update(status=ev.status, **{k: v for k, v in ev.summary.items() if k != "status"})
     for name, per_key in series.items():
@@ -205,18 +224,20 @@ def render_html(summary: dict[str, Any]) -> str:
     run, policies = summary["run"], summary["policies"]
     title = f"mrl-actors run {run.get('name', '?')}"
     facts = _table(
-        ["run", "probe(s)", "seed", "status", "code", "average final accuracy"],
+        ["run", "probe(s)", "mode", "seed", "status", "code"],
         [
             [
                 run.get("name"),
                 ", ".join(run.get("probes", [])),
+                run.get("spec", {}).get("mode", "lockstep"),
                 run.get("seed"),
                 run.get("status", "running"),
                 run.get("code_version"),
-                run.get("average_final_accuracy"),
             ]
         ],
     )
+    lines = "".join(f"<li>{html.escape(x)}</li>" for x in headline(summary))
+    heads = f'<ul class="headline">{lines}</ul>'
     per_policy = _table(*policy_table(policies))
     part_rows = [
         [name, part, *(v.get(k) for k in _PART_COLUMNS)]
@@ -226,11 +247,14 @@ def render_html(summary: dict[str, Any]) -> str:
     if part_rows:
         titles = ["policy", "part", "initial acc.", "final acc.", "final pass@1", "final pass@8"]
         per_policy += "<h3>Per part of the task</h3>" + _table(titles, part_rows)
+    system = _table(*system_rows(summary))
+    spec = spec_rows(run.get("spec_toml"))
+    spec_table = _table(["spec field", "value"], spec) if spec else "<p>No spec in the log.</p>"
     plots = []
     for key, plot_title in _PLOTS:
         data = {n: p.get("series", {}).get(key, []) for n, p in policies.items()}
         if any(data.values()):
-            plots.append(f"<figure>{_svg_plot(plot_title, data)}</figure>")
+            plots.append(f'<figure data-metric="{key}">{_svg_plot(plot_title, data)}</figure>')
     events = _table(["event kind", "count"], sorted(summary["events"].items()))
     by_source = _table(["kind/source", "count"], sorted(summary["events_by_source"].items()))
     return f"""<!doctype html>
@@ -241,16 +265,23 @@ table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
 th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
 th {{ background: #f3f3f3; }}
 figure {{ display: inline-block; margin: 0.5em; }}
+ul.headline {{ font-size: 1.1em; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 {facts}
+{heads}
 <h2>Policies</h2>
 {per_policy}
+<h2>System</h2>
+{system}
 <h2>Over training</h2>
 {"".join(plots) or "<p>No learner steps yet.</p>"}
 <h2>Events exchanged</h2>
 {events}
 <details><summary>By source</summary>{by_source}</details>
+<h2>Spec</h2>
+<details open><summary>The spec the run started with (its RunStarted event)</summary>
+{spec_table}</details>
 </body></html>
 """
 
@@ -322,6 +353,8 @@ def paired_table(
 
 
 def _diff_cell(d: dict[str, Any]) -> str:
+    if d.get("ci_low") is None or d.get("ci_high") is None:
+        return f"{d['mean']:+.3f} (no interval: {len(d['seeds'])} paired seed(s))"
     mark = " *" if d["excludes_zero"] else ""
     return f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]{mark}"
 
@@ -337,13 +370,20 @@ def _compare_sections(
     results: dict[str, list[dict[str, Any]]], seeds: Sequence[int], paired: Sequence[dict]
 ) -> list[tuple[str, list[str], list[list[str]]]]:
     out = []
+    spread = "mean ± std" if len(seeds) > 1 else "one seed, so no spread"
     for metric, title in _COMPARE_SPREAD:
         header, rows = compare_table(results, metric)
-        out.append((f"{title}, mean ± std over seeds {list(seeds)}", header, rows))
+        out.append((f"{title}, {spread} over seeds {list(seeds)}", header, rows))
+    few = len(seeds) < MIN_PAIRED_SEEDS
     for metric, title in COMPARED_METRICS:
         header, rows = paired_table(paired, metric)
         if rows:
             note = "paired by seed, mean [bootstrap 95% interval]; * = interval excludes 0"
+            if few:
+                note = (
+                    f"paired by seed, mean only: no interval and no * below {MIN_PAIRED_SEEDS} "
+                    "paired seeds (a bootstrap of one or two differences is degenerate)"
+                )
             out.append((f"Difference in {title}, {note}", header, rows))
     return out
 
@@ -364,11 +404,17 @@ def compare_markdown(
 def compare_html(
     results: dict[str, list[dict[str, Any]]], seeds: Sequence[int], paired: Sequence[dict]
 ) -> str:
-    """compare.html: the same tables as compare.md, as a self-contained page."""
+    """compare.html: the tables of compare.md, each probe's curves (mean over seeds with the
+    seeds' range as a band) and a link to every sub-run's report, as a self-contained page."""
+    from mrl_actors.report.compare_page import curves_html, links_html
+
     body = "".join(
         f"<h2>{html.escape(title)}</h2>{_table(header, rows)}"
         for title, header, rows in _compare_sections(results, seeds, paired)
     )
+    body += "<h2>Over training, per probe (mean over seeds, band: lowest to highest)</h2>"
+    body += curves_html(results)
+    body += f"<h2>Runs</h2>{links_html(results)}"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>mrl-actors comparison</title>
 <style>
@@ -376,6 +422,7 @@ body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
 th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
 th {{ background: #f3f3f3; }}
+figure {{ display: inline-block; margin: 0.5em; }}
 </style></head><body>
 <h1>mrl-actors comparison over seeds {html.escape(str(list(seeds)))}</h1>
 {body}
@@ -422,6 +469,7 @@ table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
 th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
 th {{ background: #f3f3f3; }}
 figure {{ display: inline-block; margin: 0.5em; }}
+ul.headline {{ font-size: 1.1em; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>The logged experience of each policy fed through the {html.escape(probe)} update rule, beside

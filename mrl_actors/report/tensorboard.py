@@ -2,10 +2,12 @@
 
 Each learner step's metrics (what `LearnerStepCompleted.metrics` holds: loss, reward mean,
 success rate, KL when `beta > 0`, wait and compute seconds, staleness in async runs, eval
-accuracy when measured, ...) become scalars tagged by their metric name at that step, in an event
-file under `<run_dir>/tensorboard/<policy>/`: `tensorboard --logdir <run_dir>/tensorboard`
-shows every policy of the run side by side. The lockstep actor (`actors.policy`) and the
-asynchronous learner (`actors.learner`) both call `StepScalars.write` after a step is logged.
+accuracy when measured, ...) become scalars tagged by their metric name at that step (the
+evaluation before the first step, `eval_accuracy_initial` and the like, is step 0 of the same
+tag), in an event file under `<run_dir>/tensorboard/<policy>/`:
+`tensorboard --logdir <run_dir>/tensorboard` shows every policy of the run side by side. The
+lockstep actor (`actors.policy`) and the asynchronous learner (`actors.learner`) both call
+`StepScalars.write` after a step is logged.
 
 The log stays the record: these files are a view of it, written by the process that took the
 step. A resumed actor writes a new file in the same directory for the steps it takes (replayed
@@ -14,7 +16,9 @@ steps are not written again); TensorBoard reads the directory's files as one ser
 The writer is tensorboardX's synchronous `EventsWriter` (no background thread, no TensorFlow,
 no `tensorboard` server package), opened at the first step and flushed after every step, so a
 killed process loses at most the step it was writing; it is closed after the run's last step.
-`read_scalars` reads a directory back as TensorBoard does (tests, notebooks).
+The first event of a file carries the policy's hyperparameters (`spec_hparams`) for the HPARAMS
+tab. `read_scalars` and `read_hparams` read a directory back as TensorBoard does (tests,
+notebooks).
 """
 
 from __future__ import annotations
@@ -37,10 +41,19 @@ def board_dir(run_dir: Path, policy: str) -> Path:
 class StepScalars:
     """One policy's learner-step scalars; does nothing when not `enabled`."""
 
-    def __init__(self, run_dir: Path, policy: str, *, enabled: bool, last_step: int) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        policy: str,
+        *,
+        enabled: bool,
+        last_step: int,
+        hparams: Mapping[str, HParam] | None = None,
+    ) -> None:
         self.dir = board_dir(run_dir, policy)
         self.enabled = enabled
         self.last_step = last_step  # the run's last step: the file is closed after it
+        self.hparams = dict(hparams or {})
         self._writer: Any = None
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
@@ -58,10 +71,25 @@ class StepScalars:
             # it unique for an actor restarted within that second (EventsWriter truncates)
             suffix = f".{os.getpid()}.{time.time_ns()}"
             self._writer = EventsWriter(str(self.dir / "events"), suffix)
-        values = [Summary.Value(tag=k, simple_value=float(v)) for k, v in sorted(metrics.items())]
-        self._writer.write_event(
-            Event(wall_time=time.time(), step=step, summary=Summary(value=values))
-        )
+            if self.hparams:  # TensorBoard's HPARAMS tab: this policy's settings, its metrics
+                from tensorboardX.summary import hparams
+
+                for summary in hparams(self.hparams, {k: 0.0 for k in HPARAM_METRICS}):
+                    self._writer.write_event(Event(wall_time=time.time(), summary=summary))
+        # `<key>_initial` is measured before the first step: step 0 of the same tag
+        initial = {
+            k.removesuffix("_initial"): v for k, v in metrics.items() if k.endswith("_initial")
+        }
+        now = {k: v for k, v in metrics.items() if not k.endswith("_initial")}
+        for at, values in ((0, initial), (step, now)):
+            if not values:
+                continue
+            summary = Summary(
+                value=[
+                    Summary.Value(tag=k, simple_value=float(v)) for k, v in sorted(values.items())
+                ]
+            )
+            self._writer.write_event(Event(wall_time=time.time(), step=at, summary=summary))
         self._writer.flush()
         if step >= self.last_step:
             self.close()
@@ -70,6 +98,58 @@ class StepScalars:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+HParam = float | int | str | bool
+# metrics the HPARAMS tab shows beside each policy's settings (scalar tags of the same directory)
+HPARAM_METRICS = ("eval_accuracy", "eval_pass1", "reward_mean")
+
+
+def spec_hparams(spec: Any, policy: str) -> dict[str, HParam]:
+    """The settings a comparison of runs is made on: the run's schedule and probe, and the
+    policy's model, learner and sampling options, as flat `section.field` names."""
+    import msgspec
+
+    out: dict[str, HParam] = {}
+
+    def flat(prefix: str, obj: Any) -> None:
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                flat(f"{prefix}.{k}", v)
+        elif isinstance(obj, bool | int | float | str):
+            out[prefix] = obj
+        elif isinstance(obj, list | tuple):
+            out[prefix] = ", ".join(str(x) for x in obj)
+
+    flat("run", msgspec.to_builtins(spec.run))
+    for p in spec.policies:
+        if p.name == policy:
+            out["policy.model"] = p.model
+            flat("grpo", msgspec.to_builtins(p.grpo))
+            flat("sampling", msgspec.to_builtins(p.engine.sampling))
+    return out
+
+
+def read_hparams(directory: Path) -> dict[str, HParam]:
+    """The hyperparameters written to `directory` (the HPARAMS tab's session start info)."""
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+
+    out: dict[str, HParam] = {}
+    for path in sorted(directory.glob("events.out.tfevents.*")):
+        data, at = path.read_bytes(), 0
+        while at + 16 <= len(data):
+            (length,) = struct.unpack("<Q", data[at : at + 8])
+            event = Event.FromString(data[at + 12 : at + 12 + length])
+            at += 16 + length
+            for v in event.summary.value:
+                if v.tag != "_hparams_/session_start_info":
+                    continue
+                info = HParamsPluginData.FromString(v.metadata.plugin_data.content)
+                for k, val in info.session_start_info.hparams.items():
+                    kind = val.WhichOneof("kind")
+                    out[k] = getattr(val, kind) if kind else ""
+    return out
 
 
 def read_scalars(directory: Path) -> dict[tuple[str, int], float]:
@@ -97,6 +177,7 @@ def read_scalars(directory: Path) -> dict[tuple[str, int], float]:
                 raise ValueError(f"{path}: not a TensorBoard event file")
             first = False
             for v in event.summary.value:
-                out[(v.tag, event.step)] = v.simple_value
+                if v.WhichOneof("value") == "simple_value":  # not the hparams summaries
+                    out[(v.tag, event.step)] = v.simple_value
             at += 16 + length
     return out

@@ -28,6 +28,9 @@ class SamplingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     temperature: float = 1.0
     # Nucleus sampling mass; 1.0 = no truncation.
     top_p: float = 1.0
+    # Keep only the k most likely tokens before the nucleus cut (applied first, as vLLM and
+    # transformers do); 0 = no truncation.
+    top_k: int = 0
     # Completion length cap in tokens (finish_reason "length" when hit).
     max_new_tokens: int = 64
     # Generation stops after the first token whose text completes one of these (kept in the output).
@@ -38,6 +41,7 @@ class SamplingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     def __post_init__(self) -> None:
         check_float(self, "temperature", gt=0, le=100)
         check_float(self, "top_p", gt=0, le=1)
+        check_int(self, "top_k", 0, 10_000_000)
         check_int(self, "max_new_tokens", 1, 1_000_000)
         if any(not x for x in self.stop):
             fail("stop", "non-empty strings (an empty one stops before any token)", self.stop)

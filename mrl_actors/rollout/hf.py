@@ -1,10 +1,10 @@
 """Sampling with Hugging Face `transformers` models: CPU anywhere, GPU as a fallback to vLLM.
 
 A small explicit decode loop over the model's KV cache rather than `model.generate`, for three
-reasons: the sampler draws from a `torch.Generator` derived from `seed` (no global RNG: bitwise
-reproducible on CPU), the behaviour log-probs are computed exactly as the learner computes them
-(backbone, LM head, / temperature, log-softmax), and only the last position goes through the LM
-head.
+reasons: the sampler draws by inverse CDF from a `torch.Generator` derived from `seed` (no global
+RNG: bitwise reproducible on CPU), the behaviour log-probs are computed as the learner computes
+them (backbone, LM head, / temperature, log-softmax of the full distribution), and only the last
+position goes through the LM head.
 On CPU the engine may share the learner's model object; then `sync_weights` only records a version.
 """
 
@@ -23,16 +23,33 @@ from mrl_actors.rollout.stops import stop_index
 _STOP_WINDOW = 16  # tokens decoded per step to spot a stop string early
 
 
-def sample_top_p(logits: torch.Tensor, top_p: float, gen: torch.Generator) -> torch.Tensor:
-    """One token per row [B] from `logits` [B, V] (already / temperature), nucleus-truncated."""
-    probs = torch.softmax(logits, dim=-1)  # [B, V]
-    if top_p < 1.0:
-        sorted_p, idx = torch.sort(probs, dim=-1, descending=True)
-        keep = sorted_p.cumsum(-1) - sorted_p < top_p  # always keeps the top token
-        sorted_p = sorted_p * keep
-        choice = torch.multinomial(sorted_p, 1, generator=gen)  # [B, 1]
-        return idx.gather(-1, choice).squeeze(-1)
-    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+def sample_tokens(
+    logits: torch.Tensor, gen: torch.Generator, *, top_p: float = 1.0, top_k: int = 0
+) -> torch.Tensor:
+    """One token per row [B] from `logits` [B, V] (already / temperature), by inverse CDF.
+
+    One uniform u per row from `gen`; the token is the first whose cumulative (unnormalised)
+    probability exceeds u times the row's total, so a token is drawn with probability exactly its
+    share (tokens of zero probability never). The running sum is float64: at a 152k vocabulary a
+    float32 one would blur tokens below ~1e-7. `torch.multinomial` does the same draw at ~25x the
+    cost on CPU ([32, 50257]: 46 ms vs 1.8 ms a decode step). `top_k` > 0 keeps the k largest
+    logits, then `top_p` < 1 keeps the smallest set of the most likely tokens whose mass reaches
+    top_p (always the most likely one).
+    """
+    b, v = logits.shape
+    u = torch.rand(b, 1, generator=gen, device=logits.device, dtype=torch.float64)  # [B, 1]
+    idx: torch.Tensor | None = None  # [B, K] vocabulary ids of the columns kept, when truncated
+    if 0 < top_k < v:
+        logits, idx = torch.topk(logits, top_k, dim=-1)  # [B, K], sorted descending
+    elif top_p < 1.0:
+        logits, idx = torch.sort(logits, dim=-1, descending=True)  # [B, V]
+    w = torch.exp(logits - logits.amax(-1, keepdim=True))  # [B, K] unnormalised probabilities
+    if top_p < 1.0:  # columns are sorted descending here
+        p = w / w.sum(-1, keepdim=True)
+        w = w * (p.cumsum(-1) - p < top_p)  # always keeps the top token
+    cdf = w.double().cumsum(-1)  # [B, K]
+    col = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_(max=cdf.size(-1) - 1)
+    return (col if idx is None else idx.gather(-1, col)).squeeze(-1)  # [B]
 
 
 def end_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -132,8 +149,12 @@ class HFEngine:
         reason: list[str] = ["length"] * b
         for _ in range(s.max_new_tokens):
             logits = lm_head(hidden).float() / s.temperature  # [B, V]
-            tok = logits.argmax(-1) if greedy else sample_top_p(logits, s.top_p, gen)  # [B]
-            lp = torch.log_softmax(logits, -1).gather(-1, tok.unsqueeze(-1)).squeeze(-1)  # [B]
+            if greedy:
+                tok = logits.argmax(-1)  # [B]
+            else:
+                tok = sample_tokens(logits, gen, top_p=s.top_p, top_k=s.top_k)  # [B]
+            # log pi(tok) of the full tempered distribution (not the truncated one), as the learner
+            lp = logits.gather(-1, tok.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
             tok_l, lp_l = tok.tolist(), lp.tolist()
             for i in range(b):
                 if done[i]:

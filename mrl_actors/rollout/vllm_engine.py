@@ -55,7 +55,7 @@ def sampling_kwargs(
 
     `greedy`: temperature 0, vLLM's greedy decoding; stops, end ids and the cap are unchanged.
     """
-    return {
+    kw: dict[str, Any] = {
         "n": n,
         "temperature": 0.0 if greedy else s.temperature,
         "top_p": 1.0 if greedy else s.top_p,
@@ -66,6 +66,9 @@ def sampling_kwargs(
         "logprobs": 0,
         "seed": seed,
     }
+    if s.top_k and not greedy:
+        kw["top_k"] = s.top_k
+    return kw
 
 
 def _sampled_logprob(entry: Any, token_id: int) -> float:

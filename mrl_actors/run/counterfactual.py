@@ -87,9 +87,15 @@ def weight_distance(a: Any, b: Any) -> float:
 
 
 def start_runtime(spec: RunSpec, p: PolicySpec, run_dir: Path) -> PolicyRuntime:
-    """The policy as the run started it: its `step-0` checkpoint (blocking: run in a thread)."""
+    """The policy as the run started it (blocking: run in a thread): its `step-0` checkpoint,
+    or, where this directory does not hold it (a node run whose policy another host hosted),
+    step 0 rebuilt from the spec's recipe (the model, or the deterministic tiny warm start);
+    exact replay then checks the first step's weights sha256 against the log as always."""
+    from mrl_actors.models.load import is_complete
+
+    start = checkpoint_dir(run_dir, p.name, 0)
     return build_runtime(
-        spec, p, make_task(spec.task), weights_dir=checkpoint_dir(run_dir, p.name, 0)
+        spec, p, make_task(spec.task), weights_dir=start if is_complete(start) else None
     )
 
 

@@ -1,33 +1,56 @@
-"""Claim-check storage for events too large for one JetStream message.
+"""Blob storage: events too large for one JetStream message, and weights versions.
 
 An encoded event above the server's max payload is stored here under its sha256 and the stream
 gets a `BlobPointer` with that hash; `get` checks the hash of whatever comes back, so a corrupted
 or substituted blob is caught on read (`BlobIntegrityError`), never applied. Keys are content
-hashes, so storing the same bytes twice (a retried publish) is harmless.
+hashes, so storing the same bytes twice (a retried publish) is harmless. Weights versions
+(`mrl_actors.models.weights`) use the same stores, at sizes up to tens of GB: every read and
+write here takes time linear in the blob's size and holds it once in memory.
 
 Two backends share the `BlobStore` protocol: the JetStream object store (default: lives next to
 the stream, replicated with it) and a zarr directory (a plain filesystem copy for analysis tools).
+Weights have two more, on plain files (`mrl_actors.models.transport_files`).
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
+import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import numpy as np
 
-from mrl_actors.errors import BlobIntegrityError, LogError
+from mrl_actors.errors import BlobIntegrityError, LogError, MrlError
 from mrl_actors.events import BlobRef
+from mrl_actors.logs import get_logger
+from mrl_actors.see.chunk_reader import ChunkReadError
+
+_log = get_logger(__name__)
+
+# Bytes of a blob: `get` gives a bytearray (the object store, a shared directory) or a read-only
+# memoryview (a memory map); `put` takes any flat buffer.
+BlobData = bytes | bytearray | memoryview
+
+CHUNK_BYTES = 1024 * 1024  # object-store chunk: 1 MiB measured faster than 128 KiB or 4 MiB
+WINDOW = 16  # chunk publishes awaiting their ack
+_HEADROOM = 8 * 1024  # subject, headers and protocol around a chunk
+_PENDING_BYTES = 256 * 1024 * 1024  # what nats-py may queue for a reader before it drops
 
 
-def sha256_hex(data: bytes) -> str:
+_D = TypeVar("_D", bytes, bytearray, memoryview)
+
+
+def sha256_hex(data: BlobData) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def verify(ref: BlobRef, data: bytes) -> bytes:
+def verify(ref: BlobRef, data: _D) -> _D:
     """Return `data` when its size and sha256 match `ref`, else raise `BlobIntegrityError`."""
     digest = sha256_hex(data)
     if digest != ref.sha256 or len(data) != ref.size:
@@ -51,66 +74,321 @@ def bucket_name(run: str) -> str:
 
 
 class ObjectStoreBlobs:
-    """Blobs in a JetStream object store bucket (`MRL_<run>_BLOBS`)."""
+    """Blobs in a JetStream object store bucket (`MRL_<run>_BLOBS`), read and written in time
+    linear in their size.
 
-    def __init__(self, js: Any, run: str, *, replicas: int = 1, timeout_s: float = 30.0) -> None:
+    The bucket keeps the object store's layout (chunks on `$O.<bucket>.C.<nuid>`, one JSON meta
+    message on `$O.<bucket>.M.<base64 name>`), so any NATS object-store client reads what this
+    writes; only the data path is our own. nats-py's reader appends each chunk to a bytes object
+    (quadratic in the blob) and its writer waits for each chunk's ack (one round trip per chunk):
+
+    - `get` pours chunks from a push consumer (the server keeps many in flight, paced by flow
+      control) into one preallocated buffer and hashes them in the same pass: off the socket
+      straight into place (`see.chunk_reader`), or, where that fails, through nats-py's
+      ordered consumer;
+    - `put` publishes chunks with up to `window` acks outstanding, hashing in the same pass, and
+      writes the meta last without a rollup header: names are content hashes, written once, so
+      the bucket can deny rollups (a writer that could roll up could erase every blob).
+    """
+
+    def __init__(
+        self,
+        js: Any,
+        run: str,
+        *,
+        replicas: int = 1,
+        timeout_s: float = 30.0,
+        chunk_bytes: int = CHUNK_BYTES,
+        window: int = WINDOW,
+        fast: bool = True,
+    ) -> None:
         self._js = js
+        self._nc = js._nc  # the connection: chunk publishes and their acks bypass the JS context
         self._bucket = bucket_name(run)
         self._replicas = replicas
-        self._timeout_s = timeout_s  # a read of a blob whose chunks vanish mid-way would not end
+        # no progress (an ack, a chunk) for this long fails the transfer: a read of a blob whose
+        # chunks vanished, or a server gone, must not hang the reader
+        self._timeout_s = timeout_s
+        self._chunk = max(1024, min(chunk_bytes, self._nc.max_payload - _HEADROOM))
+        self._window = max(1, window)
+        # reads go through `see.chunk_reader` (its own connection, one copy per byte), and
+        # through nats-py's subscription when that fails or `fast` is off
+        self.fast = fast
         self._store: Any = None
+
+    @property
+    def stream(self) -> str:
+        return f"OBJ_{self._bucket}"
 
     async def _obj(self) -> Any:
         if self._store is None:
-            from nats.js.api import ObjectStoreConfig
             from nats.js.errors import NotFoundError
 
-            try:
-                self._store = await self._js.object_store(self._bucket)
+            from mrl_actors.see.objstore import create_blob_bucket, open_blob_bucket
+
+            try:  # a write-once store whose stream refuses rollups (see.objstore)
+                self._store = await open_blob_bucket(self._js, self._bucket)
             except NotFoundError:
-                self._store = await self._js.create_object_store(
-                    self._bucket, config=ObjectStoreConfig(replicas=self._replicas)
+                self._store = await create_blob_bucket(
+                    self._js, self._bucket, replicas=self._replicas
                 )
         return self._store
 
-    async def put(self, data: bytes) -> BlobRef:
+    async def info(self, key: str) -> Any:
+        """The object's meta (`nats.js.api.ObjectInfo`), or None when it is absent or deleted."""
         from nats.js.errors import NotFoundError
-
-        key = sha256_hex(data)
-        ref = BlobRef(store="object", key=key, sha256=key, size=len(data))
-        store = await self._obj()
-        try:  # stored already (a retried publish): overwriting would purge, a right writers lack
-            info = await store.get_info(key)
-            if not info.deleted and info.size == len(data):
-                return ref
-        except NotFoundError:
-            pass
-        await store.put(key, data)
-        return ref
-
-    async def get(self, ref: BlobRef) -> bytes:
-        import anyio
-        from nats.js.errors import DigestMismatchError, NotFoundError
 
         store = await self._obj()
         try:
-            with anyio.fail_after(self._timeout_s):
-                result = await store.get(ref.key)
-        except NotFoundError as exc:
-            raise LogError(f"blob {ref.key} not found in bucket {self._bucket}") from exc
+            info = await store.get_info(key)
+        except NotFoundError:
+            return None
+        return None if info.deleted else info
+
+    async def put(self, data: BlobData, *, sha256: str | None = None) -> BlobRef:
+        """Store `data` under its sha256. Given `sha256` (a writer that hashed while it
+        serialised), the bytes are checked against it in the same pass as the upload."""
+        view = _bytes_view(data)
+        key: str = sha256 if sha256 else await anyio.to_thread.run_sync(sha256_hex, view)
+        ref = BlobRef(store="object", key=key, sha256=key, size=len(view))
+        info = await self.info(key)  # stored already (a retried publish): nothing to do
+        if info is not None and info.size == len(view):
+            return ref
+        nuid = self._nc._nuid.next().decode()
+        digest = await self._put_chunks(f"$O.{self._bucket}.C.{nuid}", view)
+        if digest.hex() != key:
+            raise BlobIntegrityError(
+                f"blob for bucket {self._bucket}: bytes hash to {digest.hex()[:16]}…, the "
+                f"writer said {key[:16]}…; not stored (its chunks under {nuid} are orphans)"
+            )
+        meta = {
+            "name": key,
+            "bucket": self._bucket,
+            "nuid": nuid,
+            "size": len(view),
+            "chunks": -(-len(view) // self._chunk),
+            "mtime": datetime.now(UTC).isoformat(),
+            "digest": "SHA-256=" + base64.urlsafe_b64encode(digest).decode(),
+            "options": {"max_chunk_size": self._chunk},
+        }
+        subject = f"$O.{self._bucket}.M.{_b64(key)}"
+        with anyio.fail_after(self._timeout_s):
+            await self._js.publish(subject, json.dumps(meta).encode())
+        return ref
+
+    async def _put_chunks(self, subject: str, view: memoryview) -> bytes:
+        """Publish `view` in chunks with `window` acks outstanding; its sha256 digest."""
+        h = hashlib.sha256()
+        inbox = self._nc.new_inbox()
+        free = anyio.Semaphore(self._window)
+        failed: list[str] = []
+        acked = 0
+
+        async def on_ack(msg: Any) -> None:
+            nonlocal acked
+            try:
+                ack = json.loads(msg.data)
+            except ValueError:
+                ack = {"error": {"description": f"unreadable ack {msg.data[:80]!r}"}}
+            if not isinstance(ack, dict) or "error" in ack or "seq" not in ack:
+                err = ack.get("error", ack) if isinstance(ack, dict) else ack
+                failed.append(str(err)[:200] or "no responders")
+            acked += 1
+            free.release()
+
+        sub = await self._nc.subscribe(f"{inbox}.*", cb=on_ack)
+        try:
+            for n, off in enumerate(range(0, len(view), self._chunk)):
+                chunk = view[off : off + self._chunk]
+                with anyio.fail_after(self._timeout_s):
+                    await free.acquire()
+                if failed:
+                    break
+                h.update(chunk)  # [chunk bytes] hashed while the previous ones are in flight
+                await self._nc.publish(subject, chunk, reply=f"{inbox}.{n}")
+            with anyio.fail_after(self._timeout_s):  # the last acks
+                for _ in range(self._window):
+                    await free.acquire()
         except TimeoutError as exc:
             raise LogError(
-                f"blob {ref.key}: no complete read from bucket {self._bucket} within "
-                f"{self._timeout_s:.0f} s"
+                f"blob upload to bucket {self._bucket}: no ack within {self._timeout_s:.0f} s "
+                f"({acked} of the chunks acknowledged)"
             ) from exc
-        except DigestMismatchError as exc:  # a torn object: the store's own digest disagrees
-            raise BlobIntegrityError(f"blob {ref.key}: object store digest mismatch") from exc
-        return verify(ref, bytes(result.data or b""))
+        finally:
+            await sub.unsubscribe()
+        if failed:
+            raise LogError(f"blob upload to bucket {self._bucket} refused: {failed[0]}")
+        return h.digest()
+
+    async def get(self, ref: BlobRef) -> bytes:
+        """The verified bytes of `ref` (raises `BlobIntegrityError` on a hash mismatch)."""
+        return bytes(await self.get_buffer(ref))
+
+    async def get_buffer(self, ref: BlobRef) -> bytearray:
+        """`get` without the final copy: the buffer the chunks were read into."""
+        buf = bytearray(ref.size)
+        await self.get_into(ref, memoryview(buf))
+        return buf
+
+    async def get_into(self, ref: BlobRef, out: memoryview) -> None:
+        """Read `ref` into `out` (exactly `ref.size` bytes, e.g. a buffer kept across versions),
+        checking its sha256 in the same pass; on any error `out` holds a partial copy."""
+        if len(out) != ref.size:
+            raise LogError(f"blob {ref.key}: buffer of {len(out)} bytes for {ref.size}")
+        info = await self.info(ref.key)
+        if info is None:
+            raise LogError(f"blob {ref.key} not found in bucket {self._bucket}")
+        digest = _meta_digest(info.digest)
+        if info.size != ref.size or (digest is not None and digest.hex() != ref.sha256):
+            raise BlobIntegrityError(
+                f"blob {ref.key}: the bucket's meta says {info.size} bytes, sha256 "
+                f"{digest.hex()[:16] if digest else '?'}…; its event says {ref.size} bytes, "
+                f"{ref.sha256[:16]}…"
+            )
+        if ref.size == 0:
+            verify(ref, b"")
+            return
+        if self.fast:
+            try:
+                return await self._get_fast(ref, info, out)
+            except ChunkReadError as exc:  # read it again the ordinary way
+                _log.warning("blob_fast_read_failed", key=ref.key[:16], error=str(exc)[:200])
+        h = hashlib.sha256()
+        got = 0
+        done = anyio.Event()
+        problem: list[MrlError] = []
+
+        async def on_chunk(msg: Any) -> None:
+            nonlocal got
+            data = msg.data
+            end = got + len(data)
+            if end > ref.size:
+                problem.append(
+                    BlobIntegrityError(f"blob {ref.key}: chunks hold more than {ref.size} bytes")
+                )
+                done.set()
+                return
+            out[got:end] = data  # [chunk] into its place: no growing object, no second copy
+            h.update(data)
+            got = end
+            if got == ref.size:
+                done.set()
+
+        sub = await self._js.subscribe(
+            f"$O.{self._bucket}.C.{info.nuid}",
+            stream=self.stream,
+            ordered_consumer=True,
+            cb=on_chunk,
+            pending_msgs_limit=0,  # unbounded count; bytes bound it
+            pending_bytes_limit=_PENDING_BYTES,
+        )
+        try:
+            while not done.is_set():
+                before = got
+                with anyio.move_on_after(self._timeout_s):
+                    await done.wait()
+                if not done.is_set() and got == before:
+                    raise LogError(
+                        f"blob {ref.key}: no chunk from bucket {self._bucket} for "
+                        f"{self._timeout_s:.0f} s ({got} of {ref.size} bytes read)"
+                    )
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        if problem:
+            raise problem[0]
+        sha = h.hexdigest()
+        if sha != ref.sha256:
+            raise BlobIntegrityError(
+                f"blob {ref.store}:{ref.key} has sha256 {sha[:16]}… ({got} bytes), "
+                f"its event says {ref.sha256[:16]}… ({ref.size} bytes); the blob was altered"
+            )
+
+    async def _get_fast(self, ref: BlobRef, info: Any, out: memoryview) -> None:
+        """`get_into` through `see.chunk_reader`: chunks from the socket into `out`."""
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        from mrl_actors.see.chunk_reader import connect_like, pour, subscribe
+
+        try:
+            conn = await anyio.to_thread.run_sync(connect_like, self._nc, self._timeout_s)
+        except OSError as exc:
+            raise ChunkReadError(f"no blob connection: {exc}") from exc
+        consumer = None
+        h = hashlib.sha256()
+        try:
+            inbox = self._nc.new_inbox()
+            await anyio.to_thread.run_sync(subscribe, conn, inbox)
+            config = ConsumerConfig(
+                deliver_subject=inbox,
+                filter_subject=f"$O.{self._bucket}.C.{info.nuid}",
+                deliver_policy=DeliverPolicy.ALL,
+                ack_policy=AckPolicy.NONE,
+                flow_control=True,
+                idle_heartbeat=5.0,
+                mem_storage=True,
+                num_replicas=1,
+                inactive_threshold=max(30.0, self._timeout_s),
+            )
+            consumer = await self._js.add_consumer(self.stream, config)
+
+            def run() -> None:
+                pour(conn, inbox, out, h, chunks=info.chunks or None, stall_s=self._timeout_s)
+
+            await anyio.to_thread.run_sync(run)
+        except (OSError, ValueError, IndexError) as exc:  # a lost socket, a garbled line
+            raise ChunkReadError(f"blob connection failed: {exc!r:.200}") from exc
+        finally:
+            conn.sock.close()
+            if consumer is not None:
+                with contextlib.suppress(Exception):
+                    await self._js.delete_consumer(self.stream, consumer.name)
+        sha = h.hexdigest()
+        if sha != ref.sha256:
+            raise BlobIntegrityError(
+                f"blob {ref.store}:{ref.key} has sha256 {sha[:16]}… ({ref.size} bytes), "
+                f"its event says {ref.sha256[:16]}…; the blob was altered"
+            )
+
+    async def delete(self, ref: BlobRef) -> None:
+        """Purge `ref`'s chunks, then mark its meta deleted (no rollup). Needs the right to
+        purge the bucket: without it the server refuses the purge and nothing changes (the
+        reverse order, nats-py's, would leave a blob unreadable with its chunks still there)."""
+        info = await self.info(ref.key)
+        if info is None:
+            return
+        with anyio.fail_after(self._timeout_s):
+            await self._js.purge_stream(self.stream, subject=f"$O.{self._bucket}.C.{info.nuid}")
+            tomb = {"name": ref.key, "bucket": self._bucket, "nuid": info.nuid, "size": 0}
+            tomb |= {"chunks": 0, "digest": "", "deleted": True}
+            await self._js.publish(
+                f"$O.{self._bucket}.M.{_b64(ref.key)}", json.dumps(tomb).encode()
+            )
 
     async def put_raw(self, key: str, data: bytes) -> None:
         """Overwrite the bytes under `key` without hashing: for corruption tests and repair."""
         store = await self._obj()
-        await store.put(key, data)
+        await store.replace(key, data)
+
+
+def _b64(name: str) -> str:
+    return base64.urlsafe_b64encode(name.encode()).decode()
+
+
+def _meta_digest(digest: str | None) -> bytes | None:
+    if not digest:
+        return None
+    text = digest.split("=", 1)[1] if digest.upper().startswith("SHA-256=") else digest
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except ValueError:
+        return None
+
+
+def _bytes_view(data: BlobData) -> memoryview:
+    """A flat byte view of `data` (bytes, bytearray, a memory map, a contiguous array)."""
+    view = memoryview(data)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")

@@ -140,6 +140,130 @@ def _search(obj: Any, key: str) -> Iterable[Any]:
             yield from _search(item, key)
 
 
+# Fields every record has besides its event's, and fields a tail line shows that are computed
+# from the event (a rollout group's `reward_mean`, `successes`, `tokens`, `group_size`): all can
+# be filtered on, so what a line shows can be selected.
+RECORD_FIELDS = {"seq": "number", "kind": "string", "source": "string", "type": "string"}
+DISPLAY_FIELDS = {
+    "rollout": {
+        "reward_mean": "number",
+        "successes": "number",
+        "tokens": "number",
+        "group_size": "number",
+    }
+}
+_NUMERIC_OPS = (">", "<", ">=", "<=")
+
+
+def display_fields(ev: AnyEvent) -> dict[str, Any]:
+    """The computed fields a tail line shows for `ev` (see `DISPLAY_FIELDS`)."""
+    if not isinstance(ev, RolloutGroupCompleted):
+        return {}
+    r = ev.rewards_array()
+    return {
+        "reward_mean": float(r.mean()) if r.size else 0.0,
+        "successes": sum(c.success for c in ev.completions),
+        "tokens": sum(len(c.token_ids) // 4 for c in ev.completions),
+        "group_size": len(ev.completions),
+    }
+
+
+def _kind_of_type(tp: Any) -> str:
+    """'number', 'string', 'bool', 'list' (packed arrays read as lists of numbers) or 'other'."""
+    import typing
+
+    if tp is bool:
+        return "bool"
+    if tp in (int, float):
+        return "number"
+    if tp is str or (typing.get_origin(tp) is typing.Literal):
+        return "string"
+    if tp is bytes:
+        return "list"
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        kinds = {_kind_of_type(a) for a in args}
+        return kinds.pop() if len(kinds) == 1 else "other"
+    return "other"
+
+
+def fields_of_kinds(kinds: Iterable[str]) -> dict[str, str]:
+    """Every field path (and bare name) a `--where` may name for events of `kinds` (all kinds
+    when empty), with its type class: record fields, display fields and the events' fields,
+    nested Structs and lists of them included (`completions.reward`, and `reward`)."""
+    import typing
+
+    import msgspec
+
+    from mrl_actors.events import EVENT_TYPES
+
+    wanted = set(kinds)
+    out: dict[str, str] = dict(RECORD_FIELDS)
+
+    def walk(tp: Any, prefix: str, depth: int) -> None:
+        if depth > 4 or not (isinstance(tp, type) and issubclass(tp, msgspec.Struct)):
+            return
+        hints = typing.get_type_hints(tp)
+        for f in msgspec.structs.fields(tp):
+            ftp = hints.get(f.name, Any)
+            path = f"{prefix}{f.name}"
+            inner = [a for a in typing.get_args(ftp) if a is not type(None)]
+            origin = typing.get_origin(ftp)
+            if origin in (list, tuple) and inner and isinstance(inner[0], type):
+                if issubclass(inner[0], msgspec.Struct):
+                    walk(inner[0], f"{path}.", depth + 1)
+                    continue
+                kind = _kind_of_type(inner[0])
+            elif isinstance(ftp, type) and issubclass(ftp, msgspec.Struct):
+                walk(ftp, f"{path}.", depth + 1)
+                continue
+            else:
+                kind = _kind_of_type(ftp)
+            for name in (path, f.name):
+                old = out.get(name)
+                out[name] = kind if old in (None, kind) else "other"
+
+    for t in EVENT_TYPES:
+        if not wanted or t.KIND in wanted:
+            walk(t, "", 0)
+            for name, kind in DISPLAY_FIELDS.get(t.KIND, {}).items():
+                out[name] = kind
+    return out
+
+
+def check_where(where: Iterable[Predicate], kinds: Iterable[str]) -> None:
+    """Refuse a predicate no event of `kinds` can satisfy: an unknown field (the valid ones
+    listed) or a value of the wrong type for the operator and field (`reward>>0.5`)."""
+    kinds = list(kinds)
+    known = fields_of_kinds(kinds)
+    scope = f"kind {', '.join(kinds)}" if kinds else "any kind"
+    for p in where:
+        expr = f"{p.path}{p.op}{p.value}"
+        kind = known.get(p.path)
+        if kind is None:
+            names = sorted(n for n in known if "." not in n)
+            raise ConfigError(
+                f"--where {expr!r}: no field {p.path!r} in events of {scope}; "
+                f"fields: {', '.join(names)} (dotted paths too, e.g. completions.reward)"
+            )
+        number = isinstance(p.value, (int, float)) and not isinstance(p.value, bool)
+        if p.op in _NUMERIC_OPS and not number:
+            raise ConfigError(
+                f"--where {expr!r}: {p.op} needs a number, got {p.value!r} "
+                f"({p.path} is {'a ' + kind if kind != 'other' else 'of mixed type'})"
+            )
+        if kind == "list" and p.op != "~":
+            raise ConfigError(
+                f"--where {expr!r}: {p.path} is a packed array; filter on a scalar field"
+            )
+        if p.op in _NUMERIC_OPS and kind in ("string", "bool"):
+            raise ConfigError(f"--where {expr!r}: {p.path} is a {kind}, not a number")
+        if p.op in ("=", "==", "!=") and kind == "number" and not number:
+            raise ConfigError(f"--where {expr!r}: {p.path} is a number, got {p.value!r}")
+        if p.op in ("=", "==", "!=") and kind == "bool" and not isinstance(p.value, bool):
+            raise ConfigError(f"--where {expr!r}: {p.path} is true or false, got {p.value!r}")
+
+
 def record_json(rec: Record[AnyEvent]) -> dict[str, Any]:
     """The JSON-lines form of a record (`mrl log tail --json`, `mrl log export`)."""
     kind, source = kind_source(rec.subject)
@@ -155,7 +279,13 @@ def record_json(rec: Record[AnyEvent]) -> dict[str, Any]:
 def matches(rec: Record[AnyEvent], obj: dict[str, Any], where: list[Predicate]) -> bool:
     if not where:
         return True
-    flat = {**obj["event"], "seq": rec.seq, "kind": obj["kind"], "source": obj["source"]}
+    flat = {
+        **obj["event"],
+        **display_fields(rec.event),
+        "seq": rec.seq,
+        "kind": obj["kind"],
+        "source": obj["source"],
+    }
     return all(p(flat) for p in where)
 
 
@@ -169,12 +299,11 @@ def line(rec: Record[AnyEvent]) -> str:
     kind, source = kind_source(rec.subject)
     head = f"{rec.seq:>8}  {_iso(rec.time_ns)[11:23]}  {kind}.{source:<12} {type(ev).__name__}"
     if isinstance(ev, RolloutGroupCompleted):
-        r = ev.rewards_array()
-        toks = sum(len(c.token_ids) // 4 for c in ev.completions)
+        d = display_fields(ev)
         body = (
-            f"v{ev.policy_version} prompt={ev.prompt_id} G={len(ev.completions)} "
-            f"tokens={toks} reward_mean={float(r.mean()) if r.size else 0:.3f} "
-            f"successes={sum(c.success for c in ev.completions)}"
+            f"v{ev.policy_version} prompt={ev.prompt_id} G={d['group_size']} "
+            f"tokens={d['tokens']} reward_mean={d['reward_mean']:.3f} "
+            f"successes={d['successes']}"
         )
     elif isinstance(ev, DeadLettered):
         body = f"seq={ev.original_seq} {ev.original_subject} {ev.error}: {ev.reason[:80]}"

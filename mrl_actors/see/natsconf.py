@@ -78,13 +78,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also a user for an mrl-node hosting these policies on one connection",
     )
     args = parser.parse_args(argv)
-    users = {n: ("", p) for n, p in run_permissions(args.run, args.policies).items()}
-    for item in args.node:
-        name, _, hosted = item.partition("=")
-        user = f"node-{name}"
-        perms = node_permissions(args.run, name, hosted.split(","), args.policies, user=user)
-        users[user] = ("", perms)
-    print(users_block(users, env=True), end="")
+    try:
+        users = {n: ("", p) for n, p in run_permissions(args.run, args.policies).items()}
+        for item in args.node:
+            name, eq, hosted = item.partition("=")
+            if not eq:
+                raise ConfigError(f"--node {item!r}: expected NAME=P1,P2 (or NAME= for none)")
+            user = f"node-{name}"
+            names = [h for h in hosted.split(",") if h]  # `h3=`: a node that hosts none yet
+            unknown = sorted(set(names) - set(args.policies))
+            if unknown:
+                raise ConfigError(f"--node {item!r}: {unknown} not among {args.policies}")
+            perms = node_permissions(args.run, name, names, args.policies, user=user)
+            users[user] = ("", perms)
+        text = users_block(users, env=True)
+    except ConfigError as exc:  # one line, as every CLI of the project says what was wrong
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    print(text, end="")
     return 0
 
 

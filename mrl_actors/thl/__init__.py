@@ -6,6 +6,8 @@ Modules, in the order data flows through them:
   by fingerprint;
 - `traces`: `transfer` / `transfer_many` (peer ids and traces -> receiver ids and traces) and
   `render_prompt` (a prompt in the receiver's own format);
+- `batch`: the fast path of `transfer_many` over flat arrays, with `exact` (a token-hash
+  exactness check) and `lazy` (the batch's `Transfer`s, made when read);
 - `align`: co-terminating byte spans for a whole batch, vectorized;
 - `residual`: `Residual` per sequence, `ResidualBudget`, `aggregate` for the run report;
 - `baselines`: a MinED-style edit-distance DTW aligner and a pure-Python two-pointer aligner, for

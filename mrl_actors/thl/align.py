@@ -75,10 +75,14 @@ def align(
     common = np.flatnonzero(common_mark)  # [S], sorted, unique
     # A token's span is the first span end at or after its own end: the number of span ends
     # strictly before it.
-    before = np.cumsum(common_mark) - common_mark  # [size]
-    src_span = before[src_ends]
-    dst_span = before[dst_ends]
-    seq = np.searchsorted(seq_ends, common, side="left")
+    # (A bool cumsum into int32 is one fast pass; into int64 numpy takes a slow casting loop.)
+    acc = np.int32 if size < (1 << 31) else np.int64
+    before = np.cumsum(common_mark, dtype=acc) - common_mark  # [size]
+    src_span = before[src_ends].astype(np.int64)
+    dst_span = before[dst_ends].astype(np.int64)
+    # Each sequence's end is a span end: the spans of sequence k are those after k - 1's end.
+    per_seq = np.diff(before[seq_ends], prepend=-1).astype(np.int64)  # [K]: spans per sequence
+    seq = np.repeat(np.arange(seq_ends.shape[0], dtype=np.int64), per_seq)
     starts = np.empty_like(common)
     if common.shape[0]:
         starts[0] = seq_starts[seq[0]]

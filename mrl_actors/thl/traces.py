@@ -16,36 +16,23 @@ Nothing here raises on odd input: bad ids, wrong lengths, NaN and unrepresentabl
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 import numpy as np
 
 from mrl_actors.logs import get_logger
 from mrl_actors.thl.align import align
+from mrl_actors.thl.batch import transfer_batch
 from mrl_actors.thl.bytes_table import Vocab
 from mrl_actors.thl.residual import Residual, ResidualBudget
 from mrl_actors.thl.retokenize import Retokenized, retokenize
+from mrl_actors.thl.transfer import Transfer
 
 log = get_logger(__name__)
 
 LogprobRule = Literal["uniform", "last"]
 T = TypeVar("T")
 _DEFAULT_BUDGET = ResidualBudget()
-
-
-@dataclass(frozen=True, eq=False)
-class Transfer:
-    """One peer completion as the receiver sees it; m receiver tokens, a mapped EOS included."""
-
-    ids: np.ndarray  # int32 [m]: receiver ids of the completion (EOS mapped by role)
-    logprobs: np.ndarray | None  # float64 [m]: peer log-probs, span sums conserved
-    loss_mask: np.ndarray  # bool [m]: in the loss only if the whole span was
-    advantages: float | np.ndarray | None  # scalar passthrough, or float64 [m] span means
-    token_rewards: np.ndarray | None  # float64 [m]: span sums on each span's last token
-    residual: Residual
-    rejected: bool
-    reason: str  # why it was rejected; "" when accepted
 
 
 def _as_array(x: object, n: int, name: str, dtype: type, problems: list[str]) -> np.ndarray | None:
@@ -100,9 +87,27 @@ def transfer_many(
     token_rewards: Sequence[np.ndarray | None] | None = None,
     budget: ResidualBudget | None = None,
     logprob_rule: LogprobRule = "uniform",
-) -> list[Transfer]:
-    """`transfer` for a batch: one gather, one batch encode, one alignment. Same semantics."""
+) -> Sequence[Transfer]:
+    """`transfer` for a batch: one gather, one batch encode, one alignment. Same semantics.
+
+    Well-formed input takes the batch fast path (`batch.transfer_batch`, whose `Transfer`s are
+    made on first access); a batch with anything odd in it takes the general path below, which
+    names each problem on its sequence.
+    """
     budget = budget or _DEFAULT_BUDGET
+    fast = transfer_batch(
+        src,
+        dst,
+        src_ids,
+        logprobs=logprobs,
+        loss_mask=loss_mask,
+        advantages=advantages,
+        token_rewards=token_rewards,
+        budget=budget,
+        logprob_rule=logprob_rule,
+    )
+    if fast is not None:
+        return fast
     seqs = retokenize(src, dst, list(src_ids))
     k = len(seqs)
     logprobs = _per_seq(logprobs, "logprobs", seqs)

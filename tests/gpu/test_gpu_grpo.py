@@ -7,6 +7,7 @@ learner's CUDA gradients to float tolerances against the learner and the CPU ste
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,9 @@ TOL_BF16 = 0.25  # vLLM runs the fp32 tiny model in bf16: log-probs agree to ~1e
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama2-7b"])
-def tiny(request: pytest.FixtureRequest, models_dir: Path) -> tuple[Any, Any]:
+def tiny(request: pytest.FixtureRequest, model_dir: Callable[[str], Path]) -> tuple[Any, Any]:
     # head_dim 64: supported by vLLM's attention kernels
-    return build_tiny(models_dir / request.param, hidden_size=256, layers=2, heads=4, seed=0)
+    return build_tiny(model_dir(request.param), hidden_size=256, layers=2, heads=4, seed=0)
 
 
 def _gen_samples(engine: Any, tok: Any, seed: int) -> list[Sample]:

@@ -63,8 +63,78 @@ def test_tail_json_with_filters_on_a_run_dir(
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1 and "prompt=p4" in out[0] and "RolloutGroupCompleted" in out[0]
 
-    assert main(["log", "tail", str(path), "--seq", "5", "-n", "1", "--json"]) == 0
+    assert main(["log", "tail", str(path), "--seq", "5", "--limit", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["seq"] == 5
+
+
+def test_n_is_the_last_events_and_limit_the_first(
+    run_dir: tuple[Path, list[RolloutGroupCompleted]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, events = run_dir
+    ids = [e.event_id for e in events]
+    assert main(["log", "tail", str(path), "--kind", "rollout", "-n", "2", "--json"]) == 0
+    got = [json.loads(x)["event"]["event_id"] for x in capsys.readouterr().out.splitlines()]
+    assert got == ids[-2:]
+    assert main(["log", "tail", str(path), "--kind", "rollout", "--limit", "2", "--json"]) == 0
+    got = [json.loads(x)["event"]["event_id"] for x in capsys.readouterr().out.splitlines()]
+    assert got == ids[:2]
+
+
+def test_where_is_checked_against_the_kinds_fields_and_display_fields_filter(
+    run_dir: tuple[Path, list[RolloutGroupCompleted]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, events = run_dir
+    tail = ["log", "tail", str(path), "--kind", "rollout"]
+    assert main([*tail, "--where", "rewrd>0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "no field 'rewrd' in events of kind rollout" in err and "reward_mean" in err
+    assert main([*tail, "--where", "reward>>0.5"]) == 2
+    assert "> needs a number, got '>0.5'" in capsys.readouterr().err
+    assert main([*tail, "--where", "prompt_id>3"]) == 2  # a string field, a numeric test
+    assert "prompt_id is a string" in capsys.readouterr().err
+    assert main([*tail, "--where", "successes>=1", "--json"]) == 0  # what a line shows
+    got = [json.loads(x)["event"]["event_id"] for x in capsys.readouterr().out.splitlines()]
+    assert got == [e.event_id for e in events if any(c.success for c in e.completions)]
+    assert main([*tail, "--where", "reward_mean>0.4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and all(float(x.split("reward_mean=")[1].split()[0]) > 0.4 for x in lines)
+
+
+def test_read_only_commands_print_no_server_lines(
+    run_dir: tuple[Path, list[RolloutGroupCompleted]], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A stopped run's store is served for the call; its start and stop are not news."""
+    path, _ = run_dir
+    assert main(["log", "stats", str(path)]) == 0
+    err = capfd.readouterr().err
+    assert "nats_server_started" not in err and "nats_server_stopped" not in err
+
+
+def test_follow_ends_with_one_line_when_the_run_ends(
+    tmp_path: Path, make_rollout: MakeRollout
+) -> None:
+    """`tail -f` on a live run whose server then stops: one line and exit 0, no traceback."""
+    import subprocess
+    import sys
+
+    srv = EmbeddedServer(tmp_path / "run" / "nats")
+    anyio.run(srv.start)
+    try:
+        anyio.run(_fill, srv, make_rollout)
+        write_server_info(tmp_path / "run", srv.info(run="demo"))
+        cmd = [sys.executable, "-m", "mrl_actors", "log", "tail", str(tmp_path / "run"), "-f"]
+        proc = subprocess.Popen(
+            [*cmd, "--kind", "rollout"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None
+        first = [proc.stdout.readline() for _ in range(6)]  # the stored events, then it waits
+        assert all("RolloutGroupCompleted" in x for x in first), first
+    finally:
+        anyio.run(srv.stop)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and out == ""
+    assert err.splitlines()[-1] == "mrl log: the run's server stopped (the run ended); 6 events"
 
 
 def test_stats_counts_dead_letters(

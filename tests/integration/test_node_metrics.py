@@ -84,7 +84,44 @@ WANTED = [
     ("mrl_slots", (("policy", "gpt2"), ("role", "learner"))),
     ("mrl_slots_epoch", ()),
     ("mrl_node_last_seen_timestamp_seconds", (("node", "n0"),)),
+    *(
+        (name, (("policy", "gpt2"),))
+        for name in (
+            "mrl_reward_mean",
+            "mrl_success_rate",
+            "mrl_eval_accuracy",
+            "mrl_eval_pass1",
+            "mrl_loss",
+            "mrl_kl",
+            "mrl_entropy",
+            "mrl_grad_norm",
+            "mrl_clip_fraction",
+            "mrl_completion_length_tokens",
+            "mrl_train_tokens_per_second",
+        )
+    ),
 ]
+DASHBOARD = Path(__file__).resolve().parents[2] / "ops" / "grafana" / "mrl-run.json"
+
+
+def empty_panels(got: Series) -> list[str]:
+    """Each Grafana panel whose expressions, evaluated on this scrape, give no finite value."""
+    import json
+    import math
+
+    from promql_eval import evaluate
+
+    with_run = {(n, tuple(sorted((*labels, ("run", RUN))))): v for (n, labels), v in got.items()}
+    empty = []
+    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+        values = [
+            v
+            for t in panel["targets"]
+            for v in evaluate(t["expr"].replace("$run", RUN), with_run).values()
+        ]
+        if not values or not all(math.isfinite(v) for v in values):
+            empty.append(f"{panel['title']}: {values}")
+    return empty
 
 
 def test_a_node_serves_every_series_while_it_runs_and_frees_its_port(
@@ -144,6 +181,9 @@ def test_a_node_serves_every_series_while_it_runs_and_frees_its_port(
     assert got[("mrl_learner_version", (("policy", "gpt2"),))] >= 1
     assert got[("mrl_tokens_per_second", WANTED[0][1])] > 0
     assert got[("mrl_seconds_since_learner_step", (("policy", "gpt2"),))] >= 0
+    assert 0.0 <= got[("mrl_eval_accuracy", (("policy", "gpt2"),))] <= 1.0  # from step 0 on
+    assert got[("mrl_completion_length_tokens", (("policy", "gpt2"),))] > 0
+    assert empty_panels(got) == []  # every panel of the shipped dashboard shows data
 
     # the node's end closed its metrics server: nothing answers, and the port can be bound
     with pytest.raises(urllib.error.URLError):

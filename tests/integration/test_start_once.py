@@ -70,7 +70,7 @@ name = "gpt2"
 model = "{models_dir / "gpt2"}"
 [[policies]]
 name = "llama"
-model = "{models_dir / "llama2-7b"}"
+model = "{models_dir / "mistral-7b"}"
 """
     spec = parse_spec(text)
     # Two starters are two processes in real life; here they share one, and transformers' lazy

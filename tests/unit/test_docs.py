@@ -163,3 +163,11 @@ def test_the_checker_catches_what_it_should(tmp_path: Path) -> None:
     ]
     assert slug("The event log (SEE)") == "the-event-log-see"
     assert slug("`mrl run`: one machine") == "mrl-run-one-machine"
+
+
+def test_the_python_imports_docs_log_md_names_exist() -> None:
+    """docs/log.md's "Reading and writing from Python" imports, as written there."""
+    from mrl_actors.see import Consumer, EventLog, FoldApplier, LogConfig, OwnedWriter
+    from mrl_actors.see.access import open_log
+
+    assert all((Consumer, EventLog, FoldApplier, LogConfig, OwnedWriter, open_log))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,9 @@ from mrl_actors.models.load import build_tiny, load_model, weights_sha256
 
 
 @pytest.fixture(scope="module")
-def base(models_dir: Path) -> tuple[Any, Any]:
+def base(model_dir: Callable[[str], Path]) -> tuple[Any, Any]:
     torch.set_num_threads(1)
-    return build_tiny(models_dir / "llama2-7b", hidden_size=32, layers=1, heads=2, seed=0)
+    return build_tiny(model_dir("mistral-7b"), hidden_size=32, layers=1, heads=2, seed=0)
 
 
 def _samples(seed: int, n: int = 8, k: int = 4, moved: float = 0.0) -> list[Sample]:

@@ -7,6 +7,7 @@ at it with `HF_HUB_OFFLINE=1`: what a GPU host with cached weights and no networ
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -50,27 +51,29 @@ def test_hub_ids_and_paths_are_told_apart(tmp_path: Path) -> None:
     assert not is_hub_id(tmp_path / "Org")  # an existing path is a path
 
 
-def test_a_cached_hub_id_loads_offline(hub: Path, models_dir: Path) -> None:
+def test_a_cached_hub_id_loads_offline(hub: Path, model_dir: Callable[[str], Path]) -> None:
     from mrl_actors.thl import load_vocab
 
     torch.set_num_threads(1)
-    sha = _cache_model(hub, "Qwen/Qwen2.5-0.5B-Instruct", models_dir / "qwen1.5-1.8b", seed=1)
+    sha = _cache_model(hub, "Qwen/Qwen2.5-0.5B-Instruct", model_dir("qwen1.5-1.8b"), seed=1)
     snap = hub / "models--Qwen--Qwen2.5-0.5B-Instruct" / "snapshots" / REV
     assert local_model_dir("Qwen/Qwen2.5-0.5B-Instruct") == snap
     model, tok = load_model("Qwen/Qwen2.5-0.5B-Instruct")
     assert weights_sha256(model) == sha
     vocab = load_vocab("Qwen/Qwen2.5-0.5B-Instruct")
-    assert vocab.fingerprint == load_vocab(models_dir / "qwen1.5-1.8b").fingerprint
+    assert vocab.fingerprint == load_vocab(model_dir("qwen1.5-1.8b")).fingerprint
     assert tok("Q: 1+2=")["input_ids"] == vocab.tokenizer.encode("Q: 1+2=").ids
 
 
-def test_a_tiny_policy_of_a_cached_hub_id(hub: Path, tmp_path: Path, models_dir: Path) -> None:
+def test_a_tiny_policy_of_a_cached_hub_id(
+    hub: Path, tmp_path: Path, model_dir: Callable[[str], Path]
+) -> None:
     """`tiny = {...}` with a hub id: the architecture comes from the cached snapshot's config."""
     from mrl_actors.actors.warmstart import tiny_policy
     from mrl_actors.tasks import ArithmeticConfig, ArithmeticTask
 
     torch.set_num_threads(1)
-    _cache_model(hub, "meta-llama/Llama-3.2-1B-Instruct", models_dir / "llama2-7b", seed=0)
+    _cache_model(hub, "meta-llama/Llama-3.2-1B-Instruct", model_dir("llama2-7b"), seed=0)
     task = ArithmeticTask(ArithmeticConfig(size=8))
     kw = {"hidden_size": 16, "layers": 1, "heads": 2, "warm_steps": 1}
     model, _ = tiny_policy("meta-llama/Llama-3.2-1B-Instruct", tmp_path / "cache", task, **kw)
@@ -88,7 +91,9 @@ def test_an_uncached_hub_id_names_the_field(hub: Path) -> None:
         local_model_dir(hub / "nothing-here")
 
 
-def test_math_pair_builds_its_runtimes_from_the_cache(hub: Path, models_dir: Path) -> None:
+def test_math_pair_builds_its_runtimes_from_the_cache(
+    hub: Path, model_dir: Callable[[str], Path]
+) -> None:
     """`runtime/experiments/math-pair.toml` names two hub ids; with them cached it starts.
 
     Its engines are vLLM (GPU only): here they are swapped for the HF engine; everything else
@@ -109,7 +114,7 @@ def test_math_pair_builds_its_runtimes_from_the_cache(hub: Path, models_dir: Pat
     shas = {}
     for i, p in enumerate(spec.policies):
         assert is_hub_id(p.model)
-        shas[p.name] = _cache_model(hub, p.model, models_dir / families[p.name], seed=i)
+        shas[p.name] = _cache_model(hub, p.model, model_dir(families[p.name]), seed=i)
     hf = [
         msgspec.structs.replace(p, engine=msgspec.structs.replace(p.engine, kind="hf"))
         for p in spec.policies

@@ -1,7 +1,8 @@
-"""Tiny real-architecture models: built from ../shared/models, seeded, cached, saved, loaded."""
+"""Tiny real-architecture models: built from real configs, seeded, cached, saved, loaded."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,11 @@ from mrl_actors.tasks import ArithmeticConfig, ArithmeticTask, CountdownTask
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama2-7b", "mistral-7b", "qwen1.5-1.8b"])
-def test_build_tiny_keeps_the_real_architecture_and_vocab(models_dir: Path, family: str) -> None:
+def test_build_tiny_keeps_the_real_architecture_and_vocab(
+    model_dir: Callable[[str], Path], family: str
+) -> None:
     torch.set_num_threads(1)
-    model, tok = build_tiny(models_dir / family, hidden_size=16, layers=1, heads=2, seed=0)
+    model, tok = build_tiny(model_dir(family), hidden_size=16, layers=1, heads=2, seed=0)
     arch = model.config.architectures or [type(model).__name__]
     assert type(model).__name__ in arch  # the real config's class (GPT2LMHeadModel, ...)
     assert model.get_output_embeddings().weight.shape[0] >= len(tok) - 1000
@@ -72,8 +75,8 @@ def test_tiny_policy_is_built_once_then_loaded(
     assert len(list(tmp_path.iterdir())) == 2 and weights_sha256(m3) != weights_sha256(m1)
 
 
-def test_save_and_load_a_local_checkpoint(models_dir: Path, tmp_path: Path) -> None:
-    model, tok = build_tiny(models_dir / "llama2-7b", hidden_size=16, layers=1, heads=2)
+def test_save_and_load_a_local_checkpoint(model_dir: Callable[[str], Path], tmp_path: Path) -> None:
+    model, tok = build_tiny(model_dir("mistral-7b"), hidden_size=16, layers=1, heads=2)
     d = save_model(model, tmp_path / "ckpt", tok)
     loaded, ltok = load_model(d)
     assert weights_sha256(loaded) == weights_sha256(model)
@@ -83,7 +86,9 @@ def test_save_and_load_a_local_checkpoint(models_dir: Path, tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama2-7b", "mistral-7b", "qwen1.5-1.8b"])
-def test_warm_start_targets_are_what_follows_the_prompt(models_dir: Path, family: str) -> None:
+def test_warm_start_targets_are_what_follows_the_prompt(
+    model_dir: Callable[[str], Path], family: str
+) -> None:
     """The supervised target is the prompt's continuation in the joint encoding.
 
     SentencePiece tokenizers add a dummy prefix space to text encoded alone: Mistral's `" 12\\n"`
@@ -91,7 +96,7 @@ def test_warm_start_targets_are_what_follows_the_prompt(models_dir: Path, family
     Mistral's countdown target `<answer>` began with a stray `▁<`. Arithmetic targets of GPT-2 and
     Llama-2 (and all of GPT-2's and Qwen's) come out the same as before.
     """
-    tok = load_tokenizer(models_dir / family)
+    tok = load_tokenizer(model_dir(family))
     arith = ArithmeticTask(ArithmeticConfig(ops=("+", "-", "*")))
     countdown = CountdownTask()
     for task in (arith, countdown):
@@ -122,9 +127,9 @@ def test_target_ids_fall_back_when_the_prompt_merges_into_the_target(models_dir:
 
 @pytest.mark.parametrize("family", ["gpt2", "llama2-7b", "mistral-7b", "qwen1.5-1.8b"])
 def test_every_family_warm_starts_learns_and_round_trips_a_checkpoint(
-    models_dir: Path, tmp_path: Path, family: str
+    model_dir: Callable[[str], Path], tmp_path: Path, family: str
 ) -> None:
-    """Each architecture of ../shared/models works as a tiny policy, end to end.
+    """Each real architecture works as a tiny policy, end to end.
 
     Regression: the Qwen2 config kept 24 `layer_types` for 2 layers and failed to save step 0.
     """
@@ -133,7 +138,7 @@ def test_every_family_warm_starts_learns_and_round_trips_a_checkpoint(
     torch.set_num_threads(1)
     task = ArithmeticTask(ArithmeticConfig(size=16))
     kw = {"hidden_size": 16, "layers": 2, "heads": 4, "warm_steps": 2}
-    model, tok = tiny_policy(models_dir / family, tmp_path / "cache", task, **kw)
+    model, tok = tiny_policy(model_dir(family), tmp_path / "cache", task, **kw)
     cfg = model.config
     assert cfg.num_hidden_layers == 2
     assert len(getattr(cfg, "layer_types", None) or [0, 0]) == 2

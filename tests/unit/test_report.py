@@ -6,6 +6,8 @@ import re
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
+import pytest
+
 from mrl_actors.events import (
     ConsumedEvent,
     Event,
@@ -33,7 +35,8 @@ class _Balance(HTMLParser):
         if tag == "script":
             self.errors.append("script")
         for name, value in attrs:
-            if name in ("src", "href") and value and not value.startswith("#"):
+            remote = value and (re.match(r"^[A-Za-z][\w+.-]*:", value) or value.startswith("//"))
+            if name in ("src", "href") and remote:
                 self.errors.append(f"external {name}={value}")
         if tag == "svg":
             self.in_svg += 1
@@ -158,5 +161,100 @@ def test_compare_pages_show_paired_differences_with_intervals() -> None:
     assert "Difference in held-out accuracy (greedy)" in md and "| sgt | +0.050" in md
     checker = _Balance()
     checker.feed(compare_html(results, [0, 1, 2], paired))
+    checker.close()
+    assert checker.errors == [] and checker.stack == []
+
+
+LEARNING_PLOTS = (
+    "eval_accuracy",
+    "reward_mean",
+    "success_rate",
+    "loss",
+    "kl",
+    "entropy",
+    "grad_norm",
+    "clip_region",
+    "completion_length",
+    "step_time_s",
+    "tokens_per_s",
+    "rollout_wait_s",
+    "staleness_mean",
+)
+
+
+def test_report_plots_learning_and_shows_the_spec_and_a_headline_per_policy() -> None:
+    spec = '[run]\nname = "r"\nmode = "async"\nrollout_replicas = 2\nmax_staleness = 1\n'
+    spec += '[[policies]]\nname = "gpt2"\nmodel = "m"\n[policies.grpo]\nlr = 0.0005\n'
+    events = _events()
+    events[0] = RunStarted(
+        run="r", source="mrl", event_id="s", spec_toml=spec, seed=3, code_version="x"
+    )
+    full = {
+        "loss": 0.5,
+        "kl": 0.01,
+        "entropy": 1.2,
+        "grad_norm": 0.7,
+        "clip_region": 0.05,
+        "completion_length": 6.0,
+        "step_time_s": 2.0,
+        "tokens": 96.0,
+        "success_rate": 0.4,
+        "rollout_wait_s": 0.3,
+        "staleness_mean": 0.5,
+        "staleness_max": 1.0,
+        "learner_version": 3.0,
+    }
+    for e in events:
+        if isinstance(e, LearnerStepCompleted):
+            e.metrics.update(full)
+    summary = summarize(events)
+    assert summary["policies"]["gpt2"]["series"]["tokens_per_s"] == [
+        (1, 48.0),
+        (2, 48.0),
+        (3, 48.0),
+    ]
+    page = render_html(summary)
+    for key in LEARNING_PLOTS:
+        assert f'<figure data-metric="{key}">' in page, key
+    assert "gpt2 (gpt2), held-out accuracy 0.250 → 0.450 (+0.200), 3 steps" in page
+    assert "llama (llama), held-out accuracy 0.500 → 0.700 (+0.200)" in page
+    assert "average final accuracy" not in page  # no number that averages two models
+    assert "<td>policies.gpt2.grpo.lr</td><td>0.0005</td>" in page
+    system = page.split("<h2>System</h2>")[1].split("</table>")[0]
+    assert "<td>async</td><td>2</td><td>1</td><td>3</td><td>0.50 / 1</td><td>0.300</td>" in system
+    checker = _Balance()
+    checker.feed(page)
+    checker.close()
+    assert checker.errors == [] and checker.stack == []
+
+
+def test_compare_page_has_curves_per_probe_with_a_band_and_links_to_every_sub_run() -> None:
+    from mrl_actors.report.compare_page import curve_points
+    from mrl_actors.report.stats import paired_differences
+    from mrl_actors.report.summary import compare_html
+
+    def run(seed: int, shift: float) -> dict:
+        series = {
+            "eval_accuracy": [(0, 0.2), (2, 0.3 + shift + 0.01 * seed)],
+            "reward_mean": [(1, 0.1 + shift), (2, 0.2 + shift + 0.01 * seed)],
+        }
+        p = {"final_accuracy": 0.3 + shift, "final": {"eval_accuracy": 0.3 + shift}}
+        return {"run": {"seed": seed}, "policies": {n: {**p, "series": series} for n in "ab"}}
+
+    results = {p: [run(s, d) for s in range(3)] for p, d in (("independent", 0.0), ("sgt", 0.1))}
+    pts = curve_points(results["sgt"], "a", "eval_accuracy")
+    assert pts[0] == pytest.approx((0, 0.2, 0.2, 0.2))
+    assert pts[1] == pytest.approx((2, 0.41, 0.4, 0.42))
+    paired = [d.as_dict() for d in paired_differences(results)]
+    page = compare_html(results, [0, 1, 2], paired)
+    for name in "ab":
+        for key in ("eval_accuracy", "reward_mean"):
+            assert f'<figure data-policy="{name}" data-metric="{key}">' in page
+    assert "fill-opacity: 0.2" in page  # the band between the seeds
+    for probe in results:
+        for seed in range(3):
+            assert f'<a href="{probe}-s{seed}/report.html">seed {seed}</a>' in page
+    checker = _Balance()
+    checker.feed(page)
     checker.close()
     assert checker.errors == [] and checker.stack == []

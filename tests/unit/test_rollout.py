@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -14,7 +15,7 @@ from mrl_actors.errors import EngineUnavailableError
 from mrl_actors.grpo.logprobs import completion_logps
 from mrl_actors.models.load import build_tiny
 from mrl_actors.rollout import EngineConfig, SamplingConfig, encode_prompt, make_engine
-from mrl_actors.rollout.hf import HFEngine, sample_top_p
+from mrl_actors.rollout.hf import HFEngine, sample_tokens
 from mrl_actors.rollout.vllm_engine import (
     VLLMEngine,
     sampling_kwargs,
@@ -24,10 +25,10 @@ from mrl_actors.rollout.vllm_engine import (
 )
 
 
-@pytest.fixture(scope="module", params=["gpt2", "llama2-7b"])
-def tiny(request: pytest.FixtureRequest, models_dir: Path) -> tuple[Any, Any]:
+@pytest.fixture(scope="module", params=["gpt2", "mistral-7b", "llama2-7b"])
+def tiny(request: pytest.FixtureRequest, model_dir: Callable[[str], Path]) -> tuple[Any, Any]:
     torch.set_num_threads(1)
-    return build_tiny(models_dir / request.param, hidden_size=32, layers=1, heads=2, seed=1)
+    return build_tiny(model_dir(request.param), hidden_size=32, layers=1, heads=2, seed=1)
 
 
 def _prompts(tok: Any) -> list[np.ndarray]:
@@ -91,8 +92,46 @@ def test_top_p_keeps_only_the_nucleus() -> None:
     """With top_p = 0.5 and one token holding 0.6 of the mass, only that token is drawn."""
     logits = torch.log(torch.tensor([[0.6, 0.3, 0.1]] * 200))
     gen = torch.Generator().manual_seed(0)
-    assert set(sample_top_p(logits, 0.5, gen).tolist()) == {0}
-    assert set(sample_top_p(logits, 1.0, gen).tolist()) == {0, 1, 2}
+    assert set(sample_tokens(logits, gen, top_p=0.5).tolist()) == {0}
+    assert set(sample_tokens(logits, gen, top_p=1.0).tolist()) == {0, 1, 2}
+    assert set(sample_tokens(logits, gen, top_p=0.8).tolist()) == {0, 1}
+
+
+def test_top_k_keeps_the_k_most_likely_whatever_their_place() -> None:
+    """top_k = 2 on [0.1, 0.5, 0.05, 0.35]: only ids 1 and 3, then top_p cuts inside those."""
+    logits = torch.log(torch.tensor([[0.1, 0.5, 0.05, 0.35]] * 400))
+    gen = torch.Generator().manual_seed(1)
+    assert set(sample_tokens(logits, gen, top_k=2).tolist()) == {1, 3}
+    assert set(sample_tokens(logits, gen, top_k=2, top_p=0.5).tolist()) == {1}
+    assert set(sample_tokens(logits, gen, top_k=4).tolist()) == {0, 1, 2, 3}
+
+
+def test_inverse_cdf_draws_each_token_with_its_probability() -> None:
+    """40,000 draws from a known distribution over 6 ids (one of probability 0): each id's
+    frequency within 5 standard errors of its probability, the impossible one never drawn."""
+    probs = torch.tensor([0.5, 0.2, 0.0, 0.15, 0.1, 0.05])
+    n = 40_000
+    logits = torch.log(probs).expand(n, -1)  # log 0 = -inf
+    draws = sample_tokens(logits, torch.Generator().manual_seed(2))
+    freq = torch.bincount(draws, minlength=6).double() / n
+    se = (probs.double() * (1 - probs.double()) / n).sqrt()
+    assert freq[2] == 0
+    assert bool(((freq - probs.double()).abs() <= 5 * se + 1e-12).all()), freq
+
+
+def test_sampler_is_seeded_one_uniform_per_row() -> None:
+    """The same generator state gives the same tokens; each call advances it by one uniform a row
+    (so a batch's stream does not depend on the vocabulary size or the truncation)."""
+    logits = torch.randn(5, 1000, generator=torch.Generator().manual_seed(3))
+    a = sample_tokens(logits, torch.Generator().manual_seed(4), top_p=0.9)
+    b = sample_tokens(logits, torch.Generator().manual_seed(4), top_p=0.9)
+    assert torch.equal(a, b)
+    g = torch.Generator().manual_seed(4)
+    sample_tokens(logits, g, top_k=50)
+    u = torch.rand(1, generator=g, dtype=torch.float64)
+    ref = torch.Generator().manual_seed(4)
+    torch.rand(5, 1, generator=ref, dtype=torch.float64)
+    assert torch.equal(u, torch.rand(1, generator=ref, dtype=torch.float64))
 
 
 def test_sync_weights_tracks_version_and_copies(tiny: tuple[Any, Any], models_dir: Path) -> None:
@@ -190,9 +229,9 @@ class _Boost(torch.nn.Module):
         return out
 
 
-def test_eos_stops_with_reason_stop_and_is_kept(models_dir: Path) -> None:
+def test_eos_stops_with_reason_stop_and_is_kept(model_dir: Callable[[str], Path]) -> None:
     """EOS ends a completion ("stop"), stays in token_ids (as TRL keeps it), not in the text."""
-    model, tok = build_tiny(models_dir / "llama2-7b", hidden_size=32, layers=1, heads=2, seed=1)
+    model, tok = build_tiny(model_dir("mistral-7b"), hidden_size=32, layers=1, heads=2, seed=1)
     boosted = _Boost(model.get_output_embeddings(), tok.eos_token_id)
     model.get_output_embeddings = lambda: boosted
     gens = HFEngine(model, tok, SamplingConfig(max_new_tokens=5)).generate(
@@ -221,10 +260,13 @@ def test_every_generation_config_eos_id_stops(models_dir: Path) -> None:
     assert eng.end_ids == {tok.eos_token_id, other}
 
 
-def test_a_stop_string_with_a_leading_space_at_the_start_is_seen(models_dir: Path) -> None:
-    """Llama's decoder strips the first "▁" of what it decodes: the stop check reads the
-    completion after a token of context, so " the" as the first token already stops."""
-    model, tok = build_tiny(models_dir / "llama2-7b", hidden_size=32, layers=1, heads=2, seed=1)
+def test_a_stop_string_with_a_leading_space_at_the_start_is_seen(
+    model_dir: Callable[[str], Path],
+) -> None:
+    """A SentencePiece decoder (Llama-2, Mistral) strips the first "▁" of what it decodes: the
+    stop check reads the completion after a token of context, so " the" as the first token
+    already stops."""
+    model, tok = build_tiny(model_dir("mistral-7b"), hidden_size=32, layers=1, heads=2, seed=1)
     the = tok.convert_tokens_to_ids("▁the")
     boosted = _Boost(model.get_output_embeddings(), the)
     model.get_output_embeddings = lambda: boosted

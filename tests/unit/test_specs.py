@@ -39,6 +39,7 @@ def test_toy_pair_uses_two_families_the_project_builds() -> None:
     spec, _ = load_spec(SPECS[[p.name for p in SPECS].index("toy-pair.toml")])
     assert [p.model for p in spec.policies] == ["builtin:gpt2-bpe", "builtin:llama-sp"]
     assert [family_of(p.model) for p in spec.policies] == ["gpt2", "llama"]
+    assert spec.run.mode == "async"  # the demo runs the asynchronous actor system
 
 
 @pytest.mark.parametrize(

@@ -76,3 +76,31 @@ def test_paired_differences_skip_missing_metrics_and_baselines() -> None:
     assert paired_differences({"sgt": runs}) == []
     diffs = paired_differences({"independent": runs, "sgt": runs})
     assert {d.metric for d in diffs} == {"eval_accuracy", "eval_pass8"}  # no eval_pass1 logged
+
+
+def test_below_three_paired_seeds_there_is_no_interval_and_no_mark() -> None:
+    """One or two seeds: a bootstrap interval is degenerate (`[+d, +d]`) and would be starred;
+    the difference is reported alone, and the pages say why."""
+    from mrl_actors.report.stats import MIN_PAIRED_SEEDS
+    from mrl_actors.report.summary import compare_markdown, paired_table
+
+    for n in range(1, MIN_PAIRED_SEEDS):
+        base = [_summary(s, a=0.5) for s in range(n)]
+        probe = [_summary(s, a=0.516) for s in range(n)]
+        diffs = paired_differences({"independent": base, "sgt": probe}, metrics=["eval_accuracy"])
+        a = next(d for d in diffs if d.policy == "a")
+        assert a.mean == pytest.approx(0.016) and a.ci_low is None and a.ci_high is None
+        assert not a.excludes_zero
+        paired = [d.as_dict() for d in diffs]
+        _, rows = paired_table(paired, "eval_accuracy")
+        assert rows[0][1] == f"+0.016 (no interval: {n} paired seed(s))" and "*" not in rows[0][1]
+        md = compare_markdown({"independent": base, "sgt": probe}, list(range(n)), paired)
+        assert "no interval and no * below 3 paired seeds" in md
+    three = paired_differences(
+        {
+            "independent": [_summary(s, a=0.5) for s in range(3)],
+            "sgt": [_summary(s, a=0.6) for s in range(3)],
+        },
+        metrics=["eval_accuracy"],
+    )
+    assert three[0].ci_low is not None and three[0].excludes_zero

@@ -83,3 +83,67 @@ def test_nodes_slots_versions_backlog_and_rates() -> None:
         "rollout@h1": {"samples_per_s": 4.0, "tokens_per_s": 100.0}
     }
     assert not view["finished"]
+
+
+def test_status_shows_mode_replicas_weight_versions_staleness_wait_and_slots() -> None:
+    from mrl_actors.cli.status_cmd import render
+
+    st = RunStatus()
+    spec = '[run]\nname = "r"\nmode = "async"\nrollout_replicas = 2\nmax_staleness = 1\n'
+    st.fold(
+        1, ev.RunStarted(**_base("run", "mrl", "s", t=0), spec_toml=spec, seed=0, code_version="x")
+    )
+    st.fold(
+        2,
+        ev.NodeJoined(
+            **_base("node", "local", "j", t=0),
+            node="local",
+            host="a",
+            pid=1,
+            slots=1,
+            devices=["cpu:0"],
+        ),
+    )
+    for version in (0, 1):
+        st.fold(
+            3 + version,
+            ev.WeightsPublished(
+                **_base("weights", "a", version, t=0),
+                policy="a",
+                version=version,
+                weights_sha256="0" * 64,
+                blob=ev.BlobRef(key="0" * 64, sha256="0" * 64, size=1, store="object"),
+            ),
+        )
+    st.fold(
+        5,
+        ev.LearnerStepCompleted(
+            **_base("learner", "a", 1, t=0),
+            policy="a",
+            step=1,
+            probe="independent",
+            consumed=[],
+            weights_sha256="0" * 64,
+            metrics={"staleness_mean": 0.5, "staleness_max": 1.0, "rollout_wait_s": 0.25},
+        ),
+    )
+    view = st.view(now_ns=S, liveness_s=10.0, dead_after=2.0)
+    assert (view["mode"], view["rollout_replicas"], view["max_staleness"]) == ("async", 2, 1)
+    a = view["policies"]["a"]
+    assert a["weights_version"] == 1 and a["staleness_mean"] == 0.5 and a["rollout_wait_s"] == 0.25
+    text = render(view)
+    assert "run: running, mode async, 2 rollout replica(s) per policy, max staleness 1" in text
+    assert "weights=v1 staleness=0.50/1 rollout_wait=0.25s" in text
+    assert "local/cpu:0 every hosted policy (no placement assigned)" in text  # never empty
+
+
+def test_a_spec_that_leaves_the_mode_out_reads_as_the_defaults() -> None:
+    from mrl_actors.report.run_page import run_spec
+    from mrl_actors.spec import RunSection
+
+    d = RunSection(name="r")
+    assert run_spec('[run]\nname = "r"\n') == {
+        "mode": d.mode,
+        "rollout_replicas": d.rollout_replicas,
+        "max_staleness": d.max_staleness,
+    }

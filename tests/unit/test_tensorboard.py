@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from mrl_actors.report.tensorboard import StepScalars, board_dir, read_scalars
@@ -61,3 +62,29 @@ def test_a_corrupt_file_is_refused(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="bad checksum"):
         read_scalars(board_dir(tmp_path, "qwen"))
+
+
+def test_the_step_0_evaluation_is_step_0_of_the_same_tag_and_hparams_are_written(
+    tmp_path: Path,
+) -> None:
+    from mrl_actors.report.tensorboard import read_hparams, spec_hparams
+    from mrl_actors.spec import parse_spec
+
+    spec = parse_spec(
+        '[run]\nname = "r"\nsteps = 2\n[[policies]]\nname = "gpt2"\nmodel = "builtin:gpt2-bpe"\n'
+        "tiny = { hidden_size = 16, layers = 1, heads = 2 }\n[policies.grpo]\nlr = 0.0005\n"
+    )
+    spec = msgspec.structs.replace(spec, run=msgspec.structs.replace(spec.run, tensorboard=True))
+    board = StepScalars(
+        tmp_path, "gpt2", enabled=True, last_step=2, hparams=spec_hparams(spec, "gpt2")
+    )
+    board.write(1, {"eval_accuracy_initial": 0.25, "reward_mean": 0.5})
+    board.write(2, {"eval_accuracy": 0.5, "reward_mean": 0.75})
+    scalars = read_scalars(board.dir)
+    assert scalars[("eval_accuracy", 0)] == 0.25 and scalars[("eval_accuracy", 2)] == 0.5
+    assert not any(tag.endswith("_initial") for tag, _ in scalars)
+    assert scalars[("reward_mean", 1)] == 0.5
+    hp = read_hparams(board.dir)
+    assert hp["grpo.lr"] == pytest.approx(0.0005) and hp["run.steps"] == 2.0
+    assert hp["policy.model"] == "builtin:gpt2-bpe" and hp["run.tensorboard"] is True
+    assert set(hp) == set(spec_hparams(spec, "gpt2"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,9 @@ def test_plain_lines_print_a_readable_residual_table(
     f = tmp_path / "t.txt"
     f.write_text(LINES, encoding="utf-8")
     argv = ["thl", "check", "--from", str(models_dir / "gpt2"), "--to"]
-    rc, out, _ = _run([*argv, str(models_dir / "llama2-7b"), "--text-file", str(f)], capsys)
+    rc, out, _ = _run([*argv, str(models_dir / "mistral-7b"), "--text-file", str(f)], capsys)
     assert rc == 0
-    assert "gpt2 (byte-level) -> llama2-7b (sentencepiece), 3 lines" in out
+    assert "gpt2 (byte-level) -> mistral-7b (sentencepiece), 3 lines" in out
     rows = {ln.split("  ")[0].strip(): ln for ln in out.splitlines()}
     assert rows["exact"].split()[1] == "1.0000"
     assert rows["rejected"].split()[1] == "0.0000"
@@ -35,12 +36,15 @@ def test_plain_lines_print_a_readable_residual_table(
 
 
 def test_json_lines_in_and_json_out(
-    models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    models_dir: Path,
+    model_dir: Callable[[str], Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     f = tmp_path / "t.jsonl"
     f.write_text('{"text": "hello world"}\n{"text": "cafe\\u0301"}\n', encoding="utf-8")
     argv = ["thl", "check", "--from", str(models_dir / "mistral-7b"), "--to"]
-    argv += [str(models_dir / "qwen1.5-1.8b"), "--text-file", str(f), "--json"]
+    argv += [str(model_dir("qwen1.5-1.8b")), "--text-file", str(f), "--json"]
     rc, out, _ = _run(argv, capsys)
     assert rc == 0
     doc = json.loads(out)

@@ -1,0 +1,106 @@
+"""The parts of report.html that say what a run was and how it went, from its log alone.
+
+- `headline(summary)`: one line per policy (held-out accuracy at step 0 and at the end, with
+  the change, and the last reward). Policies of different families are never averaged into one
+  number: each model has its own line.
+- `spec_rows(spec_toml)`: the spec the run started with (its `RunStarted` event), flattened to
+  `field = value` rows, policies by name, so hyperparameters are on the page.
+- `system_rows(summary)`: how the run ran: its mode (lockstep or the asynchronous actors),
+  rollout replicas, the staleness bound, and per policy the weight version reached, the mean
+  and largest staleness of what it learned from, and how long its steps waited for rollouts.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Any
+
+
+def headline(summary: dict[str, Any]) -> list[str]:
+    out = []
+    for name, p in sorted(summary.get("policies", {}).items()):
+        acc0, acc = p.get("initial_accuracy"), p.get("final_accuracy")
+        reward = p.get("final", {}).get("reward_mean")
+        parts = [f"{name} ({p.get('family') or '?'})"]
+        if acc0 is not None and acc is not None:
+            parts.append(f"held-out accuracy {acc0:.3f} → {acc:.3f} ({acc - acc0:+.3f})")
+        elif acc is not None:
+            parts.append(f"held-out accuracy {acc:.3f}")
+        parts.append(f"{p.get('steps', 0)} steps")
+        if reward is not None:
+            parts.append(f"last reward {reward:.3f}")
+        out.append(", ".join(parts))
+    return out
+
+
+def spec_rows(spec_toml: str | None) -> list[tuple[str, str]]:
+    """`section.field = value` rows of the spec text (empty when missing or not TOML)."""
+    if not spec_toml:
+        return []
+    try:
+        raw = tomllib.loads(spec_toml)
+    except tomllib.TOMLDecodeError:
+        return []
+    rows: list[tuple[str, str]] = []
+
+    def walk(prefix: str, obj: Any) -> None:
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            rows.append((prefix, str(obj)))
+
+    for key, value in raw.items():
+        if key == "policies" and isinstance(value, list):
+            for i, p in enumerate(value):
+                name = p.get("name", i) if isinstance(p, dict) else i
+                walk(f"policies.{name}", p)
+        else:
+            walk(key, value)
+    return rows
+
+
+def system_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[object]]]:
+    run = summary.get("run", {})
+    spec = run.get("spec", {})
+    header = [
+        "policy",
+        "mode",
+        "rollout replicas",
+        "max staleness",
+        "weight version",
+        "staleness mean / max",
+        "rollout wait (mean s/step)",
+    ]
+    rows: list[list[object]] = []
+    for name, p in sorted(summary.get("policies", {}).items()):
+        series = p.get("series", {})
+        final = p.get("final", {})
+        waits = [v for _, v in series.get("rollout_wait_s", [])]
+        stale_mean, stale_max = final.get("staleness_mean"), final.get("staleness_max")
+        rows.append(
+            [
+                name,
+                spec.get("mode", "lockstep"),
+                spec.get("rollout_replicas", 1),
+                spec.get("max_staleness", "–"),
+                int(final.get("learner_version", p.get("steps", 0))),
+                "–" if stale_mean is None else f"{stale_mean:.2f} / {stale_max or 0:.0f}",
+                sum(waits) / len(waits) if waits else None,
+            ]
+        )
+    return header, rows
+
+
+def run_spec(spec_toml: str | None) -> dict[str, Any]:
+    """The `[run]` table of the spec (mode, replicas, staleness bound) for the summary."""
+    if not spec_toml:
+        return {}
+    try:
+        raw = tomllib.loads(spec_toml)
+    except tomllib.TOMLDecodeError:
+        return {}
+    run = raw.get("run", {})
+    # a field the spec leaves out has RunSection's default (mrl_actors.spec, a floor above)
+    defaults = {"mode": "lockstep", "rollout_replicas": 1, "max_staleness": 1}
+    return {k: run.get(k, default) for k, default in defaults.items()}
