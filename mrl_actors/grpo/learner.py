@@ -143,8 +143,9 @@ class GRPOLearner:
         loss_total = kl_sum = clip_low = clip_high = tokens = ent_sum = 0.0
         ratios, ratio_masks = [], []
 
-        # loss, micro-batch by micro-batch, gradients accumulating
-        for b in batches:
+        # loss, micro-batch by micro-batch, gradients accumulating; a data-parallel rank runs
+        # its share (`share`), and a pass with factor 0 only keeps the ranks' collectives in step
+        for b, factor in self.share(batches):
             mask = b.mask.to(dev)  # [B, T]
             logps, entropy = self._logps(b, with_entropy=True)  # [B, T]
             old = logps.detach()  # num_iterations == 1: the start-of-step policy
@@ -173,7 +174,9 @@ class GRPOLearner:
                 is_ratio=is_ratio,
                 weights=b.weights.to(dev),
             )
-            parts.loss.backward()
+            (parts.loss if factor == 1.0 else parts.loss * factor).backward()
+            if not factor:
+                continue
             loss_total += float(parts.loss.detach())
             kl_sum += parts.kl_sum
             clip_low, clip_high = clip_low + parts.clip_low, clip_high + parts.clip_high
@@ -184,11 +187,15 @@ class GRPOLearner:
             ratio_masks.append(mask.flatten())
 
         if batches:
+            sums = [loss_total, kl_sum, clip_low, clip_high, tokens, ent_sum]
+            loss_total, kl_sum, clip_low, clip_high, tokens, ent_sum = self.reduce_sums(sums)
             n = max(tokens, 1.0)
             m.update(kl=kl_sum / n, clip_low=clip_low / n, clip_high=clip_high / n)
             m["clip_region"] = m["clip_low"] + m["clip_high"]
             m["entropy"] = ent_sum / n
-            m.update(importance_stats(torch.cat(ratios), torch.cat(ratio_masks), "is_on"))
+            ratio_all = self.gather(torch.cat(ratios) if ratios else torch.zeros(0))
+            mask_all = self.gather(torch.cat(ratio_masks) if ratio_masks else torch.zeros(0))
+            m.update(importance_stats(ratio_all, mask_all, "is_on"))
         m["loss_on"] = loss_total
         m["tokens"] = tokens
 
@@ -203,7 +210,7 @@ class GRPOLearner:
             )
             tok = tok * ob.weights.to(dev).unsqueeze(1)
             off = off_policy_loss.coef * (tok * mask).sum() / mask.sum().clamp(min=1.0)
-            off.backward()
+            (off if self.off_policy_factor == 1.0 else off * self.off_policy_factor).backward()
             m["loss_off"] = float(off.detach())
             m.update(importance_stats(ratio, mask, "is_off"))
             # what each token's grad log pi was actually multiplied by (truncation, shaping, weight)
@@ -215,6 +222,25 @@ class GRPOLearner:
             loss_total += m["loss_off"]
         m["loss"] = loss_total
         return m
+
+    # ------------------------------------------------------------------ data-parallel hooks
+    # One process runs every micro-batch; `grpo.distributed.ShardedGRPOLearner` overrides these
+    # so that N ranks split them and still report the metrics of the whole step.
+
+    def share(self, batches: list[Batch]) -> list[tuple[Batch, float]]:
+        """The micro-batches this process runs, each with its loss factor (1: its own)."""
+        return [(b, 1.0) for b in batches]
+
+    def reduce_sums(self, values: list[float]) -> list[float]:
+        """Per-process metric sums -> the step's sums."""
+        return values
+
+    def gather(self, t: torch.Tensor) -> torch.Tensor:
+        """A per-process 1-D tensor -> the concatenation over processes."""
+        return t
+
+    # the off-policy term's loss factor here (every rank runs it; one rank's gradient counts)
+    off_policy_factor = 1.0
 
     def apply_gradients(self) -> dict[str, float]:
         """Clip the global grad norm, take the AdamW step, bump the policy version."""
