@@ -128,7 +128,7 @@ class LogpsRoot(nn.Module):
         n_completion: int,  # T
         with_entropy: bool,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return completion_logps(
+        logps, entropy = completion_logps(
             self.inner,
             input_ids,
             attention_mask,
@@ -136,6 +136,7 @@ class LogpsRoot(nn.Module):
             self.temperature,
             with_entropy=with_entropy,
         )
+        return logps.clone(), entropy  # not a view: FSDP hooks the output for the backward
 
 
 def decoder_layers(model: Any) -> nn.ModuleList:

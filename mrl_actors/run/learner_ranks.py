@@ -19,9 +19,10 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -78,7 +79,10 @@ def learner_ranks(
         raise ConfigError(f"{name}: {world} learner ranks need {world} devices, got {devices}")
     logger = get_logger(__name__, run=spec.run.name, policy=name)
     torch.set_num_threads(rank_threads(spec, policy))
-    rt = prepare_runtime(spec, policy, run_dir, devices[0])  # saves `step-0` on a first start
+    from mrl_actors.actors.roles import _BUILD_LOCK
+
+    with _BUILD_LOCK:  # saves `step-0` on a first start, which the other ranks load
+        rt = prepare_runtime(spec, policy, run_dir, devices[0])
     here = run_dir / "ranks" / name
     here.mkdir(parents=True, exist_ok=True)
     spec_file = here / "spec.json"
@@ -115,6 +119,50 @@ def learner_ranks(
         close_group()
 
 
+def rank_devices(device: str, world: int) -> list[str]:
+    """The devices of a learner's ranks from its first slot's: CPU for all on a CPU slot, the
+    next `world` GPUs from the first on a GPU slot."""
+    if not device.startswith("cuda"):
+        return [device] * world
+    first = int(device.partition(":")[2] or 0)
+    return [f"cuda:{first + r}" for r in range(world)]
+
+
+@asynccontextmanager
+async def hosted_ranks(
+    spec: RunSpec, name: str, run_dir: Path, device: str = "cpu"
+) -> AsyncIterator[Any]:
+    """`learner_ranks` for an async host: started and stopped in a worker thread."""
+    import anyio
+
+    world = _policy(spec, name).learner_slots
+    cm = learner_ranks(spec, name, run_dir, rank_devices(device, world))
+    rt = await anyio.to_thread.run_sync(cm.__enter__)
+    try:
+        yield rt
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(cm.__exit__, type(exc), exc, exc.__traceback__)
+        raise
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(cm.__exit__, None, None, None)
+
+
+def _exit_with_parent() -> None:
+    """A rank whose rank 0 died (SIGKILL) has nobody to follow: it ends too."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def rank_main(argv: Sequence[str] | None = None) -> int:
     """A rank > 0 of a learner: build the policy at step 0, join the group, follow rank 0."""
     ap = argparse.ArgumentParser(prog="mrl_actors.run.learner_ranks")
@@ -126,6 +174,7 @@ def rank_main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
+    _exit_with_parent()
 
     import torch
 
