@@ -298,6 +298,11 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
                     p.grpo.grad_accum,
                 )
 
+    def mwra_config(self) -> MwraConfig:
+        """`[mwra]` with every policy's `learner_slots` (the allocator places them as units)."""
+        slots = {**self.mwra.learner_slots, **{p.name: p.learner_slots for p in self.policies}}
+        return msgspec.structs.replace(self.mwra, learner_slots=slots)
+
     def with_probe(self, probe: ProbeName, *, seed: int | None = None, name: str = "") -> RunSpec:
         run = msgspec.structs.replace(
             self.run,

@@ -345,7 +345,7 @@ class ShardedGRPOLearner(GRPOLearner):
         )
 
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        full = get_optimizer_state_dict(self.root, self.sharded_optimizer, options=opts)
+        full: Any = get_optimizer_state_dict(self.root, self.sharded_optimizer, options=opts)
         if self.rank != 0:
             return None
         index = {name: i for i, name in enumerate(self.fqns)}

@@ -64,9 +64,10 @@ def _sharded(rt: object, spec: RunSpec, policy: PolicySpec, ops: object, device:
 def learner_ranks(
     spec: RunSpec, name: str, run_dir: Path, devices: Sequence[str] | None = None
 ) -> Iterator[object]:
-    """Rank 0's runtime of `name`'s learner with its other ranks running (see the module)."""
-    import torch
+    """Rank 0's runtime of `name`'s learner with its other ranks running (see the module).
 
+    Rank 0 keeps the threads of the process that hosts it; the other ranks take
+    `rank_threads`."""
     from mrl_actors.actors.ranks import LeadRuntime
     from mrl_actors.grpo.distributed import Ops, close_group, init_group
     from mrl_actors.run.node import prepare_runtime
@@ -78,7 +79,6 @@ def learner_ranks(
     if len(devices) != world:
         raise ConfigError(f"{name}: {world} learner ranks need {world} devices, got {devices}")
     logger = get_logger(__name__, run=spec.run.name, policy=name)
-    torch.set_num_threads(rank_threads(spec, policy))
     from mrl_actors.actors.roles import _BUILD_LOCK
 
     with _BUILD_LOCK:  # saves `step-0` on a first start, which the other ranks load

@@ -217,7 +217,7 @@ async def run_node(
             if spec.placement.allocator == "mwra" and policies is None:
                 from mrl_actors.mwra.actor import run_mwra
 
-                outer.start_soon(run_mwra, log, spec.run.name, node, spec.mwra)
+                outer.start_soon(run_mwra, log, spec.run.name, node, spec.mwra_config())
             if spec.placement.assigned and policies is None:
                 await _host_assigned(log, spec, run_dir, node, slots, opts, log_for, epoch)
             else:
@@ -374,6 +374,11 @@ async def _host_assigned(
                     seen.logger.warning("role_not_hosted", role=h.role, policy=h.policy)
                     task_status.started()
                     return
+                if h.role == "learner" and _further_rank(h, seen.state.hosted):
+                    # a multi-rank learner's other slot: its rank runs in a process spawned by
+                    # the learner on the policy's first slot (`run.learner_ranks`)
+                    task_status.started()
+                    await anyio.sleep_forever()
                 async with _connection(log, log_for, h.policy) as own:
                     hosting = Hosting(own, spec, policies[h.policy], by_slot[h.slot], run_dir, opts)
                     await entry(hosting, task_status=task_status)
@@ -411,6 +416,11 @@ async def _host_assigned(
     # every actor here has returned: the run is complete when each policy's steps are logged
     if seen.finished >= set(seen.names) and not seen.run_finished:
         await _finish(log, spec, seen.run_subject_last)
+
+
+def _further_rank(h: Hosted, hosted: Any) -> bool:
+    """`h` is a learner slot of a policy that holds a lower learner slot on this node."""
+    return any(o.role == "learner" and o.policy == h.policy and o.slot < h.slot for o in hosted)
 
 
 async def _move_measured(
