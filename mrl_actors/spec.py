@@ -63,6 +63,10 @@ class RunSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # `<run dir>/tensorboard/<policy>/` (`mrl_actors.report.tensorboard`); the log holds them
     # either way.
     tensorboard: bool = False
+    # How `mrl run` hosts the policies: "one" process for all (the default), or "per_policy":
+    # each policy in an `mrl-node --policies NAME` process of its own, against the run's server,
+    # so one policy's threads, memory traffic and interpreter lock do not slow the others.
+    processes: Literal["one", "per_policy"] = "one"
 
     def __post_init__(self) -> None:
         check_name(self)

@@ -84,14 +84,19 @@ def prepare_runtime(
     return rt
 
 
-def set_threads(spec: RunSpec) -> None:
+def set_threads(spec: RunSpec, hosted: Sequence[str] | None = None) -> None:
     """Share the cores between the spec's policies, however many this process hosts.
 
     The count depends only on the machine and the spec, so a run, its resume and its replay (by
-    `mrl run` or by an `mrl-node` hosting some of the policies) do the same float arithmetic.
+    `mrl run` or by an `mrl-node` hosting some of the policies) do the same float arithmetic. A
+    process hosting one policy whose spec gives it `threads` takes that budget instead.
     """
     import torch
 
+    budget = [p.threads for p in spec.policies if hosted is not None and list(hosted) == [p.name]]
+    if budget and budget[0]:
+        torch.set_num_threads(budget[0])
+        return
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, len(spec.policies))))
 
 
@@ -190,7 +195,7 @@ async def run_node(
     slots = list(slots or default_slots())
     opts = dataclasses.replace(opts or ActorOptions(), node=node)  # actors report their node
     logger = get_logger(__name__, run=spec.run.name, node=node)
-    set_threads(spec)
+    set_threads(spec, policies)
     # the spec's `[mwra] liveness_interval_s` by default: MWRA judges a node by that interval
     liveness_s = liveness_s or spec.mwra.liveness_interval_s
     booted = time.time_ns()

@@ -253,3 +253,28 @@ def test_a_killed_run_with_a_two_rank_learner_resumes(
     assert len(seqs) == len(set(seqs))
     restarted = [s for s in taken if "restored_from_step" in s.metrics]
     assert len(restarted) == 1 and restarted[0].metrics["restored_from_step"] >= 2
+
+
+def test_per_policy_processes_host_two_multi_rank_learners(
+    models_dir: Path, model_cache: Path, tmp_path: Path
+) -> None:
+    """`[run] processes = "per_policy"`: each policy in an mrl-node process of its own, so both
+    policies can have a 2-rank learner (one torch.distributed group per process)."""
+    from mrl_actors.events import NodeJoined
+    from mrl_actors.run.runner import run_once
+    from mrl_actors.spec import parse_spec
+
+    text = spec_text(models_dir, 2).replace(
+        'mode = "async"', 'mode = "async"\nprocesses = "per_policy"'
+    )
+    text = text.replace("learner_slots = 1", "learner_slots = 2")
+    out = tmp_path / "run"
+    anyio.run(lambda: run_once(parse_spec(text), text, out))
+    events = anyio.run(_events, out)
+    for p in POLICIES:
+        steps = _steps(events, p)
+        assert [s.step for s in steps] == [1, 2]
+        assert all(s.metrics["learner_ranks"] == 2.0 for s in steps)
+    joined = [e for _, e in events if isinstance(e, NodeJoined)]
+    assert sorted(e.node for e in joined) == ["local-gpt2", "local-llama"]
+    assert len({e.pid for e in joined} | {os.getpid()}) == 3
