@@ -26,6 +26,7 @@ path is the same code on `cuda:N` devices; it has not been run on GPUs here.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from enum import IntEnum
@@ -267,8 +268,16 @@ class ShardedGRPOLearner(GRPOLearner):
     def step(
         self, on_policy: Sequence[Any], off_policy: Sequence[Any] = (), off_policy_loss: Any = None
     ) -> dict[str, float]:
-        m = super().step(on_policy, off_policy, off_policy_loss)
+        t0 = time.perf_counter()
+        m = self.accumulate_gradients(on_policy, off_policy, off_policy_loss)
+        t1 = time.perf_counter()
+        m.update(self.apply_gradients())
+        t2 = time.perf_counter()
         self.pull()
+        t3 = time.perf_counter()
+        # the step's phases, this rank's: forward and backward, optimizer, gathering the state
+        m.update(forward_backward_s=t1 - t0, optimizer_s=t2 - t1, gather_s=t3 - t2)
+        m["step_time_s"] = t3 - t0
         return m
 
     def apply_gradients(self) -> dict[str, float]:
