@@ -164,6 +164,9 @@ class ConsumedEvent(msgspec.Struct, frozen=True, array_like=True):
     event_id: str
 
 
+SlotKey = tuple[str, int]  # a slot of the run: (node, slot index on that node)
+
+
 class SlotAssignment(msgspec.Struct, frozen=True, kw_only=True):
     node: str
     slot: int  # GPU index on that node (or a CPU slot number)

@@ -21,7 +21,8 @@ from mrl_actors.errors import ConfigError
 from mrl_actors.grpo.config import GRPOConfig
 from mrl_actors.models.builtin import builtin_name, is_builtin
 from mrl_actors.mwra.config import MwraConfig
-from mrl_actors.probes.config import ProbeName, ProbesConfig
+from mrl_actors.probes.config import ProbeName
+from mrl_actors.probes.registry import ProbesConfig, check_probe
 from mrl_actors.rollout.base import EngineConfig
 from mrl_actors.see.natsconf import check_duration
 from mrl_actors.tasks import TaskConfig
@@ -70,6 +71,7 @@ class RunSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
     def __post_init__(self) -> None:
         check_name(self)
+        check_probe("probe", self.probe)
         check_int(self, "seed", 0, 2**63 - 1)
         check_int(self, "steps", 1, MAX_STEPS)
         check_int(self, "prompts_per_step", 1, 100_000)

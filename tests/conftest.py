@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,17 @@ def models_dir() -> Path:
     if not (MODELS_DIR / "gpt2" / "config.json").exists():
         pytest.fail(f"real tokenizers not found at {MODELS_DIR}; set MRL_MODELS_DIR")
     return MODELS_DIR
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Warm-started tiny models, built once per test session (`MRL_CACHE_DIR` points there for
+    this process; tests that start processes pass it on)."""
+    path = tmp_path_factory.mktemp("mrl-cache")
+    old = os.environ.get("MRL_CACHE_DIR")
+    os.environ["MRL_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("MRL_CACHE_DIR", None)
+    else:
+        os.environ["MRL_CACHE_DIR"] = old

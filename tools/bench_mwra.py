@@ -117,7 +117,7 @@ async def run_nodes(spec: Any, text: str, run_dir: Path) -> None:
     import subprocess
     import sys
 
-    from mrl_actors.run.runner import record_start
+    from mrl_actors.run.start import record_start
     from mrl_actors.see.access import open_log
     from mrl_actors.see.server import serve_run_dir
 

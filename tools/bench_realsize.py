@@ -85,7 +85,7 @@ def _role(pid: int) -> str:
     except OSError:
         return ""
     args = [c.decode(errors="replace") for c in cmd]
-    if "mrl_actors.run.learner_ranks" in args:
+    if "mrl_actors.actors.learner_ranks" in args:
         return f"{args[args.index('--policy') + 1]} learner rank {args[args.index('--rank') + 1]}"
     if "mrl_actors.cli.mrl_node" in args:
         return f"{args[args.index('--policies') + 1]} node (learner rank 0, rollout)"

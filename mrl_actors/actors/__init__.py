@@ -14,4 +14,9 @@ policy's user; `log` is that connection):
   task_status)`: samples prompt batches `k % rollout_replicas == replica` with the newest verified
   weights, within `run.max_staleness` versions (`rollout.RolloutActor`);
 - `roles.run_policy_async(...)`: both, for one policy in one task group (what `mrl run` hosts).
+
+`roles.ROLES` maps a slot's role to its entry point (`host_learner`, `host_rollout`) for a
+node. What every actor shares lives beside them: `follow.Follower` (its one read of the log),
+`step.StepTail` (finishing a learner step), `state` (the pure fold), `runtime` (the torch side),
+`replay` (exact replay), `warmstart`, `shares` (rollout batches by slot), `options`.
 """

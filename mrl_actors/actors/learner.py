@@ -26,7 +26,6 @@ At start it restores itself from the newest `CheckpointStored` and replays only 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,22 +33,24 @@ import anyio
 import numpy as np
 from anyio.abc import TaskStatus
 
-from mrl_actors.actors.policy import ActorOptions
+from mrl_actors.actors.follow import Follower
+from mrl_actors.actors.options import ActorOptions
+from mrl_actors.actors.replay import replay
 from mrl_actors.actors.runtime import PolicyRuntime, checkpoint_dir
 from mrl_actors.actors.state import (
     FOLDED_KINDS,
-    PolicyState,
     assemble,
     evolve,
     rollout_id,
+    start_state,
     take_peer_events,
 )
+from mrl_actors.actors.step import StepTail, outcome
 from mrl_actors.errors import LogError, WeightsError
 from mrl_actors.events import (
     AnyEvent,
     CheckpointSaved,
     CheckpointStored,
-    ConsumedEvent,
     LearnerStepCompleted,
     LearnerStepTimed,
     RewardSummary,
@@ -58,67 +59,51 @@ from mrl_actors.events import (
     event_id,
 )
 from mrl_actors.logs import get_logger
-from mrl_actors.models.weights import state_bytes
-from mrl_actors.probes import PEER_KIND
-from mrl_actors.report.tensorboard import StepScalars
-from mrl_actors.see.deadletter import DeadLetters
+from mrl_actors.models.load import is_complete
+from mrl_actors.models.weights import (
+    announce,
+    load_weights,
+    restore_checkpoint,
+    state_bytes,
+    store_checkpoint,
+)
+from mrl_actors.see.port import LogPort
 from mrl_actors.see.record import Record
+from mrl_actors.see.writer import OwnedWriter
 
-FOLD_TIMEOUT_S = 120.0
 LEARNER_KINDS = (*FOLDED_KINDS, "weights", "checkpoint")
 _WRITES = ["learner", "checkpoint", "weights"]  # the subjects this actor owns (of its policy)
 
 
 class LearnerActor:
-    def __init__(self, log: Any, rt: PolicyRuntime, run_dir: Path, opts: ActorOptions) -> None:
+    def __init__(self, log: LogPort, rt: PolicyRuntime, run_dir: Path, opts: ActorOptions) -> None:
         self.log = log
         self.rt = rt
         self.spec = rt.spec
         self.run_id = rt.spec.run.name
         self.name = rt.name
         self.run_dir = run_dir
-        self.opts = opts
-        self.probe = rt.spec.run.probe
         self.peers = [p.name for p in rt.spec.policies if p.name != self.name]
-        self.state = PolicyState(
-            policy=self.name, peer_kind=PEER_KIND[self.probe], peers=frozenset(self.peers)
-        )
+        self.state = start_state(rt.spec, self.name)
         self.peer_steps: dict[str, int] = {}  # each peer's newest learner step
         self.peer_summaries: set[str] = set()  # ids of peers' RewardSummary events (batch done)
         self.weights: dict[int, WeightsPublished] = {}  # own weights events by version
         self.stored: dict[int, CheckpointStored] = {}  # own stored checkpoints by step
         self.saved: set[int] = set()  # own local checkpoints (CheckpointSaved) by step
         self._log = get_logger(__name__, run=self.run_id, actor="learner", policy=self.name)
-        self.dead_letters = DeadLetters(log, self.name)
-        self._changed: anyio.Event | None = None
-        self._writer: Any = None
-        self._eval_items = rt.task.test_items()[: rt.spec.run.eval_size]
-        self._scalars = StepScalars.of(rt.spec, run_dir, self.name)  # [run] tensorboard
+        self.follower = Follower(
+            log, self.name, self._fold, kinds=LEARNER_KINDS, sources=[self.name, *self.peers]
+        )
+        self._writer = OwnedWriter(log, self.name)
+        self.tail = StepTail(rt, self._writer, self.follower, opts, run_dir)
         self.restored_from = 0  # the checkpoint step this process started from
         self.replayed = 0  # log-tail steps replayed on top of it
 
     # ------------------------------------------------------------------ fold
 
-    def _read(self, *, start_seq: int, follow: bool) -> AsyncIterator[Record[AnyEvent]]:
-        return self.log.read(
-            start_seq=start_seq,
-            kinds=LEARNER_KINDS,
-            sources=[self.name, *self.peers],
-            follow=follow,
-            dead_letters=self.dead_letters,
-        )
-
-    async def rebuild(self) -> None:
-        async for rec in self._read(start_seq=1, follow=False):
-            self._fold(rec)
-
-    async def follow(self) -> None:
-        async for rec in self._read(start_seq=self.state.last_seq + 1, follow=True):
-            self._fold(rec)
-
     def _fold(self, rec: Record[AnyEvent]) -> None:
         ev = rec.event
-        if rec.seq > self.state.last_seq and getattr(ev, "policy", None) == ev.source:
+        if getattr(ev, "policy", None) == ev.source:
             if ev.source == self.name:
                 if isinstance(ev, WeightsPublished):
                     self.weights.setdefault(ev.version, ev)
@@ -131,25 +116,6 @@ class LearnerActor:
             elif ev.source in self.peers and isinstance(ev, RewardSummary):
                 self.peer_summaries.add(ev.event_id)
         self.state = evolve(self.state, rec)
-        changed, self._changed = self._changed, anyio.Event()
-        if changed is not None:
-            changed.set()
-
-    async def _until(self, ready: Callable[[], bool], timeout: float) -> bool:
-        with anyio.move_on_after(timeout):
-            while not ready():
-                if self._changed is None:
-                    self._changed = anyio.Event()
-                await self._changed.wait()
-            return True
-        return ready()
-
-    async def _folded(self, seq: int, what: str) -> None:
-        if not await self._until(lambda: self.state.last_seq >= seq, FOLD_TIMEOUT_S):
-            raise LogError(
-                f"{self.name}: the log follower did not reach seq {seq} ({what}) within "
-                f"{FOLD_TIMEOUT_S:.0f} s (folded up to {self.state.last_seq})"
-            )
 
     # ------------------------------------------------------------------ restore
 
@@ -160,9 +126,6 @@ class LearnerActor:
         be used (altered blob, missing) is skipped for an older one, down to step 0: the log's
         steps are replayed from there and every replayed checksum is checked.
         """
-        from mrl_actors.actors.replay import replay
-        from mrl_actors.models.weights import restore_checkpoint
-
         last = self.state.version
         for step in sorted((s for s in self.stored if s <= last), reverse=True):
             try:
@@ -190,8 +153,6 @@ class LearnerActor:
     async def _start_as_logged(self) -> None:
         """Start from the run's logged version 0 when this host's `step-0` differs (a learner
         restarted on another host, whose initial model was built, not copied)."""
-        from mrl_actors.models.weights import load_weights
-
         start = self.weights[0]
         sha = await anyio.to_thread.run_sync(self.rt.learner.state_dict_sha256)
         if sha != start.weights_sha256:
@@ -211,20 +172,15 @@ class LearnerActor:
         """Store `data` and append its weights event, before the learner goes on: measured on
         the toy pair, uploading beside the next step delayed the rollouts more than it saved
         the learner (they compete for the same cores)."""
-        from mrl_actors.models.weights import announce
-
         ev = await announce(self.log, self.name, version, data, sha)
         seq = await self._writer.append(ev)
-        await self._folded(seq, f"weights v{version}")
+        await self.follower.folded(seq, f"weights v{version}")
 
     async def checkpoint(self, step: int, weights: WeightsPublished) -> None:
         """A stored checkpoint (blobs) and a local one (directory), each once."""
-        from mrl_actors.models.load import is_complete
-        from mrl_actors.models.weights import store_checkpoint
-
         if step not in self.stored:
             ev = await store_checkpoint(self.log, self.name, step, self.rt.learner, weights)
-            await self._folded(await self._writer.append(ev), f"checkpoint {step}")
+            await self.follower.folded(await self._writer.append(ev), f"checkpoint {step}")
         path = checkpoint_dir(self.run_dir, self.name, step)
         if not is_complete(path):
             await anyio.to_thread.run_sync(self.rt.learner.save_checkpoint, path, self.rt.tokenizer)
@@ -249,33 +205,18 @@ class LearnerActor:
     # ------------------------------------------------------------------ run
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        self._writer = self.log.writer(self.name)
         await self._writer.resume(_WRITES)
-        await self.rebuild()
+        await self.follower.rebuild()
         await self.restore()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self.follow)
+            tg.start_soon(self.follower.follow)
             version = self.state.version
             sha = await anyio.to_thread.run_sync(self.rt.learner.state_dict_sha256)
             weights = await self.publish(version, sha)  # rollouts start from this version
             if self._checkpoint_due(version):  # a restart killed while checkpointing
                 await self.checkpoint(version, weights)
             task_status.started()
-            initial: dict[str, float] | None = None
-            if version == 0:
-                initial = await anyio.to_thread.run_sync(self.rt.evaluate, self._eval_items)
-            done_here = 0
-            while version < self.spec.run.steps:
-                if self.opts.stop_after is not None and done_here >= self.opts.stop_after:
-                    break
-                await self.step(version, initial)
-                version += 1
-                if self.state.version != version:
-                    raise LogError(
-                        f"{self.name}: took step {version} but the log says {self.state.version}"
-                    )
-                initial = None
-                done_here += 1
+            await self.tail.take_steps(version, self.step, lambda: self.state.version)
             tg.cancel_scope.cancel()
 
     def _peers_to_wait_for(self, version: int) -> list[str]:
@@ -305,7 +246,7 @@ class LearnerActor:
         ids = [rollout_id(run, self.name, version, j, it.prompt_id) for j, it in enumerate(items)]
 
         # 1: this batch's groups, sampled by the rollout actors
-        await self._until(lambda: all(i in self.state.own for i in ids), float("inf"))
+        await self.follower.until(lambda: all(i in self.state.own for i in ids), float("inf"))
         t_groups = time.perf_counter()
         fresh = [
             self.state.own[i]
@@ -327,7 +268,7 @@ class LearnerActor:
         if peers:  # each peer's summaries of this batch: a summary follows its group's events
             keys = [(j, it.prompt_id) for j, it in enumerate(items)]
             wanted = [event_id("reward", run, p, version, j, pid) for p in peers for j, pid in keys]
-            await self._until(
+            await self.follower.until(
                 lambda: all(w in self.peer_summaries for w in wanted),
                 self.spec.probes.sharing.wait_for_peers_s,
             )
@@ -336,14 +277,13 @@ class LearnerActor:
 
         # 3: the step
         inputs = assemble(fresh, peer_events)
-        _, metrics = await anyio.to_thread.run_sync(self.rt.learn, self.probe, inputs, version)
+        _, metrics = await anyio.to_thread.run_sync(
+            self.rt.learn, self.spec.run.probe, inputs, version
+        )
         step = version + 1
         staleness = [version - g.event.policy_version for g in fresh]
-        rewards = np.concatenate([g.event.rewards_array() for g in fresh] or [np.zeros(0)])
-        successes = [c.success for g in fresh for c in g.event.completions]
         metrics.update(
-            reward_mean=float(rewards.mean()) if rewards.size else 0.0,
-            success_rate=float(np.mean(successes)) if successes else 0.0,
+            outcome(fresh),
             rollout_wait_s=t_groups - t_start,
             peer_wait_s=t_peers - t_groups,
             staleness_mean=float(np.mean(staleness)) if staleness else 0.0,
@@ -355,30 +295,13 @@ class LearnerActor:
                 restored_from_step=float(self.restored_from), replayed_steps=float(self.replayed)
             )
             self.restored_from = self.replayed = 0
-        if initial is not None:
-            metrics.update({f"{k}_initial": v for k, v in initial.items()})
-        if step % spec.eval_every == 0 or step == spec.steps:
-            metrics.update(await anyio.to_thread.run_sync(self.rt.evaluate, self._eval_items))
-        metrics["step_time_s"] = time.perf_counter() - t_start
-
-        consumed = [ConsumedEvent(s.seq, s.event.event_id) for s in fresh]
-        consumed += [ConsumedEvent(s.seq, s.event.event_id) for s in peer_events]
-        sha = await anyio.to_thread.run_sync(self.rt.learner.state_dict_sha256)
-        seq = await self._writer.append(
-            LearnerStepCompleted(
-                run=run,
-                source=self.name,
-                event_id=event_id("learner", run, self.name, step),
-                time_ns=time.time_ns(),
-                policy=self.name,
-                step=step,
-                probe=self.probe,
-                consumed=consumed,
-                weights_sha256=sha,
-                metrics=metrics,
-            )
+        sha = await self.tail.complete(
+            version=version,
+            metrics=metrics,
+            initial=initial,
+            consumed=[*fresh, *peer_events],
+            t_start=t_start,
         )
-        await self._folded(seq, f"learner step {step}")
         weights = await self.publish(step, sha)
         pending = sum(  # groups sampled but not consumed yet, within the bound
             1
@@ -405,17 +328,13 @@ class LearnerActor:
         if self._checkpoint_due(step):
             await self.checkpoint(step, weights)
         await self._throughput(step, fresh, metrics)
-        self._log.info(
-            "step",
-            step=step,
-            reward=metrics["reward_mean"],
-            acc=metrics.get("eval_accuracy"),
+        self.tail.announce(
+            self._log,
+            step,
+            metrics,
             staleness=metrics["staleness_mean"],
             wait=metrics["rollout_wait_s"] + metrics["peer_wait_s"],
         )
-        self._scalars.write(step, metrics)
-        if self.opts.on_step is not None:
-            self.opts.on_step(self.name, step, metrics)
 
     async def _throughput(
         self, step: int, fresh: list[Record[Any]], metrics: dict[str, float]
@@ -429,7 +348,7 @@ class LearnerActor:
                 source=self.name,
                 event_id=event_id("throughput", self.run_id, self.name, "learner", step),
                 time_ns=time.time_ns(),
-                node=self.opts.node,
+                node=self.tail.opts.node,
                 policy=self.name,
                 role="learner",
                 window_s=window,

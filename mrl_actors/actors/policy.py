@@ -20,52 +20,36 @@ Blocking work (sampling, THL, the learner step) runs in worker threads so the lo
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import anyio
-import numpy as np
 from anyio.abc import TaskStatus
 
+from mrl_actors.actors.follow import Follower
+from mrl_actors.actors.options import ActorOptions
 from mrl_actors.actors.runtime import PolicyRuntime, checkpoint_dir
 from mrl_actors.actors.state import (
     FOLDED_KINDS,
-    PolicyState,
     assemble,
     evolve,
     experience_events,
     peers_ready,
     rollout_id,
+    start_state,
     take_peer_events,
 )
-from mrl_actors.errors import LogError
+from mrl_actors.actors.step import StepTail, outcome
 from mrl_actors.events import (
     AnyEvent,
     CheckpointSaved,
-    ConsumedEvent,
-    LearnerStepCompleted,
     ThroughputReported,
     event_id,
 )
 from mrl_actors.logs import get_logger
-from mrl_actors.probes import PEER_KIND
-from mrl_actors.report.tensorboard import StepScalars
-from mrl_actors.see.deadletter import DeadLetters
+from mrl_actors.models.load import is_complete
 from mrl_actors.see.port import LogPort
 from mrl_actors.see.record import Record
-
-FOLD_TIMEOUT_S = 120.0  # how long the live fold may lag behind this actor's own appends
-
-
-@dataclass
-class ActorOptions:
-    node: str = "local"
-    # called after each learner step with (policy, step, metrics): progress bars, tests
-    on_step: Callable[[str, int, dict[str, float]], None] | None = None
-    # stop after this many steps in this process (tests that kill a run mid-way); None: run all
-    stop_after: int | None = None
+from mrl_actors.see.writer import OwnedWriter
 
 
 class PolicyActor:
@@ -76,100 +60,31 @@ class PolicyActor:
         self.run_id = rt.spec.run.name
         self.name = rt.name
         self.run_dir = run_dir
-        self.opts = opts
-        self.probe = rt.spec.run.probe
         self.peers = [p.name for p in rt.spec.policies if p.name != self.name]
-        self.state = PolicyState(
-            policy=self.name, peer_kind=PEER_KIND[self.probe], peers=frozenset(self.peers)
-        )
+        self.state = start_state(rt.spec, self.name)
         self._log = get_logger(__name__, run=self.run_id, actor="policy", policy=self.name)
-        self.dead_letters = DeadLetters(log, self.name)
-        self._changed: anyio.Event | None = None  # set (and replaced) after every fold
-        self._writer: Any = None
-        self._eval_items = rt.task.test_items()[: rt.spec.run.eval_size]
-        self._scalars = StepScalars.of(rt.spec, run_dir, self.name)  # [run] tensorboard
-
-    # ------------------------------------------------------------------ fold
-
-    async def rebuild(self) -> None:
-        """Fold every experience event already in the log (resume starts here)."""
-        async for rec in self._read(start_seq=1, follow=False):
-            self._fold(rec)
-
-    async def follow(self) -> None:
-        """Keep folding new events as they are stored."""
-        async for rec in self._read(start_seq=self.state.last_seq + 1, follow=True):
-            self._fold(rec)
-
-    def _read(self, *, start_seq: int, follow: bool) -> AsyncIterator[Record[AnyEvent]]:
-        """The one read of an actor: the kinds it folds, from itself and its peers only.
-
-        The server filters by subject (`mrl.<run>.<kind>.<source>` for each pair), so events
-        of other sources never reach this process; bad messages become dead letters on
-        `mrl.<run>.deadletter.<policy>` and the fold goes on.
-        """
-        return self.log.read(
-            start_seq=start_seq,
-            kinds=FOLDED_KINDS,
-            sources=[self.name, *self.peers],
-            follow=follow,
-            dead_letters=self.dead_letters,
+        # the kinds it folds, from itself and its peers only
+        self.follower = Follower(
+            log, self.name, self._fold, kinds=FOLDED_KINDS, sources=[self.name, *self.peers]
         )
+        self._writer = OwnedWriter(log, self.name)
+        self.tail = StepTail(rt, self._writer, self.follower, opts, run_dir)
 
     def _fold(self, rec: Record[AnyEvent]) -> None:
         self.state = evolve(self.state, rec)
-        changed, self._changed = self._changed, anyio.Event()
-        if changed is not None:
-            changed.set()  # wakes every `_until` waiting on the state
-
-    async def _until(self, ready: Callable[[], bool], timeout: float) -> bool:
-        """Wait (at most `timeout` s) until `ready()` holds; it is rechecked after each fold."""
-        with anyio.move_on_after(timeout):
-            while not ready():
-                if self._changed is None:
-                    self._changed = anyio.Event()
-                await self._changed.wait()
-            return True
-        return ready()
-
-    async def _folded(self, seq: int, what: str) -> None:
-        """Wait until the fold has reached `seq`; a fold that falls behind is an error, not a
-        reason to go on from stale state (it would repeat a step the log already holds)."""
-        if not await self._until(lambda: self.state.last_seq >= seq, FOLD_TIMEOUT_S):
-            raise LogError(
-                f"{self.name}: the log follower did not reach seq {seq} ({what}) within "
-                f"{FOLD_TIMEOUT_S:.0f} s (folded up to {self.state.last_seq}); the run can be "
-                "resumed with `mrl run --resume`"
-            )
 
     # ------------------------------------------------------------------ run
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        self._writer = self.log.writer(self.name)
         await self._writer.resume(
             ["rollout", "reward", "success", "learner", "checkpoint", "throughput"]
         )
-        await self.rebuild()
+        await self.follower.rebuild()
         await self.repair_checkpoint()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self.follow)
+            tg.start_soon(self.follower.follow)
             task_status.started()
-            done_here = 0
-            initial: dict[str, float] | None = None
-            if self.state.version == 0:
-                initial = await anyio.to_thread.run_sync(self.rt.evaluate, self._eval_items)
-            version = self.state.version
-            while version < self.spec.run.steps:
-                if self.opts.stop_after is not None and done_here >= self.opts.stop_after:
-                    break
-                await self.step(version, initial)
-                version += 1
-                if self.state.version != version:  # the fold must agree with what we did
-                    raise LogError(
-                        f"{self.name}: took step {version} but the log says {self.state.version}"
-                    )
-                initial = None
-                done_here += 1
+            await self.tail.take_steps(self.state.version, self.step, lambda: self.state.version)
             tg.cancel_scope.cancel()
 
     async def step(self, version: int, initial: dict[str, float] | None) -> None:
@@ -192,7 +107,7 @@ class PolicyActor:
         missing = [e for e in experience_events(groups) if e.event_id not in self.state.own_logged]
         seqs = await self._writer.append_many(missing)
         if seqs:
-            await self._folded(max(seqs), "own rollouts")
+            await self.follower.folded(max(seqs), "own rollouts")
         own = [self.state.own[i] for i in ids]
 
         # 3: peers on the same prompts (bounded wait; XGRPO/PRP/SGT only)
@@ -201,7 +116,7 @@ class PolicyActor:
         if self.state.peer_kind is not None and self.peers:
             t0 = time.perf_counter()
             min_version = version - self.spec.probes.sharing.max_staleness
-            await self._until(
+            await self.follower.until(
                 lambda: peers_ready(self.state, self.peers, prompt_ids, min_version),
                 self.spec.probes.sharing.wait_for_peers_s,
             )
@@ -210,54 +125,29 @@ class PolicyActor:
 
         # 4: probe and learner
         inputs = assemble(own, peer_events)
-        _, metrics = await anyio.to_thread.run_sync(self.rt.learn, self.probe, inputs, version)
-        step = version + 1
-        rewards = np.concatenate([g.event.rewards_array() for g in own])
-        successes = [c.success for g in own for c in g.event.completions]
-        metrics.update(
-            reward_mean=float(rewards.mean()),
-            success_rate=float(np.mean(successes)),
-            peer_wait_s=waited,
-            gen_time_s=t_gen,
+        _, metrics = await anyio.to_thread.run_sync(
+            self.rt.learn, self.spec.run.probe, inputs, version
         )
-        if initial is not None:  # measured before the first step
-            metrics.update({f"{k}_initial": v for k, v in initial.items()})
-        if step % spec.eval_every == 0 or step == spec.steps:
-            metrics.update(await anyio.to_thread.run_sync(self.rt.evaluate, self._eval_items))
-        metrics["step_time_s"] = time.perf_counter() - t_start
+        step = version + 1
+        metrics.update(outcome(own), peer_wait_s=waited, gen_time_s=t_gen)
 
         # 5: the step, in the log
-        consumed = [ConsumedEvent(s.seq, s.event.event_id) for s in own]
-        consumed += [ConsumedEvent(s.seq, s.event.event_id) for s in peer_events]
-        sha = await anyio.to_thread.run_sync(self.rt.learner.state_dict_sha256)
-        seq = await self._writer.append(
-            LearnerStepCompleted(
-                run=run,
-                source=self.name,
-                event_id=event_id("learner", run, self.name, step),
-                time_ns=time.time_ns(),
-                policy=self.name,
-                step=step,
-                probe=self.probe,
-                consumed=consumed,
-                weights_sha256=sha,
-                metrics=metrics,
-            )
+        sha = await self.tail.complete(
+            version=version,
+            metrics=metrics,
+            initial=initial,
+            consumed=[*own, *peer_events],
+            t_start=t_start,
         )
-        await self._folded(seq, f"learner step {step}")
         if step % spec.checkpoint_every == 0 or step == spec.steps:
             await self.checkpoint(step, sha)
         await self._throughput(step, gen_tokens, t_gen, metrics)
-        self._log.info(
-            "step",
-            step=step,
-            reward=metrics["reward_mean"],
-            acc=metrics.get("eval_accuracy"),
-            consumed=len(consumed),
+        self.tail.announce(
+            self._log,
+            step,
+            metrics,
+            consumed=len(own) + len(peer_events),
         )
-        self._scalars.write(step, metrics)
-        if self.opts.on_step is not None:
-            self.opts.on_step(self.name, step, metrics)
 
     async def checkpoint(self, step: int, sha: str, *, repair: bool = False) -> None:
         """Save step `step`'s checkpoint, then log `CheckpointSaved`.
@@ -267,8 +157,6 @@ class PolicyActor:
         `step`) only what a killed save left out is done: the save when the directory is not
         complete, the event when the log lacks it.
         """
-        from mrl_actors.models.load import is_complete
-
         path = checkpoint_dir(self.run_dir, self.name, step)
         if not (repair and is_complete(path)):
             if repair:
@@ -318,7 +206,7 @@ class PolicyActor:
                     source=self.name,
                     event_id=event_id("throughput", self.run_id, self.name, role, step),
                     time_ns=time.time_ns(),
-                    node=self.opts.node,
+                    node=self.tail.opts.node,
                     policy=self.name,
                     role=role,  # type: ignore[arg-type]
                     window_s=window,

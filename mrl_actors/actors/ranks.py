@@ -24,7 +24,8 @@ from mrl_actors.events import decode, encode
 from mrl_actors.grpo.distributed import Op, Ops, ShardedGRPOLearner
 from mrl_actors.logs import get_logger
 from mrl_actors.probes import ProbeBatch, PromptInputs
-from mrl_actors.probes.config import PROBE_NAMES, ProbeName
+from mrl_actors.probes.config import ProbeName
+from mrl_actors.probes.registry import PROBE_NAMES
 from mrl_actors.see.record import Record
 
 

@@ -21,7 +21,8 @@ from mrl_actors.errors import EventDecodeError, MrlError
 from mrl_actors.events import Event, LearnerStepCompleted
 from mrl_actors.logs import get_logger
 from mrl_actors.probes import PromptInputs
-from mrl_actors.probes.config import PROBE_NAMES, ProbeName
+from mrl_actors.probes.config import ProbeName
+from mrl_actors.probes.registry import PROBE_NAMES
 from mrl_actors.see.deadletter import DeadLetters
 from mrl_actors.see.port import LogPort
 from mrl_actors.see.record import Record

@@ -1,4 +1,4 @@
-"""Entry points a node calls to host an asynchronous policy's actors, by role.
+"""Entry points a node calls to host a policy's actors, by role (`ROLES`).
 
 Each takes the log connection the actor writes through (its policy's user: the server decides
 what it may publish), builds the actor's runtime in a worker thread, and runs the actor until its
@@ -9,21 +9,27 @@ it has published its current weights, which is what rollout actors wait for).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 
 from mrl_actors.actors.learner import LearnerActor
-from mrl_actors.actors.policy import ActorOptions
+from mrl_actors.actors.options import ActorOptions
+from mrl_actors.actors.policy import PolicyActor
+from mrl_actors.actors.replay import replay
 from mrl_actors.actors.rollout import RolloutActor
-from mrl_actors.actors.runtime import PolicyRuntime, build_runtime, checkpoint_dir
-from mrl_actors.actors.shares import SlotKey
+from mrl_actors.actors.runtime import PolicyRuntime, build_runtime, checkpoint_dir, prepare_runtime
 from mrl_actors.errors import ConfigError
+from mrl_actors.events import SlotKey
+from mrl_actors.logs import get_logger
+from mrl_actors.models.load import is_complete
+from mrl_actors.see.port import LogPort
 from mrl_actors.spec import PolicySpec, RunSpec
+from mrl_actors.tasks import make_task
 
 
 def _policy(spec: RunSpec, name: str) -> PolicySpec:
@@ -47,8 +53,6 @@ _BUILD_LOCK = threading.Lock()
 
 def learner_runtime(spec: RunSpec, name: str, run_dir: Path, device: str = "cpu") -> PolicyRuntime:
     """The learner's runtime at step 0 (its `step-0` checkpoint, saved on the first start)."""
-    from mrl_actors.run.node import prepare_runtime
-
     with _BUILD_LOCK:
         return prepare_runtime(spec, _policy(spec, name), run_dir, device)
 
@@ -57,9 +61,6 @@ def rollout_runtime(spec: RunSpec, name: str, run_dir: Path, device: str = "cpu"
     """A rollout actor's runtime: the model's architecture and tokenizer; weights come from the
     log (`WeightsPublished`), so on a host without the `step-0` checkpoint the initial model is
     built (not saved) just to have the right shapes."""
-    from mrl_actors.models.load import is_complete
-    from mrl_actors.tasks import make_task
-
     start = checkpoint_dir(run_dir, name, 0)
     weights = start if is_complete(start) else None
     with _BUILD_LOCK:
@@ -68,7 +69,7 @@ def rollout_runtime(spec: RunSpec, name: str, run_dir: Path, device: str = "cpu"
 
 
 async def run_learner(
-    log: Any,
+    log: LogPort,
     spec: RunSpec,
     policy_name: str,
     run_dir: Path,
@@ -79,9 +80,10 @@ async def run_learner(
 ) -> None:
     """Host `policy_name`'s learner until it has taken `run.steps` (or `opts.stop_after`) steps."""
     if _policy(spec, policy_name).learner_slots > 1:  # ranks 1..N-1 in processes of their own
-        from mrl_actors.run.learner_ranks import hosted_ranks
+        from mrl_actors.actors.learner_ranks import hosted_ranks
 
-        async with hosted_ranks(spec, policy_name, run_dir, device) as lead:
+        build = partial(learner_runtime, spec, policy_name, run_dir)
+        async with hosted_ranks(spec, policy_name, run_dir, device, build) as lead:
             actor = LearnerActor(log, lead, run_dir, opts or ActorOptions())
             await actor.run(task_status=task_status)
         return
@@ -91,7 +93,7 @@ async def run_learner(
 
 
 async def run_rollout(
-    log: Any,
+    log: LogPort,
     spec: RunSpec,
     policy_name: str,
     replica: int,
@@ -116,8 +118,8 @@ async def run_rollout(
 
 
 async def run_policy_async(
-    learner_log: Any,
-    rollout_logs: Sequence[Any],
+    learner_log: LogPort,
+    rollout_logs: Sequence[LogPort],
     spec: RunSpec,
     policy_name: str,
     run_dir: Path,
@@ -151,3 +153,67 @@ async def run_policy_async(
             )
             await tg.start(rollout)
         task_status.started()
+
+
+@dataclass
+class Hosting:
+    """What an actor entry point gets: its policy, where it runs and its log connection."""
+
+    log: LogPort  # the actor's own connection (its user), or the node's
+    spec: RunSpec
+    policy: PolicySpec
+    device: str  # the slot's device: "cpu" or "cuda:N"
+    slot: int  # the slot's index on its node
+    run_dir: Path
+    opts: ActorOptions
+
+
+async def host_lockstep(h: Hosting, *, task_status: TaskStatus[None]) -> None:
+    """A lockstep policy: learner and rollouts in one actor (`PolicyActor`), resumed by replay."""
+    rt = await anyio.to_thread.run_sync(prepare_runtime, h.spec, h.policy, h.run_dir, h.device)
+    replayed = await replay(h.log, rt)
+    get_logger(__name__, run=h.spec.run.name, policy=h.policy.name).info(
+        "policy_ready", replayed_steps=replayed, device=h.device
+    )
+    await PolicyActor(h.log, rt, h.run_dir, h.opts).run(task_status=task_status)
+
+
+async def host_learner(h: Hosting, *, task_status: TaskStatus[None]) -> None:
+    """The learner slot of a policy: the lockstep actor, or the asynchronous learner."""
+    if h.spec.run.mode != "async":
+        await host_lockstep(h, task_status=task_status)
+        return
+    await run_learner(
+        h.log,
+        h.spec,
+        h.policy.name,
+        h.run_dir,
+        device=h.device,
+        opts=h.opts,
+        task_status=task_status,
+    )
+
+
+async def host_rollout(h: Hosting, *, task_status: TaskStatus[None]) -> None:
+    """A rollout slot of an asynchronous policy: it samples the prompt batches the log's
+    assignments give its (node, slot) (`mrl_actors.actors.shares`), so the policy's slots
+    partition the batches without overlap however the allocator moves them."""
+    await run_rollout(
+        h.log,
+        h.spec,
+        h.policy.name,
+        h.slot,
+        h.run_dir,
+        device=h.device,
+        opts=h.opts,
+        slot=(h.opts.node, h.slot),
+        task_status=task_status,
+    )
+
+
+# Actor entry points by role. A lockstep policy is one learner actor that also samples; an
+# asynchronous one is a learner plus rollout actors (`mrl_actors.actors.roles`).
+ROLES: dict[str, Callable[..., Awaitable[None]]] = {
+    "learner": host_learner,
+    "rollout": host_rollout,
+}

@@ -25,15 +25,15 @@ ownership check of `OwnedWriter` (ids, not ownership, make their appends safe).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 
-from mrl_actors.actors.policy import ActorOptions
+from mrl_actors.actors.follow import Follower
+from mrl_actors.actors.options import ActorOptions
 from mrl_actors.actors.runtime import PolicyRuntime
-from mrl_actors.actors.shares import Shares, SlotKey
+from mrl_actors.actors.shares import Shares
 from mrl_actors.actors.state import experience_events, rollout_id
 from mrl_actors.errors import WeightsError
 from mrl_actors.events import (
@@ -41,6 +41,7 @@ from mrl_actors.events import (
     LearnerStepCompleted,
     RewardSummary,
     RolloutGroupCompleted,
+    SlotKey,
     SlotsAssigned,
     SuccessVerified,
     ThroughputReported,
@@ -48,7 +49,8 @@ from mrl_actors.events import (
     event_id,
 )
 from mrl_actors.logs import get_logger
-from mrl_actors.see.deadletter import DeadLetters
+from mrl_actors.models.weights import load_weights
+from mrl_actors.see.port import LogPort
 from mrl_actors.see.record import Record
 
 ROLLOUT_KINDS = ("weights", "learner", "rollout", "reward", "success")
@@ -59,7 +61,7 @@ ASSIGNERS = ("placement", "mwra")
 class RolloutActor:
     def __init__(
         self,
-        log: Any,
+        log: LogPort,
         rt: PolicyRuntime,
         replica: int,
         opts: ActorOptions,
@@ -83,30 +85,22 @@ class RolloutActor:
         # own groups in the log whose summary is not (a killed actor's last batch): reused as
         # they are, so what follows them describes the logged group, not a new sample
         self.unsummarized: dict[str, RolloutGroupCompleted] = {}
-        self.last_seq = 0
         self._batches: dict[int, tuple[list[Any], list[str]]] = {}  # batch -> prompts, group ids
-        self.dead_letters = DeadLetters(log, self.name)
         self._log = get_logger(
             __name__, run=self.run_id, actor="rollout", policy=self.name, replica=replica
         )
-        self._changed: anyio.Event | None = None
+        placed = self.shares is not None  # then it also follows the slot assignments
+        self.follower = Follower(
+            log,
+            self.name,
+            self._fold,
+            kinds=(*ROLLOUT_KINDS, "slots") if placed else ROLLOUT_KINDS,
+            sources=[self.name, *ASSIGNERS] if placed else [self.name],
+        )
 
     # ------------------------------------------------------------------ fold
 
-    def _read(self, *, start_seq: int, follow: bool) -> AsyncIterator[Record[AnyEvent]]:
-        placed = self.shares is not None
-        return self.log.read(
-            start_seq=start_seq,
-            kinds=(*ROLLOUT_KINDS, "slots") if placed else ROLLOUT_KINDS,
-            sources=[self.name, *ASSIGNERS] if placed else [self.name],
-            follow=follow,
-            dead_letters=self.dead_letters,
-        )
-
     def _fold(self, rec: Record[AnyEvent]) -> None:
-        if rec.seq <= self.last_seq:
-            return
-        self.last_seq = rec.seq
         ev = rec.event
         if isinstance(ev, SlotsAssigned) and ev.source in ASSIGNERS and self.shares:
             self.shares.assign(ev)
@@ -125,19 +119,6 @@ class RolloutActor:
                 elif isinstance(ev, RewardSummary):
                     key = ev.event_id.split("/", 3)[3]
                     self.unsummarized.pop(event_id("rollout", self.run_id, self.name, key), None)
-        changed, self._changed = self._changed, anyio.Event()
-        if changed is not None:
-            changed.set()
-
-    async def _follow(self) -> None:
-        async for rec in self._read(start_seq=self.last_seq + 1, follow=True):
-            self._fold(rec)
-
-    async def _until(self, ready: Callable[[], bool]) -> None:
-        while not ready():
-            if self._changed is None:
-                self._changed = anyio.Event()
-            await self._changed.wait()
 
     # ------------------------------------------------------------------ weights
 
@@ -150,8 +131,6 @@ class RolloutActor:
 
         Called between batches only, so a group is always sampled by one version.
         """
-        from mrl_actors.models.weights import load_weights
-
         target = self.newest_usable()
         if target <= self.version:
             return True
@@ -162,10 +141,10 @@ class RolloutActor:
             self.refused.add(target)
             self._log.warning("weights_refused", version=target, error=str(exc)[:300])
             await self._reload()
-            letter = self.dead_letters.letter(
+            letter = self.follower.dead_letters.letter(
                 rec.seq, rec.subject, b"", "blob_hash", f"weights v{target} refused: {exc}"
             )
-            await self.dead_letters.add_many([letter])
+            await self.follower.dead_letters.add_many([letter])
             return False
         self.version = target
         self.rt.engine.sync_weights(self.rt.model, target)
@@ -179,8 +158,6 @@ class RolloutActor:
         rollout actor). Before any version was loaded there is nothing to restore: the actor
         samples only with a version it loaded in full.
         """
-        from mrl_actors.models.weights import load_weights
-
         if self.version < 0:
             return
         try:
@@ -196,7 +173,7 @@ class RolloutActor:
         when the batch stops being ours: the caller checks `owns` again."""
         need = max(batch - self.spec.run.max_staleness, 0)
         while True:
-            await self._until(
+            await self.follower.until(
                 lambda: (
                     self.newest_usable() >= need
                     or self.learner_step >= self.spec.run.steps
@@ -227,16 +204,15 @@ class RolloutActor:
         return None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async for rec in self._read(start_seq=1, follow=False):
-            self._fold(rec)
+        await self.follower.rebuild()
         steps = self.spec.run.steps
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._follow)
+            tg.start_soon(self.follower.follow)
             task_status.started()
             while self.learner_step < steps:
                 batch = self.next_batch()
                 if batch is None:  # nothing of ours now: wait for the log to give us some
-                    await self._until(
+                    await self.follower.until(
                         lambda: self.learner_step >= steps or self.next_batch() is not None
                     )
                     continue

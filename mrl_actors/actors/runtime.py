@@ -14,12 +14,21 @@ from typing import Any
 
 import numpy as np
 
-from mrl_actors.events import Completion, RolloutGroupCompleted
+from mrl_actors.actors.warmstart import tiny_policy
+from mrl_actors.events import Completion, RolloutGroupCompleted, pack_f32, pack_i32
+from mrl_actors.grpo import GRPOLearner
+from mrl_actors.logs import get_logger
+from mrl_actors.models.builtin import model_dir
+from mrl_actors.models.hub import local_model_dir
+from mrl_actors.models.load import discard, discard_partial_saves, is_complete, load_model
 from mrl_actors.probes import ProbeBatch, ProbeContext, ProbeName, PromptInputs, build_batch
 from mrl_actors.probes.common import Transferred
 from mrl_actors.report.stats import mean_pass_at_k
+from mrl_actors.rollout.factory import make_engine
+from mrl_actors.rollout.prompts import encode_prompt
 from mrl_actors.spec import PolicySpec, RunSpec
-from mrl_actors.tasks import Task, TaskItem, derive_seed
+from mrl_actors.tasks import Task, TaskItem, derive_seed, make_task
+from mrl_actors.thl import load_vocab, render_prompt, transfer
 
 
 def cache_dir() -> Path:
@@ -38,11 +47,6 @@ def load_initial_model(spec: RunSpec, policy: PolicySpec, task: Task) -> tuple[A
 
     `policy.model` is a directory or a hub id (looked up in the local Hugging Face cache first).
     """
-    from mrl_actors.actors.warmstart import tiny_policy
-    from mrl_actors.models.builtin import model_dir
-    from mrl_actors.models.hub import local_model_dir
-    from mrl_actors.models.load import load_model
-
     field = f"policies[{spec.policies.index(policy)}].model"
     source = local_model_dir(policy.model, field=field)
     if policy.tiny is None:
@@ -83,10 +87,7 @@ class PolicyRuntime:
         """int32 [P]: the prompt in this policy's own format (its chat template when asked)."""
         text = self.task.prompt_text(item)
         if self.policy.chat_template:
-            from mrl_actors.thl import render_prompt
-
             return render_prompt(self.vocab, text, chat_template=True)
-        from mrl_actors.rollout.prompts import encode_prompt
 
         return encode_prompt(self.tokenizer, text)  # as the tiny models were warm-started
 
@@ -94,8 +95,6 @@ class PolicyRuntime:
 
     def transfer(self, peer: str, completion: Completion) -> Transferred:
         """A peer's completion in this policy's tokens, checked against the THL budget."""
-        from mrl_actors.thl import transfer
-
         if peer not in self.peer_vocabs:  # the fold ignores unknown policies; belt and braces
             return Transferred(
                 ids=np.zeros(0, np.int32),
@@ -167,8 +166,6 @@ class PolicyRuntime:
         `step` is the prompt batch (it seeds the sampling); `version` the weights version the
         groups are stamped with, which in lockstep is the step itself.
         """
-        from mrl_actors.events import pack_f32, pack_i32
-
         g = self.spec.run.group_size
         prompts = [self.render(item) for item in items]
         seed = derive_seed(self.spec.run.seed, self.name, "rollout", step)
@@ -235,6 +232,16 @@ class PolicyRuntime:
         }
 
 
+def torch_dtype(policy: PolicySpec, device: str) -> Any:
+    """The policy's weight dtype on `device`: its `dtype`, or float32 on CPU / bfloat16 on GPU."""
+    import torch
+
+    name = policy.dtype
+    if name == "auto":
+        name = "float32" if device == "cpu" else "bfloat16"
+    return getattr(torch, name)
+
+
 def build_runtime(
     spec: RunSpec,
     policy: PolicySpec,
@@ -248,12 +255,6 @@ def build_runtime(
     The model lives on `device` (its slot's: "cpu" or "cuda:N") in the policy's dtype, before the
     optimizer is made, so the optimizer state, the engine and checkpoints follow it.
     """
-    from mrl_actors.grpo import GRPOLearner
-    from mrl_actors.models.load import load_model
-    from mrl_actors.rollout.factory import make_engine
-    from mrl_actors.run.placement import torch_dtype
-    from mrl_actors.thl import load_vocab
-
     dtype = torch_dtype(policy, device)
     if weights_dir is not None:
         model, tokenizer = load_model(weights_dir, dtype=dtype)
@@ -276,3 +277,27 @@ def build_runtime(
         vocab=vocabs[policy.name],
         peer_vocabs=vocabs,
     )
+
+
+def prepare_runtime(
+    spec: RunSpec, policy: PolicySpec, run_dir: Path, device: str = "cpu"
+) -> PolicyRuntime:
+    """The policy at step 0 on `device`: from its `step-0` checkpoint, saved (atomically, on
+    CPU in the policy's dtype) on the first start.
+
+    A start killed while saving `step-0` leaves no `step-0` (or, from older versions, one without
+    the completeness marker): it is discarded with any temporary leftovers and saved again.
+    """
+    task = make_task(spec.task)
+    start = checkpoint_dir(run_dir, policy.name, 0)
+    logger = get_logger(__name__, run=spec.run.name, policy=policy.name)
+    for gone in discard_partial_saves(start.parent):  # this process owns the policy's directory
+        logger.warning("partial_checkpoint_discarded", path=str(gone))
+    if is_complete(start):
+        return build_runtime(spec, policy, task, weights_dir=start, device=device)
+    if start.exists():
+        logger.warning("incomplete_checkpoint_discarded", path=str(start))
+        discard(start)
+    rt = build_runtime(spec, policy, task, device=device)
+    rt.learner.save_checkpoint(start, rt.tokenizer)
+    return rt

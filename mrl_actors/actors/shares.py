@@ -29,9 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mrl_actors.events import SlotsAssigned
-
-SlotKey = tuple[str, int]  # (node, slot number)
+from mrl_actors.events import SlotKey, SlotsAssigned
 
 
 @dataclass

@@ -24,8 +24,9 @@ from mrl_actors.events import (
     event_id,
     pack_f32,
 )
-from mrl_actors.probes import PromptInputs
+from mrl_actors.probes import PEER_KIND, PromptInputs
 from mrl_actors.see.record import Record
+from mrl_actors.spec import RunSpec
 
 PeerEvent = RolloutGroupCompleted | RewardSummary | SuccessVerified
 _POLICY_EVENTS = (RolloutGroupCompleted, RewardSummary, SuccessVerified, LearnerStepCompleted)
@@ -57,6 +58,12 @@ class PolicyState:
     # ids of its own experience events (rollout, success, reward) in the log, with their policy
     # version; kept from the current version on, so a resumed step appends only what is missing
     own_logged: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+
+def start_state(spec: RunSpec, policy: str) -> PolicyState:
+    """A policy's state before it folds anything: which peers it listens to, for its probe."""
+    peers = [p.name for p in spec.policies if p.name != policy]
+    return PolicyState(policy=policy, peer_kind=PEER_KIND[spec.run.probe], peers=frozenset(peers))
 
 
 def evolve(state: PolicyState, seen: Record[Event]) -> PolicyState:

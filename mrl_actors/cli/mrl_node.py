@@ -88,14 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _serve(args: argparse.Namespace) -> None:
     from contextlib import AsyncExitStack
-    from functools import partial
 
     from mrl_actors.errors import ConfigError
     from mrl_actors.run.node import run_node
     from mrl_actors.run.placement import parse_slots
-    from mrl_actors.run.runner import record_start
-    from mrl_actors.see.access import ends_if_server_lost, open_log, spec_log_config
-    from mrl_actors.see.auth import policy_user
+    from mrl_actors.run.start import open_run_log, record_start
+    from mrl_actors.see.access import ends_if_server_lost
     from mrl_actors.see.server import open_run_dir
     from mrl_actors.spec import load_spec
 
@@ -116,17 +114,13 @@ async def _serve(args: argparse.Namespace) -> None:
                 open_run_dir(args.run_dir, run=spec.run.name, policies=names)
             )
             where = {"info": info}
-        opened = partial(open_log, run=spec.run.name, config=spec_log_config(spec.server), **where)
         on_lost = await stack.enter_async_context(
             ends_if_server_lost("restart mrl-node once the server is back")
         )
         # By URL one user (MRL_NATS_*) hosts every policy here; by run directory the node
         # writes its own events as admin and each policy connects as its own user.
-        log = await stack.enter_async_context(opened(create=True, on_lost=on_lost))
+        log, log_for = await open_run_log(spec, stack, on_lost, **where)
         args.run_dir.mkdir(parents=True, exist_ok=True)
-        log_for = None
-        if not args.server:
-            log_for = lambda name: opened(user=policy_user(name), on_lost=on_lost)  # noqa: E731
         await record_start(log, spec, spec_text)
         await run_node(
             log,

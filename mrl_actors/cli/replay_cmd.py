@@ -15,7 +15,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from mrl_actors.probes.registry import PROBE_NAMES
+
+if TYPE_CHECKING:
+    from mrl_actors.see.port import LogPort
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--probe",
-        choices=["independent", "prp", "xgrpo", "sgt"],
+        choices=PROBE_NAMES,
         help="counterfactual: the same experience through this probe; writes a report page",
     )
     parser.set_defaults(handler=_handle)
@@ -74,7 +79,7 @@ async def _replay(args: argparse.Namespace, spec: Any, chosen: list[Any]) -> int
     return 0
 
 
-async def _exact(log: Any, args: argparse.Namespace, spec: Any, chosen: list[Any]) -> None:
+async def _exact(log: LogPort, args: argparse.Namespace, spec: Any, chosen: list[Any]) -> None:
     import anyio
 
     from mrl_actors.actors.replay import replay
@@ -87,7 +92,9 @@ async def _exact(log: Any, args: argparse.Namespace, spec: Any, chosen: list[Any
         print(f"{p.name}: {n} steps replayed, {what}")
 
 
-async def _counterfactual(log: Any, args: argparse.Namespace, spec: Any, chosen: list[Any]) -> None:
+async def _counterfactual(
+    log: LogPort, args: argparse.Namespace, spec: Any, chosen: list[Any]
+) -> None:
     import json
 
     from mrl_actors.report.summary import render_counterfactual_html

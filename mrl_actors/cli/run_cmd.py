@@ -8,6 +8,7 @@ from typing import Any
 
 from mrl_actors.checks import MAX_STEPS
 from mrl_actors.cli import args as types
+from mrl_actors.probes.registry import PROBE_NAMES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,9 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=[],
         help="with --compare: comma-separated seeds (default: 0,1,2,3,4)",
     )
-    parser.add_argument(
-        "--probe", choices=["independent", "prp", "xgrpo", "sgt"], help="override run.probe"
-    )
+    parser.add_argument("--probe", choices=PROBE_NAMES, help="override run.probe")
     parser.add_argument(
         "--steps", type=types.int_in(1, MAX_STEPS), help="override run.steps (>= 1)"
     )

@@ -14,9 +14,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mrl_actors.cli import args as types
+
+if TYPE_CHECKING:
+    from mrl_actors.see.port import LogPort
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -117,7 +120,7 @@ class RunStatus:
 _KINDS = ["node", "slots", "learner", "throughput", "run"]
 
 
-async def fold_log(log: Any, policies: Iterable[str] = ()) -> RunStatus:
+async def fold_log(log: LogPort, policies: Iterable[str] = ()) -> RunStatus:
     """Fold the run's log; rollout groups are counted by subject, never decoded."""
     from mrl_actors.see.inspect import kind_source, tool_dead_letters
 

@@ -31,6 +31,7 @@ from mrl_actors.grpo.loss import (
     truncated_is_ratio,
 )
 from mrl_actors.logs import get_logger
+from mrl_actors.models.load import save_model, weights_sha256
 
 log = get_logger(__name__)
 
@@ -254,12 +255,8 @@ class GRPOLearner:
 
     def state_dict_sha256(self) -> str:
         """sha256 over the model's tensors (name, dtype, shape, bytes): equal iff equal weights."""
-        from mrl_actors.models.load import weights_sha256
-
         return weights_sha256(self.model)
 
     def save_checkpoint(self, directory: str | Path, tokenizer: Any | None = None) -> Path:
         """Save the policy as safetensors + config (and tokenizer) that `from_pretrained` loads."""
-        from mrl_actors.models.load import save_model
-
         return save_model(self.model, directory, tokenizer)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from mrl_actors.errors import ConfigError
+from mrl_actors.tasks import CountdownConfig, CountdownTask
 
 PREFIX = "builtin:"
 # Bump when the corpus, the trainer settings or the files written change: a new cache directory.
@@ -131,8 +132,6 @@ def corpus() -> list[str]:
 
     Fixed (not the run's task settings) so one builtin name always means one tokenizer.
     """
-    from mrl_actors.tasks import CountdownConfig, CountdownTask
-
     lines = [
         f"Q: {a}{op}{b}=\nA: {a + b if op == '+' else a - b if op == '-' else a * b}\n"
         for a in range(100)

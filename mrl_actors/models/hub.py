@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 from mrl_actors.errors import ConfigError
+from mrl_actors.models.builtin import builtin_dir
 
 # `name` or `org/name`: letters, digits, '-', '_', '.'; what the hub accepts as a model repo id
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
@@ -44,8 +45,6 @@ def local_model_dir(source: str | os.PathLike[str], *, field: str = "model") -> 
     """
     text = os.fspath(source)
     if text.startswith("builtin:"):  # a tokenizer and config the project builds itself
-        from mrl_actors.models.builtin import builtin_dir
-
         return builtin_dir(text)
     path = Path(text).expanduser()
     if path.exists():

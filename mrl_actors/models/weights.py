@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from mrl_actors.errors import BlobIntegrityError, LogError, WeightsError
 from mrl_actors.events import BlobRef, CheckpointStored, WeightsPublished, event_id
+from mrl_actors.models.load import weights_sha256
 from mrl_actors.see.blobs import BlobStore
 
 
@@ -130,8 +131,6 @@ async def load_weights(log: BlobLog, ev: WeightsPublished, model: Any) -> None:
     """
     import anyio
 
-    from mrl_actors.models.load import weights_sha256
-
     what = f"{ev.policy} weights v{ev.version}"
     data = await fetch(log, ev.blob, what)
     await anyio.to_thread.run_sync(load_state_bytes, model, data)
@@ -167,8 +166,6 @@ async def store_checkpoint(
 async def restore_checkpoint(log: BlobLog, ev: CheckpointStored, learner: Any) -> None:
     """Bring `learner` to `ev.step`: weights, optimizer state and version (checked)."""
     import anyio
-
-    from mrl_actors.models.load import weights_sha256
 
     what = f"{ev.policy} checkpoint step {ev.step}"
     weights = await fetch(log, ev.weights, what)

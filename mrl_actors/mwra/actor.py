@@ -31,6 +31,8 @@ from mrl_actors.mwra.config import MwraConfig
 from mrl_actors.mwra.rule import SOURCE, decide
 from mrl_actors.mwra.state import MwraState, evolve
 from mrl_actors.see.lease import Lease
+from mrl_actors.see.port import LogPort
+from mrl_actors.see.stream import EventLog
 
 # Every kind whose events `mwra.state.evolve` reads. Not the rollout groups (the bulk of a
 # run's bytes): a learner's backlog comes with its `LearnerStepTimed`.
@@ -82,7 +84,7 @@ class Leader:
 
 
 async def run_mwra(
-    log: Any,
+    log: EventLog,  # the JetStream log itself: the lease is a key in the run's KV bucket
     run: str,
     node: str,
     config: MwraConfig,
@@ -114,12 +116,12 @@ async def run_mwra(
                 await anyio.sleep(config.tick_s)
     finally:
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-            if log.nc.is_connected:
+            if log.connected:
                 await lease.release()
 
 
 async def _follow(
-    log: Any, leader: Leader, config: MwraConfig, caught_up: anyio.Event, logger: Any
+    log: LogPort, leader: Leader, config: MwraConfig, caught_up: anyio.Event, logger: Any
 ) -> None:
     """Fold the log into `leader` from its start, then as it grows; a failed read (a failover
     longer than the read's retries) is resumed after the last sequence folded."""
@@ -137,7 +139,7 @@ async def _follow(
 
 
 async def _lead(
-    log: Any,
+    log: LogPort,
     lease: Lease,
     leader: Leader,
     config: MwraConfig,

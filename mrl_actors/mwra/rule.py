@@ -27,8 +27,9 @@ import math
 from collections import Counter
 
 from mrl_actors import events as ev
+from mrl_actors.events import SlotKey
 from mrl_actors.mwra.config import MwraConfig
-from mrl_actors.mwra.state import MwraState, Owner, Slot
+from mrl_actors.mwra.state import MwraState, Owner
 
 SOURCE = "mwra"
 
@@ -39,7 +40,7 @@ def live_nodes(state: MwraState, now_ns: int, config: MwraConfig) -> list[str]:
     return sorted(n for n, v in state.nodes.items() if now_ns - v.last_seen_ns <= limit)
 
 
-def awaited_slots(state: MwraState, now_ns: int, config: MwraConfig) -> list[Slot]:
+def awaited_slots(state: MwraState, now_ns: int, config: MwraConfig) -> list[SlotKey]:
     """Slots the assignment in force gives to nodes never heard from, while they may still
     join: as long as a silent node would count as live (the spec's `[placement]` names nodes
     that start at about the same time as the first one)."""
@@ -135,7 +136,7 @@ def decide(state: MwraState, now_ns: int, config: MwraConfig) -> ev.SlotsAssigne
     live_slots = [(n, i) for n in live if n in state.nodes for i in range(state.nodes[n].slots)]
     live_slots += awaited
     live_set = set(live_slots)
-    assign: dict[Slot, Owner] = {
+    assign: dict[SlotKey, Owner] = {
         s: o for s, o in state.assignment.items() if s in live_set and o[0] in state.policies
     }
     reasons: list[str] = []
@@ -168,7 +169,7 @@ def decide(state: MwraState, now_ns: int, config: MwraConfig) -> ev.SlotsAssigne
 
     c, cap = rates(state)
 
-    def counts_of(a: dict[Slot, Owner]) -> dict[str, int]:
+    def counts_of(a: dict[SlotKey, Owner]) -> dict[str, int]:
         n = dict.fromkeys(policies, 0)
         for pol, role in a.values():
             if role == "rollout":
@@ -222,11 +223,11 @@ def decide(state: MwraState, now_ns: int, config: MwraConfig) -> ev.SlotsAssigne
 
 def _rebalance(
     state: MwraState,
-    assign: dict[Slot, Owner],
+    assign: dict[SlotKey, Owner],
     c: dict[str, float],
     cap: dict[str, float],
     config: MwraConfig,
-) -> tuple[dict[Slot, Owner] | None, str]:
+) -> tuple[dict[SlotKey, Owner] | None, str]:
     """At most `max_moves` rollout slots toward the target, if the gain clears both gates."""
     policies = sorted(state.policies)
     n = dict.fromkeys(policies, 0)
@@ -285,9 +286,9 @@ def _rebalance(
 def _place_learner_unit(
     p: str,
     need: int,
-    assign: dict[Slot, Owner],
-    free: list[Slot],
-    live_slots: list[Slot],
+    assign: dict[SlotKey, Owner],
+    free: list[SlotKey],
+    live_slots: list[SlotKey],
     reasons: list[str],
 ) -> None:
     """Give `p` `need` learner slots on one node, in place; kept where they already are.

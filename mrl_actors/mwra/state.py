@@ -23,9 +23,9 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from mrl_actors import events as ev
+from mrl_actors.events import SlotKey
 
 Role = Literal["rollout", "learner"]
-Slot = tuple[str, int]  # (node, slot index)
 Owner = tuple[str, Role]  # (policy, role)
 
 MOVE_COSTS_KEPT = 16
@@ -57,9 +57,9 @@ class MwraState:
     epoch: int = 0
     policies: dict[str, PolicyView] = field(default_factory=dict)
     nodes: dict[str, NodeView] = field(default_factory=dict)
-    assignment: dict[Slot, Owner] = field(default_factory=dict)
+    assignment: dict[SlotKey, Owner] = field(default_factory=dict)
     # Slots moved at an epoch and still loading (no `SlotMoveMeasured` for that epoch yet).
-    loading: dict[Slot, int] = field(default_factory=dict)
+    loading: dict[SlotKey, int] = field(default_factory=dict)
     # Derived from `assignment` less `loading`: working slots per (node, policy, role), the
     # denominator of a node's throughput report.
     working: dict[tuple[str, str, Role], int] = field(default_factory=dict)
@@ -162,7 +162,7 @@ def _reweigh_rates(state: MwraState) -> MwraState:
 
 
 def _working(
-    assignment: dict[Slot, Owner], loading: dict[Slot, int]
+    assignment: dict[SlotKey, Owner], loading: dict[SlotKey, int]
 ) -> dict[tuple[str, str, Role], int]:
     working: dict[tuple[str, str, Role], int] = {}
     for (node, slot), (policy, role) in assignment.items():
@@ -233,7 +233,7 @@ def evolve(
             pending = max(0, old_p.pending_groups - len(event.consumed))
             state = _policy(state, name, version=max(old_p.version, step), pending_groups=pending)
         case ev.SlotsAssigned(epoch=epoch) if epoch > state.epoch:
-            assignment: dict[Slot, Owner] = {
+            assignment: dict[SlotKey, Owner] = {
                 (a.node, a.slot): (a.policy, a.role) for a in event.assignments
             }
             # A slot that changed owner loads the new policy until its move is measured.

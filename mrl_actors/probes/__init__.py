@@ -7,8 +7,9 @@
 | xgrpo       | RewardSummary            | `xgrpo.py`       |
 | sgt         | SuccessVerified          | `sgt.py`         |
 
-`build_batch` (in `dispatch.py`) is the one entry point the policy actor and replay call. Only the
-config names are imported eagerly, so specs load without torch.
+`registry.py` declares each probe once (a new probe is its module plus one entry there);
+`build_batch` (in `dispatch.py`) is the one entry point the actors and replay call. Only the
+registry and the options are imported eagerly, so specs load without torch.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from mrl_actors.probes.config import PROBE_NAMES, ProbeName, ProbesConfig
+from mrl_actors.probes.config import ProbeName
+from mrl_actors.probes.registry import PEER_KIND, PROBE_NAMES, PROBES, ProbesConfig
 from mrl_actors.see.record import Record as Seen  # what a probe's inputs are: stored events
 
 if TYPE_CHECKING:
@@ -26,14 +28,13 @@ if TYPE_CHECKING:
         PromptInputs,
         Transferred,
     )
-    from mrl_actors.probes.dispatch import PEER_KIND, build_batch
+    from mrl_actors.probes.dispatch import build_batch
 
 _LAZY = {
     "ProbeBatch": "mrl_actors.probes.common",
     "ProbeContext": "mrl_actors.probes.common",
     "PromptInputs": "mrl_actors.probes.common",
     "Transferred": "mrl_actors.probes.common",
-    "PEER_KIND": "mrl_actors.probes.dispatch",
     "build_batch": "mrl_actors.probes.dispatch",
 }
 
@@ -46,6 +47,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "PEER_KIND",
+    "PROBES",
     "PROBE_NAMES",
     "ProbeBatch",
     "ProbeContext",

@@ -12,8 +12,7 @@ import msgspec
 
 from mrl_actors.checks import check_float, check_int, fail
 
-ProbeName = Literal["independent", "prp", "xgrpo", "sgt"]
-PROBE_NAMES: tuple[ProbeName, ...] = ("independent", "prp", "xgrpo", "sgt")
+ProbeName = str  # a key of `mrl_actors.probes.registry.PROBES` (checked where a spec names one)
 
 
 class SharingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -104,15 +103,7 @@ class SGTConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         check_int(self, "k", 1, 10_000)
 
 
-class ProbesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    sharing: SharingConfig = SharingConfig()
-    prp: PRPConfig = PRPConfig()
-    xgrpo: XGRPOConfig = XGRPOConfig()
-    sgt: SGTConfig = SGTConfig()
+class SharingOnly(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The `[probes]` table's common part; `ProbesConfig` adds one table per probe with options."""
 
-    def options_for(self, probe: ProbeName) -> dict[str, object]:
-        """The resolved options that apply to `probe`, for `PolicyRegistered.options`."""
-        out: dict[str, object] = {"sharing": msgspec.to_builtins(self.sharing)}
-        if probe != "independent":
-            out[probe] = msgspec.to_builtins(getattr(self, probe))
-        return out
+    sharing: SharingConfig = SharingConfig()

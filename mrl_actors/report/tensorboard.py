@@ -24,10 +24,7 @@ import struct
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from mrl_actors.spec import RunSpec
+from typing import Any
 
 BOARD_DIR = "tensorboard"
 
@@ -45,11 +42,6 @@ class StepScalars:
         self.enabled = enabled
         self.last_step = last_step  # the run's last step: the file is closed after it
         self._writer: Any = None
-
-    @classmethod
-    def of(cls, spec: RunSpec, run_dir: Path, policy: str) -> StepScalars:
-        """As the spec says (`run.tensorboard`, `run.steps`)."""
-        return cls(run_dir, policy, enabled=spec.run.tensorboard, last_step=spec.run.steps)
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         """The step's metrics as scalars at `step`, flushed to disk before returning."""

@@ -29,6 +29,7 @@ from typing import Any
 
 import anyio
 
+from mrl_actors.actors.replay import replay
 from mrl_actors.actors.runtime import PolicyRuntime, build_runtime, checkpoint_dir
 from mrl_actors.actors.state import PeerEvent, assemble
 from mrl_actors.events import (
@@ -39,6 +40,7 @@ from mrl_actors.events import (
 )
 from mrl_actors.probes import PEER_KIND, PromptInputs, Seen
 from mrl_actors.probes.config import ProbeName
+from mrl_actors.see.port import LogPort
 from mrl_actors.spec import PolicySpec, RunSpec
 from mrl_actors.tasks import make_task
 
@@ -46,13 +48,15 @@ from mrl_actors.tasks import make_task
 PeerIndex = dict[tuple[str, int], list[Seen[PeerEvent]]]
 
 
-async def peer_index(log: Any, kind: str) -> PeerIndex:
+async def peer_index(log: LogPort, kind: str) -> PeerIndex:
     """Every policy's events of `kind` by (prompt, version); forged ones (policy != source) out."""
     out: PeerIndex = defaultdict(list)
     async for rec in log.read(start_seq=1, kinds=[kind]):
         ev = rec.event
-        peer_event = isinstance(ev, RolloutGroupCompleted | RewardSummary | SuccessVerified)
-        if peer_event and ev.policy == ev.source:
+        if (
+            isinstance(ev, RolloutGroupCompleted | RewardSummary | SuccessVerified)
+            and ev.policy == ev.source
+        ):
             out[ev.prompt_id, ev.policy_version].append(Seen(rec.seq, ev))
     return out
 
@@ -90,11 +94,9 @@ def start_runtime(spec: RunSpec, p: PolicySpec, run_dir: Path) -> PolicyRuntime:
 
 
 async def counterfactual(
-    log: Any, spec: RunSpec, run_dir: Path, policy: PolicySpec, probe: ProbeName
+    log: LogPort, spec: RunSpec, run_dir: Path, policy: PolicySpec, probe: ProbeName
 ) -> dict[str, Any]:
     """One policy's logged run beside its counterfactual under `probe` (see the module doc)."""
-    from mrl_actors.actors.replay import replay
-
     logged = await anyio.to_thread.run_sync(start_runtime, spec, policy, run_dir)
     cf = await anyio.to_thread.run_sync(start_runtime, spec, policy, run_dir)
     kind = PEER_KIND[probe]

@@ -29,17 +29,20 @@ import dataclasses
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 
-from mrl_actors.actors.policy import ActorOptions, PolicyActor
-from mrl_actors.actors.runtime import PolicyRuntime, build_runtime, checkpoint_dir
+from mrl_actors.actors.options import ActorOptions
+from mrl_actors.actors.policy import PolicyActor
+from mrl_actors.actors.replay import replay
+from mrl_actors.actors.roles import ROLES, Hosting, run_policy_async
+from mrl_actors.actors.runtime import prepare_runtime
 from mrl_actors.errors import MrlError
 from mrl_actors.events import (
     LearnerStepCompleted,
@@ -52,36 +55,19 @@ from mrl_actors.events import (
     event_id,
 )
 from mrl_actors.logs import get_logger
+from mrl_actors.mwra.actor import run_mwra
 from mrl_actors.report.metrics import MetricsConfig, serve_log
-from mrl_actors.run.placement import Hosted, NodeAssignment, Slot, apply, default_slots, ignored
+from mrl_actors.run.placement import (
+    DeviceSlot,
+    Hosted,
+    NodeAssignment,
+    apply,
+    default_slots,
+    ignored,
+)
+from mrl_actors.see.port import LogFor, LogPort
+from mrl_actors.see.stream import EventLog
 from mrl_actors.spec import PolicySpec, RunSpec
-from mrl_actors.tasks import make_task
-
-
-def prepare_runtime(
-    spec: RunSpec, policy: PolicySpec, run_dir: Path, device: str = "cpu"
-) -> PolicyRuntime:
-    """The policy at step 0 on `device`: from its `step-0` checkpoint, saved (atomically, on
-    CPU in the policy's dtype) on the first start.
-
-    A start killed while saving `step-0` leaves no `step-0` (or, from older versions, one without
-    the completeness marker): it is discarded with any temporary leftovers and saved again.
-    """
-    from mrl_actors.models.load import discard, discard_partial_saves, is_complete
-
-    task = make_task(spec.task)
-    start = checkpoint_dir(run_dir, policy.name, 0)
-    logger = get_logger(__name__, run=spec.run.name, policy=policy.name)
-    for gone in discard_partial_saves(start.parent):  # this process owns the policy's directory
-        logger.warning("partial_checkpoint_discarded", path=str(gone))
-    if is_complete(start):
-        return build_runtime(spec, policy, task, weights_dir=start, device=device)
-    if start.exists():
-        logger.warning("incomplete_checkpoint_discarded", path=str(start))
-        discard(start)
-    rt = build_runtime(spec, policy, task, device=device)
-    rt.learner.save_checkpoint(start, rt.tokenizer)
-    return rt
 
 
 def set_threads(spec: RunSpec, hosted: Sequence[str] | None = None) -> None:
@@ -100,85 +86,16 @@ def set_threads(spec: RunSpec, hosted: Sequence[str] | None = None) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, len(spec.policies))))
 
 
-@dataclass
-class Hosting:
-    """What an actor entry point gets: its policy, its slot (device) and its log connection."""
-
-    log: Any  # the actor's own connection (its user), or the node's
-    spec: RunSpec
-    policy: PolicySpec
-    slot: Slot
-    run_dir: Path
-    opts: ActorOptions
-
-
-async def host_lockstep(h: Hosting, *, task_status: TaskStatus[None]) -> None:
-    """A lockstep policy: learner and rollouts in one actor (`PolicyActor`), resumed by replay."""
-    from mrl_actors.actors.replay import replay
-
-    rt = await anyio.to_thread.run_sync(prepare_runtime, h.spec, h.policy, h.run_dir, h.slot.device)
-    replayed = await replay(h.log, rt)
-    get_logger(__name__, run=h.spec.run.name, policy=h.policy.name).info(
-        "policy_ready", replayed_steps=replayed, device=h.slot.device
-    )
-    await PolicyActor(h.log, rt, h.run_dir, h.opts).run(task_status=task_status)
-
-
-async def host_learner(h: Hosting, *, task_status: TaskStatus[None]) -> None:
-    """The learner slot of a policy: the lockstep actor, or the asynchronous learner."""
-    if h.spec.run.mode != "async":
-        await host_lockstep(h, task_status=task_status)
-        return
-    from mrl_actors.actors.roles import run_learner
-
-    await run_learner(
-        h.log,
-        h.spec,
-        h.policy.name,
-        h.run_dir,
-        device=h.slot.device,
-        opts=h.opts,
-        task_status=task_status,
-    )
-
-
-async def host_rollout(h: Hosting, *, task_status: TaskStatus[None]) -> None:
-    """A rollout slot of an asynchronous policy: it samples the prompt batches the log's
-    assignments give its (node, slot) (`mrl_actors.actors.shares`), so the policy's slots
-    partition the batches without overlap however the allocator moves them."""
-    from mrl_actors.actors.roles import run_rollout
-
-    await run_rollout(
-        h.log,
-        h.spec,
-        h.policy.name,
-        h.slot.index,
-        h.run_dir,
-        device=h.slot.device,
-        opts=h.opts,
-        slot=(h.opts.node, h.slot.index),
-        task_status=task_status,
-    )
-
-
-# Actor entry points by role. A lockstep policy is one learner actor that also samples; an
-# asynchronous one is a learner plus rollout actors (`mrl_actors.actors.roles`).
-ROLES: dict[str, Callable[..., Awaitable[None]]] = {
-    "learner": host_learner,
-    "rollout": host_rollout,
-}
-
-
 async def run_node(
-    log: Any,
+    log: EventLog,  # the node's own connection (MWRA's lease needs the JetStream log itself)
     spec: RunSpec,
     run_dir: Path,
     *,
     node: str = "local",
     policies: Sequence[str] | None = None,
-    slots: Sequence[Slot] | None = None,
+    slots: Sequence[DeviceSlot] | None = None,
     opts: ActorOptions | None = None,
-    log_for: Callable[[str], AbstractAsyncContextManager[Any]] | None = None,
+    log_for: LogFor | None = None,
     liveness_s: float | None = None,
     metrics: MetricsConfig | None = None,
 ) -> None:
@@ -220,8 +137,6 @@ async def run_node(
             if metrics is not None:
                 await outer.start(serve_log, log, metrics)
             if spec.placement.allocator == "mwra" and policies is None:
-                from mrl_actors.mwra.actor import run_mwra
-
                 outer.start_soon(run_mwra, log, spec.run.name, node, spec.mwra_config())
             if spec.placement.assigned and policies is None:
                 await _host_assigned(log, spec, run_dir, node, slots, opts, log_for, epoch)
@@ -232,7 +147,7 @@ async def run_node(
         reason = f"{type(exc).__name__}: {exc}"[:500]
         raise
     finally:
-        if log.nc.is_connected:  # with the server gone there is no one to tell: do not wait
+        if log.connected:  # with the server gone there is no one to tell: do not wait
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await log.append(
                     NodeLeft(
@@ -248,7 +163,7 @@ async def run_node(
 
 
 async def _heartbeat(
-    log: Any, spec: RunSpec, node: str, booted: int, slots: int, epoch: list[int], every: float
+    log: LogPort, spec: RunSpec, node: str, booted: int, slots: int, epoch: list[int], every: float
 ) -> None:
     """`NodeHeartbeat` every `every` seconds; a failed one is logged and the next one tried."""
     logger = get_logger(__name__, run=spec.run.name, node=node)
@@ -273,7 +188,7 @@ async def _heartbeat(
 
 
 @asynccontextmanager
-async def _connection(log: Any, log_for: Any, policy: str) -> Any:
+async def _connection(log: LogPort, log_for: LogFor | None, policy: str) -> Any:
     if log_for is None:
         yield log
     else:
@@ -282,20 +197,18 @@ async def _connection(log: Any, log_for: Any, policy: str) -> Any:
 
 
 async def _host_policies(
-    log: Any,
+    log: LogPort,
     spec: RunSpec,
     run_dir: Path,
-    slot: Slot,
+    slot: DeviceSlot,
     policies: Sequence[str] | None,
     opts: ActorOptions,
-    log_for: Any,
+    log_for: LogFor | None,
 ) -> None:
     """The one-machine layout: the given policies, each a lockstep actor on `slot`.
 
     Every runtime is prepared (and replayed) before any actor starts, as `mrl run` always did.
     """
-    from mrl_actors.actors.replay import replay
-
     logger = get_logger(__name__, run=spec.run.name, node=opts.node)
     chosen = [p for p in spec.policies if policies is None or p.name in policies]
     if spec.run.mode == "async":
@@ -317,7 +230,7 @@ async def _host_policies(
 class _Assigned:
     """This node's share of a placed run: the assignment fold, running actors, the run's end."""
 
-    def __init__(self, log: Any, spec: RunSpec, node: str, slots: list[Slot]) -> None:
+    def __init__(self, log: LogPort, spec: RunSpec, node: str, slots: list[DeviceSlot]) -> None:
         self.spec = spec
         self.slots = slots
         self.names = [p.name for p in spec.policies]
@@ -355,13 +268,13 @@ class _Assigned:
 
 
 async def _host_assigned(
-    log: Any,
+    log: LogPort,
     spec: RunSpec,
     run_dir: Path,
     node: str,
-    slots: list[Slot],
+    slots: list[DeviceSlot],
     opts: ActorOptions,
-    log_for: Any,
+    log_for: LogFor | None,
     epoch: list[int],
 ) -> None:
     """Host what `SlotsAssigned` gives this node until every policy has taken its steps."""
@@ -381,11 +294,14 @@ async def _host_assigned(
                     return
                 if h.role == "learner" and _further_rank(h, seen.state.hosted):
                     # a multi-rank learner's other slot: its rank runs in a process spawned by
-                    # the learner on the policy's first slot (`run.learner_ranks`)
+                    # the learner on the policy's first slot (`actors.learner_ranks`)
                     task_status.started()
                     await anyio.sleep_forever()
                 async with _connection(log, log_for, h.policy) as own:
-                    hosting = Hosting(own, spec, policies[h.policy], by_slot[h.slot], run_dir, opts)
+                    slot = by_slot[h.slot]
+                    hosting = Hosting(
+                        own, spec, policies[h.policy], slot.device, slot.index, run_dir, opts
+                    )
                     await entry(hosting, task_status=task_status)
         finally:
             running.pop(h, None)
@@ -429,7 +345,7 @@ def _further_rank(h: Hosted, hosted: Any) -> bool:
 
 
 async def _move_measured(
-    log: Any, spec: RunSpec, node: str, epoch: int, before: Hosted, now: Hosted, since: float
+    log: LogPort, spec: RunSpec, node: str, epoch: int, before: Hosted, now: Hosted, since: float
 ) -> None:
     """`SlotMoveMeasured`: the seconds from applying the assignment to the slot's new actor
     being ready (model built, log caught up), which MWRA's cost gate weighs moves by."""
@@ -455,7 +371,7 @@ async def _move_measured(
         )
 
 
-async def _finish(log: Any, spec: RunSpec, after: int) -> None:
+async def _finish(log: LogPort, spec: RunSpec, after: int) -> None:
     """`RunFinished`, once: only if the run's subject still ends at `after` (server-checked)."""
     finished = RunFinished(
         run=spec.run.name,
@@ -468,20 +384,16 @@ async def _finish(log: Any, spec: RunSpec, after: int) -> None:
 
 
 async def _host_async(
-    log: Any,
+    log: LogPort,
     spec: RunSpec,
     run_dir: Path,
     chosen: Sequence[PolicySpec],
     opts: ActorOptions,
-    log_for: Any,
+    log_for: LogFor | None,
     device: str,
 ) -> None:
     """Each policy's learner and `run.rollout_replicas` rollout actors, each on its own
     connection as its policy's user (or all on `log` without `log_for`)."""
-    from functools import partial
-
-    from mrl_actors.actors.roles import run_policy_async
-
     async with AsyncExitStack() as stack:
 
         async def connect(name: str) -> Any:

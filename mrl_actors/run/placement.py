@@ -17,14 +17,14 @@ from typing import Any, Literal
 
 from mrl_actors.errors import ConfigError
 from mrl_actors.events import SlotAssignment, SlotsAssigned, event_id
-from mrl_actors.spec import PolicySpec, RunSpec
+from mrl_actors.spec import RunSpec
 
 PLACEMENT_SOURCE = "placement"  # the source of the spec's own assignment (epoch 1)
 Role = Literal["learner", "rollout"]
 
 
 @dataclass(frozen=True, slots=True)
-class Slot:
+class DeviceSlot:
     """One slot of this node: its number in `SlotAssignment.slot` and the torch device it means."""
 
     kind: Literal["cpu", "cuda"]
@@ -39,7 +39,7 @@ class Slot:
         return f"{self.kind}:{self.index}"
 
 
-def parse_slots(text: str) -> list[Slot]:
+def parse_slots(text: str) -> list[DeviceSlot]:
     """`--slots`: "cuda:0,cuda:1" (those GPUs), "cpu:2" (two CPU slots), "" (the default)."""
     text = text.strip()
     if not text:
@@ -48,7 +48,7 @@ def parse_slots(text: str) -> list[Slot]:
         n = int(text[4:])
         if n < 1:
             raise ConfigError(f"--slots {text!r}: at least one CPU slot")
-        return [Slot("cpu", i) for i in range(n)]
+        return [DeviceSlot("cpu", i) for i in range(n)]
     slots = []
     for part in text.split(","):
         m = re.fullmatch(r"cuda:([0-9]{1,3})", part.strip())
@@ -56,13 +56,13 @@ def parse_slots(text: str) -> list[Slot]:
             raise ConfigError(
                 f"--slots {text!r}: expected 'cuda:0,cuda:1' (GPUs) or 'cpu:N' (N CPU slots)"
             )
-        slots.append(Slot("cuda", int(m.group(1))))
+        slots.append(DeviceSlot("cuda", int(m.group(1))))
     if len({s.index for s in slots}) != len(slots):
         raise ConfigError(f"--slots {text!r} names a GPU twice")
     return slots
 
 
-def default_slots() -> list[Slot]:
+def default_slots() -> list[DeviceSlot]:
     """Every visible GPU, else one CPU slot."""
     try:
         import torch
@@ -70,7 +70,7 @@ def default_slots() -> list[Slot]:
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
     except ImportError:  # pragma: no cover - torch is a dependency
         n = 0
-    return [Slot("cuda", i) for i in range(n)] or [Slot("cpu", 0)]
+    return [DeviceSlot("cuda", i) for i in range(n)] or [DeviceSlot("cpu", 0)]
 
 
 def slot_number(name: str) -> int:
@@ -116,7 +116,7 @@ class NodeAssignment:
 
 
 def apply(
-    state: NodeAssignment, event: Any, slots: list[Slot], policies: list[str]
+    state: NodeAssignment, event: Any, slots: list[DeviceSlot], policies: list[str]
 ) -> NodeAssignment:
     """Fold one event: a `SlotsAssigned` with a newer epoch replaces what this node hosts.
 
@@ -134,7 +134,9 @@ def apply(
     return NodeAssignment(node=state.node, epoch=event.epoch, hosted=mine)
 
 
-def ignored(event: SlotsAssigned, node: str, slots: list[Slot], policies: list[str]) -> list[str]:
+def ignored(
+    event: SlotsAssigned, node: str, slots: list[DeviceSlot], policies: list[str]
+) -> list[str]:
     """This node's assignments in `event` that `apply` drops, each said in words."""
     offered = {s.index for s in slots}
     out = []
@@ -146,13 +148,3 @@ def ignored(event: SlotsAssigned, node: str, slots: list[Slot], policies: list[s
         elif a.policy not in policies:
             out.append(f"slot {a.slot}: unknown policy {a.policy!r}")
     return out
-
-
-def torch_dtype(policy: PolicySpec, device: str) -> Any:
-    """The policy's weight dtype on `device`: its `dtype`, or float32 on CPU / bfloat16 on GPU."""
-    import torch
-
-    name = policy.dtype
-    if name == "auto":
-        name = "float32" if device == "cpu" else "bfloat16"
-    return getattr(torch, name)

@@ -19,18 +19,24 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
-from mrl_actors import __version__
-from mrl_actors.actors.policy import ActorOptions
+from mrl_actors.actors.options import ActorOptions
 from mrl_actors.errors import ConfigError
-from mrl_actors.events import PolicyRegistered, RunFinished, RunStarted, event_id
+from mrl_actors.events import RunFinished, event_id
 from mrl_actors.logs import get_logger
-from mrl_actors.models.builtin import family_of
 from mrl_actors.probes import PROBE_NAMES, ProbeName
+from mrl_actors.report.stats import paired_differences
+from mrl_actors.report.summary import compare_html, compare_markdown, render_html, summarize
+from mrl_actors.run.node import run_node
+from mrl_actors.run.start import open_run_log, record_start
+from mrl_actors.see.access import ends_if_server_lost
+from mrl_actors.see.deadletter import DeadLetters
+from mrl_actors.see.port import LogFor
+from mrl_actors.see.server import serve_run_dir
+from mrl_actors.see.stream import EventLog
 from mrl_actors.spec import RunSpec, effective_toml, load_spec
 
 if TYPE_CHECKING:
@@ -39,123 +45,19 @@ if TYPE_CHECKING:
 SPEC_FILE = "spec.toml"
 
 
-def code_version() -> str:
-    """The package version, plus the git revision when run from a checkout."""
-    head = Path(__file__).resolve().parents[1] / ".git" / "HEAD"
-    try:
-        ref = head.read_text().strip()
-        if ref.startswith("ref: "):
-            ref = (head.parent / ref[5:]).read_text().strip()
-        return f"{__version__}+g{ref[:12]}"
-    except OSError:
-        return __version__
-
-
 async def _open_log(
-    spec: RunSpec, run_dir: Path, stack: Any, on_lost: Callable[[str], None]
-) -> tuple[Any, Callable[[str], Any] | None]:
-    """The run's log as admin, and how each policy opens its own (`None`: through this one).
-
-    With no `server.url` the run owns an embedded server in DIR/nats whose users are the run's
-    roles (`mrl_actors.see.auth`): each policy actor then connects as itself. Against a server by
-    URL the credentials are one user's, from `MRL_NATS_*`, shared by the actors.
-    """
-    from functools import partial
-
-    from mrl_actors.see.access import open_log, spec_log_config
-    from mrl_actors.see.auth import policy_user
-    from mrl_actors.see.server import serve_run_dir
-
-    names = [p.name for p in spec.policies]
-    where: dict[str, Any] = {"server": spec.server.url}
-    if not spec.server.url:
-        srv = await stack.enter_async_context(
-            serve_run_dir(
-                run_dir, run=spec.run.name, policies=names, sync_interval=spec.server.sync_interval
-            )
-        )
-        where = {"info": srv.info()}
-    opened = partial(open_log, run=spec.run.name, config=spec_log_config(spec.server), **where)
-    log = await stack.enter_async_context(opened(create=True, on_lost=on_lost))
+    spec: RunSpec, run_dir: Path, stack: AsyncExitStack, on_lost: Callable[[str], None]
+) -> tuple[EventLog, LogFor | None]:
+    """The run's log: on its `server.url`, or on an embedded server in DIR/nats owned by the run."""
     if spec.server.url:
-        return log, None
-    return log, lambda name: opened(user=policy_user(name), on_lost=on_lost)
-
-
-async def record_start(log: Any, spec: RunSpec, spec_text: str) -> set[str]:
-    """RunStarted, PolicyRegistered and the spec's placement (`SlotsAssigned` epoch 1), once
-    per run, whoever starts first: `mrl run`, or any `mrl-node` of a run on several hosts.
-
-    Each start event is appended only if its subject is still empty (`EventLog.append_first`,
-    checked by the server), so two starters racing write each event once; the loser finds it in
-    the log. Returns the ids of the run's `run`, `policy` and `slots` events already in the log
-    before this start.
-    """
-    from functools import partial
-
-    from mrl_actors.models.hub import local_model_dir
-    from mrl_actors.run.placement import initial_assignment
-    from mrl_actors.thl import load_vocab
-
-    kinds = ["run", "policy", "slots"]
-    have = {rec.event.event_id async for rec in log.read(start_seq=1, kinds=kinds)}
-    run = spec.run.name
-    events: list[Any] = []
-    started = event_id("run", run, "mrl", "started")
-    if started not in have:
-        events.append(
-            RunStarted(
-                run=run,
-                source="mrl",
-                event_id=started,
-                time_ns=time.time_ns(),
-                spec_toml=spec_text,
-                seed=spec.run.seed,
-                code_version=code_version(),
-                probes=[spec.run.probe],
-            )
+        return await open_run_log(spec, stack, on_lost, server=spec.server.url)
+    names = [p.name for p in spec.policies]
+    srv = await stack.enter_async_context(
+        serve_run_dir(
+            run_dir, run=spec.run.name, policies=names, sync_interval=spec.server.sync_interval
         )
-    for i, p in enumerate(spec.policies):
-        eid = event_id("policy", run, p.name, "registered")
-        if eid in have:
-            continue
-        where = partial(local_model_dir, p.model, field=f"policies[{i}].model")
-        source = await anyio.to_thread.run_sync(where)  # a hub id: its cached snapshot
-        vocab = await anyio.to_thread.run_sync(load_vocab, source)
-        events.append(
-            PolicyRegistered(
-                run=run,
-                source=p.name,
-                event_id=eid,
-                time_ns=time.time_ns(),
-                policy=p.name,
-                family=family_of(str(source)),
-                model_path=p.model,
-                tokenizer_fingerprint=vocab.fingerprint,
-                probe=spec.run.probe,
-                engine=p.engine.kind,
-                options={
-                    **spec.probes.options_for(spec.run.probe),
-                    "grpo": _builtins(p.grpo),
-                    "sampling": _builtins(p.engine.sampling),
-                    "tiny": _builtins(p.tiny) if p.tiny else None,
-                },
-            )
-        )
-    placed = initial_assignment(spec)
-    if placed is not None and placed.event_id not in have:
-        events.append(placed)
-    logger = get_logger(__name__, run=run)
-    for event in events:  # in this order: a reader that sees the placement sees the policies
-        if await log.append_first(event) is None:
-            logger.info("start_event_already_written", event_id=event.event_id, kind=event.KIND)
-    return have
-
-
-def _builtins(obj: Any) -> Any:
-    import msgspec
-
-    return msgspec.to_builtins(obj)
+    )
+    return await open_run_log(spec, stack, on_lost, info=srv.info())
 
 
 async def run_once(
@@ -171,13 +73,6 @@ async def run_once(
 
     With `metrics`, the node serves the run's Prometheus metrics there while it runs.
     """
-    from contextlib import AsyncExitStack
-
-    from mrl_actors.report.summary import render_html, summarize
-    from mrl_actors.run.node import run_node
-    from mrl_actors.see.access import ends_if_server_lost
-    from mrl_actors.see.deadletter import DeadLetters
-
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / SPEC_FILE).write_text(_SPEC_HEADER + effective_toml(spec), encoding="utf-8")
     logger = get_logger(__name__, run=spec.run.name)
@@ -254,9 +149,6 @@ async def compare(
     `stop_after` stops every sub-run after that many steps per policy (resume tests).
     `metrics` serves each sub-run's metrics in turn, on the same address.
     """
-    from mrl_actors.report.stats import paired_differences
-    from mrl_actors.report.summary import compare_html, compare_markdown
-
     results: dict[str, list[dict[str, Any]]] = {}
     for probe in probes:
         for seed in seeds:

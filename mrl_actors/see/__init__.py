@@ -3,7 +3,8 @@
 The log: `stream` appends and reads (`EventLog`), `record` is what every fold takes (`Record`),
 `port` is the typed interface actors and replay use (`LogPort`), `writer` owns a source's subjects
 (`OwnedWriter`), `deadletter` is how every reader handles a bad message (`DeadLetters`), and
-`consumer` applies events exactly once through a durable consumer (`Consumer`). Around it:
+`consumer` applies events exactly once through a durable consumer (`Consumer`); `config` holds
+the stream settings (`LogConfig`) and `subjects` the names on the wire. Around it:
 `server` (the embedded nats-server), `natsconf` (server configs), `connection` (URL and
 credentials), `auth` (each role's permissions), `blobs` (claim-check storage), `lease` (the
 allocator's lease), `inspect` (what the tools read).
@@ -21,16 +22,11 @@ Subjects are `mrl.<run>.<kind>.<source>`; the stream is `MRL_<run>`; dead letter
 `mrl.<run>.deadletter.<consumer>`.
 """
 
+from mrl_actors.see.config import LogConfig
 from mrl_actors.see.consumer import Applier, Consumer, ConsumerStats, FoldApplier
-from mrl_actors.see.stream import (
-    Ack,
-    EventLog,
-    LogConfig,
-    Record,
-    check_token,
-    filter_subjects,
-    stream_name,
-)
+from mrl_actors.see.record import Ack, Record
+from mrl_actors.see.stream import EventLog
+from mrl_actors.see.subjects import check_token, filter_subjects, stream_name
 from mrl_actors.see.writer import OwnedWriter
 
 __all__ = [

@@ -18,9 +18,10 @@ import anyio
 
 from mrl_actors.errors import LogError
 from mrl_actors.see.auth import ADMIN
+from mrl_actors.see.config import LogConfig
 from mrl_actors.see.connection import ConnectionConfig, connect
 from mrl_actors.see.server import ServerInfo, open_run_dir
-from mrl_actors.see.stream import EventLog, LogConfig
+from mrl_actors.see.stream import EventLog
 
 
 async def list_runs(nc: Any) -> list[str]:

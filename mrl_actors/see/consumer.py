@@ -32,7 +32,8 @@ from mrl_actors.logs import get_logger
 from mrl_actors.see.deadletter import DeadLetters, error_kind
 from mrl_actors.see.pull import Puller
 from mrl_actors.see.record import Record
-from mrl_actors.see.stream import EventLog, check_token, delivery, filter_subjects
+from mrl_actors.see.stream import EventLog
+from mrl_actors.see.subjects import check_token, delivery, filter_subjects
 
 
 class Applier(Protocol):

@@ -27,7 +27,7 @@ import anyio
 from mrl_actors.errors import EventDecodeError
 from mrl_actors.events import DeadLettered, decode, event_id
 from mrl_actors.logs import get_logger
-from mrl_actors.see.stream import check_token
+from mrl_actors.see.subjects import check_token
 
 if TYPE_CHECKING:
     from mrl_actors.see.port import LogPort

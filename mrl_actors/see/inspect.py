@@ -26,12 +26,15 @@ import numpy as np
 
 from mrl_actors.errors import ConfigError, EventDecodeError
 from mrl_actors.events import (
+    _PACKED,
     AnyEvent,
     BlobPointer,
     DeadLettered,
     RolloutGroupCompleted,
     decode,
+    json_schema,
     to_builtins,
+    unpack_i32,
 )
 from mrl_actors.see.deadletter import DeadLetters, error_kind
 from mrl_actors.see.port import LogPort
@@ -290,8 +293,6 @@ def export_json_schema() -> dict[str, Any]:
     schema, so the two cannot drift apart.
     """
     import copy
-
-    from mrl_actors.events import _PACKED, json_schema, unpack_i32
 
     def nullable_floats(node: Any) -> None:
         if isinstance(node, dict):

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from mrl_actors.errors import ConfigError
-from mrl_actors.see.auth import Permissions, check_user
+from mrl_actors.see.auth import Permissions, check_user, node_permissions, run_permissions
 
 _DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$")
 
@@ -63,8 +63,6 @@ def password_variable(user: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the users of a run for a server config, passwords from environment variables."""
     import argparse
-
-    from mrl_actors.see.auth import node_permissions, run_permissions
 
     parser = argparse.ArgumentParser(
         prog="python -m mrl_actors.see.natsconf",

@@ -2,27 +2,43 @@
 
 `EventLog` is the one implementation (JetStream); the actors and replay are written against this
 port, so what they may do with the log is visible in one place: read records in order (bad
-messages go to a `DeadLetters`), fetch one record, append, and own a source's subjects.
+messages go to a `DeadLetterSink`), fetch one record, append (also conditionally), and
+look up what a subject last stored, which is all an `OwnedWriter` needs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Protocol
 
+from mrl_actors.errors import EventDecodeError
 from mrl_actors.events import AnyEvent, Event
-from mrl_actors.see.record import Record
+from mrl_actors.see.blobs import BlobStore
+from mrl_actors.see.record import Ack, Record
 
 if TYPE_CHECKING:
-    from mrl_actors.see.deadletter import DeadLetters
-    from mrl_actors.see.stream import LogConfig
-    from mrl_actors.see.writer import OwnedWriter
+    from mrl_actors.see.config import LogConfig
+
+
+class DeadLetterSink(Protocol):
+    """Where a reader sends a message it cannot use (`mrl_actors.see.deadletter.DeadLetters`)."""
+
+    async def add(self, seq: int, subject: str, data: bytes, exc: EventDecodeError) -> None:
+        """Count, log and (where the reader may write) publish one bad message."""
+        ...
 
 
 class LogPort(Protocol):
     run: str
     config: LogConfig
+    blobs: BlobStore  # where payloads above the inline limit and weights versions live
+
+    @property
+    def connected(self) -> bool:
+        """The connection to the server is up (a reader of a lost server need not wait)."""
+        ...
 
     def read(
         self,
@@ -33,7 +49,7 @@ class LogPort(Protocol):
         sources: Iterable[str] = (),
         follow: bool = False,
         strict: bool = False,
-        dead_letters: DeadLetters | None = None,
+        dead_letters: DeadLetterSink | None = None,
         batch: int = 256,
     ) -> AsyncIterator[Record[AnyEvent]]:
         """Decoded records in sequence order; bad messages go to `dead_letters`."""
@@ -60,6 +76,18 @@ class LogPort(Protocol):
 
     async def append_many(self, events: Sequence[Event]) -> list[int]: ...
 
-    def writer(self, source: str) -> OwnedWriter:
-        """A writer that owns `source`'s subjects (expected-last-subject-sequence)."""
-        ...
+    async def append_acked(self, event: Event, *, headers: dict[str, str] | None = None) -> Ack: ...
+
+    async def append_first(self, event: Event, *, after: int = 0) -> Ack | None: ...
+
+    async def stored_last(self, subject: str, event: Event) -> Ack | None: ...
+
+    async def last_seq(self, subject: str | None = None) -> int: ...
+
+    async def decode_payload(self, subject: str, seq: int, data: bytes) -> AnyEvent: ...
+
+    def subject_of(self, event: Event) -> str: ...
+
+
+# How a host opens a policy's own connection to the log (as that policy's user).
+LogFor = Callable[[str], AbstractAsyncContextManager[LogPort]]

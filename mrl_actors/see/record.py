@@ -1,4 +1,6 @@
-"""`Record`: an event as the log stored it. The one fold input of the codebase.
+"""What the log hands back: a `Record` for a read, an `Ack` for a write.
+
+`Record` is an event as the log stored it, the one fold input of the codebase.
 
 Every fold (`PolicyState`'s `evolve`, a `FoldApplier`, the probes' inputs, replay) takes records,
 so what an actor consumed can always be named by stream sequence. Tests and replay build them
@@ -21,3 +23,10 @@ class Record(msgspec.Struct, Generic[E], frozen=True):
     event: E
     subject: str = ""
     time_ns: int = 0
+
+
+class Ack(msgspec.Struct, frozen=True):
+    """A stored append: its stream sequence, and whether the server had it already."""
+
+    seq: int
+    duplicate: bool = False  # the same Nats-Msg-Id was stored before (a retried publish)

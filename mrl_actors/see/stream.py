@@ -17,14 +17,12 @@ import datetime as dt
 import re
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import anyio
-import msgspec
 
 from mrl_actors.errors import BlobIntegrityError, EventDecodeError, LogError, MrlError
 from mrl_actors.events import (
-    MAX_EVENT_BYTES,
     AnyEvent,
     BlobPointer,
     Event,
@@ -32,90 +30,20 @@ from mrl_actors.events import (
     encode,
 )
 from mrl_actors.logs import get_logger
-from mrl_actors.see.blobs import BlobStore, ObjectStoreBlobs, ZarrBlobs
+from mrl_actors.see.blobs import BlobStore, ObjectStoreBlobs, ZarrBlobs, bucket_name
+from mrl_actors.see.config import LogConfig
+from mrl_actors.see.lease import ensure_lease_bucket
+from mrl_actors.see.port import DeadLetterSink
 from mrl_actors.see.pull import Puller
-from mrl_actors.see.record import Record
+from mrl_actors.see.record import Ack, Record
+from mrl_actors.see.subjects import check_token, delivery, filter_subjects, stream_name
 
-if TYPE_CHECKING:
-    from mrl_actors.see.deadletter import DeadLetters
-    from mrl_actors.see.writer import OwnedWriter
-
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _HEADROOM = 8 * 1024  # subject, headers and protocol overhead on top of the payload
 
 
-class LogConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """Stream settings of a run; every field is recorded nowhere secret (no credentials here)."""
-
-    prefix: str = "mrl"  # first subject token
-    replicas: int = 1  # 3 on a cluster: survives one server loss, costs 3x disk and a RAFT round
-    storage: Literal["file", "memory"] = "file"
-    # Size limits, set when the stream is created (and raised on a later open that asks for
-    # more). A full stream refuses new events (discard "new"): it never drops old ones, which
-    # a resume replays. max_bytes also bounds the blob bucket, separately.
-    max_age_s: float = 0.0  # 0 keeps events forever (a run's log is its record)
-    max_bytes: int = -1  # -1: unlimited
-    max_msgs: int = -1
-    duplicate_window_s: float = 120.0  # a retried publish within this window is stored once
-    blob_store: Literal["object", "zarr"] = "object"
-    blob_dir: str = ""  # directory of the zarr blob store
-    inline_limit: int = 0  # bytes; 0 = the server's max_payload minus 8 KiB of headroom
-    max_event_bytes: int = MAX_EVENT_BYTES  # larger events (inline or in a blob) are refused
-    ack_timeout_s: float = 30.0  # how long a publish may wait for its ack
-
-
-class Ack(msgspec.Struct, frozen=True):
-    seq: int
-    duplicate: bool = False
-
-
-def stream_name(run: str) -> str:
-    return f"MRL_{check_token('run', run)}"
-
-
-def check_token(what: str, value: str) -> str:
-    """Run ids, sources and consumer names become subject tokens: keep them plain."""
-    if not _TOKEN.match(value):
-        raise LogError(f"{what} {value!r} must match [A-Za-z0-9_-]{{1,128}} to be a subject token")
-    return value
-
-
-def filter_subjects(
-    prefix: str, run: str, kinds: Iterable[str] = (), sources: Iterable[str] = ()
-) -> list[str]:
-    """Server-side filters: every (kind, source) pair, `*` where a side is unrestricted."""
-    ks = sorted(set(kinds)) or ["*"]
-    ss = sorted(set(sources)) or ["*"]
-    if ks == ["*"] and ss == ["*"]:
-        return [f"{prefix}.{run}.>"]
-    return [f"{prefix}.{run}.{k}.{s}" for k in ks for s in ss]
-
-
 def _time_ns(t: dt.datetime | None) -> int:
     return int(t.timestamp() * 1e9) if t is not None else 0
-
-
-class Delivery(msgspec.Struct, frozen=True, array_like=True):
-    """What the ack subject of a JetStream delivery says about it."""
-
-    seq: int  # stream sequence
-    delivered: int  # 1 on first delivery
-    time_ns: int  # when the server stored it
-    pending: int  # messages left for this consumer after this one
-
-
-def delivery(reply: str) -> Delivery:
-    """Parse `$JS.ACK.[domain.hash.]<stream>.<consumer>.<n>.<sseq>.<cseq>.<ts>.<pending>...`.
-
-    The same fields as nats-py's `msg.metadata` without building datetimes: on the consume
-    path of rollout-sized events this is a visible share of the per-message cost.
-    """
-    t = reply.split(".")
-    if len(t) < 9 or t[0] != "$JS" or t[1] != "ACK":
-        raise LogError(f"not a JetStream delivery: reply subject {reply!r}")
-    b = 2 if len(t) == 9 else 4
-    return Delivery(int(t[b + 3]), int(t[b + 2]), int(t[b + 5]), int(t[b + 6]))
 
 
 _CONSUMER_CHECK_S = 5.0
@@ -207,8 +135,6 @@ class EventLog:
             except APIError as exc:
                 raise _create_error(f"stream {name}", config, exc) from exc
         if create:  # and the lease bucket of run-wide roles (MWRA), whatever the blob store
-            from mrl_actors.see.lease import ensure_lease_bucket
-
             try:
                 await ensure_lease_bucket(js, run, replicas=config.replicas)
             except APIError as exc:
@@ -227,6 +153,10 @@ class EventLog:
         return cls(nc, run, config, blobs)
 
     # ------------------------------------------------------------------ append
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.nc.is_connected)
 
     def subject_of(self, event: Event) -> str:
         if event.run != self.run:
@@ -388,12 +318,6 @@ class EventLog:
         why = getattr(exc, "description", None) or repr(exc)  # e.g. "maximum messages exceeded"
         return LogError(f"publish of {event.event_id} to {self.stream} failed: {why}")
 
-    def writer(self, source: str) -> OwnedWriter:
-        """A writer that owns `source`'s subjects (see `mrl_actors.see.writer`)."""
-        from mrl_actors.see.writer import OwnedWriter
-
-        return OwnedWriter(self, source)
-
     # ------------------------------------------------------------------ read
 
     async def decode_payload(self, subject: str, seq: int, data: bytes) -> AnyEvent:
@@ -546,7 +470,7 @@ class EventLog:
         sources: Iterable[str] = (),
         follow: bool = False,
         strict: bool = False,
-        dead_letters: DeadLetters | None = None,
+        dead_letters: DeadLetterSink | None = None,
         batch: int = 256,
     ) -> AsyncIterator[Record[AnyEvent]]:
         """Decoded records in sequence order from `start_seq` (or `start_time`, or the start).
@@ -592,8 +516,6 @@ def _grown(current: Any, limits: dict[str, Any]) -> bool:
 async def _ensure_bucket(js: Any, run: str, config: LogConfig) -> None:
     from nats.js.api import ObjectStoreConfig
     from nats.js.errors import APIError, NotFoundError
-
-    from mrl_actors.see.blobs import bucket_name
 
     try:
         await js.object_store(bucket_name(run))

@@ -22,7 +22,9 @@ from collections.abc import Iterable, Sequence
 from mrl_actors.errors import EventDecodeError, LogError, WriterConflictError
 from mrl_actors.events import Event
 from mrl_actors.logs import get_logger
-from mrl_actors.see.stream import Ack, EventLog, check_token
+from mrl_actors.see.port import LogPort
+from mrl_actors.see.record import Ack
+from mrl_actors.see.subjects import check_token
 
 _WRONG_LAST_SEQUENCE = 10071  # JetStream API error code
 _NOISE_RETRIES = 5  # conflicts caused only by invalid messages stepped over, per publish
@@ -31,7 +33,7 @@ _NOISE_RETRIES = 5  # conflicts caused only by invalid messages stepped over, pe
 class OwnedWriter:
     """Publishes the events of one `source` (a policy or node) with an ownership check."""
 
-    def __init__(self, log: EventLog, source: str) -> None:
+    def __init__(self, log: LogPort, source: str) -> None:
         self.log = log
         self.source = check_token("source", source)
         self._last: dict[str, int] = {}

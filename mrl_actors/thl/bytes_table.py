@@ -40,6 +40,7 @@ from tokenizers import Tokenizer
 
 from mrl_actors.errors import TokenizerError
 from mrl_actors.logs import get_logger
+from mrl_actors.models.builtin import model_dir
 from mrl_actors.models.hub import is_hub_id, local_model_dir
 
 log = get_logger(__name__)
@@ -374,8 +375,6 @@ def load_vocab(source: str | os.PathLike[str] | Tokenizer | Any) -> Vocab:
     template returns the cached table.
     """
     if isinstance(source, str) and source.startswith("builtin:"):
-        from mrl_actors.models.builtin import model_dir
-
         source = model_dir(source)  # the project's own tokenizer, materialized in the cache
     if isinstance(source, Tokenizer):
         return build_vocab(source, name="tokenizer")

@@ -11,17 +11,17 @@ rollout actor, which dead-letters it and goes on with a version it can verify.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
+from helpers.runs import kill_run
+from helpers.specs import TINY16, spec_toml
 
 from mrl_actors.events import (
     CheckpointStored,
@@ -42,49 +42,24 @@ POLICIES = ("gpt2", "llama")
 
 
 def spec_text(models_dir: Path) -> str:
-    text = f"""
-[run]
-name = "{RUN}"
-seed = 0
-probe = "xgrpo"
-mode = "async"
-rollout_replicas = 2
-max_staleness = {STALENESS}
-steps = {STEPS}
-prompts_per_step = 2
-group_size = 4
-eval_every = {STEPS}
-eval_size = 4
-checkpoint_every = 2
-
-[probes.sharing]
-wait_for_peers_s = 10.0
-"""
-    for name, model in (("gpt2", "gpt2"), ("llama", "llama2-7b")):
-        text += f"""
-[[policies]]
-name = "{name}"
-model = "{models_dir / model}"
-tiny = {{ hidden_size = 16, layers = 1, heads = 2, warm_start_steps = 5 }}
-[policies.engine.sampling]
-max_new_tokens = 4
-[policies.grpo]
-lr = 1e-3
-weight_decay = 0.1  # every step changes the weights, whatever the rewards
-"""
-    return text
-
-
-@pytest.fixture(scope="module")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("mrl-cache")
-    old = os.environ.get("MRL_CACHE_DIR")
-    os.environ["MRL_CACHE_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("MRL_CACHE_DIR", None)
-    else:
-        os.environ["MRL_CACHE_DIR"] = old
+    return spec_toml(
+        models_dir,
+        run={
+            "name": RUN,
+            "probe": "xgrpo",
+            "mode": "async",
+            "rollout_replicas": 2,
+            "max_staleness": STALENESS,
+            "steps": STEPS,
+            "group_size": 4,
+        },
+        probes={"sharing": {"wait_for_peers_s": 10.0}},
+        tiny=TINY16,
+        grpo={
+            "lr": 1e-3,
+            "weight_decay": 0.1,
+        },  # every step changes the weights, whatever the rewards
+    )
 
 
 async def _events(run_dir: Path) -> list[tuple[int, Event]]:
@@ -240,7 +215,7 @@ def test_a_tampered_weights_blob_is_refused_and_dead_lettered(
     """Runs last in this module: it adds a weights version to the run's log and alters its blob."""
     import torch
 
-    from mrl_actors.actors.policy import ActorOptions
+    from mrl_actors.actors.options import ActorOptions
     from mrl_actors.actors.roles import rollout_runtime
     from mrl_actors.actors.rollout import RolloutActor
     from mrl_actors.models.load import weights_sha256
@@ -272,7 +247,7 @@ def test_a_tampered_weights_blob_is_refused_and_dead_lettered(
 
             actor = RolloutActor(log, rollout_runtime(spec, policy, run_dir), 0, ActorOptions())
             async for rec in log.read(start_seq=1, kinds=["weights"], sources=[policy]):
-                actor._fold(rec)
+                actor.follower.apply(rec)
             assert actor.newest_usable() == STEPS + 1
             refused = await actor.switch()
             after_refusal = actor.version
@@ -301,18 +276,6 @@ def test_async_is_refused_when_its_bound_exceeds_the_probes(models_dir: Path) ->
         parse_spec(text)
 
 
-def _kill_tree(run_dir: Path, proc: subprocess.Popen[bytes]) -> None:
-    from mrl_actors.see.server import read_server_info
-
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=30)
-    info = read_server_info(run_dir)
-    if info is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(info.pid, signal.SIGKILL)
-
-
 def test_a_killed_async_run_resumes_from_stored_checkpoints_and_steps_once(
     models_dir: Path, model_cache: Path, tmp_path: Path
 ) -> None:
@@ -336,11 +299,11 @@ def test_a_killed_async_run_resumes_from_stored_checkpoints_and_steps_once(
         assert proc.poll() is None, "the run finished before it could be killed"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        _kill_tree(run_dir, proc)  # its server too: the resume starts its own
+        kill_run(run_dir, proc)  # its server too: the resume starts its own
         resumed = subprocess.run([*cmd, "--resume", str(run_dir)], env=env, timeout=600)
         assert resumed.returncode == 0
     finally:
-        _kill_tree(run_dir, proc)
+        kill_run(run_dir, proc)
 
     events = anyio.run(_events, run_dir)
     for p in POLICIES:

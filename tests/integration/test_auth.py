@@ -19,8 +19,8 @@ from mrl_actors.errors import LogError
 from mrl_actors.events import LearnerStepCompleted, RolloutGroupCompleted, RunFinished, event_id
 from mrl_actors.see.access import open_log
 from mrl_actors.see.auth import policy_user
+from mrl_actors.see.config import LogConfig
 from mrl_actors.see.server import EmbeddedServer
-from mrl_actors.see.stream import LogConfig
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 

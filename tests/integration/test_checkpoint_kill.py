@@ -17,6 +17,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from helpers.specs import TINY16, spec_toml
 
 from mrl_actors.events import CheckpointSaved, Event, LearnerStepCompleted
 
@@ -26,27 +27,13 @@ STEPS = 3
 
 
 def _spec(models_dir: Path) -> str:
-    return f"""
-[run]
-name = "t-ckpt-kill"
-seed = 0
-probe = "independent"
-steps = {STEPS}
-prompts_per_step = 2
-group_size = 4
-eval_every = {STEPS}
-eval_size = 4
-checkpoint_every = 2
-
-[[policies]]
-name = "gpt2"
-model = "{models_dir / "gpt2"}"
-tiny = {{ hidden_size = 16, layers = 1, heads = 2, warm_start_steps = 5 }}
-[policies.engine.sampling]
-max_new_tokens = 4
-[policies.grpo]
-lr = 1e-3
-"""
+    return spec_toml(
+        models_dir,
+        run={"name": "t-ckpt-kill", "probe": "independent", "steps": STEPS, "group_size": 4},
+        tiny=TINY16,
+        grpo={"lr": 1e-3},
+        pair=[("gpt2", "gpt2")],
+    )
 
 
 async def _events(run_dir: Path) -> list[Event]:

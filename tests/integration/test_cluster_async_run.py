@@ -24,18 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import helpers.cluster as hc
 import pytest
-from test_cluster_run import (
-    POLICIES,
-    RUN,
-    Cluster,
-    _create_stream,
-    _events,
-    _start_node,
-    _stop_all,
-    _wait,
-    running_cluster,
-)
+from helpers.specs import TINY16, slots, spec_toml
 
 from mrl_actors import events as ev
 from mrl_actors.see.auth import ADMIN, READER
@@ -51,89 +42,52 @@ SLOTS = {"h1": "cpu:1", "h2": "cpu:1", "h3": "cpu:2"}
 # the learner node of each policy, and where its step-0 checkpoint is (for the replay)
 LEARNER_NODE = {"gpt2": "h1", "llama": "h2"}
 
-PLACEMENT = """
-[[placement.slots]]
-node = "h1"
-slot = "cpu:0"
-policy = "gpt2"
-role = "learner"
-
-[[placement.slots]]
-node = "h2"
-slot = "cpu:0"
-policy = "llama"
-role = "learner"
-
-[[placement.slots]]
-node = "h3"
-slot = "cpu:0"
-policy = "gpt2"
-role = "rollout"
-
-[[placement.slots]]
-node = "h3"
-slot = "cpu:1"
-policy = "llama"
-role = "rollout"
-"""
+PLACEMENT = slots(
+    ("h1", "cpu:0", "gpt2", "learner"),
+    ("h2", "cpu:0", "llama", "learner"),
+    ("h3", "cpu:0", "gpt2", "rollout"),
+    ("h3", "cpu:1", "llama", "rollout"),
+)
 
 
 def spec_text(models_dir: Path, urls: str) -> str:
-    text = f"""
-[run]
-name = "{RUN}"
-seed = 0
-probe = "independent"
-mode = "async"
-rollout_replicas = 1
-max_staleness = 1
-steps = {STEPS}
-prompts_per_step = {PROMPTS}
-group_size = {GROUP_SIZE}
-eval_every = {STEPS}
-eval_size = 4
-checkpoint_every = 2
-
-[server]
-url = "{urls}"
-replicas = 3
-max_bytes = 268435456
-{PLACEMENT}"""
-    for name, model in (("gpt2", "gpt2"), ("llama", "llama2-7b")):
-        text += f"""
-[[policies]]
-name = "{name}"
-model = "{models_dir / model}"
-tiny = {{ hidden_size = 16, layers = 1, heads = 2, warm_start_steps = 5 }}
-[policies.engine.sampling]
-max_new_tokens = 4
-[policies.grpo]
-lr = 1e-3
-weight_decay = 0.1  # every step changes the weights, whatever the rewards
-"""
-    return text
+    return spec_toml(
+        models_dir,
+        run={
+            "name": hc.RUN,
+            "probe": "independent",
+            "mode": "async",
+            "rollout_replicas": 1,
+            "max_staleness": 1,
+            "steps": STEPS,
+            "prompts_per_step": PROMPTS,
+            "group_size": GROUP_SIZE,
+        },
+        server={"url": urls, "replicas": 3, "max_bytes": 268435456},
+        placement=PLACEMENT,
+        tiny=TINY16,
+        grpo={
+            "lr": 1e-3,
+            "weight_decay": 0.1,
+        },  # every step changes the weights, whatever the rewards
+    )
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with running_cluster(tmp_path, NODES) as c:
+def cluster(tmp_path: Path) -> Iterator[hc.Cluster]:
+    with hc.running_cluster(tmp_path, NODES) as c:
         yield c
 
 
-@pytest.fixture(scope="module")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("mrl-cache")
-
-
-def _write_spec(models_dir: Path, c: Cluster, tmp: Path) -> Path:
+def _write_spec(models_dir: Path, c: hc.Cluster, tmp: Path) -> Path:
     spec = tmp / "spec.toml"
     spec.write_text(spec_text(models_dir, c.urls()))
-    _create_stream(c, spec)
+    hc.create_stream(c, spec)
     return spec
 
 
-def _start(c: Cluster, spec: Path, tmp: Path, node: str, cache: Path) -> subprocess.Popen[bytes]:
-    return _start_node(c, spec, tmp, node, cache, slots=SLOTS[node])
+def _start(c: hc.Cluster, spec: Path, tmp: Path, node: str, cache: Path) -> subprocess.Popen[bytes]:
+    return hc.start_node(c, spec, tmp, node, cache, slots=SLOTS[node])
 
 
 def _steps(records: list[Any], policy: str) -> list[ev.LearnerStepCompleted]:
@@ -150,7 +104,7 @@ def _check_async_run(records: list[Any]) -> None:
     each group's summary logged once; one weights version per step; the run finished once."""
     by_seq = {r.seq: r.event for r in records}
     consumed: list[int] = []
-    for p in POLICIES:
+    for p in hc.POLICIES:
         taken = _steps(records, p)
         assert [e.step for e in taken] == list(range(1, STEPS + 1)), p
         seqs = [c.seq for e in taken for c in e.consumed]
@@ -195,7 +149,7 @@ def _check_async_run(records: list[Any]) -> None:
 
 
 def _replay_shas(
-    c: Cluster, spec_path: Path, tmp: Path, policy: str
+    c: hc.Cluster, spec_path: Path, tmp: Path, policy: str
 ) -> tuple[list[str], list[str]]:
     """Replay `policy` step by step from its learner node's `step-0` checkpoint through the
     cluster's log (as the reader); each step's checksum, and the logged ones."""
@@ -214,7 +168,7 @@ def _replay_shas(
 
     async def each() -> tuple[list[str], list[str]]:
         shas = []
-        async with open_log(server=c.urls(), run=RUN) as log:
+        async with open_log(server=c.urls(), run=hc.RUN) as log:
             for k in range(1, STEPS + 1):  # verify=True checks each step's logged checksum
                 assert await replay(log, rt, upto=k, after=k - 1) == 1
                 shas.append(rt.learner.state_dict_sha256())
@@ -230,7 +184,7 @@ def _replay_shas(
 
 
 def _kill_at_first(
-    c: Cluster,
+    c: hc.Cluster,
     spec: Path,
     tmp: Path,
     cache: Path,
@@ -269,9 +223,9 @@ def _kill_at_first(
         assert procs[victim].returncode == -signal.SIGKILL
         (tmp / f"{victim}.out").rename(tmp / f"{victim}-killed.out")
         procs[victim] = _start(c, spec, tmp, victim, cache)
-        _wait(procs, tmp)
+        hc.wait_nodes(procs, tmp)
     finally:
-        _stop_all(procs)
+        hc.stop_all(procs)
     return killed_ns
 
 
@@ -279,15 +233,10 @@ def _kill_at_first(
 
 
 def test_an_async_run_on_three_nodes_reports_and_replays_from_the_log(
-    cluster: Cluster, models_dir: Path, model_cache: Path, tmp_path: Path
+    cluster: hc.Cluster, models_dir: Path, model_cache: Path, tmp_path: Path
 ) -> None:
     spec = _write_spec(models_dir, cluster, tmp_path)
-    procs = {n: _start(cluster, spec, tmp_path, n, model_cache) for n in NODES}
-    try:
-        _wait(procs, tmp_path)
-    finally:
-        _stop_all(procs)
-    records = _events(cluster)
+    records = hc.run_nodes(cluster, NODES, _start, spec, tmp_path, model_cache)
     _check_async_run(records)
     for p, node in LEARNER_NODE.items():  # each learner ran (and checkpointed) where placed
         assert (tmp_path / node / "checkpoints" / p / f"step-{STEPS}").is_dir()
@@ -298,7 +247,7 @@ def test_an_async_run_on_three_nodes_reports_and_replays_from_the_log(
     out = tmp_path / "report"
     cmd = [sys.executable, "-m", "mrl_actors.cli", "report", "--server", cluster.urls()]
     done = subprocess.run(
-        [*cmd, "--run", RUN, "--out", str(out)],
+        [*cmd, "--run", hc.RUN, "--out", str(out)],
         env=cluster.env(READER),
         capture_output=True,
         text=True,
@@ -307,25 +256,25 @@ def test_an_async_run_on_three_nodes_reports_and_replays_from_the_log(
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["run"]["status"] == "completed"
-    assert set(summary["policies"]) == set(POLICIES)
+    assert set(summary["policies"]) == set(hc.POLICIES)
     assert "<svg" in (out / "report.html").read_text()
 
-    for p in POLICIES:
+    for p in hc.POLICIES:
         shas, logged = _replay_shas(cluster, spec, tmp_path, p)
         assert shas == logged, p
         assert len(set(shas)) == STEPS  # weight decay: each version differs from the last
 
 
 def test_a_killed_rollout_node_restarted_leaves_no_partial_group(
-    cluster: Cluster, models_dir: Path, model_cache: Path, tmp_path: Path
+    cluster: hc.Cluster, models_dir: Path, model_cache: Path, tmp_path: Path
 ) -> None:
     """h3 (both policies' rollouts) is SIGKILLed when the first group is published, mid-run;
     restarted, its rollout actors go on from the log: no group is partial or logged twice."""
     spec = _write_spec(models_dir, cluster, tmp_path)
-    killed = _kill_at_first(cluster, spec, tmp_path, model_cache, f"mrl.{RUN}.rollout.>", "h3")
-    records = _events(cluster)
+    killed = _kill_at_first(cluster, spec, tmp_path, model_cache, f"mrl.{hc.RUN}.rollout.>", "h3")
+    records = hc.read_records(cluster)
     _check_async_run(records)
-    for p in POLICIES:  # the restarted rollout actors sampled the rest of the run
+    for p in hc.POLICIES:  # the restarted rollout actors sampled the rest of the run
         later = [
             r.event
             for r in records
@@ -339,13 +288,15 @@ def test_a_killed_rollout_node_restarted_leaves_no_partial_group(
 
 
 def test_a_killed_learner_node_restarted_resumes_from_its_checkpoint_and_the_log(
-    cluster: Cluster, models_dir: Path, model_cache: Path, tmp_path: Path
+    cluster: hc.Cluster, models_dir: Path, model_cache: Path, tmp_path: Path
 ) -> None:
     """h1 (gpt2's learner) is SIGKILLed when gpt2's first learner step is published; restarted,
     the learner restores its newest stored checkpoint and replays the log's tail."""
     spec = _write_spec(models_dir, cluster, tmp_path)
-    killed = _kill_at_first(cluster, spec, tmp_path, model_cache, f"mrl.{RUN}.learner.gpt2", "h1")
-    records = _events(cluster)
+    killed = _kill_at_first(
+        cluster, spec, tmp_path, model_cache, f"mrl.{hc.RUN}.learner.gpt2", "h1"
+    )
+    records = hc.read_records(cluster)
     _check_async_run(records)
     taken = _steps(records, "gpt2")
     assert taken[0].time_ns < killed < taken[-1].time_ns  # killed mid-run

@@ -13,7 +13,7 @@ import pytest
 from mrl_actors.cli import main
 from mrl_actors.errors import LogError
 from mrl_actors.events import DeadLettered, RolloutGroupCompleted
-from mrl_actors.see import EventLog, LogConfig
+from mrl_actors.see import EventLog, LogConfig, OwnedWriter
 from mrl_actors.see.connection import connect
 from mrl_actors.see.deadletter import DeadLetters
 from mrl_actors.see.server import EmbeddedServer
@@ -164,12 +164,12 @@ async def test_an_owned_writer_steps_over_garbage_but_not_over_another_writer(
     nc = await connect(nats_server.client(user="admin"))
     try:
         log = await EventLog.open(nc, "t1")
-        writer = log.writer("qwen")
+        writer = OwnedWriter(log, "qwen")
         await writer.append(make_rollout("t1", "qwen", 0))
         await log.js.publish("mrl.t1.rollout.qwen", b"\xa1\xff")
         await log.js.publish("mrl.t1.rollout.qwen", b"\xc1")
         assert await writer.append(make_rollout("t1", "qwen", 1)) == 4
-        await log.writer("qwen").append(make_rollout("t1", "qwen", 2))  # a second live writer
+        await OwnedWriter(log, "qwen").append(make_rollout("t1", "qwen", 2))  # a second live writer
         with pytest.raises(WriterConflictError):
             await writer.append(make_rollout("t1", "qwen", 3))
     finally:

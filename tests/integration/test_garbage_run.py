@@ -12,16 +12,15 @@ policy actor folds over becomes exactly one dead letter of that actor; and resum
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import msgspec
 import pytest
+from helpers.specs import TINY32, spec_toml
 
 from mrl_actors.cli import main
 from mrl_actors.events import (
@@ -46,45 +45,13 @@ KINDS = (*FOLDED, "checkpoint", "throughput", "node", "run", "policy", "blob", "
 
 
 def spec_text(models_dir: Path, name: str) -> str:
-    policies = ""
-    for pname, model in (("gpt2", "gpt2"), ("llama", "llama2-7b")):
-        policies += f"""
-[[policies]]
-name = "{pname}"
-model = "{models_dir / model}"
-tiny = {{ hidden_size = 32, layers = 1, heads = 2, warm_start_steps = 20 }}
-[policies.engine.sampling]
-max_new_tokens = 4
-[policies.grpo]
-lr = 1e-3
-"""
-    return f"""
-[run]
-name = "{name}"
-seed = 0
-probe = "xgrpo"
-steps = {STEPS}
-prompts_per_step = 2
-group_size = 2
-eval_every = {STEPS}
-eval_size = 4
-checkpoint_every = {STEPS}
-
-[probes.sharing]
-wait_for_peers_s = 60.0
-{policies}"""
-
-
-@pytest.fixture(scope="module")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("mrl-cache")
-    old = os.environ.get("MRL_CACHE_DIR")
-    os.environ["MRL_CACHE_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("MRL_CACHE_DIR", None)
-    else:
-        os.environ["MRL_CACHE_DIR"] = old
+    return spec_toml(
+        models_dir,
+        run={"name": name, "probe": "xgrpo", "steps": STEPS, "checkpoint_every": STEPS},
+        probes={"sharing": {"wait_for_peers_s": 60.0}},
+        tiny=TINY32,
+        grpo={"lr": 1e-3},
+    )
 
 
 def bad_payloads(run: str, kind: str, source: str, rng: random.Random) -> list[bytes]:

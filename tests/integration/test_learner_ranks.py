@@ -162,8 +162,8 @@ def test_one_rank_on_the_same_consumed_inputs_is_within_float_tolerance(
 def test_replaying_with_two_ranks_reproduces_every_logged_sha256(
     run: tuple[Path, list[tuple[int, Event]]],
 ) -> None:
+    from mrl_actors.actors.learner_ranks import learner_ranks
     from mrl_actors.actors.replay import learner_steps, replay
-    from mrl_actors.run.learner_ranks import learner_ranks
     from mrl_actors.see.access import open_log
     from mrl_actors.spec import load_spec
 
@@ -204,7 +204,7 @@ def _rank_pids(run_dir: Path) -> list[int]:
             continue
         with contextlib.suppress(OSError):
             cmd = (d / "cmdline").read_bytes().split(b"\0")
-            if b"mrl_actors.run.learner_ranks" in cmd and str(run_dir).encode() in cmd:
+            if b"mrl_actors.actors.learner_ranks" in cmd and str(run_dir).encode() in cmd:
                 out.append(int(d.name))
     return out
 

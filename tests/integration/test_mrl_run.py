@@ -9,20 +9,20 @@ that a stopped `--compare` sub-run resumes as itself, and a run `--out` at any d
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import msgspec
 import pytest
+from helpers.runs import kill_run, learner_steps, run_events
+from helpers.specs import pair_spec
 
 from mrl_actors.events import (
     Completion,
@@ -37,56 +37,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 STEPS = 3
 
 
-def spec_text(
-    models_dir: Path | str, name: str, probe: str, steps: int = STEPS, seed: int = 0
-) -> str:
-    policies = ""
-    for pname, model in (("gpt2", "gpt2"), ("llama", "llama2-7b")):
-        policies += f"""
-[[policies]]
-name = "{pname}"
-model = "{Path(models_dir) / model}"
-tiny = {{ hidden_size = 64, layers = 2, heads = 4, warm_start_steps = 150 }}
-[policies.engine.sampling]
-max_new_tokens = 5
-[policies.grpo]
-lr = 1e-3
-"""
-    return f"""
-[run]
-name = "{name}"
-seed = {seed}
-probe = "{probe}"
-steps = {steps}
-prompts_per_step = 4
-group_size = 4
-eval_every = {steps}
-eval_size = 16
-checkpoint_every = 2
-
-[probes.sharing]
-wait_for_peers_s = 20.0
-{policies}"""
-
-
-@pytest.fixture(scope="session")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Warm-started tiny models, built once per test session."""
-    path = tmp_path_factory.mktemp("mrl-cache")
-    old = os.environ.get("MRL_CACHE_DIR")
-    os.environ["MRL_CACHE_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("MRL_CACHE_DIR", None)
-    else:
-        os.environ["MRL_CACHE_DIR"] = old
-
-
 def _run(models_dir: Path, out: Path, probe: str) -> dict[str, Any]:
     from mrl_actors.run.runner import run_once
     from mrl_actors.spec import parse_spec
 
-    text = spec_text(models_dir, f"t-{probe}", probe)
+    text = pair_spec(models_dir, f"t-{probe}", probe)
     spec = parse_spec(text)
     return anyio.run(lambda: run_once(spec, text, out))
 
@@ -100,17 +55,6 @@ def runs(
     for probe in ("independent", "xgrpo", "prp", "sgt"):
         out[probe] = (root / probe, _run(models_dir, root / probe, probe))
     return out
-
-
-async def _events(run_dir: Path, run: str) -> list[Event]:
-    from mrl_actors.see.access import open_log
-
-    async with open_log(run_dir=run_dir, run=run) as log:
-        return [rec.event async for rec in log.read(start_seq=1)]
-
-
-def _steps(events: list[Event], policy: str) -> list[LearnerStepCompleted]:
-    return [e for e in events if isinstance(e, LearnerStepCompleted) and e.policy == policy]
 
 
 def _total(summary: dict[str, Any], key: str) -> float:
@@ -260,7 +204,7 @@ def test_replaying_the_logged_inputs_gives_the_final_weights_bitwise(
 
     run_dir, _ = runs["prp"]
     spec, _ = load_spec(run_dir / "spec.toml")
-    events = anyio.run(_events, run_dir, spec.run.name)
+    events = anyio.run(run_events, run_dir, spec.run.name)
 
     async def replay_all(policy: str) -> str:
         from mrl_actors.see.access import open_log
@@ -274,22 +218,10 @@ def test_replaying_the_logged_inputs_gives_the_final_weights_bitwise(
         return rt.learner.state_dict_sha256()
 
     for policy in ("gpt2", "llama"):
-        logged = _steps(events, policy)[-1].weights_sha256
+        logged = learner_steps(events, policy)[-1].weights_sha256
         final, _ = load_model(checkpoint_dir(run_dir, policy, STEPS))
         assert weights_sha256(final) == logged
         assert anyio.run(replay_all, policy) == logged
-
-
-def _kill_tree(run_dir: Path, proc: subprocess.Popen[bytes]) -> None:
-    from mrl_actors.see.server import read_server_info
-
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=30)
-    info = read_server_info(run_dir)
-    if info is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(info.pid, signal.SIGKILL)
 
 
 def test_a_killed_run_resumes_and_applies_no_event_twice(
@@ -297,7 +229,7 @@ def test_a_killed_run_resumes_and_applies_no_event_twice(
 ) -> None:
     steps = 4
     spec = tmp_path / "spec.toml"
-    spec.write_text(spec_text(models_dir, "t-resume", "sgt", steps=steps))
+    spec.write_text(pair_spec(models_dir, "t-resume", "sgt", steps=steps))
     run_dir = tmp_path / "run"
     env = {**os.environ, "MRL_CACHE_DIR": str(model_cache)}
     cmd = [sys.executable, "-m", "mrl_actors.cli", "run", "--no-progress"]
@@ -307,26 +239,27 @@ def test_a_killed_run_resumes_and_applies_no_event_twice(
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
             if all((run_dir / "checkpoints" / p / "step-0").exists() for p in ("gpt2", "llama")):
-                events = anyio.run(_events, run_dir, "t-resume")
-                if all(len(_steps(events, p)) >= 1 for p in ("gpt2", "llama")):
+                events = anyio.run(run_events, run_dir, "t-resume")
+                if all(len(learner_steps(events, p)) >= 1 for p in ("gpt2", "llama")):
                     break
             time.sleep(0.5)
         assert proc.poll() is None, "the run finished before it could be killed"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         before = {
-            p: len(_steps(anyio.run(_events, run_dir, "t-resume"), p)) for p in ("gpt2", "llama")
+            p: len(learner_steps(anyio.run(run_events, run_dir, "t-resume"), p))
+            for p in ("gpt2", "llama")
         }
         assert all(0 < n < steps for n in before.values())
 
         resumed = subprocess.run([*cmd, "--resume", str(run_dir)], env=env, timeout=300)
         assert resumed.returncode == 0
     finally:
-        _kill_tree(run_dir, proc)
+        kill_run(run_dir, proc)
 
-    events = anyio.run(_events, run_dir, "t-resume")
+    events = anyio.run(run_events, run_dir, "t-resume")
     for policy in ("gpt2", "llama"):
-        taken = _steps(events, policy)
+        taken = learner_steps(events, policy)
         assert [e.step for e in taken] == list(range(1, steps + 1))  # same number of steps
         seqs = [c.seq for e in taken for c in e.consumed]
         assert len(seqs) == len(set(seqs))  # no event applied twice
@@ -335,7 +268,7 @@ def test_a_killed_run_resumes_and_applies_no_event_twice(
 
 
 def test_a_malformed_spec_is_refused_with_the_field_named(tmp_path: Path, models_dir: Path) -> None:
-    bad = spec_text(models_dir, "t-bad", "sgt").replace("lr = 1e-3", 'lr = "fast"', 1)
+    bad = pair_spec(models_dir, "t-bad", "sgt").replace("lr = 0.001", 'lr = "fast"', 1)
     path = tmp_path / "bad.toml"
     path.write_text(bad)
     out = subprocess.run(
@@ -357,7 +290,7 @@ def test_mrl_node_hosts_its_policies_against_a_server_by_url(
     from mrl_actors.see.server import EmbeddedServer
 
     spec = tmp_path / "spec.toml"
-    spec.write_text(spec_text(models_dir, "t-node", "independent", steps=2))
+    spec.write_text(pair_spec(models_dir, "t-node", "independent", steps=2))
     perms = node_permissions("t-node", "h1", ["llama"], ["gpt2", "llama"], user="node-h1")
 
     async def serve_and_read() -> list[Event]:
@@ -377,8 +310,8 @@ def test_mrl_node_hosts_its_policies_against_a_server_by_url(
                 return [rec.event async for rec in log.read(start_seq=1)]
 
     events = anyio.run(serve_and_read)
-    assert [e.step for e in _steps(events, "llama")] == [1, 2]
-    assert _steps(events, "gpt2") == []  # not hosted by this node
+    assert [e.step for e in learner_steps(events, "llama")] == [1, 2]
+    assert learner_steps(events, "gpt2") == []  # not hosted by this node
     membership = [type(e).__name__ for e in events if e.KIND == "node"]
     assert [m for m in membership if m != "NodeHeartbeat"] == ["NodeJoined", "NodeLeft"]
     assert (tmp_path / "node" / "checkpoints" / "llama" / "step-2" / "model.safetensors").exists()
@@ -388,7 +321,7 @@ def test_compare_runs_every_probe_and_prints_the_table(
     models_dir: Path, model_cache: Path, tmp_path: Path
 ) -> None:
     spec = tmp_path / "spec.toml"
-    spec.write_text(spec_text(models_dir, "t-cmp", "sgt", steps=1))
+    spec.write_text(pair_spec(models_dir, "t-cmp", "sgt", steps=1))
     cmd = [sys.executable, "-m", "mrl_actors.cli", "run", str(spec), "--compare", "--seeds", "3"]
     out = subprocess.run(
         [*cmd, "--out", str(tmp_path / "cmp"), "--no-progress"],
@@ -429,15 +362,15 @@ def test_a_stopped_compare_sub_run_resumes_under_its_own_probe_seed_and_steps(
     from mrl_actors.run.runner import compare
     from mrl_actors.spec import parse_spec
 
-    text = spec_text(models_dir, "t-cr", "sgt", steps=3, seed=1)
+    text = pair_spec(models_dir, "t-cr", "sgt", steps=3, seed=1)
     base = parse_spec(text)
     spec = msgspec.structs.replace(base, run=msgspec.structs.replace(base.run, steps=2))  # --steps
     out = tmp_path / "cmp"
     anyio.run(lambda: compare(spec, text, out, seeds=[0], probes=["xgrpo"], stop_after=1))
     sub = out / "xgrpo-s0"
     name = "t-cr-xgrpo-s0"
-    events = anyio.run(_events, sub, name)
-    assert [len(_steps(events, p)) for p in ("gpt2", "llama")] == [1, 1]
+    events = anyio.run(run_events, sub, name)
+    assert [len(learner_steps(events, p)) for p in ("gpt2", "llama")] == [1, 1]
 
     resumed = subprocess.run(
         [sys.executable, "-m", "mrl_actors.cli", "run", "--no-progress", "--resume", str(sub)],
@@ -447,9 +380,9 @@ def test_a_stopped_compare_sub_run_resumes_under_its_own_probe_seed_and_steps(
         timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    events = anyio.run(_events, sub, name)
+    events = anyio.run(run_events, sub, name)
     for policy in ("gpt2", "llama"):
-        assert [e.step for e in _steps(events, policy)] == [1, 2]
+        assert [e.step for e in learner_steps(events, policy)] == [1, 2]
     assert _learner_probes(events) == {"xgrpo"}
     summary = json.loads((sub / "summary.json").read_text())
     assert summary["run"]["status"] == "completed"
@@ -462,7 +395,7 @@ def test_a_run_three_directories_deep_with_relative_model_paths_resumes(
     """Model paths relative to the spec file; the run directory at another depth entirely."""
     spec = tmp_path / "specs" / "spec.toml"
     spec.parent.mkdir()
-    spec.write_text(spec_text(os.path.relpath(models_dir, spec.parent), "t-deep", "prp", steps=2))
+    spec.write_text(pair_spec(os.path.relpath(models_dir, spec.parent), "t-deep", "prp", steps=2))
     run_dir = tmp_path / "a" / "b" / "c"
     run_dir.parent.mkdir(parents=True)
     env = {**os.environ, "MRL_CACHE_DIR": str(model_cache)}
@@ -485,7 +418,7 @@ def test_a_run_three_directories_deep_with_relative_model_paths_resumes(
         cwd=run_dir,
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    events = anyio.run(_events, run_dir, "t-deep")
+    events = anyio.run(run_events, run_dir, "t-deep")
     for policy in ("gpt2", "llama"):
-        assert [e.step for e in _steps(events, policy)] == [1, 2]
+        assert [e.step for e in learner_steps(events, policy)] == [1, 2]
     assert json.loads((run_dir / "summary.json").read_text())["run"]["status"] == "completed"

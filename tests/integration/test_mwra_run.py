@@ -21,19 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import helpers.cluster as hc
 import msgspec
 import pytest
-from test_cluster_run import (
-    POLICIES,
-    RUN,
-    Cluster,
-    _create_stream,
-    _events,
-    _start_node,
-    _stop_all,
-    _wait,
-    running_cluster,
-)
+from helpers.specs import TINY16, spec_toml
 
 from mrl_actors import events as ev
 from mrl_actors.see.auth import ADMIN
@@ -41,62 +32,35 @@ from mrl_actors.see.auth import ADMIN
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 STEPS = 6
-NODES = {n: list(POLICIES) for n in ("h1", "h2", "h3")}  # any node may host any policy
+NODES = {n: list(hc.POLICIES) for n in ("h1", "h2", "h3")}  # any node may host any policy
 LIVENESS_S = 1.0
 
 
 def spec_text(models_dir: Path, urls: str) -> str:
-    text = f"""
-[run]
-name = "{RUN}"
-seed = 0
-probe = "independent"
-mode = "async"
-max_staleness = 1
-steps = {STEPS}
-prompts_per_step = 2
-group_size = 2
-eval_every = {STEPS}
-eval_size = 4
-checkpoint_every = 2
-
-[server]
-url = "{urls}"
-replicas = 3
-max_bytes = 268435456
-
-[placement]
-allocator = "mwra"
-
-[mwra]
-liveness_interval_s = {LIVENESS_S}
-"""
-    for name, model in (("gpt2", "gpt2"), ("llama", "llama2-7b")):
-        text += f"""
-[[policies]]
-name = "{name}"
-model = "{models_dir / model}"
-tiny = {{ hidden_size = 16, layers = 1, heads = 2, warm_start_steps = 5 }}
-[policies.engine.sampling]
-max_new_tokens = 4
-[policies.grpo]
-lr = 1e-3
-"""
-    return text
+    return spec_toml(
+        models_dir,
+        run={
+            "name": hc.RUN,
+            "probe": "independent",
+            "mode": "async",
+            "max_staleness": 1,
+            "steps": STEPS,
+        },
+        server={"url": urls, "replicas": 3, "max_bytes": 268435456},
+        placement={"allocator": "mwra"},
+        mwra={"liveness_interval_s": LIVENESS_S},
+        tiny=TINY16,
+        grpo={"lr": 1e-3},
+    )
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with running_cluster(tmp_path, NODES) as c:
+def cluster(tmp_path: Path) -> Iterator[hc.Cluster]:
+    with hc.running_cluster(tmp_path, NODES) as c:
         yield c
 
 
-@pytest.fixture(scope="module")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("mrl-cache")
-
-
-def _lease_holder(c: Cluster) -> str | None:
+def _lease_holder(c: hc.Cluster) -> str | None:
     """Who holds the run's MWRA lease now (None: nobody ever took it)."""
     from mrl_actors.mwra.actor import LEASE_KEY
     from mrl_actors.see.connection import ConnectionConfig, connect
@@ -105,7 +69,7 @@ def _lease_holder(c: Cluster) -> str | None:
     async def read() -> str | None:
         nc = await connect(ConnectionConfig(url=c.urls(), user=ADMIN, password=c.passwords[ADMIN]))
         try:
-            value, _ = await Lease(nc.jetstream(), RUN, LEASE_KEY, "test", ttl_s=1).current()
+            value, _ = await Lease(nc.jetstream(), hc.RUN, LEASE_KEY, "test", ttl_s=1).current()
             return None if value is None else value.holder
         finally:
             await nc.close()
@@ -133,34 +97,34 @@ def _decisions(records: list[Any]) -> list[tuple[int, ev.SlotsAssigned]]:
 
 
 def test_the_allocator_moves_to_another_node_when_its_node_dies_and_its_log_replays(
-    cluster: Cluster, models_dir: Path, model_cache: Path, tmp_path: Path
+    cluster: hc.Cluster, models_dir: Path, model_cache: Path, tmp_path: Path
 ) -> None:
     from mrl_actors.mwra.replay import check
     from mrl_actors.spec import load_spec
 
     spec_path = tmp_path / "spec.toml"
     spec_path.write_text(spec_text(models_dir, cluster.urls()))
-    _create_stream(cluster, spec_path)
+    hc.create_stream(cluster, spec_path)
     spec, _ = load_spec(spec_path)
 
     def start(node: str) -> subprocess.Popen[bytes]:
-        return _start_node(cluster, spec_path, tmp_path, node, model_cache, slots="cpu:2")
+        return hc.start_node(cluster, spec_path, tmp_path, node, model_cache, slots="cpu:2")
 
     procs = {"h1": start("h1")}
     try:
-        _until("h1 to assign", lambda: _decisions(_events(cluster)), procs, tmp_path)
+        _until("h1 to assign", lambda: _decisions(hc.read_records(cluster)), procs, tmp_path)
         assert _lease_holder(cluster) == "h1"
         procs["h2"] = start("h2")
         procs["h3"] = start("h3")
 
         def stepped() -> bool:
-            records = _events(cluster)
+            records = hc.read_records(cluster)
             return all(
                 any(
                     isinstance(r.event, ev.LearnerStepCompleted) and r.event.policy == p
                     for r in records
                 )
-                for p in POLICIES
+                for p in hc.POLICIES
             )
 
         _until("both policies to step", stepped, procs, tmp_path)
@@ -174,14 +138,14 @@ def test_the_allocator_moves_to_another_node_when_its_node_dies_and_its_log_repl
             tmp_path,
         )
         survivors = {n: p for n, p in procs.items() if n != "h1"}
-        _wait(survivors, tmp_path)
+        hc.wait_nodes(survivors, tmp_path)
     finally:
-        _stop_all(procs)
+        hc.stop_all(procs)
 
-    records = _events(cluster)
+    records = hc.read_records(cluster)
     by_seq = {r.seq: r.event for r in records}
     consumed: list[int] = []
-    for p in POLICIES:
+    for p in hc.POLICIES:
         taken = [
             r.event
             for r in records
@@ -200,6 +164,6 @@ def test_the_allocator_moves_to_another_node_when_its_node_dies_and_its_log_repl
     assert after, "no decision after h1 was killed"
     assert all(a.node != "h1" for a in after[-1].assignments)
     roles = {(a.policy, a.role) for a in after[-1].assignments}
-    assert {(p, "learner") for p in POLICIES} <= roles  # every learner lives on a live node
+    assert {(p, "learner") for p in hc.POLICIES} <= roles  # every learner lives on a live node
     mismatches = check(records, spec.mwra)
     assert not mismatches, msgspec.json.encode(mismatches[:2]).decode()[:2000]

@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers.specs import slots, spec_toml
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -33,39 +34,26 @@ Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def spec_text(models_dir: Path) -> str:
-    text = f"""
-[run]
-name = "{RUN}"
-seed = 0
-probe = "independent"
-mode = "async"
-steps = {STEPS}
-prompts_per_step = 2
-group_size = 2
-eval_every = {STEPS}
-eval_size = 2
-checkpoint_every = {STEPS}
-tensorboard = true
-"""
-    for name, model in (("gpt2", "gpt2"), ("llama", "llama2-7b")):
-        text += f"""
-[[policies]]
-name = "{name}"
-model = "{models_dir / model}"
-tiny = {{ hidden_size = 16, layers = 1, heads = 2, warm_start_steps = 2 }}
-[policies.engine.sampling]
-max_new_tokens = 3
-"""
-    for node, policy in (("n0", "gpt2"), ("elsewhere", "llama")):
-        for slot, role in (("cpu:0", "learner"), ("cpu:1", "rollout")):
-            text += f"""
-[[placement.slots]]
-node = "{node}"
-slot = "{slot}"
-policy = "{policy}"
-role = "{role}"
-"""
-    return text
+    placed = [
+        (node, slot, policy, role)
+        for node, policy in (("n0", "gpt2"), ("elsewhere", "llama"))
+        for slot, role in (("cpu:0", "learner"), ("cpu:1", "rollout"))
+    ]
+    return spec_toml(
+        models_dir,
+        run={
+            "name": RUN,
+            "probe": "independent",
+            "mode": "async",
+            "steps": STEPS,
+            "eval_size": 2,
+            "checkpoint_every": STEPS,
+            "tensorboard": True,
+        },
+        placement=slots(*placed),
+        tiny={"hidden_size": 16, "layers": 1, "heads": 2, "warm_start_steps": 2},
+        max_new_tokens=3,
+    )
 
 
 def scrape(port: int) -> Series:
@@ -106,7 +94,7 @@ def test_a_node_serves_every_series_while_it_runs_and_frees_its_port(
     from mrl_actors.report.tensorboard import board_dir, read_scalars
     from mrl_actors.run.node import run_node
     from mrl_actors.run.placement import parse_slots
-    from mrl_actors.run.runner import record_start
+    from mrl_actors.run.start import record_start
     from mrl_actors.see.access import open_log, spec_log_config
     from mrl_actors.see.server import free_port, serve_run_dir
     from mrl_actors.spec import parse_spec

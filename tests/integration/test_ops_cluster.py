@@ -12,13 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import ipaddress
-import json
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from helpers.cluster import wait_ready
 
 from mrl_actors import events as ev
 from mrl_actors.errors import ServerError
@@ -184,15 +181,6 @@ class Cluster:
         return ConnectionConfig(**base)
 
 
-def _get_json(url: str) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            data: dict[str, Any] = json.loads(response.read())
-            return data
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
-
-
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
     for p in procs:
         if p.poll() is None:
@@ -241,17 +229,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
                     [binary, "-c", str(configs[s.name])], stdout=log, stderr=subprocess.STDOUT
                 )
             )
-        deadline = time.monotonic() + 60
-        while True:  # ready: every server routes to both peers and JetStream has a leader
-            assert all(p.poll() is None for p in procs), "a server exited; see its log"
-            routes = [_get_json(f"http://127.0.0.1:{s.monitor_port}/routez") for s in servers]
-            health = [_get_json(f"http://127.0.0.1:{s.monitor_port}/healthz") for s in servers]
-            if all(r and r.get("num_routes", 0) >= 2 for r in routes) and all(
-                h and h.get("status") == "ok" for h in health
-            ):
-                break
-            assert time.monotonic() < deadline, f"cluster not ready: {routes} {health}"
-            time.sleep(0.25)
+        wait_ready([s.monitor_port for s in servers], list(procs))
         yield Cluster(out, tls, servers, configs, procs)
     finally:
         _stop(procs)

@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers.specs import TINY64, spec_toml
 
 from mrl_actors.cli import main
 from mrl_actors.events import LearnerStepCompleted, event_id
@@ -24,34 +25,22 @@ STEPS = 2
 
 
 def _spec(models_dir: Path) -> str:
-    policies = ""
-    for name, model in (("gpt2", "gpt2"), ("llama", "llama2-7b")):
-        policies += f"""
-[[policies]]
-name = "{name}"
-model = "{models_dir / model}"
-tiny = {{ hidden_size = 64, layers = 2, heads = 4, warm_start_steps = 150 }}
-[policies.engine.sampling]
-max_new_tokens = 5
-[policies.grpo]
-lr = 1e-3
-"""
-    return f"""
-[run]
-name = "t-replay"
-seed = 0
-probe = "independent"
-steps = {STEPS}
-prompts_per_step = 4
-group_size = 4
-eval_every = {STEPS}
-eval_size = 8
-checkpoint_every = {STEPS}
-
-[task.arithmetic]
-max_operand = 4
-size = 64
-{policies}"""
+    return spec_toml(
+        models_dir,
+        run={
+            "name": "t-replay",
+            "probe": "independent",
+            "steps": STEPS,
+            "prompts_per_step": 4,
+            "group_size": 4,
+            "eval_size": 8,
+            "checkpoint_every": STEPS,
+        },
+        task={"arithmetic": {"max_operand": 4, "size": 64}},
+        tiny=TINY64,
+        max_new_tokens=5,
+        grpo={"lr": 1e-3},
+    )
 
 
 @pytest.fixture(scope="module")

@@ -19,17 +19,17 @@ from typing import Any
 
 import anyio
 import pytest
-from test_mrl_run import _events, _steps, model_cache, spec_text
+from helpers.runs import learner_steps, run_events
+from helpers.specs import pair_spec
 
 from mrl_actors.events import LearnerStepCompleted, RolloutGroupCompleted, RunFinished, event_id
 from mrl_actors.see.access import open_log
 from mrl_actors.see.auth import policy_user
+from mrl_actors.see.config import LogConfig
 from mrl_actors.see.server import SERVER_INFO, read_server_info
-from mrl_actors.see.stream import LogConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-__all__ = ["model_cache"]  # the session's warm-start cache, shared with test_mrl_run
 MakeRollout = Callable[..., RolloutGroupCompleted]
 StartRun = Callable[[str, int], tuple[subprocess.Popen[str], Path]]
 
@@ -48,7 +48,7 @@ def start_run(models_dir: Path, model_cache: Path, tmp_path: Path) -> Iterator[S
 
     def start(name: str, steps: int) -> tuple[subprocess.Popen[str], Path]:
         spec = tmp_path / f"{name}.toml"
-        spec.write_text(spec_text(models_dir, name, "independent", steps=steps))
+        spec.write_text(pair_spec(models_dir, name, "independent", steps=steps))
         out = tmp_path / f"{name}-{len(procs)}"
         cmd = [sys.executable, "-m", "mrl_actors.cli", "run", str(spec), "--out", str(out)]
         proc = subprocess.Popen(
@@ -145,17 +145,17 @@ def test_forged_writes_are_refused_and_the_run_is_unaffected(
     assert anyio.run(attack) == 2 * 6
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-2000:]
-    attacked = anyio.run(_events, out, run)
+    attacked = anyio.run(run_events, out, run)
     assert all(e.summary for e in attacked if isinstance(e, RunFinished))  # the run's own
 
     clean_proc, clean_out = start_run(run, 3)  # the same spec and run name, unattacked
     _, err = clean_proc.communicate(timeout=600)
     assert clean_proc.returncode == 0, err[-2000:]
-    clean = anyio.run(_events, clean_out, run)
+    clean = anyio.run(run_events, clean_out, run)
     for policy in ("gpt2", "llama"):
-        assert [e.step for e in _steps(attacked, policy)] == [1, 2, 3]
-        shas = [e.weights_sha256 for e in _steps(attacked, policy)]
-        assert shas == [e.weights_sha256 for e in _steps(clean, policy)]
+        assert [e.step for e in learner_steps(attacked, policy)] == [1, 2, 3]
+        shas = [e.weights_sha256 for e in learner_steps(attacked, policy)]
+        assert shas == [e.weights_sha256 for e in learner_steps(clean, policy)]
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,7 @@ async def test_only_the_first_write_on_a_subject_lands(event_log: EventLog) -> N
 async def test_two_starters_at_once_write_each_start_event_once(
     nats_server: EmbeddedServer, models_dir: Path
 ) -> None:
-    from mrl_actors.run.runner import record_start
+    from mrl_actors.run.start import record_start
     from mrl_actors.spec import parse_spec
 
     text = f"""

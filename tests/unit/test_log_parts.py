@@ -9,7 +9,7 @@ import pytest
 from mrl_actors.errors import ConfigError, LogError
 from mrl_actors.see.connection import ConnectionConfig
 from mrl_actors.see.inspect import parse_since, parse_where, values_at
-from mrl_actors.see.stream import delivery, filter_subjects, stream_name
+from mrl_actors.see.subjects import delivery, filter_subjects, stream_name
 
 
 def test_names_and_filters() -> None:

@@ -8,16 +8,16 @@ import pytest
 import torch
 
 from mrl_actors import events as ev
+from mrl_actors.actors.runtime import torch_dtype
 from mrl_actors.errors import ConfigError
 from mrl_actors.run.placement import (
+    DeviceSlot,
     Hosted,
     NodeAssignment,
-    Slot,
     apply,
     ignored,
     initial_assignment,
     parse_slots,
-    torch_dtype,
 )
 from mrl_actors.spec import parse_spec
 
@@ -53,14 +53,14 @@ role = "rollout"
 
 
 def test_slots_parse_gpus_cpu_counts_and_refuse_the_rest() -> None:
-    assert parse_slots("cuda:0,cuda:1") == [Slot("cuda", 0), Slot("cuda", 1)]
+    assert parse_slots("cuda:0,cuda:1") == [DeviceSlot("cuda", 0), DeviceSlot("cuda", 1)]
     assert [s.device for s in parse_slots("cuda:3")] == ["cuda:3"]
-    assert parse_slots("cpu:2") == [Slot("cpu", 0), Slot("cpu", 1)]
+    assert parse_slots("cpu:2") == [DeviceSlot("cpu", 0), DeviceSlot("cpu", 1)]
     assert [s.device for s in parse_slots("cpu:2")] == ["cpu", "cpu"]
     expected = parse_slots("") or []
     assert expected and all(s.kind in ("cpu", "cuda") for s in expected)
     if not torch.cuda.is_available():
-        assert expected == [Slot("cpu", 0)]
+        assert expected == [DeviceSlot("cpu", 0)]
     for bad in ("gpu:0", "cpu:0", "cuda:0,cpu:1", "cuda:0,cuda:0", "cuda:x", "cpu:2,cpu:3"):
         with pytest.raises(ConfigError, match="--slots"):
             parse_slots(bad)
@@ -121,7 +121,7 @@ def _assigned(epoch: int, *rows: tuple[str, int, str, str]) -> ev.SlotsAssigned:
 
 
 def test_a_newer_epoch_moves_slots_and_an_older_one_is_fenced_off() -> None:
-    slots = [Slot("cuda", 0), Slot("cuda", 1)]
+    slots = [DeviceSlot("cuda", 0), DeviceSlot("cuda", 1)]
     names = ["a", "b"]
     state = NodeAssignment(node="n2")
     one = _assigned(1, ("n2", 0, "a", "rollout"), ("n2", 1, "b", "learner"), ("n1", 0, "a", "x"))
@@ -161,7 +161,7 @@ def test_device_and_dtype_reach_model_optimizer_engine_and_checkpoint(
     bitwise in that dtype."""
     from safetensors import safe_open
 
-    from mrl_actors.run.node import prepare_runtime
+    from mrl_actors.actors.runtime import prepare_runtime
 
     monkeypatch.setenv("MRL_CACHE_DIR", str(tmp_path / "cache"))
     torch.set_num_threads(1)

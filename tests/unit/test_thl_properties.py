@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.tokenizers import unigram, wordpiece
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -171,9 +172,7 @@ def test_no_exception_escapes_for_any_ids(
 
 @pytest.fixture(scope="session")
 def trained_vocabs() -> dict[str, Vocab]:
-    from test_thl_transfer import _unigram, _wordpiece  # trained once per session, in-process
-
-    return {"wordpiece": load_vocab(_wordpiece()), "unigram": load_vocab(_unigram())}
+    return {"wordpiece": load_vocab(wordpiece()), "unigram": load_vocab(unigram())}
 
 
 @pytest.mark.parametrize(

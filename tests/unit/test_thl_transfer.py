@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from helpers.tokenizers import unigram, wordpiece
 
 from mrl_actors.thl import (
     ResidualBudget,
@@ -26,11 +26,6 @@ TEXT = (
     " The answer is 42.\n\nLet $f(x) = x^2$; then f'(3) = 6 ✓\n"
     "def f(x):\n    return x  # 🙂 emoji 👩‍💻\n北京是首都。Москва, café naïve   spaced\t\ttabs\n"
 )
-TRAIN = [
-    "The quick brown fox jumps over the lazy dog.",
-    "hello world, hello there! numbers 123 and 456.",
-    "def f(x): return x + 1  # comment",
-] * 10
 
 
 @pytest.fixture(scope="session")
@@ -38,32 +33,9 @@ def real(models_dir: Path) -> dict[str, Vocab]:
     return {name: load_vocab(models_dir / name) for name in REAL}
 
 
-def _wordpiece() -> Tokenizer:
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    special = ["[UNK]", "[CLS]", "[SEP]", "[PAD]"]
-    tok.train_from_iterator(
-        TRAIN, trainers.WordPieceTrainer(vocab_size=200, special_tokens=special)
-    )
-    return tok
-
-
-def _unigram() -> Tokenizer:
-    tok = Tokenizer(models.Unigram())
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    trainer = trainers.UnigramTrainer(
-        vocab_size=150, special_tokens=["<unk>", "<s>", "</s>"], unk_token="<unk>"
-    )
-    tok.train_from_iterator(TRAIN, trainer)
-    return tok
-
-
 @pytest.fixture(scope="session")
 def trained() -> dict[str, Vocab]:
-    return {"wordpiece": load_vocab(_wordpiece()), "unigram": load_vocab(_unigram())}
+    return {"wordpiece": load_vocab(wordpiece()), "unigram": load_vocab(unigram())}
 
 
 def _ids(v: Vocab, text: str, eos: bool = True) -> np.ndarray:

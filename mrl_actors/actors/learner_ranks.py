@@ -2,7 +2,7 @@
 
 `learner_ranks` (used by the host of a policy's learner when `learner_slots > 1`) prepares the
 policy at step 0 (its `step-0` checkpoint, which the other ranks load), spawns one process per
-further rank (`python -m mrl_actors.run.learner_ranks`, the same interpreter), joins them in a
+further rank (`python -m mrl_actors.actors.learner_ranks`, the same interpreter), joins them in a
 process group on a free loopback port (gloo on CPU, NCCL on CUDA) and hands back rank 0's
 runtime (`actors.ranks.LeadRuntime`). On exit it tells the ranks to stop, waits for them, and
 kills (by PID) any that did not end in time. A rank that dies makes rank 0's next collective
@@ -19,13 +19,14 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from mrl_actors.actors.runtime import PolicyRuntime, prepare_runtime
 from mrl_actors.errors import ConfigError
 from mrl_actors.logs import get_logger
 from mrl_actors.spec import PolicySpec, RunSpec
@@ -62,15 +63,19 @@ def _sharded(rt: object, spec: RunSpec, policy: PolicySpec, ops: object, device:
 
 @contextmanager
 def learner_ranks(
-    spec: RunSpec, name: str, run_dir: Path, devices: Sequence[str] | None = None
+    spec: RunSpec,
+    name: str,
+    run_dir: Path,
+    devices: Sequence[str] | None = None,
+    prepare: Callable[[str], PolicyRuntime] | None = None,
 ) -> Iterator[object]:
     """Rank 0's runtime of `name`'s learner with its other ranks running (see the module).
 
     Rank 0 keeps the threads of the process that hosts it; the other ranks take
-    `rank_threads`."""
+    `rank_threads`. `prepare(device)` builds rank 0's runtime at step 0 (default
+    `runtime.prepare_runtime`; a host that builds several models passes its locked builder)."""
     from mrl_actors.actors.ranks import LeadRuntime
     from mrl_actors.grpo.distributed import Ops, close_group, init_group
-    from mrl_actors.run.node import prepare_runtime
     from mrl_actors.see.server import free_port
 
     policy = _policy(spec, name)
@@ -79,10 +84,8 @@ def learner_ranks(
     if len(devices) != world:
         raise ConfigError(f"{name}: {world} learner ranks need {world} devices, got {devices}")
     logger = get_logger(__name__, run=spec.run.name, policy=name)
-    from mrl_actors.actors.roles import _BUILD_LOCK
-
-    with _BUILD_LOCK:  # saves `step-0` on a first start, which the other ranks load
-        rt = prepare_runtime(spec, policy, run_dir, devices[0])
+    # saves `step-0` on a first start, which the other ranks load
+    rt = prepare(devices[0]) if prepare else prepare_runtime(spec, policy, run_dir, devices[0])
     here = run_dir / "ranks" / name
     here.mkdir(parents=True, exist_ok=True)
     spec_file = here / "spec.json"
@@ -92,7 +95,7 @@ def learner_ranks(
     lead: LeadRuntime | None = None
     try:
         for r in range(1, world):
-            cmd = [sys.executable, "-m", "mrl_actors.run.learner_ranks"]
+            cmd = [sys.executable, "-m", "mrl_actors.actors.learner_ranks"]
             cmd += ["--spec-json", str(spec_file), "--policy", name, "--run-dir", str(run_dir)]
             cmd += ["--rank", str(r), "--world", str(world), "--port", str(port)]
             cmd += ["--device", devices[r]]
@@ -130,13 +133,17 @@ def rank_devices(device: str, world: int) -> list[str]:
 
 @asynccontextmanager
 async def hosted_ranks(
-    spec: RunSpec, name: str, run_dir: Path, device: str = "cpu"
+    spec: RunSpec,
+    name: str,
+    run_dir: Path,
+    device: str = "cpu",
+    prepare: Callable[[str], PolicyRuntime] | None = None,
 ) -> AsyncIterator[Any]:
     """`learner_ranks` for an async host: started and stopped in a worker thread."""
     import anyio
 
     world = _policy(spec, name).learner_slots
-    cm = learner_ranks(spec, name, run_dir, rank_devices(device, world))
+    cm = learner_ranks(spec, name, run_dir, rank_devices(device, world), prepare)
     rt = await anyio.to_thread.run_sync(cm.__enter__)
     try:
         yield rt
@@ -165,7 +172,7 @@ def _exit_with_parent() -> None:
 
 def rank_main(argv: Sequence[str] | None = None) -> int:
     """A rank > 0 of a learner: build the policy at step 0, join the group, follow rank 0."""
-    ap = argparse.ArgumentParser(prog="mrl_actors.run.learner_ranks")
+    ap = argparse.ArgumentParser(prog="mrl_actors.actors.learner_ranks")
     ap.add_argument("--spec-json", type=Path, required=True)
     ap.add_argument("--policy", required=True)
     ap.add_argument("--run-dir", type=Path, required=True)

@@ -1,0 +1,1 @@
+"""What several test modules share: specs, a local cluster, trained tokenizers, log readers."""

@@ -1,0 +1,34 @@
+"""Small tokenizers trained in-process, of kinds the real families lack (WordPiece, Unigram)."""
+
+from __future__ import annotations
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+TRAIN = [
+    "The quick brown fox jumps over the lazy dog.",
+    "hello world, hello there! numbers 123 and 456.",
+    "def f(x): return x + 1  # comment",
+] * 10
+
+
+def wordpiece() -> Tokenizer:
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    special = ["[UNK]", "[CLS]", "[SEP]", "[PAD]"]
+    tok.train_from_iterator(
+        TRAIN, trainers.WordPieceTrainer(vocab_size=200, special_tokens=special)
+    )
+    return tok
+
+
+def unigram() -> Tokenizer:
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(
+        vocab_size=150, special_tokens=["<unk>", "<s>", "</s>"], unk_token="<unk>"
+    )
+    tok.train_from_iterator(TRAIN, trainer)
+    return tok
