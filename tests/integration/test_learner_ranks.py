@@ -160,28 +160,16 @@ def test_one_rank_on_the_same_consumed_inputs_is_within_float_tolerance(
 
 
 def test_replaying_with_two_ranks_reproduces_every_logged_sha256(
-    run: tuple[Path, list[tuple[int, Event]]],
+    run: tuple[Path, list[tuple[int, Event]]], model_cache: Path
 ) -> None:
-    from mrl_actors.actors.learner_ranks import learner_ranks
-    from mrl_actors.actors.replay import learner_steps, replay
-    from mrl_actors.see.access import open_log
-    from mrl_actors.spec import load_spec
-
-    run_dir, _ = run
-    spec, _ = load_spec(run_dir / "spec.toml")
-
-    async def replay_all() -> tuple[list[str], list[str]]:
-        shas = []
-        with learner_ranks(spec, RANKED, run_dir) as lead:
-            async with open_log(run_dir=run_dir, run=RUN) as log:
-                for k in range(1, STEPS + 1):  # verify=True: each step's checksum, bitwise
-                    assert await replay(log, lead, upto=k, after=k - 1) == 1  # type: ignore[arg-type]
-                    shas.append(lead.learner.state_dict_sha256())  # type: ignore[attr-defined]
-                logged = [s.weights_sha256 for s in await learner_steps(log, RANKED)]
-        return shas, logged
-
-    shas, logged = anyio.run(replay_all)
-    assert shas == logged and len(set(shas)) == STEPS
+    """`mrl replay` runs the 2-rank policy's replay on 2 ranks and checks every step's sha256."""
+    run_dir, events = run
+    cmd = [sys.executable, "-m", "mrl_actors.cli", "replay", str(run_dir), "--policy", RANKED]
+    env = {**os.environ, "MRL_CACHE_DIR": str(model_cache)}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"{RANKED}: {STEPS} steps replayed, every weights sha256 matches the log" in done.stdout
+    assert len({s.weights_sha256 for s in _steps(events, RANKED)}) == STEPS
 
 
 def _kill_tree(run_dir: Path, proc: subprocess.Popen[bytes]) -> None:
