@@ -23,7 +23,8 @@ import pytest
 
 from mrl_actors.events import CheckpointStored, Event, LearnerStepCompleted, WeightsPublished
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# a 2-rank learner starts three processes of torch: slower than most tests on a loaded machine
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 RUN = "t-ranks"
 STEPS = 4
