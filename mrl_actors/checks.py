@@ -55,3 +55,16 @@ def check_float(
         bounds += [f"< {lt}" if lt is not None else "", f"<= {le}" if le is not None else ""]
         rule = " and ".join(["finite", *(b for b in bounds if b)])
         fail(field, rule + (" (or unset)" if optional else ""), v)
+
+
+def check_finite_tree(value: object, where: str = "") -> None:
+    """Every float in a decoded config (TOML tables, arrays) is finite: TOML spells `nan` and
+    `inf`, and a NaN passes every range check written as a comparison (`nan <= 0` is false)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        fail(where or "value", "finite", value)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_finite_tree(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            check_finite_tree(v, f"{where}[{i}]")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 import numpy as np
@@ -27,6 +27,18 @@ from mrl_actors.errors import EventDecodeError
 
 # Hard bound on one encoded event; the log stores anything larger in the blob store (claim-check).
 MAX_EVENT_BYTES = 64 * 1024 * 1024
+
+# Ranges every reader gets from the one decoder (an out-of-range value is an `EventDecodeError`,
+# so a dead letter): counters are non-negative and below 2**63 (no writer ever needs more, and
+# an int64 column or a JSON reader holds them exactly), lists are bounded, metrics are finite.
+MAX_COUNT = 2**63
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT - 1)]
+Finite = Annotated[float, msgspec.Meta(ge=-1.7976931348623157e308, le=1.7976931348623157e308)]
+MAX_COMPLETIONS = 4096  # completions in one group
+MAX_CONSUMED = 1_000_000  # stream sequences one learner step consumed
+MAX_ASSIGNMENTS = 16_384  # slots in one assignment (MWRA lists every slot of every live node)
+MAX_METRICS = 1024  # entries of a metrics map
+MAX_LIST = 4096  # any other list (probes, devices)
 
 _I32 = np.dtype("<i4")
 _F32 = np.dtype("<f4")
@@ -124,7 +136,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     run: str
     source: str
     event_id: str
-    time_ns: int = 0
+    time_ns: Count = 0
 
     def subject(self, prefix: str = "mrl") -> str:
         return f"{prefix}.{self.run}.{self.KIND}.{self.source}"
@@ -160,7 +172,7 @@ class Completion(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 class ConsumedEvent(msgspec.Struct, frozen=True, array_like=True):
     """A stream sequence a learner step consumed, with the id of the event stored there."""
 
-    seq: int
+    seq: Count
     event_id: str
 
 
@@ -169,7 +181,7 @@ SlotKey = tuple[str, int]  # a slot of the run: (node, slot index on that node)
 
 class SlotAssignment(msgspec.Struct, frozen=True, kw_only=True):
     node: str
-    slot: int  # GPU index on that node (or a CPU slot number)
+    slot: Count  # GPU index on that node (or a CPU slot number)
     policy: str
     role: Literal["rollout", "learner"]
 
@@ -180,7 +192,7 @@ class BlobRef(msgspec.Struct, frozen=True, kw_only=True):
     store: Literal["object", "zarr"]
     key: str
     sha256: str
-    size: int
+    size: Count
 
 
 # --------------------------------------------------------------------------- events
@@ -189,9 +201,9 @@ class BlobRef(msgspec.Struct, frozen=True, kw_only=True):
 class RunStarted(Event, frozen=True, kw_only=True, tag="RunStarted.v1"):
     KIND: ClassVar[str] = "run"
     spec_toml: str  # the full experiment spec as it was run
-    seed: int
+    seed: Count
     code_version: str  # package version plus git revision where known
-    probes: list[str] = []
+    probes: Annotated[list[str], msgspec.Meta(max_length=MAX_LIST)] = []
 
 
 class PolicyRegistered(Event, frozen=True, kw_only=True, tag="PolicyRegistered.v1"):
@@ -208,13 +220,13 @@ class PolicyRegistered(Event, frozen=True, kw_only=True, tag="PolicyRegistered.v
 class RolloutGroupCompleted(Event, frozen=True, kw_only=True, tag="RolloutGroupCompleted.v1"):
     KIND: ClassVar[str] = "rollout"
     policy: str
-    policy_version: int  # learner steps taken when these were sampled
+    policy_version: Count  # learner steps taken when these were sampled
     prompt_id: str
     prompt_text: str
     prompt_token_ids: bytes = b""  # packed int32 [P], as the policy rendered the prompt
     temperature: float = 1.0
     tokenizer_fingerprint: str = ""
-    completions: list[Completion]
+    completions: Annotated[list[Completion], msgspec.Meta(max_length=MAX_COMPLETIONS)]
 
     def __post_init__(self) -> None:
         _check_number("temperature", self.temperature)
@@ -229,7 +241,7 @@ class RolloutGroupCompleted(Event, frozen=True, kw_only=True, tag="RolloutGroupC
 class RewardSummary(Event, frozen=True, kw_only=True, tag="RewardSummary.v1"):
     KIND: ClassVar[str] = "reward"
     policy: str
-    policy_version: int
+    policy_version: Count
     prompt_id: str
     rewards: bytes  # packed float32 [G]: every reward of the group (XGRPO pools these)
     success_rate: float
@@ -245,10 +257,10 @@ class RewardSummary(Event, frozen=True, kw_only=True, tag="RewardSummary.v1"):
 class SuccessVerified(Event, frozen=True, kw_only=True, tag="SuccessVerified.v1"):
     KIND: ClassVar[str] = "success"
     policy: str
-    policy_version: int
+    policy_version: Count
     prompt_id: str
     prompt_text: str
-    completion_index: int  # position in the RolloutGroupCompleted it came from
+    completion_index: Count  # position in the RolloutGroupCompleted it came from
     completion: Completion
     tokenizer_fingerprint: str = ""
 
@@ -259,17 +271,18 @@ class SuccessVerified(Event, frozen=True, kw_only=True, tag="SuccessVerified.v1"
 class LearnerStepCompleted(Event, frozen=True, kw_only=True, tag="LearnerStepCompleted.v1"):
     KIND: ClassVar[str] = "learner"
     policy: str
-    step: int  # 1-based; equals the policy version after this step
+    step: Count  # 1-based; equals the policy version after this step
     probe: str
-    consumed: list[ConsumedEvent]  # every stream sequence whose event fed this step, in order
+    # every stream sequence whose event fed this step, in order
+    consumed: Annotated[list[ConsumedEvent], msgspec.Meta(max_length=MAX_CONSUMED)]
     weights_sha256: str  # checksum of the weights after the step
-    metrics: dict[str, float] = {}
+    metrics: Annotated[dict[str, Finite], msgspec.Meta(max_length=MAX_METRICS)] = {}
 
 
 class CheckpointSaved(Event, frozen=True, kw_only=True, tag="CheckpointSaved.v1"):
     KIND: ClassVar[str] = "checkpoint"
     policy: str
-    step: int
+    step: Count
     path: str  # a directory `from_pretrained` loads (safetensors)
     weights_sha256: str
 
@@ -279,10 +292,10 @@ class ThroughputReported(Event, frozen=True, kw_only=True, tag="ThroughputReport
     node: str
     policy: str
     role: Literal["rollout", "learner"]
-    window_s: float
-    tokens_per_s: float
-    samples_per_s: float
-    step_time_s: float = 0.0
+    window_s: Finite
+    tokens_per_s: Finite
+    samples_per_s: Finite
+    step_time_s: Finite = 0.0
 
 
 class SlotsAssigned(Event, frozen=True, kw_only=True, omit_defaults=True, tag="SlotsAssigned.v1"):
@@ -293,21 +306,21 @@ class SlotsAssigned(Event, frozen=True, kw_only=True, omit_defaults=True, tag="S
     """
 
     KIND: ClassVar[str] = "slots"
-    epoch: int  # increases with every new assignment
-    assignments: list[SlotAssignment]
+    epoch: Count  # increases with every new assignment
+    assignments: Annotated[list[SlotAssignment], msgspec.Meta(max_length=MAX_ASSIGNMENTS)]
     reason: str = ""
     # The last stream sequence the allocator had folded when it decided (0 for the spec's own
     # placement): replaying exactly that prefix of the log must give the same decision.
-    seen_seq: int = 0
+    seen_seq: Count = 0
 
 
 class NodeJoined(Event, frozen=True, kw_only=True, tag="NodeJoined.v1"):
     KIND: ClassVar[str] = "node"
     node: str
     host: str
-    pid: int
-    slots: int  # GPUs (or CPU slots) the node offers
-    devices: list[str] = []
+    pid: Count
+    slots: Count  # GPUs (or CPU slots) the node offers
+    devices: Annotated[list[str], msgspec.Meta(max_length=MAX_LIST)] = []
 
 
 class NodeLeft(Event, frozen=True, kw_only=True, tag="NodeLeft.v1"):
@@ -327,11 +340,14 @@ class DeadLettered(Event, frozen=True, kw_only=True, tag="DeadLettered.v1"):
 
     KIND: ClassVar[str] = "deadletter"
     original_subject: str
-    original_seq: int
-    error: str  # garbage | unknown_tag | schema | oversized | non_finite | blob_hash | apply
+    original_seq: Count
+    # garbage | unknown_tag | schema | oversized | non_finite | blob_hash | blob_missing |
+    # identity (a payload naming another writer) | lost (a sequence the server no longer has) |
+    # apply
+    error: str
     reason: str
     raw_prefix: bytes = b""  # at most the first 4 KiB of the offending payload
-    raw_size: int = 0
+    raw_size: Count = 0
 
 
 class BlobPointer(Event, frozen=True, kw_only=True, tag="BlobPointer.v1"):
@@ -347,8 +363,8 @@ class NodeHeartbeat(Event, frozen=True, kw_only=True, tag="NodeHeartbeat.v1"):
 
     KIND: ClassVar[str] = "node"
     node: str
-    slots: int  # slots the node offers now
-    epoch: int = 0  # the newest `SlotsAssigned.epoch` the node has applied
+    slots: Count  # slots the node offers now
+    epoch: Count = 0  # the newest `SlotsAssigned.epoch` the node has applied
 
 
 class SlotMoveMeasured(Event, frozen=True, kw_only=True, tag="SlotMoveMeasured.v1"):
@@ -356,8 +372,8 @@ class SlotMoveMeasured(Event, frozen=True, kw_only=True, tag="SlotMoveMeasured.v
 
     KIND: ClassVar[str] = "slots"
     node: str
-    slot: int
-    epoch: int  # the assignment that caused the move
+    slot: Count
+    epoch: Count  # the assignment that caused the move
     from_policy: str
     to_policy: str
     seconds: float
@@ -376,11 +392,11 @@ class LearnerStepTimed(Event, frozen=True, kw_only=True, tag="LearnerStepTimed.v
 
     KIND: ClassVar[str] = "learner"
     policy: str
-    step: int  # the version this step produced (as in `LearnerStepCompleted.step`)
+    step: Count  # the version this step produced (as in `LearnerStepCompleted.step`)
     wait_s: float  # seconds the learner waited for enough groups before this step
     compute_s: float  # seconds from its inputs being there to its weights published
-    samples: int  # completions consumed by the step
-    pending_groups: int  # groups of this policy still unconsumed after the step
+    samples: Count  # completions consumed by the step
+    pending_groups: Count  # groups of this policy still unconsumed after the step
     staleness: float = 0.0  # mean learner versions between sampling and consumption
 
     def __post_init__(self) -> None:
@@ -399,7 +415,7 @@ class WeightsPublished(Event, frozen=True, kw_only=True, tag="WeightsPublished.v
 
     KIND: ClassVar[str] = "weights"
     policy: str
-    version: int  # learner steps taken (0: the starting weights)
+    version: Count  # learner steps taken (0: the starting weights)
     weights_sha256: str  # `models.weights_sha256` of the model holding these weights
     blob: BlobRef  # safetensors bytes of the state dict
 
@@ -414,7 +430,7 @@ class CheckpointStored(Event, frozen=True, kw_only=True, tag="CheckpointStored.v
 
     KIND: ClassVar[str] = "checkpoint"
     policy: str
-    step: int
+    step: Count
     weights_sha256: str
     weights: BlobRef  # safetensors bytes of the state dict (the same blob as its weights event)
     optimizer: BlobRef  # `torch.save` bytes of the optimizer's state dict (tensors only)
@@ -444,6 +460,67 @@ AnyEvent = (
 
 EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__
 KINDS: frozenset[str] = frozenset(t.KIND for t in EVENT_TYPES)
+
+
+# --------------------------------------------------------------------------- writers
+
+WriterRole = Literal["policy", "node", "coordinator"]
+
+# The role whose user writes each kind of event, declared once: `mrl_actors.see.auth` grants
+# publish rights from it, writers resume their subjects from it. `policy`: a policy's own user
+# (or the node hosting it), on `mrl.<run>.<kind>.<policy>`; `node`: a node user, on its own
+# node subject, its slot moves and MWRA's decisions; `coordinator`: the run's start events
+# (admin, or the first node to start the run). A `BlobPointer` (kind `blob`) travels on the
+# subject of the event it stands for, so it has no writer of its own.
+WRITER_ROLES: dict[str, WriterRole] = {
+    "rollout": "policy",
+    "reward": "policy",
+    "success": "policy",
+    "learner": "policy",
+    "checkpoint": "policy",
+    "throughput": "policy",
+    "weights": "policy",
+    "deadletter": "policy",
+    "node": "node",
+    "slots": "node",
+    "run": "coordinator",
+    "policy": "coordinator",
+}
+
+
+def kinds_written_by(role: WriterRole) -> tuple[str, ...]:
+    """The event kinds `role` writes, in declaration order."""
+    return tuple(k for k, r in WRITER_ROLES.items() if r == role)
+
+
+_POLICY_NAMED = (
+    PolicyRegistered,
+    RolloutGroupCompleted,
+    RewardSummary,
+    SuccessVerified,
+    LearnerStepCompleted,
+    CheckpointSaved,
+    ThroughputReported,
+    LearnerStepTimed,
+    WeightsPublished,
+    CheckpointStored,
+)
+_NODE_NAMED = (NodeJoined, NodeLeft, NodeHeartbeat, SlotMoveMeasured)
+
+
+def identity_error(event: Event) -> str | None:
+    """Why `event`'s payload names a writer other than its subject's source; None if it does not.
+
+    Identity comes from the authenticated subject (`source`, the last token, which the server
+    lets only its own user write), never from a payload field: a policy or node named in the
+    payload must be that source. (`ThroughputReported.node` cannot be bound to a subject, so
+    no fold takes liveness from it.)
+    """
+    if isinstance(event, _POLICY_NAMED) and event.policy != event.source:
+        return f"{type(event).__name__} names policy {event.policy!r} on {event.source!r}'s subject"
+    if isinstance(event, _NODE_NAMED) and event.node != event.source:
+        return f"{type(event).__name__} names node {event.node!r} on {event.source!r}'s subject"
+    return None
 
 
 # --------------------------------------------------------------------------- upcasts

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from mrl_actors.checks import MAX_STEPS, check_float, check_int, fail
+from mrl_actors.checks import MAX_STEPS, check_finite_tree, check_float, check_int, fail
 from mrl_actors.errors import ConfigError
 from mrl_actors.grpo.config import GRPOConfig
 from mrl_actors.models.builtin import builtin_name, is_builtin
@@ -345,6 +345,9 @@ def parse_spec(text: str, *, source: str = "<spec>", base_dir: Path | None = Non
         raise ConfigError(f"{source}: arrays or tables nested too deeply to be a spec") from exc
     try:
         spec = msgspec.convert(raw, RunSpec)
+        check_finite_tree(raw)  # and every float the fields' own checks do not bound
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {_where(str(exc))}") from exc
     except (ValueError, TypeError, RecursionError) as exc:  # checks outside msgspec's reach

@@ -328,8 +328,8 @@ class Sim:
             self._emit(
                 ev.ThroughputReported(
                     run=RUN,
-                    source=node,
-                    event_id=ev.event_id("throughput", RUN, node, name, t_ns),
+                    source=name,  # a policy's rollout actor, naming its node
+                    event_id=ev.event_id("throughput", RUN, name, node, t_ns),
                     time_ns=t_ns,
                     node=node,
                     policy=name,

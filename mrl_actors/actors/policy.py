@@ -44,6 +44,7 @@ from mrl_actors.events import (
     CheckpointSaved,
     ThroughputReported,
     event_id,
+    kinds_written_by,
 )
 from mrl_actors.logs import get_logger
 from mrl_actors.models.load import is_complete
@@ -76,9 +77,7 @@ class PolicyActor:
     # ------------------------------------------------------------------ run
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        await self._writer.resume(
-            ["rollout", "reward", "success", "learner", "checkpoint", "throughput"]
-        )
+        await self._writer.resume(kinds_written_by("policy"))  # declared once, in events
         await self.follower.rebuild()
         await self.repair_checkpoint()
         async with anyio.create_task_group() as tg:

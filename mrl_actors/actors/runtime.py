@@ -78,6 +78,7 @@ class PolicyRuntime:
     engine: Any  # RolloutEngine
     vocab: Any  # thl.Vocab of this policy
     peer_vocabs: dict[str, Any]  # peer policy -> thl.Vocab
+    _items: dict[str, TaskItem] | None = None  # the task's train items by prompt id (verify_peer)
 
     @property
     def name(self) -> str:
@@ -130,6 +131,17 @@ class PolicyRuntime:
             scale_rewards=self.policy.grpo.scale_rewards,
             max_staleness=self.spec.probes.sharing.max_staleness,
             transfer=self.transfer,
+            verify=self.verify_peer,
+        )
+
+    def verify_peer(self, prompt_id: str, completion: Completion) -> bool:
+        """Trust, but verify: this policy's own verifier (deterministic on the text and the
+        prompt) gives a peer's completion the success the peer logged for it."""
+        if self._items is None:
+            self._items = {item.prompt_id: item for item in self.task.train_items()}
+        item = self._items.get(prompt_id)
+        return item is not None and self.task.verify(completion.text, item).success == (
+            completion.success
         )
 
     # ----------------------------------------------------------------- learn

@@ -56,6 +56,8 @@ class RunStatus:
     def fold(self, seq: int, event: Any) -> None:
         from mrl_actors import events as ev
 
+        if ev.identity_error(event) is not None:  # a payload naming another writer
+            return
         match event:
             case ev.NodeJoined(node=n) if n == event.source:
                 self.nodes[n] = {

@@ -29,7 +29,8 @@ from mrl_actors.errors import MrlError
 from mrl_actors.logs import get_logger
 from mrl_actors.mwra.config import MwraConfig
 from mrl_actors.mwra.rule import SOURCE, decide
-from mrl_actors.mwra.state import MwraState, evolve
+from mrl_actors.mwra.state import MwraState
+from mrl_actors.mwra.validate import DecisionCheck
 from mrl_actors.see.lease import Lease
 from mrl_actors.see.port import LogPort
 from mrl_actors.see.stream import EventLog
@@ -58,21 +59,25 @@ class Leader:
 
     def __init__(self, config: MwraConfig) -> None:
         self.config = config
+        self.check = DecisionCheck(config, mwra=True)  # folds only valid decisions
         self.state = MwraState()
         self.last_seq = 0  # the last sequence folded
         self.chain_seq = 0  # the sequence of the last decision on the allocator's subject
         self.own_seq = 0  # our last decision's sequence: decide again only once it is folded
         self.wake = anyio.Event()
 
-    def fold(self, seq: int, event: ev.Event) -> None:
+    def fold(self, seq: int, event: ev.Event, at_ns: int = 0) -> None:
+        """Fold the record at `seq`, stored by the server at `at_ns` (liveness is judged by
+        the server's times, not by times a client wrote)."""
         if seq <= self.last_seq:
             return
         self.last_seq = seq
         if isinstance(event, ev.SlotsAssigned) and event.source == SOURCE:
-            self.chain_seq = seq
-        self.state = evolve(
-            self.state, event, alpha=self.config.ema_alpha, rate_window_s=self.config.rate_window_s
-        )
+            self.chain_seq = seq  # the server's fence is the subject's last message, any
+        why = self.check.observe(seq, event, at_ns)
+        if why is not None:  # a forged or stale decision: the chain goes on from the last valid
+            get_logger(__name__).warning("decision_refused", seq=seq, reason=why)
+        self.state = self.check.state
         if isinstance(event, _WAKE):
             self.wake.set()
 
@@ -128,11 +133,11 @@ async def _follow(
     while True:
         try:
             async for rec in log.read(start_seq=leader.last_seq + 1, kinds=MWRA_KINDS):
-                leader.fold(rec.seq, rec.event)
+                leader.fold(rec.seq, rec.event, rec.time_ns)
             caught_up.set()
             start = leader.last_seq + 1
             async for rec in log.read(start_seq=start, kinds=MWRA_KINDS, follow=True):
-                leader.fold(rec.seq, rec.event)
+                leader.fold(rec.seq, rec.event, rec.time_ns)
         except MrlError as exc:
             logger.warning("mwra_read_failed", error=str(exc)[:300])
         await anyio.sleep(config.tick_s)

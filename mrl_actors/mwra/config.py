@@ -5,9 +5,23 @@ Decoded from the `[mwra]` table of a spec (or built in code); imports nothing he
 
 from __future__ import annotations
 
+import math
+
 import msgspec
 
+from mrl_actors.checks import check_float
 from mrl_actors.errors import ConfigError
+
+_FLOATS = (
+    "max_move_fraction",
+    "liveness_interval_s",
+    "dead_after",
+    "gain_horizon_s",
+    "default_move_s",
+    "hysteresis",
+    "ema_alpha",
+    "rate_window_s",
+)
 
 
 class MwraConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -45,6 +59,11 @@ class MwraConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     rate_window_s: float = 120.0
 
     def __post_init__(self) -> None:
+        for name in _FLOATS:  # NaN passes every comparison below: refuse it (and inf) first
+            check_float(self, name)
+        for name, weight in self.ratio.items():
+            if not math.isfinite(weight):
+                raise ConfigError(f"mwra.ratio.{name} is {weight}; weights must be finite")
         if not 0.0 < self.max_move_fraction <= 1.0:
             raise ConfigError(f"mwra.max_move_fraction is {self.max_move_fraction}; need (0, 1]")
         if self.liveness_interval_s <= 0 or self.dead_after < 1.0:  # 1: one missed beat

@@ -7,7 +7,8 @@ into the state at once, as the actor would read its own write.
 `check` replays a log: for each recorded `SlotsAssigned` from MWRA, the rule is asked at that
 event's `time_ns` with the state folded from the log up to the event's `seen_seq` (the prefix the
 live actor had read; everything before the event when it has none, as in the simulator), and
-must give the same event.
+must give the same event. Records are folded at the time the server stored them, as the live
+actor folded them.
 """
 
 from __future__ import annotations
@@ -61,15 +62,16 @@ def check(records: Iterable[Record[Any] | ev.Event], config: MwraConfig) -> list
     not read), or bare events, numbered 1, 2, ... in the order given.
     """
     items = [
-        (r.seq, r.event) if isinstance(r, Record) else (i + 1, r) for i, r in enumerate(records)
+        (r.seq, r.event, r.time_ns) if isinstance(r, Record) else (i + 1, r, 0)
+        for i, r in enumerate(records)
     ]
     wanted = sorted(
-        {e.seen_seq for _, e in items if isinstance(e, ev.SlotsAssigned) and e.seen_seq > 0}
+        {e.seen_seq for _, e, _ in items if isinstance(e, ev.SlotsAssigned) and e.seen_seq > 0}
     )
     snapshots: dict[int, MwraState] = {}
     state = MwraState()
     mismatches: list[ReplayMismatch] = []
-    for i, (seq, event) in enumerate(items):
+    for i, (seq, event, at_ns) in enumerate(items):
         while wanted and wanted[0] < seq:  # the state of the log up to and including wanted[0]
             snapshots[wanted.pop(0)] = state
         if isinstance(event, ev.SlotsAssigned) and event.source == SOURCE:
@@ -79,5 +81,7 @@ def check(records: Iterable[Record[Any] | ev.Event], config: MwraConfig) -> list
                 replayed = msgspec.structs.replace(replayed, seen_seq=event.seen_seq)
             if replayed != event:
                 mismatches.append(ReplayMismatch(i, event, replayed))
-        state = evolve(state, event, alpha=config.ema_alpha, rate_window_s=config.rate_window_s)
+        state = evolve(
+            state, event, alpha=config.ema_alpha, rate_window_s=config.rate_window_s, at_ns=at_ns
+        )
     return mismatches

@@ -12,8 +12,14 @@ Folded events and what each contributes:
 - `SlotsAssigned`: the assignment in force and its epoch (an older or equal epoch is ignored).
 - `SlotMoveMeasured`: the measured cost of moves, the last few kept for the cost gate.
 
-Only registered policies get slots: reports naming any other policy are not folded. Time comes
-only from events (`time_ns`) and from the `now` the rule is asked at.
+Only registered policies get slots: reports naming any other policy are not folded. An event
+whose payload names a policy or node other than its subject's source (`events.identity_error`)
+is not folded either (every log read has dead-lettered it already; the fold refuses it too, for
+events given to it directly). Liveness is taken only from a node's own events (`NodeJoined`,
+`NodeHeartbeat` on its own subject): `ThroughputReported.node` is written by a policy and
+cannot be bound to the node it names. Time comes only from the log and from the `now` the rule
+is asked at: the time the server stored an event (`at_ns`, a record's `time_ns`) where the
+fold is given it, else the event's own `time_ns`.
 """
 
 from __future__ import annotations
@@ -173,15 +179,25 @@ def _working(
 
 
 def evolve(
-    state: MwraState, event: ev.Event, *, alpha: float = 0.3, rate_window_s: float = 120.0
+    state: MwraState,
+    event: ev.Event,
+    *,
+    alpha: float = 0.3,
+    rate_window_s: float = 120.0,
+    at_ns: int = 0,
 ) -> MwraState:
     """The state after `event`; an event MWRA does not read returns the same object.
 
     `alpha` weighs a new learner timing in its running average; `rate_window_s` is the time
-    constant of the per-node throughput averages (both from `MwraConfig`).
+    constant of the per-node throughput averages (both from `MwraConfig`). `at_ns`: when the
+    server stored the event (its record's `time_ns`), the time liveness is judged by; 0 for an
+    event given without its record (the simulator), which then counts at its own `time_ns`.
     """
+    if ev.identity_error(event) is not None:  # a payload naming another writer
+        return state
     if not state.run:
         state = replace(state, run=event.run)
+    t = at_ns or event.time_ns
     match event:
         case ev.PolicyRegistered(policy=name):
             if name not in state.policies:
@@ -190,11 +206,11 @@ def evolve(
             0 <= slots <= MAX_NODE_SLOTS
         ):
             pass
-        case ev.NodeJoined(node=node, slots=slots, time_ns=t):
+        case ev.NodeJoined(node=node, slots=slots):
             nodes = dict(state.nodes)
             nodes[node] = NodeView(slots=slots, last_seen_ns=t)
             state = replace(state, nodes=nodes)
-        case ev.NodeHeartbeat(node=node, time_ns=t, slots=slots):
+        case ev.NodeHeartbeat(node=node, slots=slots):
             # A heartbeat also introduces a node whose `NodeJoined` this reader never saw.
             view = state.nodes.get(node)
             if view is None or view.slots != slots:
@@ -211,8 +227,7 @@ def evolve(
                 state = replace(state, nodes=nodes)
             if node not in state.left:
                 state = replace(state, left=state.left | {node})
-        case ev.ThroughputReported(node=node, policy=name, role=role, time_ns=t):
-            state = _seen(state, node, t)
+        case ev.ThroughputReported(node=node, policy=name, role=role):
             if role == "rollout" and name in state.policies:
                 sps = event.samples_per_s
                 state = _rollout_rate(state, node, name, sps, event.window_s, rate_window_s)

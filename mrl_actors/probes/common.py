@@ -60,6 +60,10 @@ class ProbeContext:
     max_staleness: int
     # (peer policy, peer completion) -> the completion in the receiver's tokens
     transfer: Callable[[str, Completion], Transferred]
+    # (prompt id, peer completion) -> whether the receiver's own verifier gives it the verdict
+    # the peer logged (trust, but verify: a peer whose verifier is wrong, or a user that lies,
+    # teaches nothing); None: not checked (unit tests of a probe's arithmetic)
+    verify: Callable[[str, Completion], bool] | None = None
 
 
 @dataclass
@@ -70,6 +74,7 @@ class ProbeMetrics:
     peer_events_used: int = 0
     dropped_stale: int = 0
     dropped_budget: int = 0
+    dropped_unverified: int = 0  # peer completions the receiver's own verifier judged otherwise
     prompts: int = 0
     prompts_rescued: int = 0
     thl_exact: int = 0  # transfers whose receiver tokens reproduce the peer's bytes exactly
@@ -83,6 +88,7 @@ class ProbeMetrics:
             "peer_events_used": float(self.peer_events_used),
             "dropped_stale": float(self.dropped_stale),
             "dropped_budget": float(self.dropped_budget),
+            "dropped_unverified": float(self.dropped_unverified),
             "prompts_rescued_share": self.prompts_rescued / self.prompts if self.prompts else 0.0,
         }
         if self.thl_transfers:
@@ -143,6 +149,16 @@ def peer_sample(
         loss_mask=t.loss_mask,
         weight=weight,
     )
+
+
+def verified(
+    ctx: ProbeContext, metrics: ProbeMetrics, prompt_id: str, completion: Completion
+) -> bool:
+    """The receiver's verifier agrees with the peer's verdict; a disagreement is counted."""
+    if ctx.verify is None or ctx.verify(prompt_id, completion):
+        return True
+    metrics.dropped_unverified += 1
+    return False
 
 
 def transfer_counted(

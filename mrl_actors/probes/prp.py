@@ -29,6 +29,7 @@ from mrl_actors.probes.common import (
     own_samples,
     peer_sample,
     transfer_counted,
+    verified,
 )
 from mrl_actors.probes.config import PRPConfig
 
@@ -60,6 +61,8 @@ def build(prompts: Sequence[PromptInputs], ctx: ProbeContext, cfg: PRPConfig) ->
             for c, a in zip(group.completions, carried, strict=True):
                 if len(accepted) >= cfg.max_per_prompt:
                     break
+                if not verified(ctx, metrics, p.own.event.prompt_id, c):
+                    continue
                 t = transfer_counted(ctx, metrics, group.policy, c)
                 if t is not None:
                     accepted.append((t, c.reward, float(a)))

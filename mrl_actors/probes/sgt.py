@@ -34,6 +34,7 @@ from mrl_actors.probes.common import (
     own_samples,
     peer_sample,
     transfer_counted,
+    verified,
 )
 from mrl_actors.probes.config import SGTConfig
 
@@ -54,6 +55,8 @@ def build(prompts: Sequence[PromptInputs], ctx: ProbeContext, cfg: SGTConfig) ->
                 break
             if not is_fresh(ctx.version, ev.policy_version, ctx.max_staleness):
                 metrics.dropped_stale += 1
+                continue
+            if not verified(ctx, metrics, p.own.event.prompt_id, ev.completion):
                 continue
             t = transfer_counted(ctx, metrics, ev.policy, ev.completion)
             if t is not None:

@@ -106,7 +106,10 @@ def _seconds(time_ns: int) -> float:
 
 
 def updates(event: ev.Event) -> list[Update]:
-    """The metric changes one event implies (none for events that carry no metric)."""
+    """The metric changes one event implies (none for events that carry no metric, nor for
+    one whose payload names a writer other than its subject's source)."""
+    if ev.identity_error(event) is not None:
+        return []
     match event:
         case ev.ThroughputReported(policy=p, role=role, node=node):
             labels: Labels = (("policy", p), ("role", role), ("node", node))

@@ -23,6 +23,7 @@ from mrl_actors.events import (
     PolicyRegistered,
     RunFinished,
     RunStarted,
+    identity_error,
 )
 from mrl_actors.report.stats import COMPARED_METRICS
 
@@ -53,13 +54,15 @@ def summarize(events: Iterable[Event]) -> dict[str, Any]:
     counts: Counter[str] = Counter()
     sources: Counter[str] = Counter()
     for ev in events:
+        if identity_error(ev) is not None:  # a payload naming another writer: left out
+            continue
         counts[ev.KIND] += 1
         sources[f"{ev.KIND}/{ev.source}"] += 1
         if isinstance(ev, RunStarted):
             run.update(name=ev.run, seed=ev.seed, code_version=ev.code_version, probes=ev.probes)
         elif isinstance(ev, PolicyRegistered | LearnerStepCompleted) and ev.policy != ev.source:
             continue
-        elif isinstance(ev, PolicyRegistered):
+        elif isinstance(ev, PolicyRegistered) and ev.policy not in policies:  # the first one
             policies[ev.policy] = {
                 "family": ev.family,
                 "model_path": ev.model_path,

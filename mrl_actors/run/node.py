@@ -55,7 +55,8 @@ from mrl_actors.events import (
     event_id,
 )
 from mrl_actors.logs import get_logger
-from mrl_actors.mwra.actor import run_mwra
+from mrl_actors.mwra.actor import MWRA_KINDS, run_mwra
+from mrl_actors.mwra.validate import DecisionCheck
 from mrl_actors.report.metrics import MetricsConfig, serve_log
 from mrl_actors.run.placement import (
     DeviceSlot,
@@ -239,12 +240,18 @@ class _Assigned:
         self.run_finished = False
         self.run_subject_last = 0  # last sequence on the run's `run` subject (RunFinished guard)
         self.last_seq = 0
+        # obey only valid decisions (mrl_actors.mwra.validate): a node user may write any
+        self.check = DecisionCheck(spec.mwra, mwra=spec.placement.allocator == "mwra")
         self.logger = get_logger(__name__, run=spec.run.name, node=node)
 
     def fold(self, rec: Any) -> bool:
         """Fold one record; True when it is a newer assignment for this node."""
         self.last_seq = rec.seq
         ev = rec.event
+        refused = self.check.observe(rec.seq, ev, rec.time_ns)
+        if refused is not None:
+            self.logger.warning("assignment_refused", seq=rec.seq, epoch=ev.epoch, reason=refused)
+            return False
         if isinstance(ev, SlotsAssigned):
             new = apply(self.state, ev, self.slots, self.names)
             if new.epoch == self.state.epoch:
@@ -264,7 +271,8 @@ class _Assigned:
 
     @property
     def done(self) -> bool:
-        return self.run_finished or self.finished >= set(self.names)
+        # by the log's learner steps, not a `RunFinished` (any node user may write one)
+        return self.finished >= set(self.names)
 
 
 async def _host_assigned(
@@ -282,7 +290,7 @@ async def _host_assigned(
     policies = {p.name: p for p in spec.policies}
     seen = _Assigned(log, spec, node, slots)
     running: dict[Hosted, anyio.CancelScope] = {}
-    kinds = ["slots", "learner", "run"]
+    kinds = ["slots", "learner", "run", *MWRA_KINDS]  # what the decision check replays
 
     async def host(h: Hosted, scope: anyio.CancelScope, *, task_status: TaskStatus[None]) -> None:
         entry = ROLES.get(h.role)

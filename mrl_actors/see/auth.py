@@ -28,20 +28,13 @@ from collections.abc import Iterable, Sequence
 import msgspec
 
 from mrl_actors.errors import ConfigError
+from mrl_actors.events import kinds_written_by
 
 ADMIN = "admin"
 READER = "reader"
-POLICY_KINDS = (
-    "rollout",
-    "reward",
-    "success",
-    "learner",
-    "checkpoint",
-    "throughput",
-    "deadletter",
-    "weights",  # asynchronous runs: one weights event per learner version
-)
-RUN_KINDS = ("run", "policy", "node", "slots")  # written by the coordinator only
+# Each kind's writer role is declared once, in `mrl_actors.events.WRITER_ROLES`.
+POLICY_KINDS = kinds_written_by("policy")  # on `mrl.R.<kind>.<policy>`, by its own user
+RUN_KINDS = (*kinds_written_by("coordinator"), *kinds_written_by("node"))  # never a policy's
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
@@ -150,10 +143,30 @@ def admin_permissions() -> Permissions:
     return Permissions(publish_allow=(">",), subscribe_allow=(">",))
 
 
-def reader_permissions(run: str, *, user: str = READER) -> Permissions:
+def _others_consumers(run: str, names: Iterable[str]) -> list[str]:
+    """Every API (and ack) subject of the durable consumers `names`: not another user's to
+    read, move or delete."""
+    s = _stream(run)
+    deny: list[str] = []
+    for p in names:
+        _check("policy", p)
+        deny += [
+            f"$JS.API.CONSUMER.*.{s}.{p}",
+            f"$JS.API.CONSUMER.*.{s}.{p}.>",
+            f"$JS.API.CONSUMER.MSG.NEXT.{s}.{p}",
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{s}.{p}",
+            f"$JS.ACK.{s}.{p}.>",
+        ]
+    return deny
+
+
+def reader_permissions(
+    run: str, policies: Sequence[str] = (), *, user: str = READER
+) -> Permissions:
+    """Read-only tools: the read APIs, no event; no policy's durable consumer (`policies`)."""
     return Permissions(
         publish_allow=(*_read(run), "$JS.API.STREAM.LIST"),
-        publish_deny=_WRITER_DENY,
+        publish_deny=(*_WRITER_DENY, *_others_consumers(run, policies)),
         subscribe_allow=(f"{inbox_prefix(user)}.>",),
     )
 
@@ -176,16 +189,8 @@ def writer_permissions(
         _check("source", name)
     own = [f"{prefix}.{run}.{k}.{src}" for src in sources for k in POLICY_KINDS]
     own += [f"{prefix}.{run}.node.{n}" for n in nodes]
-    s = _stream(run)
     others = [p for p in policies if p not in sources]
-    deny = [*_WRITER_DENY]
-    for p in others:
-        deny += [
-            f"$JS.API.CONSUMER.*.{s}.{p}",
-            f"$JS.API.CONSUMER.*.{s}.{p}.>",
-            f"$JS.API.CONSUMER.MSG.NEXT.{s}.{p}",
-            f"$JS.API.CONSUMER.DURABLE.CREATE.{s}.{p}",
-        ]
+    deny = [*_WRITER_DENY, *_others_consumers(run, others)]
     return Permissions(
         publish_allow=(*own, *_read(run, consumer_names=sources), f"$O.{_blobs(run)}.>"),
         publish_deny=tuple(deny),
@@ -195,7 +200,7 @@ def writer_permissions(
 
 def run_permissions(run: str, policies: Sequence[str]) -> dict[str, Permissions]:
     """Every user of a run on the embedded server: admin, reader and one per policy."""
-    users = {ADMIN: admin_permissions(), READER: reader_permissions(run)}
+    users = {ADMIN: admin_permissions(), READER: reader_permissions(run, policies)}
     for p in policies:
         users[policy_user(p)] = writer_permissions(run, [p], policies, user=policy_user(p))
     return users

@@ -62,14 +62,15 @@ class ObjectStoreBlobs:
 
     async def _obj(self) -> Any:
         if self._store is None:
-            from nats.js.api import ObjectStoreConfig
             from nats.js.errors import NotFoundError
 
-            try:
-                self._store = await self._js.object_store(self._bucket)
+            from mrl_actors.see.objstore import create_blob_bucket, open_blob_bucket
+
+            try:  # a write-once store whose stream refuses rollups (see.objstore)
+                self._store = await open_blob_bucket(self._js, self._bucket)
             except NotFoundError:
-                self._store = await self._js.create_object_store(
-                    self._bucket, config=ObjectStoreConfig(replicas=self._replicas)
+                self._store = await create_blob_bucket(
+                    self._js, self._bucket, replicas=self._replicas
                 )
         return self._store
 
@@ -110,7 +111,7 @@ class ObjectStoreBlobs:
     async def put_raw(self, key: str, data: bytes) -> None:
         """Overwrite the bytes under `key` without hashing: for corruption tests and repair."""
         store = await self._obj()
-        await store.put(key, data)
+        await store.replace(key, data)
 
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")

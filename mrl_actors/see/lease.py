@@ -4,8 +4,10 @@ MWRA must run once per run, on whichever node is alive. Every candidate node tri
 key `<role>` of the bucket `MRL_<run>_LEASE`; the holder renews it every tick. Both writes are
 compare-and-set on the key's revision (`create` when absent, `update(last=revision)` otherwise),
 so of two candidates the server lets exactly one through. A candidate takes the key over only
-when the holder has not renewed it for `ttl_s` (by the candidate's clock against the holder's
-stamp: hosts are expected to keep their clocks in sync, as NTP does).
+when the holder has not renewed it for `ttl_s`, judged by the time the *server* stored the
+key's last revision (the stored message's timestamp), never by a time a client wrote: a put
+with a far-future `renewed_ns` lapses like any other (against the candidate's clock: hosts are
+expected to keep their clocks in sync with the server's, as NTP does).
 
 The lease only keeps two allocators from working at once; it is not what makes their writes
 safe. A holder that stalls past its lease and wakes up still believes it leads until its next
@@ -33,7 +35,7 @@ def lease_bucket(run: str) -> str:
 
 class LeaseValue(msgspec.Struct, frozen=True):
     holder: str
-    renewed_ns: int
+    renewed_ns: int  # the holder's clock, for the record; liveness uses the server's stamp
 
 
 async def ensure_lease_bucket(js: Any, run: str, *, replicas: int = 1) -> None:
@@ -85,18 +87,29 @@ class Lease:
 
     async def current(self) -> tuple[LeaseValue | None, int]:
         """The holder on record and the key's revision (None, 0: nobody ever held it)."""
-        from nats.js.errors import KeyDeletedError, KeyNotFoundError
+        value, revision, _ = await self._current()
+        return value, revision
 
-        try:
-            entry = await (await self._bucket()).get(self.key)
-        except (KeyNotFoundError, KeyDeletedError):
-            return None, 0
+    async def _current(self) -> tuple[LeaseValue | None, int, int]:
+        """The holder on record, the key's revision and when the server stored it (ns)."""
+        from nats.js.errors import NotFoundError
+
+        bucket = lease_bucket(self.run)
+        try:  # the key's last message in one read: its revision, value and server time
+            stored = await self.js.get_msg(f"KV_{bucket}", subject=f"$KV.{bucket}.{self.key}")
+        except NotFoundError:
+            return None, 0, 0
         except Exception as exc:  # a failover, a lost server: the caller tries next tick
             raise self._failed(exc) from exc
+        op = (stored.headers or {}).get("KV-Operation", "")
+        if op in ("DEL", "PURGE"):
+            return None, 0, 0  # deleted: created afresh (nats-py handles the tombstone)
+        at = int(stored.time.timestamp() * 1e9) if stored.time is not None else 0
         try:
-            return msgspec.json.decode(entry.value or b"", type=LeaseValue), entry.revision
-        except msgspec.DecodeError:  # not ours: an expired lease to anyone
-            return LeaseValue("", 0), entry.revision
+            value = msgspec.json.decode(stored.data or b"", type=LeaseValue)
+        except msgspec.DecodeError:  # not ours: nobody's lease
+            value = LeaseValue("", 0)
+        return value, int(stored.seq or 0), at
 
     async def _swap(self, value: bytes, last: int) -> int:
         """Write the key if its revision is still `last` (0: absent): the new revision, or 0 if
@@ -115,11 +128,11 @@ class Lease:
 
     async def acquire(self) -> bool:
         """Take the lease if nobody holds it or its holder let it lapse; True if we hold it."""
-        value, revision = await self.current()
+        value, revision, stored_ns = await self._current()
         free = (
             value is None
-            or value.holder == self.holder
-            or self.clock() - value.renewed_ns > self.ttl_ns
+            or value.holder in ("", self.holder)  # released (or not a lease), or ours
+            or self.clock() - stored_ns > self.ttl_ns  # the server's stamp, not the holder's
         )
         if not free:
             return False

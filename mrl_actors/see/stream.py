@@ -16,7 +16,7 @@ import dataclasses
 import datetime as dt
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import anyio
@@ -28,6 +28,7 @@ from mrl_actors.events import (
     Event,
     decode,
     encode,
+    identity_error,
 )
 from mrl_actors.logs import get_logger
 from mrl_actors.see.blobs import BlobStore, ObjectStoreBlobs, ZarrBlobs, bucket_name
@@ -47,6 +48,12 @@ def _time_ns(t: dt.datetime | None) -> int:
 
 
 _CONSUMER_CHECK_S = 5.0
+# A read of a fixed range whose consumer still counts messages pending but delivers none for
+# this long looks for the ones the server no longer has (a corrupt block: the server skips the
+# message without a word, and its consumer would wait for it forever).
+_STALL_S = 2.0
+_STALL_LIMIT_S = 30.0  # ... and gives up with a LogError after this long without an answer
+_MAX_PROBES = 20_000  # direct gets one stalled read may spend looking for lost sequences
 _ATTEMPT_S = 5.0  # one publish attempt waits this long for its ack before it is sent again
 _WRONG_LAST_SEQUENCE = 10071  # JetStream: the expected last (subject) sequence did not match
 
@@ -87,6 +94,7 @@ class EventLog:
         self.blobs = blobs
         self.duplicates = 0  # publishes the server reported as already stored
         self.bad = 0  # undecodable messages met by reads without a dead-letter handler
+        self.lost = 0  # sequences the server no longer has, met by reads (a corrupt store)
         self.inline_limit = config.inline_limit or max(1024, nc.max_payload - _HEADROOM)
         self._log = get_logger(__name__, run=run)
 
@@ -341,6 +349,9 @@ class EventLog:
         # an event is only valid on its own subject: its run, kind and source (inline or blob)
         if subject != f"{self.config.prefix}.{event.run}.{event.KIND}.{event.source}":
             raise _decode_error("schema", f"seq {seq}: {type(event).__name__} on {subject}")
+        why = identity_error(event)  # and names no writer but its subject's source
+        if why is not None:
+            raise _decode_error("identity", f"seq {seq}: {why}")
         return event
 
     async def get(self, seq: int) -> Record[AnyEvent]:
@@ -378,12 +389,19 @@ class EventLog:
         sources: Iterable[str] = (),
         follow: bool = False,
         batch: int = 256,
+        on_lost: Callable[[list[int]], Awaitable[None]] | None = None,
     ) -> AsyncIterator[tuple[int, str, bytes, int]]:
         """Stored messages in sequence order as (seq, subject, payload, time_ns), undecoded.
 
         Without `follow`, stops when the read has caught up (no matching message pending); with
         it, waits for new ones. A read whose server-side consumer disappears (server restart,
         failover, inactivity) recreates it after the last sequence it yielded.
+
+        A read without `follow` ends in bounded time even when the server has lost messages of
+        its range (a corrupt store): once its consumer counts messages pending that it does not
+        deliver, the sequences the server no longer has are named, to `on_lost` (else one
+        warning line each, counted in `self.lost`), and the read ends; `_STALL_LIMIT_S` without
+        finding them is a `LogError`.
         """
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
         from nats.js.errors import NotFoundError
@@ -423,6 +441,12 @@ class EventLog:
         info, puller = await open_from(start_seq)
         last = -1  # the last sequence yielded
         idle_since = time.monotonic()
+        # fixed-range reads: the sequences skipped between deliveries (other subjects, or lost)
+        gaps: list[tuple[int, int]] = []
+        prev = (start_seq - 1 if start_seq else 0) if start_time is None else -1
+        pending = int(info.num_pending)
+        named: set[int] = set()
+        stalled_since = 0.0
         try:
             if not follow and info.num_pending == 0:
                 return
@@ -430,10 +454,33 @@ class EventLog:
                 msgs = await puller.fetch(batch, timeout=1.0)
                 for msg in msgs:
                     d = delivery(msg.reply)
-                    last = d.seq
+                    if not follow and prev >= 0 and d.seq > prev + 1:
+                        gaps.append((prev + 1, d.seq - 1))
+                    prev = last = d.seq
+                    pending = d.pending
                     yield d.seq, msg.subject, msg.data, d.time_ns
                     if not follow and d.pending == 0:
                         return
+                if not follow:
+                    now = time.monotonic()
+                    stalled_since = 0.0 if msgs else stalled_since or now
+                    if stalled_since and now - stalled_since >= _STALL_S:
+                        if await self._in_flight(info.name, prev):  # a slow client, not a gap
+                            stalled_since = now
+                            continue
+                        found = await self._lost(gaps, prev, want=pending - len(named))
+                        lost = [s for s in found if s not in named]
+                        if lost:
+                            named.update(lost)
+                            await self._report_lost(lost, on_lost)
+                        if len(named) >= pending:
+                            return
+                        if now - stalled_since >= _STALL_LIMIT_S:
+                            raise LogError(
+                                f"read of {self.stream} stalled after seq {prev}: the server "
+                                f"counts {pending} messages pending but delivers none, and "
+                                f"none of them is missing from the store"
+                            )
                 if msgs or time.monotonic() - idle_since < _CONSUMER_CHECK_S:
                     idle_since = time.monotonic() if msgs else idle_since
                     continue
@@ -461,6 +508,46 @@ class EventLog:
                 await _quietly(puller.stop())
                 await _quietly(self.js.delete_consumer(self.stream, info.name))
 
+    async def _in_flight(self, consumer: str, prev: int) -> bool:
+        """The server has delivered past `prev` (the messages are on their way to a busy
+        client), or the consumer cannot be asked (its loss is handled apart)."""
+        try:
+            ci = await self.js.consumer_info(self.stream, consumer, timeout=_ATTEMPT_S)
+        except Exception:  # gone or unreachable: the consumer check recreates it
+            return True
+        return int(ci.delivered.stream_seq or 0) > prev
+
+    async def _lost(self, gaps: list[tuple[int, int]], prev: int, *, want: int) -> list[int]:
+        """The sequences after `prev` (up to the stream's last), then in `gaps`, that the
+        server no longer has, probed one get each until `want` are found (at most
+        `_MAX_PROBES` gets: a filtered read's gaps are mostly other subjects' messages)."""
+        from nats.js.errors import NotFoundError
+
+        end = await self.last_seq()
+        candidates = [(max(prev, 0) + 1, end), *reversed(gaps)]
+        lost: list[int] = []
+        probes = 0
+        for lo, hi in candidates:
+            for seq in range(lo, hi + 1):
+                probes += 1
+                if probes > _MAX_PROBES or len(lost) >= want:
+                    return sorted(lost)
+                try:
+                    await _retrying(lambda s=seq: self._js_quick.get_msg(self.stream, s))
+                except NotFoundError:
+                    lost.append(seq)
+        return sorted(lost)
+
+    async def _report_lost(
+        self, seqs: list[int], on_lost: Callable[[list[int]], Awaitable[None]] | None
+    ) -> None:
+        if on_lost is not None:
+            await on_lost(seqs)
+            return
+        for seq in seqs:
+            self.lost += 1
+            self._log.warning("message_lost", stream=self.stream, seq=seq)
+
     async def read(
         self,
         *,
@@ -479,6 +566,17 @@ class EventLog:
         (counted, logged, dead-lettered where the reader may write) and the read goes on;
         without it, it is counted in `self.bad` and logged. `strict=True` raises instead.
         """
+
+        async def lost(seqs: list[int]) -> None:
+            if strict:
+                raise LogError(f"{self.stream}: the server no longer has seq {seqs[0]}")
+            for seq in seqs:
+                exc = _decode_error("lost", f"seq {seq}: the server no longer has this message")
+                if dead_letters is not None:
+                    await dead_letters.add(seq, "", b"", exc)
+                else:
+                    await self._report_lost([seq], None)
+
         async for seq, subject, data, t in self.read_raw(
             start_seq=start_seq,
             start_time=start_time,
@@ -486,6 +584,7 @@ class EventLog:
             sources=sources,
             follow=follow,
             batch=batch,
+            on_lost=lost,
         ):
             try:
                 event = await self.decode_payload(subject, seq, data)
@@ -514,16 +613,17 @@ def _grown(current: Any, limits: dict[str, Any]) -> bool:
 
 
 async def _ensure_bucket(js: Any, run: str, config: LogConfig) -> None:
-    from nats.js.api import ObjectStoreConfig
     from nats.js.errors import APIError, NotFoundError
 
+    from mrl_actors.see.objstore import create_blob_bucket, harden_blob_bucket, open_blob_bucket
+
     try:
-        await js.object_store(bucket_name(run))
+        await open_blob_bucket(js, bucket_name(run))
+        await harden_blob_bucket(js, bucket_name(run))  # one made by an older version
     except NotFoundError:
-        try:
-            await js.create_object_store(
-                bucket_name(run),
-                config=ObjectStoreConfig(replicas=config.replicas, max_bytes=config.max_bytes),
+        try:  # rollups refused by the stream (see.objstore): no writer can erase the bucket
+            await create_blob_bucket(
+                js, bucket_name(run), replicas=config.replicas, max_bytes=config.max_bytes
             )
         except APIError as exc:
             raise _create_error(f"blob bucket {bucket_name(run)}", config, exc) from exc

@@ -149,3 +149,70 @@ async def test_a_policy_publishes_its_own_weights_and_not_a_peers(srv: EmbeddedS
     async with open_log(info=srv.info(), user=policy_user("b"), config=FAST) as other:
         assert await other.blobs.get(ref) == b"safetensors bytes of a's weights"
     assert await _stored(srv) == ["r/weights/a/1"]
+
+
+async def test_a_policy_cannot_erase_or_rewrite_the_blob_bucket(srv: EmbeddedServer) -> None:
+    """Rollup (`Nats-Rollup: all` on a chunk subject), purge, message delete and a forged
+    metadata message on a peer's blob: refused by the server, or never read; a's blob stays
+    readable byte for byte, for every user."""
+    import base64
+    import json
+
+    import nats.errors
+    from nats.js.errors import APIError
+
+    blob = b"a's weights, version 1" * 100
+    async with open_log(info=srv.info(), user=policy_user("a"), config=FAST) as log:
+        ref = await log.blobs.put(blob)
+    async with open_log(info=srv.info(), user=policy_user("b"), config=FAST) as log:
+        js = log.nc.jetstream(timeout=1.0)
+        bucket, stream = "MRL_r_BLOBS", "OBJ_MRL_r_BLOBS"
+        for subject, value in ((f"$O.{bucket}.C.x", "all"), (f"$O.{bucket}.C.x", "sub")):
+            with pytest.raises(APIError, match="rollup"):
+                await js.publish(subject, b"", headers={"Nats-Rollup": value})
+        for attempt in (js.purge_stream(stream), js.delete_msg(stream, 1)):
+            with pytest.raises((APIError, nats.errors.TimeoutError)):
+                await attempt
+        # a later metadata message naming a's blob, pointing at b's chunks: stored, never read
+        meta = f"$O.{bucket}.M." + base64.urlsafe_b64encode(ref.key.encode()).decode()
+        await js.publish(f"$O.{bucket}.C.forged", b"b's bytes")
+        info = {"name": ref.key, "bucket": bucket, "nuid": "forged", "size": 9, "chunks": 1}
+        await js.publish(meta, json.dumps(info).encode())
+        # chunks appended to a's own chunk subject: never read either
+        first = await js.get_msg(stream, seq=1, subject=meta, next=True)
+        nuid = json.loads(first.data)["nuid"]
+        await js.publish(f"$O.{bucket}.C.{nuid}", b"appended")
+    for user in (policy_user("a"), policy_user("b"), "reader"):
+        async with open_log(info=srv.info(), user=user, config=FAST) as log:
+            assert await log.blobs.get(ref) == blob
+    async with open_log(info=srv.info(), config=FAST) as admin:
+        state = (await admin.js.stream_info("OBJ_MRL_r_BLOBS")).state
+        assert state.messages >= 2  # nothing was erased
+
+
+async def test_the_reader_cannot_use_a_policys_durable_consumer(
+    srv: EmbeddedServer, make_rollout: MakeRollout
+) -> None:
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    async with open_log(info=srv.info(), user=policy_user("a"), config=FAST) as log:
+        await log.append(make_rollout("r", "a", 1))
+        await log.js.add_consumer(
+            "MRL_r", ConsumerConfig(durable_name="a", ack_policy=AckPolicy.EXPLICIT)
+        )
+    async with open_log(info=srv.info(), user="reader", config=FAST) as log:
+        js = log.nc.jetstream(timeout=1.0)
+        attempts: list[Any] = [
+            js.consumer_info("MRL_r", "a"),
+            js.delete_consumer("MRL_r", "a"),
+            log.nc.request("$JS.API.CONSUMER.MSG.NEXT.MRL_r.a", b'{"batch":1}', timeout=1.0),
+        ]
+        for attempt in attempts:
+            with pytest.raises(Exception):  # noqa: B017 - refused: no answer, or an API error
+                await attempt
+        ack = "$JS.ACK.MRL_r.a.1.1.1.0.0"
+        await log.nc.publish(ack, b"")  # a permission violation: dropped by the server
+        await log.nc.flush()
+    async with open_log(info=srv.info(), config=FAST) as admin:
+        info = await admin.js.consumer_info("MRL_r", "a")
+        assert info.delivered.stream_seq == 0 and info.ack_floor.stream_seq == 0

@@ -34,7 +34,7 @@ def _events() -> list[ev.Event]:
         ev.NodeHeartbeat(**base, source="n0", event_id="hb", node="n0", slots=4),
         ev.ThroughputReported(
             **base,
-            source="n0",
+            source="qwen",
             event_id="tp",
             node="n0",
             policy="qwen",

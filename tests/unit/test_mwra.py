@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -60,8 +61,8 @@ def throughput(node: str, policy: str, sps: float, t: float) -> ev.ThroughputRep
     """One rollout slot's report: `sps` samples/s while generating."""
     return ev.ThroughputReported(
         run=RUN,
-        source=node,
-        event_id=ev.event_id("throughput", RUN, node, policy, t),
+        source=policy,  # a policy's rollout actor writes it, naming the node it runs on
+        event_id=ev.event_id("throughput", RUN, policy, node, t),
         time_ns=int(t * S),
         node=node,
         policy=policy,
@@ -117,7 +118,9 @@ def started(config: MwraConfig, slots: int = 8) -> Allocator:
 
 
 def per_slot_report(alloc: Allocator, rates: dict[str, float], t: float) -> None:
-    """Each policy's rollout slots report `rates[p]` samples/s per slot."""
+    """Each policy's rollout slots report `rates[p]` samples/s per slot (and the node beats:
+    a policy's report says nothing of its node's liveness)."""
+    alloc.observe(heartbeat("n0", alloc.state.nodes["n0"].slots, t))
     for p, r in rates.items():
         alloc.observe(throughput("n0", p, r, t))
 
@@ -195,6 +198,7 @@ def test_a_rebalance_reaches_its_target_and_does_not_stop_inside_the_band() -> N
     alloc = started(config, slots=64)
     t = 10.0
     for step in range(1, 8):
+        alloc.observe(heartbeat("n0", 64, t))  # a policy's report keeps no node alive
         for p, rate in (("a", 4.0), ("b", 1.0)):  # per working slot (moved ones still load)
             alloc.observe(throughput("n0", p, rate, t))
         alloc.observe(stepped("a", step, t))
@@ -513,3 +517,26 @@ def test_a_multi_slot_learner_is_placed_and_moved_as_one_unit_on_one_node() -> N
     assert _learner_nodes(alloc.state, "a") == [alive, alive]
     assert Counter(alloc.state.assignment.values())[("b", "learner")] == 1
     assert rollout_counts(alloc.state)["a"] >= 1 or len(alloc.state.assignment) < 4
+
+
+def test_payload_identities_other_than_the_subjects_source_are_not_folded() -> None:
+    """A policy's report naming a node keeps no node alive; a node's heartbeat naming another
+    node invents none; a learner timing naming another policy changes nothing of it."""
+    config = MwraConfig()
+    alloc = Allocator(config)
+    for e in (registered("a"), registered("b"), joined("n0", 4), joined("n1", 4)):
+        alloc.observe(e)
+    assert alloc.step(0) is not None
+    later = 10 * config.liveness_interval_s
+    alloc.observe(heartbeat("n0", 4, later))
+    # n1 is dead; a policy says it is working there, n0 claims a node of 4096 slots
+    alloc.observe(throughput("n1", "a", 3.0, later))
+    forged_beat = msgspec.structs.replace(heartbeat("n0", 4096, later), node="n9")
+    alloc.observe(forged_beat)
+    forged_timing = msgspec.structs.replace(stepped("a", 7, later), policy="b")
+    alloc.observe(forged_timing)
+    assert "n9" not in alloc.state.nodes
+    assert alloc.state.policies["b"].version == 0
+    decision = alloc.step(int(later * S))
+    assert decision is not None
+    assert {a.node for a in decision.assignments} == {"n0"}  # the dead node's slots moved

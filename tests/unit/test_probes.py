@@ -281,3 +281,51 @@ def test_probes_are_deterministic_functions_of_their_inputs() -> None:
     assert [s.advantage for s in a.on_policy + a.off_policy] == [
         s.advantage for s in b.on_policy + b.off_policy
     ]
+
+
+def test_a_peer_success_the_receivers_verifier_rejects_is_not_learned_from() -> None:
+    """Trust, but verify: two peer "successes" on one prompt, one whose text the receiver's own
+    verifier (the real arithmetic task) rejects; only the true one is learned from, and the
+    other is counted in `dropped_unverified`."""
+    import msgspec
+
+    from mrl_actors.actors.runtime import PolicyRuntime
+    from mrl_actors.tasks import TaskConfig, make_task
+
+    task = make_task(TaskConfig())
+    item = task.train_items()[0]
+    rt = PolicyRuntime(None, None, task, None, None, None, None, None, {})  # type: ignore[arg-type]
+    own = Seen(1, msgspec.structs.replace(_group("a", [0.0] * 4), prompt_id=item.prompt_id))
+
+    def success(index: int, text: str) -> Seen[SuccessVerified]:
+        ev = _success("b", index=index)
+        c = msgspec.structs.replace(ev.completion, text=text)
+        return Seen(10 + index, msgspec.structs.replace(ev, prompt_id=item.prompt_id, completion=c))
+
+    wrong = str(int(item.answer) + 1)
+    peers = [success(0, f"the answer is {wrong}"), success(1, f"the answer is {item.answer}")]
+    ctx = ProbeContext(
+        version=0,
+        scale_rewards="group",
+        max_staleness=1,
+        transfer=_identity_transfer(),
+        verify=rt.verify_peer,
+    )
+    cfg = ProbesConfig(sgt=SGTConfig(k=2, loss="luffy", advantage="pooled"))
+    batch = build_batch("sgt", cfg, [PromptInputs(own=own, peer_successes=peers)], ctx)
+    assert len(batch.off_policy) == 1
+    np.testing.assert_array_equal(batch.off_policy[0].completion_ids, np.arange(101, 105))
+    assert batch.metrics.dropped_unverified == 1
+    assert batch.metrics.as_dict()["dropped_unverified"] == 1.0
+    # without the check (a receiver that trusts), both would have been learned from
+    trusting = ProbeContext(
+        version=0, scale_rewards="group", max_staleness=1, transfer=_identity_transfer()
+    )
+    assert (
+        len(
+            build_batch(
+                "sgt", cfg, [PromptInputs(own=own, peer_successes=peers)], trusting
+            ).off_policy
+        )
+        == 2
+    )
