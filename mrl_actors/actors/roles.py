@@ -79,6 +79,14 @@ async def run_learner(
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Host `policy_name`'s learner until it has taken `run.steps` (or `opts.stop_after`) steps."""
+    if _policy(spec, policy_name).learner_slots > 1:  # ranks 1..N-1 in processes of their own
+        from mrl_actors.actors.learner_ranks import hosted_ranks
+
+        build = partial(learner_runtime, spec, policy_name, run_dir)
+        async with hosted_ranks(spec, policy_name, run_dir, device, build) as lead:
+            actor = LearnerActor(log, lead, run_dir, opts or ActorOptions())
+            await actor.run(task_status=task_status)
+        return
     rt = await anyio.to_thread.run_sync(learner_runtime, spec, policy_name, run_dir, device)
     actor = LearnerActor(log, rt, run_dir, opts or ActorOptions())
     await actor.run(task_status=task_status)
