@@ -20,7 +20,7 @@ from anyio.abc import TaskStatus
 from mrl_actors.actors.learner import LearnerActor
 from mrl_actors.actors.policy import ActorOptions
 from mrl_actors.actors.rollout import RolloutActor
-from mrl_actors.actors.runtime import PolicyRuntime, build_runtime, checkpoint_dir
+from mrl_actors.actors.runtime import PolicyRuntime, build_runtime, checkpoint_dir, engine_dir
 from mrl_actors.actors.shares import SlotKey
 from mrl_actors.errors import ConfigError
 from mrl_actors.spec import PolicySpec, RunSpec
@@ -46,11 +46,20 @@ _BUILD_LOCK = threading.Lock()
 
 
 def learner_runtime(spec: RunSpec, name: str, run_dir: Path, device: str = "cpu") -> PolicyRuntime:
-    """The learner's runtime at step 0 (its `step-0` checkpoint, saved on the first start)."""
+    """The learner's runtime at step 0 (its `step-0` checkpoint, saved on the first start).
+
+    An asynchronous learner samples nothing: it evaluates with an HF engine over its own model,
+    so a vLLM policy's learner starts no engine of its own (its rollout actors do).
+    """
+    from mrl_actors.rollout.factory import evaluation_engine
     from mrl_actors.run.node import prepare_runtime
 
     with _BUILD_LOCK:
-        return prepare_runtime(spec, _policy(spec, name), run_dir, device)
+        rt = prepare_runtime(spec, _policy(spec, name), run_dir, device)
+    if spec.run.mode == "async" and rt.policy.engine.kind != "hf":
+        rt.close()  # a vLLM engine starts on first use: this one never did
+        rt.engine = evaluation_engine(rt.policy.engine, rt.model, rt.tokenizer)
+    return rt
 
 
 def rollout_runtime(spec: RunSpec, name: str, run_dir: Path, device: str = "cpu") -> PolicyRuntime:
@@ -63,7 +72,13 @@ def rollout_runtime(spec: RunSpec, name: str, run_dir: Path, device: str = "cpu"
     start = checkpoint_dir(run_dir, name, 0)
     weights = start if is_complete(start) else None
     with _BUILD_LOCK:
-        rt = build_runtime(spec, _policy(spec, name), make_task(spec.task), weights_dir=weights)
+        rt = build_runtime(
+            spec,
+            _policy(spec, name),
+            make_task(spec.task),
+            weights_dir=weights,
+            engine_dir=engine_dir(run_dir, name),
+        )
         return _to_device(rt, device)
 
 
@@ -80,7 +95,10 @@ async def run_learner(
     """Host `policy_name`'s learner until it has taken `run.steps` (or `opts.stop_after`) steps."""
     rt = await anyio.to_thread.run_sync(learner_runtime, spec, policy_name, run_dir, device)
     actor = LearnerActor(log, rt, run_dir, opts or ActorOptions())
-    await actor.run(task_status=task_status)
+    try:
+        await actor.run(task_status=task_status)
+    finally:
+        rt.close()
 
 
 async def run_rollout(
@@ -105,7 +123,10 @@ async def run_rollout(
         )
     rt = await anyio.to_thread.run_sync(rollout_runtime, spec, policy_name, run_dir, device)
     actor = RolloutActor(log, rt, replica, opts or ActorOptions(), slot=slot)
-    await actor.run(task_status=task_status)
+    try:
+        await actor.run(task_status=task_status)
+    finally:
+        rt.close()
 
 
 async def run_policy_async(

@@ -33,6 +33,11 @@ def checkpoint_dir(run_dir: Path, policy: str, step: int) -> Path:
     return run_dir / "checkpoints" / policy / f"step-{step}"
 
 
+def engine_dir(run_dir: Path, policy: str) -> Path:
+    """Where `policy`'s vLLM engines write the weight versions they load (one directory each)."""
+    return run_dir / "engines" / policy
+
+
 def load_initial_model(spec: RunSpec, policy: PolicySpec, task: Task) -> tuple[Any, Any]:
     """The policy's starting weights: a cached warm-started tiny model, or a real checkpoint.
 
@@ -74,6 +79,12 @@ class PolicyRuntime:
     engine: Any  # RolloutEngine
     vocab: Any  # thl.Vocab of this policy
     peer_vocabs: dict[str, Any]  # peer policy -> thl.Vocab
+
+    def close(self) -> None:
+        """Stop the engine's processes, where it has any (a vLLM engine), and remove its files."""
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
 
     @property
     def name(self) -> str:
@@ -242,11 +253,13 @@ def build_runtime(
     *,
     weights_dir: Path | None = None,
     device: str = "cpu",
+    engine_dir: Path | None = None,
 ) -> PolicyRuntime:
     """A runtime for `policy`: from `weights_dir` when given (replay, resume), else its start.
 
     The model lives on `device` (its slot's: "cpu" or "cuda:N") in the policy's dtype, before the
-    optimizer is made, so the optimizer state, the engine and checkpoints follow it.
+    optimizer is made, so the optimizer state, the engine and checkpoints follow it. A vLLM
+    engine keeps its weight versions under `engine_dir` (`engine_dir(run_dir, policy)`).
     """
     from mrl_actors.grpo import GRPOLearner
     from mrl_actors.models.load import load_model
@@ -263,7 +276,7 @@ def build_runtime(
     learner = GRPOLearner(
         model, policy.grpo, seed=spec.run.seed, pad_id=tokenizer.pad_token_id or 0
     )
-    engine = make_engine(policy.engine, model, tokenizer)
+    engine = make_engine(policy.engine, model, tokenizer, engine_dir=engine_dir)
     vocabs = {p.name: load_vocab(p.model) for p in spec.policies}
     return PolicyRuntime(
         spec=spec,

@@ -39,7 +39,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from mrl_actors.actors.policy import ActorOptions, PolicyActor
-from mrl_actors.actors.runtime import PolicyRuntime, build_runtime, checkpoint_dir
+from mrl_actors.actors.runtime import PolicyRuntime, build_runtime, checkpoint_dir, engine_dir
 from mrl_actors.errors import MrlError
 from mrl_actors.events import (
     LearnerStepCompleted,
@@ -74,12 +74,15 @@ def prepare_runtime(
     logger = get_logger(__name__, run=spec.run.name, policy=policy.name)
     for gone in discard_partial_saves(start.parent):  # this process owns the policy's directory
         logger.warning("partial_checkpoint_discarded", path=str(gone))
+    engines = engine_dir(run_dir, policy.name)
     if is_complete(start):
-        return build_runtime(spec, policy, task, weights_dir=start, device=device)
+        return build_runtime(
+            spec, policy, task, weights_dir=start, device=device, engine_dir=engines
+        )
     if start.exists():
         logger.warning("incomplete_checkpoint_discarded", path=str(start))
         discard(start)
-    rt = build_runtime(spec, policy, task, device=device)
+    rt = build_runtime(spec, policy, task, device=device, engine_dir=engines)
     rt.learner.save_checkpoint(start, rt.tokenizer)
     return rt
 
@@ -116,7 +119,10 @@ async def host_lockstep(h: Hosting, *, task_status: TaskStatus[None]) -> None:
     get_logger(__name__, run=h.spec.run.name, policy=h.policy.name).info(
         "policy_ready", replayed_steps=replayed, device=h.slot.device
     )
-    await PolicyActor(h.log, rt, h.run_dir, h.opts).run(task_status=task_status)
+    try:
+        await PolicyActor(h.log, rt, h.run_dir, h.opts).run(task_status=task_status)
+    finally:
+        rt.close()
 
 
 async def host_learner(h: Hosting, *, task_status: TaskStatus[None]) -> None:
@@ -301,6 +307,7 @@ async def _host_policies(
         for p in chosen:
             own = await stack.enter_async_context(_connection(log, log_for, p.name))
             rt = await anyio.to_thread.run_sync(prepare_runtime, spec, p, run_dir, slot.device)
+            stack.callback(rt.close)  # a vLLM engine's processes and files
             replayed = await replay(own, rt)
             logger.info("policy_ready", policy=p.name, replayed_steps=replayed)
             actors.append(PolicyActor(own, rt, run_dir, opts))
