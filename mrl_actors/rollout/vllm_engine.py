@@ -32,6 +32,7 @@ import os
 import shutil
 import socket
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -260,6 +261,7 @@ class VLLMEngine:
     def _run_from(self, model_dir: Path) -> None:
         """(Re)start the engine on `model_dir`; on failure it is down, and says so when used."""
         self._stop()
+        t0 = time.perf_counter()
         try:
             self._llm = self._start(model_dir)
         except Exception as exc:
@@ -269,6 +271,12 @@ class VLLMEngine:
             ) from exc
         self._holder[0] = self._llm
         self._down, self.model_dir = "", model_dir
+        log.info(
+            "vllm.engine_started",
+            model_dir=str(model_dir),
+            device=self.device,
+            seconds=round(time.perf_counter() - t0, 2),
+        )
 
     def _stop(self) -> None:
         if self._llm is not None:
