@@ -47,7 +47,7 @@ PIP_QUIET := --quiet --disable-pip-version-check
 $(VLLM_BIN)/.installed: pyproject.toml constraints-vllm.txt
 	$(PY) -m venv $(VLLM_VENV)
 	$(VLLM_BIN)/pip install $(PIP_QUIET) --no-deps -r constraints-vllm.txt
-	$(VLLM_BIN)/pip install $(PIP_QUIET) --no-deps --no-build-isolation -e .
+	$(VLLM_BIN)/pip install $(PIP_QUIET) --no-deps -e .
 	$(VLLM_BIN)/python -c "from vllm import LLM; import mrl_actors.rollout.vllm_engine"
 	touch $@
 
