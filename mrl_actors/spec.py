@@ -25,6 +25,7 @@ from mrl_actors.mwra.config import MwraConfig
 from mrl_actors.probes.config import ProbeName
 from mrl_actors.probes.registry import ProbesConfig, check_probe
 from mrl_actors.rollout.base import EngineConfig
+from mrl_actors.rollout.heads import check_head_dim, model_head_dim
 from mrl_actors.see.natsconf import check_duration
 from mrl_actors.tasks import TaskConfig
 from mrl_actors.thl.residual import ResidualBudget
@@ -369,7 +370,23 @@ def parse_spec(text: str, *, source: str = "<spec>", base_dir: Path | None = Non
         spec = msgspec.structs.replace(
             spec, policies=[_resolve_model(p, base_dir) for p in spec.policies]
         )
+    _check_vllm_heads(spec, source)
     return spec
+
+
+def _check_vllm_heads(spec: RunSpec, source: str) -> None:
+    """A vLLM policy's head size is one vLLM's CPU kernels take, unless every slot the
+    placement gives it is a GPU (`rollout.heads`); models not on disk yet are checked when their
+    engine is built."""
+    for i, p in enumerate(spec.policies):
+        if p.engine.kind != "vllm":
+            continue
+        slots = [s.slot for s in spec.placement.slots if s.policy == p.name]
+        on_cpu = not slots or any(s.startswith("cpu:") for s in slots)
+        tiny = (p.tiny.hidden_size, p.tiny.heads) if p.tiny is not None else None
+        check_head_dim(
+            model_head_dim(p.model, tiny), on_cpu=on_cpu, where=f"{source}: policies[{i}].engine"
+        )
 
 
 def effective_toml(spec: RunSpec) -> str:

@@ -220,6 +220,7 @@ async def _host_policies(
         for p in chosen:
             own = await stack.enter_async_context(_connection(log, log_for, p.name))
             rt = await anyio.to_thread.run_sync(prepare_runtime, spec, p, run_dir, slot.device)
+            stack.callback(rt.close)  # a vLLM engine's processes and files
             replayed = await replay(own, rt)
             logger.info("policy_ready", policy=p.name, replayed_steps=replayed)
             actors.append(PolicyActor(own, rt, run_dir, opts))
