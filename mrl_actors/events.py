@@ -33,6 +33,8 @@ MAX_EVENT_BYTES = 64 * 1024 * 1024
 # an int64 column or a JSON reader holds them exactly), lists are bounded, metrics are finite.
 MAX_COUNT = 2**63
 Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT - 1)]
+# A version or step that may be absent: -1 says "none" (a full weights version has no base).
+OptionalCount = Annotated[int, msgspec.Meta(ge=-1, le=MAX_COUNT - 1)]
 Finite = Annotated[float, msgspec.Meta(ge=-1.7976931348623157e308, le=1.7976931348623157e308)]
 MAX_COMPLETIONS = 4096  # completions in one group
 MAX_CONSUMED = 1_000_000  # stream sequences one learner step consumed
@@ -426,7 +428,7 @@ class WeightsPublished(
     blob: BlobRef  # safetensors bytes of the state dict, or a delta against `base`
     # A delta version (`models.delta`): `blob` holds the XOR of this state's bytes with those
     # of full version `base_version`, whose blob is `base`. -1 (and no base): `blob` is full.
-    base_version: int = -1
+    base_version: OptionalCount = -1
     base: BlobRef | None = None
     # sha256 of this version's full safetensors bytes (a delta's reconstruction is checked
     # against it before loading); "" in events written before deltas: `blob.sha256`.

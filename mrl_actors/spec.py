@@ -25,6 +25,7 @@ from mrl_actors.mwra.config import MwraConfig
 from mrl_actors.probes.config import ProbeName
 from mrl_actors.probes.registry import ProbesConfig, check_probe
 from mrl_actors.rollout.base import EngineConfig
+from mrl_actors.rollout.heads import check_head_dim, model_head_dim
 from mrl_actors.see.natsconf import check_duration
 from mrl_actors.tasks import TaskConfig
 from mrl_actors.thl.residual import ResidualBudget
@@ -65,6 +66,10 @@ class RunSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # `<run dir>/tensorboard/<policy>/` (`mrl_actors.report.tensorboard`); the log holds them
     # either way.
     tensorboard: bool = False
+    # How `mrl run` hosts the policies: "one" process for all (the default), or "per_policy":
+    # each policy in an `mrl-node --policies NAME` process of its own, against the run's server,
+    # so one policy's threads, memory traffic and interpreter lock do not slow the others.
+    processes: Literal["one", "per_policy"] = "one"
 
     def __post_init__(self) -> None:
         check_name(self)
@@ -139,9 +144,18 @@ class PolicySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # Weights, optimizer state and checkpoints in this dtype: "auto" is float32 on a CPU slot
     # and bfloat16 on a GPU slot (`mrl_actors.run.placement.torch_dtype`).
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # Ranks of the policy's learner (`mode = "async"`): N > 1 runs it as N torch.distributed
+    # processes with FSDP2 (gloo on CPU, NCCL on CUDA) on one node's N learner slots, splitting
+    # each step's `grpo.grad_accum` micro-batches between them (`mrl_actors.grpo.distributed`).
+    learner_slots: int = 1
+    # CPU threads of each process hosting this policy (split between its learner ranks);
+    # 0: the machine's cores shared evenly between the spec's policies.
+    threads: int = 0
 
     def __post_init__(self) -> None:
         check_name(self)
+        check_int(self, "learner_slots", 1, 1024)
+        check_int(self, "threads", 0, 4096)
         if not self.model:
             fail("model", "a directory or a hub id", self.model)
         if (
@@ -261,9 +275,13 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
                 fail(f"policies[{i}].name", f"not one of {sorted(RESERVED_SOURCES)}", name)
         if self.placement.allocator == "mwra" and self.run.mode != "async":
             fail("placement.allocator", "'static' unless run.mode = 'async'", "mwra")
+        slots = {p.name: p.learner_slots for p in self.policies}
         for name, n in self.mwra.learner_slots.items():
-            if n != 1:  # one learner actor per policy: data-parallel learners are not built
-                fail(f"mwra.learner_slots.{name}", "1", n)
+            if n != slots.get(name, n):  # the policy's learner has as many ranks as slots
+                fail(f"mwra.learner_slots.{name}", f"the policy's learner_slots ({slots[name]})", n)
+        for i, p in enumerate(self.policies):
+            if p.learner_slots > 1 and self.run.mode != "async":
+                fail(f"policies[{i}].learner_slots", "1 unless run.mode = 'async'", p.learner_slots)
         if (
             self.run.mode == "async"
             and self.run.probe != "independent"
@@ -284,8 +302,13 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
             placed.add((ps.node, ps.slot))
         for name in names if self.placement.slots else ():
             learners = [s for s in self.placement.slots if s.policy == name and s.role == "learner"]
-            if len(learners) != 1:
-                fail("placement.slots", f"exactly one learner slot for policy {name!r}", learners)
+            if len(learners) != slots[name] or len({s.node for s in learners}) != 1:
+                # a learner's ranks are one unit: all its slots on one node
+                fail(
+                    "placement.slots",
+                    f"{slots[name]} learner slot(s) for policy {name!r}, all on one node",
+                    learners,
+                )
             rollouts = [s for s in self.placement.slots if s.policy == name and s.role == "rollout"]
             static = self.placement.allocator == "static"
             if self.run.mode == "async" and static and len(rollouts) != self.run.rollout_replicas:
@@ -306,6 +329,11 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
                     f"group_size): loss_type {p.grpo.loss_type!r} needs equal micro-batches",
                     p.grpo.grad_accum,
                 )
+
+    def mwra_config(self) -> MwraConfig:
+        """`[mwra]` with every policy's `learner_slots` (the allocator places them as units)."""
+        slots = {**self.mwra.learner_slots, **{p.name: p.learner_slots for p in self.policies}}
+        return msgspec.structs.replace(self.mwra, learner_slots=slots)
 
     def with_probe(self, probe: ProbeName, *, seed: int | None = None, name: str = "") -> RunSpec:
         run = msgspec.structs.replace(
@@ -365,7 +393,23 @@ def parse_spec(text: str, *, source: str = "<spec>", base_dir: Path | None = Non
         spec = msgspec.structs.replace(
             spec, policies=[_resolve_model(p, base_dir) for p in spec.policies]
         )
+    _check_vllm_heads(spec, source)
     return spec
+
+
+def _check_vllm_heads(spec: RunSpec, source: str) -> None:
+    """A vLLM policy's head size is one vLLM's CPU kernels take, unless every slot the
+    placement gives it is a GPU (`rollout.heads`); models not on disk yet are checked when their
+    engine is built."""
+    for i, p in enumerate(spec.policies):
+        if p.engine.kind != "vllm":
+            continue
+        slots = [s.slot for s in spec.placement.slots if s.policy == p.name]
+        on_cpu = not slots or any(s.startswith("cpu:") for s in slots)
+        tiny = (p.tiny.hidden_size, p.tiny.heads) if p.tiny is not None else None
+        check_head_dim(
+            model_head_dim(p.model, tiny), on_cpu=on_cpu, where=f"{source}: policies[{i}].engine"
+        )
 
 
 def effective_toml(spec: RunSpec) -> str:

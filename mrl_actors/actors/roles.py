@@ -22,11 +22,18 @@ from mrl_actors.actors.options import ActorOptions
 from mrl_actors.actors.policy import PolicyActor
 from mrl_actors.actors.replay import replay
 from mrl_actors.actors.rollout import RolloutActor
-from mrl_actors.actors.runtime import PolicyRuntime, build_runtime, checkpoint_dir, prepare_runtime
+from mrl_actors.actors.runtime import (
+    PolicyRuntime,
+    build_runtime,
+    checkpoint_dir,
+    engine_dir,
+    prepare_runtime,
+)
 from mrl_actors.errors import ConfigError
 from mrl_actors.events import SlotKey
 from mrl_actors.logs import get_logger
 from mrl_actors.models.load import is_complete
+from mrl_actors.rollout.factory import evaluation_engine
 from mrl_actors.see.port import LogPort
 from mrl_actors.spec import PolicySpec, RunSpec
 from mrl_actors.tasks import make_task
@@ -52,9 +59,17 @@ _BUILD_LOCK = threading.Lock()
 
 
 def learner_runtime(spec: RunSpec, name: str, run_dir: Path, device: str = "cpu") -> PolicyRuntime:
-    """The learner's runtime at step 0 (its `step-0` checkpoint, saved on the first start)."""
+    """The learner's runtime at step 0 (its `step-0` checkpoint, saved on the first start).
+
+    An asynchronous learner samples nothing: it evaluates with an HF engine over its own model,
+    so a vLLM policy's learner starts no engine of its own (its rollout actors do).
+    """
     with _BUILD_LOCK:
-        return prepare_runtime(spec, _policy(spec, name), run_dir, device)
+        rt = prepare_runtime(spec, _policy(spec, name), run_dir, device)
+    if spec.run.mode == "async" and rt.policy.engine.kind != "hf":
+        rt.close()  # a vLLM engine starts on first use: this one never did
+        rt.engine = evaluation_engine(rt.policy.engine, rt.model, rt.tokenizer)
+    return rt
 
 
 def rollout_runtime(spec: RunSpec, name: str, run_dir: Path, device: str = "cpu") -> PolicyRuntime:
@@ -64,7 +79,13 @@ def rollout_runtime(spec: RunSpec, name: str, run_dir: Path, device: str = "cpu"
     start = checkpoint_dir(run_dir, name, 0)
     weights = start if is_complete(start) else None
     with _BUILD_LOCK:
-        rt = build_runtime(spec, _policy(spec, name), make_task(spec.task), weights_dir=weights)
+        rt = build_runtime(
+            spec,
+            _policy(spec, name),
+            make_task(spec.task),
+            weights_dir=weights,
+            engine_dir=engine_dir(run_dir, name),
+        )
         return _to_device(rt, device)
 
 
@@ -79,9 +100,20 @@ async def run_learner(
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Host `policy_name`'s learner until it has taken `run.steps` (or `opts.stop_after`) steps."""
+    if _policy(spec, policy_name).learner_slots > 1:  # ranks 1..N-1 in processes of their own
+        from mrl_actors.actors.learner_ranks import hosted_ranks
+
+        build = partial(learner_runtime, spec, policy_name, run_dir)
+        async with hosted_ranks(spec, policy_name, run_dir, device, build) as lead:
+            actor = LearnerActor(log, lead, run_dir, opts or ActorOptions())
+            await actor.run(task_status=task_status)
+        return
     rt = await anyio.to_thread.run_sync(learner_runtime, spec, policy_name, run_dir, device)
     actor = LearnerActor(log, rt, run_dir, opts or ActorOptions())
-    await actor.run(task_status=task_status)
+    try:
+        await actor.run(task_status=task_status)
+    finally:
+        rt.close()
 
 
 async def run_rollout(
@@ -106,7 +138,10 @@ async def run_rollout(
         )
     rt = await anyio.to_thread.run_sync(rollout_runtime, spec, policy_name, run_dir, device)
     actor = RolloutActor(log, rt, replica, opts or ActorOptions(), slot=slot, run_dir=run_dir)
-    await actor.run(task_status=task_status)
+    try:
+        await actor.run(task_status=task_status)
+    finally:
+        rt.close()
 
 
 async def run_policy_async(
@@ -167,7 +202,10 @@ async def host_lockstep(h: Hosting, *, task_status: TaskStatus[None]) -> None:
     get_logger(__name__, run=h.spec.run.name, policy=h.policy.name).info(
         "policy_ready", replayed_steps=replayed, device=h.device
     )
-    await PolicyActor(h.log, rt, h.run_dir, h.opts).run(task_status=task_status)
+    try:
+        await PolicyActor(h.log, rt, h.run_dir, h.opts).run(task_status=task_status)
+    finally:
+        rt.close()  # a vLLM engine's processes and files
 
 
 async def host_learner(h: Hosting, *, task_status: TaskStatus[None]) -> None:

@@ -43,6 +43,11 @@ def checkpoint_dir(run_dir: Path, policy: str, step: int) -> Path:
     return run_dir / "checkpoints" / policy / f"step-{step}"
 
 
+def engine_dir(run_dir: Path, policy: str) -> Path:
+    """Where `policy`'s vLLM engines write the weight versions they load (one directory each)."""
+    return run_dir / "engines" / policy
+
+
 def load_initial_model(spec: RunSpec, policy: PolicySpec, task: Task) -> tuple[Any, Any]:
     """The policy's starting weights: a cached warm-started tiny model, or a real checkpoint.
 
@@ -89,6 +94,12 @@ class PolicyRuntime:
     vocab: Any  # thl.Vocab of this policy
     peer_vocabs: dict[str, Any]  # peer policy -> thl.Vocab
     _items: dict[str, TaskItem] | None = None  # the task's train items by prompt id (verify_peer)
+
+    def close(self) -> None:
+        """Stop the engine's processes, where it has any (a vLLM engine), and remove its files."""
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
 
     @property
     def name(self) -> str:
@@ -295,11 +306,13 @@ def build_runtime(
     *,
     weights_dir: Path | None = None,
     device: str = "cpu",
+    engine_dir: Path | None = None,
 ) -> PolicyRuntime:
     """A runtime for `policy`: from `weights_dir` when given (replay, resume), else its start.
 
     The model lives on `device` (its slot's: "cpu" or "cuda:N") in the policy's dtype, before the
-    optimizer is made, so the optimizer state, the engine and checkpoints follow it.
+    optimizer is made, so the optimizer state, the engine and checkpoints follow it. A vLLM
+    engine keeps its weight versions under `engine_dir` (`engine_dir(run_dir, policy)`).
     """
     dtype = torch_dtype(policy, device)
     if weights_dir is not None:
@@ -310,7 +323,7 @@ def build_runtime(
     learner = GRPOLearner(
         model, policy.grpo, seed=spec.run.seed, pad_id=tokenizer.pad_token_id or 0
     )
-    engine = make_engine(policy.engine, model, tokenizer)
+    engine = make_engine(policy.engine, model, tokenizer, engine_dir=engine_dir)
     vocabs = {p.name: load_vocab(p.model) for p in spec.policies}
     return PolicyRuntime(
         spec=spec,
@@ -339,11 +352,14 @@ def prepare_runtime(
     logger = get_logger(__name__, run=spec.run.name, policy=policy.name)
     for gone in discard_partial_saves(start.parent):  # this process owns the policy's directory
         logger.warning("partial_checkpoint_discarded", path=str(gone))
+    engines = engine_dir(run_dir, policy.name)  # a vLLM engine's weight versions
     if is_complete(start):
-        return build_runtime(spec, policy, task, weights_dir=start, device=device)
+        return build_runtime(
+            spec, policy, task, weights_dir=start, device=device, engine_dir=engines
+        )
     if start.exists():
         logger.warning("incomplete_checkpoint_discarded", path=str(start))
         discard(start)
-    rt = build_runtime(spec, policy, task, device=device)
+    rt = build_runtime(spec, policy, task, device=device, engine_dir=engines)
     rt.learner.save_checkpoint(start, rt.tokenizer)
     return rt

@@ -110,12 +110,17 @@ async def _replay(args: argparse.Namespace, spec: Any, chosen: list[Any]) -> int
 async def _exact(log: LogPort, args: argparse.Namespace, spec: Any, chosen: list[Any]) -> None:
     import anyio
 
+    from mrl_actors.actors.learner_ranks import hosted_ranks
     from mrl_actors.actors.replay import replay
     from mrl_actors.run.counterfactual import start_runtime
 
     for p in chosen:
-        rt = await anyio.to_thread.run_sync(start_runtime, spec, p, args.run_dir)
-        n = await replay(log, rt, verify=args.verify)
+        if p.learner_slots > 1:  # as many ranks as the run's learner: bitwise on CPU
+            async with hosted_ranks(spec, p.name, args.run_dir) as lead:
+                n = await replay(log, lead, verify=args.verify)
+        else:
+            rt = await anyio.to_thread.run_sync(start_runtime, spec, p, args.run_dir)
+            n = await replay(log, rt, verify=args.verify)
         what = "every weights sha256 matches the log" if args.verify else "not verified"
         print(f"{p.name}: {n} steps replayed, {what}")
 

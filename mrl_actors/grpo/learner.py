@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -35,6 +35,9 @@ from mrl_actors.logs import get_logger
 from mrl_actors.models.load import save_model, weights_sha256
 
 log = get_logger(__name__)
+
+
+T = TypeVar("T")  # a micro-batch (its pieces), as the data-parallel hooks deal them
 
 
 def disable_dropout(model: Any) -> None:
@@ -217,8 +220,10 @@ class GRPOLearner:
         full_entropy = cfg.entropy == "full"
 
         with self._memory_mode():
-            # loss, micro-batch by micro-batch (piece by piece), gradients accumulating
-            for mb in pieces:
+            # loss, micro-batch by micro-batch (piece by piece), gradients accumulating; a
+            # data-parallel rank runs its share of the micro-batches (`share`), and a pass with
+            # factor 0 only keeps the ranks' collectives in step
+            for mb, factor in self.share(pieces):
                 cut = len(mb) > 1  # pieces share the micro-batch's normalisers
                 mb_seqs = float(sum(b.mask.size(0) for b in mb)) if cut else None
                 mb_tokens = float(sum(b.mask.sum() for b in mb)) if cut else None
@@ -249,7 +254,9 @@ class GRPOLearner:
                         micro_batch_sequences=mb_seqs,
                         micro_batch_tokens=mb_tokens,
                     )
-                    parts.loss.backward()
+                    (parts.loss if factor == 1.0 else parts.loss * factor).backward()
+                    if not factor:
+                        continue
                     loss_total += float(parts.loss.detach())
                     kl_sum += parts.kl_sum
                     clip_low, clip_high = clip_low + parts.clip_low, clip_high + parts.clip_high
@@ -259,11 +266,15 @@ class GRPOLearner:
                     ratio_masks.append(mask.flatten())
 
             if pieces:
+                sums = [loss_total, kl_sum, clip_low, clip_high, tokens, ent_sum]
+                loss_total, kl_sum, clip_low, clip_high, tokens, ent_sum = self.reduce_sums(sums)
                 n = max(tokens, 1.0)
                 m.update(kl=kl_sum / n, clip_low=clip_low / n, clip_high=clip_high / n)
                 m["clip_region"] = m["clip_low"] + m["clip_high"]
                 m["entropy"] = ent_sum / n
-                m.update(importance_stats(torch.cat(ratios), torch.cat(ratio_masks), "is_on"))
+                ratio_all = self.gather(torch.cat(ratios) if ratios else torch.zeros(0))
+                mask_all = self.gather(torch.cat(ratio_masks) if ratio_masks else torch.zeros(0))
+                m.update(importance_stats(ratio_all, mask_all, "is_on"))
             m["loss_on"] = loss_total
             m["tokens"] = tokens
             m["completion_length"] = tokens / len(on_policy) if on_policy else 0.0  # mean, own
@@ -297,7 +308,7 @@ class GRPOLearner:
             tok = tok * w
             denom = mask.sum().clamp(min=1.0) if len(obs) == 1 else max(total, 1.0)
             off = spec.coef * (tok * mask).sum() / denom
-            off.backward()
+            (off if self.off_policy_factor == 1.0 else off * self.off_policy_factor).backward()
             loss_off += float(off.detach())
             # what each token's grad log pi was actually multiplied by (truncation, shaping, weight)
             applied, _ = off_policy_weight(logps.detach(), beh, mask, spec)
@@ -309,6 +320,25 @@ class GRPOLearner:
         m.update(importance_stats(torch.cat(ratios), mask_all, "is_off"))
         m.update(importance_stats(torch.cat(applieds), mask_all, "is_off_applied"))
         return m
+
+    # ------------------------------------------------------------------ data-parallel hooks
+    # One process runs every micro-batch; `grpo.distributed.ShardedGRPOLearner` overrides these
+    # so that N ranks split them and still report the metrics of the whole step.
+
+    def share(self, batches: list[T]) -> list[tuple[T, float]]:
+        """The micro-batches this process runs, each with its loss factor (1: its own)."""
+        return [(b, 1.0) for b in batches]
+
+    def reduce_sums(self, values: list[float]) -> list[float]:
+        """Per-process metric sums -> the step's sums."""
+        return values
+
+    def gather(self, t: torch.Tensor) -> torch.Tensor:
+        """A per-process 1-D tensor -> the concatenation over processes."""
+        return t
+
+    # the off-policy term's loss factor here (every rank runs it; one rank's gradient counts)
+    off_policy_factor = 1.0
 
     def apply_gradients(self) -> dict[str, float]:
         """Clip the global grad norm, take the AdamW step, bump the policy version."""

@@ -159,7 +159,11 @@ def decide(
     free = [s for s in live_slots if s not in assign]
 
     # Learners first: a policy short of learner slots takes free ones, else rollout slots.
+    # A learner of several slots (ranks of one process group) is one unit on one node.
     for p in policies:
+        if config.learners(p) > 1:
+            _place_learner_unit(p, config.learners(p), assign, free, live_slots, reasons)
+            continue
         have = sum(1 for o in assign.values() if o == (p, "learner"))
         if config.learners(p) > have:
             reasons.append(f"learner {p}+{config.learners(p) - have}")
@@ -365,3 +369,50 @@ def reverses(
         if any((after[p] - before[p]) * d < 0 for p, d in move.delta.items() if p in after):
             return True
     return False
+
+
+def _place_learner_unit(
+    p: str,
+    need: int,
+    assign: dict[SlotKey, Owner],
+    free: list[SlotKey],
+    live_slots: list[SlotKey],
+    reasons: list[str],
+) -> None:
+    """Give `p` `need` learner slots on one node, in place; kept where they already are.
+
+    A unit broken by a lost node (or never placed) is placed again whole: on the node that can
+    hold it with the fewest rollout slots taken (free slots first), ties to the lowest name. A
+    policy no node can hold keeps what it has and the reason says so.
+    """
+    mine = sorted(s for s, o in assign.items() if o == (p, "learner"))
+    if len(mine) == need and len({n for n, _ in mine}) == 1:
+        return
+    for s in mine:
+        del assign[s]
+        free.append(s)
+    free.sort()
+    best: tuple[int, str] | None = None
+    for node in sorted({n for n, _ in live_slots}):
+        spare = [s for s in free if s[0] == node]
+        rollout = [s for s, o in assign.items() if s[0] == node and o[1] == "rollout"]
+        if len(spare) + len(rollout) >= need:
+            cost = max(0, need - len(spare))
+            if best is None or cost < best[0]:
+                best = (cost, node)
+    if best is None:
+        for s in mine:  # nowhere to put the whole unit: it stays as it was
+            free.remove(s)
+            assign[s] = (p, "learner")
+        reasons.append(f"learner {p} unplaced ({need} slots on one node)")
+        return
+    node = best[1]
+    taken = [s for s in free if s[0] == node][:need]
+    for s in taken:
+        free.remove(s)
+    taken += sorted(
+        (s for s, o in assign.items() if s[0] == node and o[1] == "rollout"), reverse=True
+    )[: need - len(taken)]
+    for s in taken:
+        assign[s] = (p, "learner")
+    reasons.append(f"learner {p}={node}x{need}")

@@ -19,6 +19,7 @@ import torch
 from mrl_actors.grpo.logprobs import position_ids_from_mask
 from mrl_actors.rollout.base import Generation, SamplingConfig
 from mrl_actors.rollout.stops import stop_index
+from mrl_actors.rollout.text import completion_text
 
 _STOP_WINDOW = 16  # tokens decoded per step to spot a stop string early
 
@@ -148,7 +149,8 @@ class HFEngine:
         done = [False] * b
         reason: list[str] = ["length"] * b
         for _ in range(s.max_new_tokens):
-            logits = lm_head(hidden).float() / s.temperature  # [B, V]
+            # greedy: log-probs of the unscaled logits, as vLLM reports them (`base.RolloutEngine`)
+            logits = lm_head(hidden).float() / (1.0 if greedy else s.temperature)  # [B, V]
             if greedy:
                 tok = logits.argmax(-1)  # [B]
             else:
@@ -189,7 +191,7 @@ class HFEngine:
                 Generation(
                     token_ids=np.asarray(t, dtype=np.int32),
                     logprobs=np.asarray(lp_i, dtype=np.float32),
-                    text=self.tokenizer.decode(t, skip_special_tokens=True),
+                    text=completion_text(self.tokenizer, prompts[i], t),
                     finish_reason="stop" if reason[i] == "stop" else "length",
                 )
             )

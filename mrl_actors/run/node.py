@@ -72,14 +72,19 @@ from mrl_actors.spec import PolicySpec, RunSpec
 from mrl_actors.tasks import make_task
 
 
-def set_threads(spec: RunSpec) -> None:
+def set_threads(spec: RunSpec, hosted: Sequence[str] | None = None) -> None:
     """Share the cores between the spec's policies, however many this process hosts.
 
     The count depends only on the machine and the spec, so a run, its resume and its replay (by
-    `mrl run` or by an `mrl-node` hosting some of the policies) do the same float arithmetic.
+    `mrl run` or by an `mrl-node` hosting some of the policies) do the same float arithmetic. A
+    process hosting one policy whose spec gives it `threads` takes that budget instead.
     """
     import torch
 
+    budget = [p.threads for p in spec.policies if hosted is not None and list(hosted) == [p.name]]
+    if budget and budget[0]:
+        torch.set_num_threads(budget[0])
+        return
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, len(spec.policies))))
 
 
@@ -109,7 +114,7 @@ async def run_node(
     slots = list(slots or default_slots())
     opts = dataclasses.replace(opts or ActorOptions(), node=node)  # actors report their node
     logger = get_logger(__name__, run=spec.run.name, node=node)
-    set_threads(spec)
+    set_threads(spec, policies)
     # the spec's `[mwra] liveness_interval_s` by default: MWRA judges a node by that interval
     liveness_s = liveness_s or spec.mwra.liveness_interval_s
     booted = time.time_ns()
@@ -134,7 +139,7 @@ async def run_node(
             if metrics is not None:
                 await outer.start(serve_log, log, metrics)
             if spec.placement.allocator == "mwra" and policies is None:
-                outer.start_soon(run_mwra, log, spec.run.name, node, spec.mwra)
+                outer.start_soon(run_mwra, log, spec.run.name, node, spec.mwra_config())
             if spec.placement.assigned and policies is None:
                 await _host_assigned(log, spec, run_dir, node, slots, opts, log_for, epoch)
             else:
@@ -216,6 +221,7 @@ async def _host_policies(
         for p in chosen:
             own = await stack.enter_async_context(_connection(log, log_for, p.name))
             rt = await anyio.to_thread.run_sync(prepare_runtime, spec, p, run_dir, slot.device)
+            stack.callback(rt.close)  # a vLLM engine's processes and files
             replayed = await replay(own, rt)
             logger.info("policy_ready", policy=p.name, replayed_steps=replayed)
             actors.append(PolicyActor(own, rt, run_dir, opts))
@@ -296,6 +302,11 @@ async def _host_assigned(
                     seen.logger.warning("role_not_hosted", role=h.role, policy=h.policy)
                     task_status.started()
                     return
+                if h.role == "learner" and _further_rank(h, seen.state.hosted):
+                    # a multi-rank learner's other slot: its rank runs in a process spawned by
+                    # the learner on the policy's first slot (`actors.learner_ranks`)
+                    task_status.started()
+                    await anyio.sleep_forever()
                 async with _connection(log, log_for, h.policy) as own:
                     slot = by_slot[h.slot]
                     hosting = Hosting(
@@ -336,6 +347,11 @@ async def _host_assigned(
     # every actor here has returned: the run is complete when each policy's steps are logged
     if seen.finished >= set(seen.names) and not seen.run_finished:
         await _finish(log, spec, seen.run_subject_last)
+
+
+def _further_rank(h: Hosted, hosted: Any) -> bool:
+    """`h` is a learner slot of a policy that holds a lower learner slot on this node."""
+    return any(o.role == "learner" and o.policy == h.policy and o.slot < h.slot for o in hosted)
 
 
 async def _move_measured(

@@ -83,9 +83,14 @@ async def run_once(
         had = await record_start(log, spec, spec_text)
         opts = ActorOptions(on_step=on_step, stop_after=stop_after)
         local = [p.name for p in spec.policies]  # one machine: every policy here, placed or not
-        await run_node(
-            log, spec, run_dir, policies=local, opts=opts, log_for=log_for, metrics=metrics
-        )
+        if spec.run.processes == "per_policy" and stop_after is None and metrics is None:
+            from mrl_actors.run.processes import host_in_processes
+
+            await host_in_processes(log, spec, run_dir, on_step=on_step)
+        else:
+            await run_node(
+                log, spec, run_dir, policies=local, opts=opts, log_for=log_for, metrics=metrics
+            )
         finished = stop_after is None
         done = event_id("run", spec.run.name, "mrl", "finished")
         if finished and done not in had:  # a resumed run that had already finished

@@ -39,3 +39,30 @@ def test_async_fields_are_read() -> None:
 def test_bad_async_fields_are_refused_by_name(line: str, field: str) -> None:
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         parse_spec(BASE.format(run=line))
+
+
+def test_a_multi_rank_learner_is_read_and_given_to_mwra_as_one_unit() -> None:
+    spec = parse_spec(BASE.format(run='mode = "async"') + "learner_slots = 2\nthreads = 4\n")
+    assert (spec.policies[0].learner_slots, spec.policies[0].threads) == (2, 4)
+    assert spec.mwra_config().learners("a") == 2
+
+
+@pytest.mark.parametrize(
+    ("run", "extra", "field"),
+    [
+        ("", "learner_slots = 2\n", r"policies\[0\]\.learner_slots"),  # lockstep: one actor
+        ('mode = "async"', "learner_slots = 0\n", "learner_slots"),
+        ('mode = "async"', "learner_slots = 2\n[mwra]\nlearner_slots = { a = 3 }\n", "mwra"),
+        (
+            'mode = "async"',
+            "learner_slots = 2\n"
+            '[[placement.slots]]\nnode = "n1"\nslot = "cpu:0"\npolicy = "a"\n'
+            '[[placement.slots]]\nnode = "n2"\nslot = "cpu:0"\npolicy = "a"\n'
+            '[[placement.slots]]\nnode = "n2"\nslot = "cpu:1"\npolicy = "a"\nrole = "rollout"\n',
+            "all on one node",
+        ),
+    ],
+)
+def test_bad_learner_slots_are_refused_by_name(run: str, extra: str, field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        parse_spec(BASE.format(run=run) + extra)

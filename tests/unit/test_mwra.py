@@ -495,6 +495,34 @@ def test_a_node_claiming_absurd_slot_counts_is_not_believed() -> None:
     assert decision is not None and {a.node for a in decision.assignments} == {"n0"}
 
 
+def _learner_nodes(state: MwraState, policy: str) -> list[str]:
+    return sorted(n for (n, _), o in state.assignment.items() if o == (policy, "learner"))
+
+
+def test_a_multi_slot_learner_is_placed_and_moved_as_one_unit_on_one_node() -> None:
+    """`learner_slots = 2` for a: both its learner slots on one node, and when that node dies
+    both move together to a node that can hold them (never one slot per node)."""
+    config = MwraConfig(liveness_interval_s=10.0, learner_slots={"a": 2})
+    alloc = Allocator(config)
+    for e in (registered("a"), registered("b"), joined("n0", 3), joined("n1", 4)):
+        alloc.observe(e)
+    alloc.step(0)
+    first = _learner_nodes(alloc.state, "a")
+    assert len(first) == 2 and len(set(first)) == 1
+    assert Counter(alloc.state.assignment.values())[("b", "learner")] == 1
+    dead = first[0]
+    alive = "n1" if dead == "n0" else "n0"
+    t = 0.0
+    while t < 60 and dead in {n for n, _ in alloc.state.assignment}:
+        t += config.tick_s
+        if int(t) % 10 == 0:
+            alloc.observe(heartbeat(alive, 3 if alive == "n0" else 4, t))
+        alloc.step(int(t * S))
+    assert _learner_nodes(alloc.state, "a") == [alive, alive]
+    assert Counter(alloc.state.assignment.values())[("b", "learner")] == 1
+    assert rollout_counts(alloc.state)["a"] >= 1 or len(alloc.state.assignment) < 4
+
+
 def test_payload_identities_other_than_the_subjects_source_are_not_folded() -> None:
     """A policy's report naming a node keeps no node alive; a node's heartbeat naming another
     node invents none; a learner timing naming another policy changes nothing of it."""

@@ -81,7 +81,7 @@ def test_placement_becomes_epoch_one_with_slot_numbers() -> None:
         (PLACED.replace('policy = "b"', 'policy = "zz"'), "placement.slots[1].policy"),
         (PLACED.replace('slot = "cuda:1"', 'slot = "cuda:0"'), "placement.slots[2].slot"),
         (PLACED.replace('slot = "cpu:0"', 'slot = "tpu:0"'), "slot"),
-        (PLACED.replace('role = "learner"', 'role = "rollout"'), "exactly one learner slot"),
+        (PLACED.replace('role = "learner"', 'role = "rollout"'), "1 learner slot"),
     ],
 )
 def test_a_bad_placement_is_refused_with_the_field_named(placement: str, field: str) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,12 +20,14 @@ from mrl_actors.grpo.logprobs import completion_logps
 from mrl_actors.models.load import build_tiny
 from mrl_actors.rollout import EngineConfig, SamplingConfig, encode_prompt, make_engine
 from mrl_actors.rollout.hf import HFEngine, sample_tokens
+from mrl_actors.rollout.text import completion_text
 from mrl_actors.rollout.vllm_engine import (
-    VLLMEngine,
+    engine_env,
+    llm_kwargs,
+    reap,
     sampling_kwargs,
     to_generation,
     vllm_available,
-    weights_for_vllm,
 )
 
 
@@ -162,25 +168,47 @@ def _fake_output(ids: list[int], lps: list[float], reason: str, text: str | None
 
 
 def test_vllm_output_conversion(tiny: tuple[Any, Any]) -> None:
-    """vLLM CompletionOutputs become Generations: sampled-token log-probs, reasons mapped."""
+    """vLLM CompletionOutputs become Generations: sampled-token log-probs, reasons mapped, and
+    the text `completion_text` says, not vLLM's own."""
     _, tok = tiny
-    g = to_generation(_fake_output([5, 6], [-0.5, -1.5], "stop", "ab"), tok, 0)
+    prompt = encode_prompt(tok, "Q: 1+2=\nA:")
+    g = to_generation(_fake_output([5, 6], [-0.5, -1.5], "stop", "vllm's"), tok, prompt)
     assert g.token_ids.tolist() == [5, 6] and g.logprobs.tolist() == [-0.5, -1.5]
-    assert g.finish_reason == "stop" and g.text == "ab"
-    g = to_generation(_fake_output([5], [-0.25], "abort", None), tok, 0)
-    assert g.finish_reason == "length" and g.text == tok.decode([5])
+    assert g.finish_reason == "stop" and g.text == completion_text(tok, prompt, [5, 6])
+    g = to_generation(_fake_output([5], [-0.25], "abort", None), tok, prompt)
+    assert g.finish_reason == "length"
     bad = _fake_output([5, 6], [-0.5, -1.5], "stop", "ab")
     bad.logprobs = None
     with pytest.raises(EngineUnavailableError, match="logprobs=0"):
-        to_generation(bad, tok, 0)
+        to_generation(bad, tok, prompt)
 
 
-def test_vllm_sampling_params_and_weight_sync_bookkeeping(
-    tiny: tuple[Any, Any], tmp_path: Path
-) -> None:
-    """Request parameters mirror SamplingConfig; in-place sync loads every tensor and bumps the
-    version; without an in-place hook it falls back to a safetensors directory."""
-    model, tok = tiny
+def test_completion_text_reads_as_after_the_prompt(models_dir: Path) -> None:
+    """Llama's decoder drops a sequence's leading "▁": decoded alone, " 3" reads "3". Every
+    engine's text keeps what the completion adds after its prompt."""
+    _, tok = build_tiny(models_dir / "llama2-7b", hidden_size=32, layers=1, heads=2, seed=1)
+    prompt = encode_prompt(tok, "Q: 1+2=\nA:")
+    ids = tok(" 3 is it", add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids).startswith("3")  # the defect: the space is gone
+    assert (
+        completion_text(tok, prompt, ids)
+        == tok.decode([*prompt, *ids], skip_special_tokens=True)[
+            len(tok.decode(prompt, skip_special_tokens=True)) :
+        ]
+    )
+    assert completion_text(tok, prompt, ids).startswith(" 3")
+    assert completion_text(tok, [], ids) == tok.decode(ids)
+    model, _ = build_tiny(models_dir / "llama2-7b", hidden_size=32, layers=1, heads=2, seed=1)
+    for gens in HFEngine(model, tok, SamplingConfig(max_new_tokens=6)).generate(
+        [prompt], n=3, seed=0
+    ):
+        for g in gens:
+            assert g.text == completion_text(tok, prompt, g.token_ids.tolist())
+
+
+def test_vllm_request_and_engine_arguments_mirror_the_spec() -> None:
+    """SamplingParams mirror SamplingConfig; LLM arguments carry every engine field; the
+    engine's processes get their own multiprocessing and, on CPU, their cores."""
     kw = sampling_kwargs(
         SamplingConfig(temperature=0.7, top_p=0.9, max_new_tokens=9, stop=("\n",)), 4, 11
     )
@@ -188,32 +216,47 @@ def test_vllm_sampling_params_and_weight_sync_bookkeeping(
         "n": 4, "temperature": 0.7, "top_p": 0.9, "max_tokens": 9, "stop": ["\n"],
         "include_stop_str_in_output": True, "ignore_eos": False, "logprobs": 0, "seed": 11,
     }  # fmt: skip
-    loaded: list[str] = []
-    target = SimpleNamespace(load_weights=lambda ws: loaded.extend(n for n, _ in ws))
-    llm = SimpleNamespace(
-        llm_engine=SimpleNamespace(
-            model_executor=SimpleNamespace(
-                driver_worker=SimpleNamespace(
-                    worker=SimpleNamespace(model_runner=SimpleNamespace(model=target))
-                )
-            )
-        )
+    cfg = EngineConfig(
+        kind="vllm", max_model_len=512, kv_cache_gib=0.5, enforce_eager=True, cpu_cores="0-1"
     )
-    eng = VLLMEngine(llm, tok, EngineConfig(kind="vllm"), tmp_path / "v0")
-    eng.sync_weights(model, 4)
-    assert eng.version == 4 and eng.in_place_syncs == 1
-    assert sorted(loaded) == sorted(n for n, _ in weights_for_vllm(model))
-    started: list[Path] = []
-    eng2 = VLLMEngine(SimpleNamespace(), tok, EngineConfig(kind="vllm"), tmp_path / "v0")
+    kw = llm_kwargs(cfg, Path("/x/v3"))
+    assert kw["model"] == "/x/v3" and kw["max_model_len"] == 512 and kw["enforce_eager"]
+    assert kw["kv_cache_memory_bytes"] == 2**29 and kw["logprobs_mode"] == "processed_logprobs"
+    assert "max_model_len" not in llm_kwargs(EngineConfig(kind="vllm"), Path("/x"))
+    assert "kv_cache_memory_bytes" not in llm_kwargs(EngineConfig(kind="vllm"), Path("/x"))
+    env = engine_env(cfg, "cpu")
+    assert (
+        env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1" and env["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
+    )
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in engine_env(cfg, "cuda:0")
 
-    def fake_start(model_dir: Path, cfg: EngineConfig) -> Any:
-        started.append(model_dir)
-        return SimpleNamespace()
 
-    eng2._start = fake_start  # type: ignore[method-assign]  # a test double
-    eng2.sync_weights(model, 2)
-    assert eng2.version == 2 and eng2.reload_syncs == 1
-    assert started == [tmp_path / "v2"] and (tmp_path / "v2" / "model.safetensors").exists()
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("max_model_len", 64, "more than sampling.max_new_tokens"),
+        ("kv_cache_gib", -1.0, "kv_cache_gib"),
+        ("cpu_cores", "all", "cpu_cores"),
+        ("sync_check_tol", -1.0, "sync_check_tol"),
+    ],
+)
+def test_vllm_engine_fields_are_checked(field: str, value: Any, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        EngineConfig(kind="vllm", **{field: value})
+
+
+def test_stale_engine_directories_of_dead_processes_are_reaped(tmp_path: Path) -> None:
+    """A killed process leaves its engine directory; the next engine on this host removes it,
+    and keeps those of live processes and of other hosts."""
+    host = socket.gethostname()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    for name in (f"{host}-{dead}-0", f"{host}-{os.getppid()}-0", f"elsewhere-{dead}-0"):
+        (tmp_path / name / "v1").mkdir(parents=True)
+    assert reap(tmp_path) == [tmp_path / f"{host}-{dead}-0"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"{host}-{os.getppid()}-0", f"elsewhere-{dead}-0"]
+    )
 
 
 class _Boost(torch.nn.Module):
