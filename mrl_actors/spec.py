@@ -91,8 +91,25 @@ class TinySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     hidden_size: int = 64
     layers: int = 2
     heads: int = 4
-    warm_start_steps: int = 300  # supervised steps on the task's target texts before RL
+    # Supervised steps on the task's target texts before RL: exactly this many, or, with a
+    # target or a patience below, at most this many (`actors.warmstart.StopRule`).
+    warm_start_steps: int = 300
     warm_start_lr: float = 3e-3
+    # Stop the warm start once its train accuracy (greedy exact match under teacher forcing,
+    # on `warm_start_check_size` fixed train problems, every `warm_start_check_every` steps)
+    # reaches this; None: no target. A start stopped on a target varies far less across seeds
+    # and machines than one stopped after a fixed number of steps.
+    warm_start_target: float | None = None
+    # Stop on a plateau: for this many checks in a row that accuracy has not risen more than
+    # `warm_start_min_delta` above its best, nor the loss fallen more than that share below
+    # its best; 0: no plateau rule.
+    warm_start_patience: int = 0
+    warm_start_min_delta: float = 0.01
+    warm_start_check_every: int = 50
+    warm_start_check_size: int = 128
+    # Warm-start on these parts of the task only (`tasks.parts`, e.g. ["add"] of a task with
+    # `parts = "op"`); empty: on all of it. RL and evaluation always use the whole task.
+    warm_start_parts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_int(self, "hidden_size", 2, 65_536)
@@ -100,6 +117,12 @@ class TinySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         check_int(self, "heads", 1, 1024)
         check_int(self, "warm_start_steps", 0, 1_000_000)
         check_float(self, "warm_start_lr", gt=0, le=1)
+        if self.warm_start_target is not None:
+            check_float(self, "warm_start_target", gt=0, le=1)
+        check_int(self, "warm_start_patience", 0, 1_000_000)
+        check_float(self, "warm_start_min_delta", ge=0, le=1)
+        check_int(self, "warm_start_check_every", 1, 1_000_000)
+        check_int(self, "warm_start_check_size", 1, 100_000)
         # The tiny model has as many key/value heads as query heads, each hidden_size / heads
         # wide; rotary embeddings (Llama, Qwen) rotate head dimensions in pairs.
         if self.hidden_size % (2 * self.heads):

@@ -11,9 +11,9 @@ only in the log. Step `s` (from version `s-1` to `s`):
    on-policy loss with its truncated importance ratio against their behaviour log-probs;
 2. for a sharing probe, waits (bounded by `probes.sharing.wait_for_peers_s`) for its peers'
    groups of the same batch (their `RewardSummary`, which each peer appends after a group's
-   other events), but only from a peer that is not behind it (its rollouts, ahead of its
-   learner, have sampled that batch or are sampling it): a peer behind, a finished one, or an
-   independent probe costs no wait;
+   other events), but only from a peer whose rollouts, up to `run.max_staleness` batches ahead
+   of its learner, have sampled that batch or are sampling it (`state.peers_to_wait_for`): a
+   peer further behind, a finished one, or an independent probe costs no wait;
 3. takes the step, appends `LearnerStepCompleted` (the sequences it consumed, the weights'
    checksum, the staleness it saw), `WeightsPublished` for the new version (bytes in the blob
    store) and `LearnerStepTimed`; every `checkpoint_every` steps `CheckpointStored` (weights
@@ -41,6 +41,7 @@ from mrl_actors.actors.state import (
     FOLDED_KINDS,
     assemble,
     evolve,
+    peers_to_wait_for,
     rollout_id,
     start_state,
     take_peer_events,
@@ -221,24 +222,18 @@ class LearnerActor:
             tg.cancel_scope.cancel()
 
     def _peers_to_wait_for(self, version: int) -> list[str]:
-        """Peers whose groups for this step's prompts are on their way: those not behind.
-
-        A peer's rollout actors run up to `run.max_staleness` batches ahead of its learner, so
-        a peer whose learner is at least at this one's version has sampled this batch, or is
-        sampling it now. A peer behind would keep this learner waiting for as long as it lags
-        (lockstep's idle time): it is not waited for, and what it sends later stays pending for
-        a later step on the same prompt, where the probe's staleness bound decides. A finished
-        peer samples nothing more; an independent probe waits for no one.
-        """
+        """Peers whose groups for this step's prompts are on their way (`peers_to_wait_for`);
+        an independent probe waits for no one."""
         if self.state.peer_kind is None:
             return []
-        out = []
-        for peer in self.peers:
-            at = self.peer_steps.get(peer, 0)
-            if at >= self.spec.run.steps or at < version:
-                continue
-            out.append(peer)
-        return out
+        spec = self.spec.run
+        return peers_to_wait_for(
+            self.peer_steps,
+            self.peers,
+            version,
+            steps=spec.steps,
+            max_staleness=spec.max_staleness,
+        )
 
     async def step(self, version: int, initial: dict[str, float] | None) -> None:
         run, spec = self.run_id, self.spec.run

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mrl_actors.actors.warmstart import tiny_policy
+from mrl_actors.actors.warmstart import StopRule, tiny_policy, warm_start_metrics
 from mrl_actors.events import Completion, RolloutGroupCompleted, pack_f32, pack_i32
 from mrl_actors.grpo import GRPOLearner
 from mrl_actors.logs import get_logger
@@ -28,6 +28,7 @@ from mrl_actors.rollout.factory import make_engine
 from mrl_actors.rollout.prompts import encode_prompt
 from mrl_actors.spec import PolicySpec, RunSpec
 from mrl_actors.tasks import Task, TaskItem, derive_seed, make_task
+from mrl_actors.tasks.parts import part_names, part_of
 from mrl_actors.thl import load_vocab, render_prompt, transfer
 
 
@@ -67,6 +68,15 @@ def load_initial_model(spec: RunSpec, policy: PolicySpec, task: Task) -> tuple[A
         seed=spec.run.seed,
         warm_steps=t.warm_start_steps,
         lr=t.warm_start_lr,
+        rule=StopRule(
+            max_steps=t.warm_start_steps,
+            target=t.warm_start_target,
+            patience=t.warm_start_patience,
+            min_delta=t.warm_start_min_delta,
+            check_every=t.warm_start_check_every,
+            check_size=t.warm_start_check_size,
+        ),
+        parts=t.warm_start_parts,
     )
 
 
@@ -94,6 +104,11 @@ class PolicyRuntime:
     @property
     def name(self) -> str:
         return self.policy.name
+
+    def start_metrics(self) -> dict[str, float]:
+        """Where the warm start stopped (`warm_start_*`), logged with the first learner step;
+        empty for a policy that was not warm-started here."""
+        return warm_start_metrics(self.model)
 
     def render(self, item: TaskItem) -> np.ndarray:
         """int32 [P]: the prompt in this policy's own format (its chat template when asked)."""
@@ -248,11 +263,30 @@ class PolicyRuntime:
             sum(self.task.verify(g.text, item).success for g in gens)
             for item, gens in zip(items, groups, strict=True)
         ]
-        return {
+        out = {
             "eval_accuracy": float(np.mean(right or [0.0])),
             "eval_pass1": mean_pass_at_k(correct, samples, 1),
             f"eval_pass{samples}": mean_pass_at_k(correct, samples, samples),
         }
+        out.update(per_part(self.task, items, right, correct, samples))
+        return out
+
+
+def per_part(
+    task: Task, items: list[TaskItem], right: list[float], correct: list[int], samples: int
+) -> dict[str, float]:
+    """`eval_accuracy_<part>`, `eval_pass1_<part>`, `eval_pass<n>_<part>` for a task with parts
+    (`tasks.parts`): each skill's held-out score on its own; nothing for a task without."""
+    out: dict[str, float] = {}
+    for part in part_names(task):
+        mine = [i for i, item in enumerate(items) if part_of(task, item) == part]
+        if not mine:
+            continue
+        hits = [correct[i] for i in mine]
+        out[f"eval_accuracy_{part}"] = float(np.mean([right[i] for i in mine]))
+        out[f"eval_pass1_{part}"] = mean_pass_at_k(hits, samples, 1)
+        out[f"eval_pass{samples}_{part}"] = mean_pass_at_k(hits, samples, samples)
+    return out
 
 
 def torch_dtype(policy: PolicySpec, device: str) -> Any:

@@ -140,10 +140,47 @@ def rollout_id(run: str, policy: str, step: int, index: int, prompt_id: str) -> 
 def peers_ready(
     state: PolicyState, peers: Sequence[str], prompt_ids: Sequence[str], min_version: int
 ) -> bool:
-    """Every peer has finished every prompt at a version of at least `min_version`."""
-    return all(
-        state.peer_done.get((peer, pid), -1) >= min_version for peer in peers for pid in prompt_ids
-    )
+    """Every peer has finished every prompt, at a version of at least `min_version`.
+
+    A peer that has not finished a prompt at all is not ready for it, whatever the bound: early
+    in a run `min_version` (the step minus the staleness bound) is negative, and counting a
+    missing prompt as version -1 let the first steps go on without peers that had not sampled
+    yet, so what a run shared depended on start-up timing. The wait stays bounded by the caller
+    (`probes.sharing.wait_for_peers_s`), so a peer that never comes costs time, not the run.
+    """
+    for peer in peers:
+        for pid in prompt_ids:
+            done = state.peer_done.get((peer, pid))
+            if done is None or done < min_version:
+                return False
+    return True
+
+
+def peers_to_wait_for(
+    peer_steps: Mapping[str, int],
+    peers: Sequence[str],
+    version: int,
+    *,
+    steps: int,
+    max_staleness: int,
+) -> list[str]:
+    """The peers an asynchronous learner at `version` waits for (bounded) before its step.
+
+    `peer_steps` holds each peer's newest learner step (a peer not in it has taken none: it is
+    at version 0, not yet started or starting). A peer's rollout actors sample batch `k` once
+    its learner is at `k - max_staleness` or later (`run.max_staleness`), so a peer at `at`
+    has sampled, or is sampling, every batch up to `at + max_staleness`: it is waited for when
+    this learner's batch is among them. A peer further behind could only send this batch after
+    its learner moves (lockstep's idle time): it is not waited for, and what it sends later
+    stays pending for a later step on the same prompt. A finished peer samples nothing more.
+    """
+    out = []
+    for peer in peers:
+        at = peer_steps.get(peer, 0)
+        if at >= steps or at + max_staleness < version:
+            continue
+        out.append(peer)
+    return out
 
 
 def take_peer_events(state: PolicyState, prompt_ids: Sequence[str]) -> list[Record[PeerEvent]]:

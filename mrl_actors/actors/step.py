@@ -104,6 +104,7 @@ class StepTail:
         step = version + 1
         if initial is not None:
             metrics.update({f"{k}_initial": v for k, v in initial.items()})
+            metrics.update(rt.start_metrics())  # where the warm start stopped
         if step % spec.eval_every == 0 or step == spec.steps:
             metrics.update(await anyio.to_thread.run_sync(rt.evaluate, self.eval_items))
         metrics["step_time_s"] = time.perf_counter() - t_start

@@ -34,6 +34,19 @@ AVERAGE = "average"  # the per-seed mean over policies
 MIN_PAIRED_SEEDS = 3  # fewer paired seeds: the mean difference only, no interval, no mark
 
 
+def part_metric_keys(results: dict[str, list[dict[str, Any]]]) -> tuple[str, ...]:
+    """The per-part metrics (`eval_accuracy_<part>`, ...) the summaries' policies end with."""
+    keys = {
+        key
+        for runs in results.values()
+        for s in runs
+        for p in s.get("policies", {}).values()
+        for key in p.get("final", {})
+        if any(key.startswith(f"{m}_") for m in METRIC_KEYS)
+    }
+    return tuple(sorted(keys))
+
+
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from `n` samples of which `c` were correct: 1 - C(n-c, k) / C(n, k)."""
     if not 0 <= c <= n or not 1 <= k <= n:

@@ -108,6 +108,12 @@ def summarize(events: Iterable[Event]) -> dict[str, Any]:
         entry["initial_pass1"] = pass1[0][1] if pass1 else None
         entry["final_pass1"] = pass1[-1][1] if pass1 else None
         entry["series"] = {key: pts for key, pts in per_key.items()}
+        entry["warm_start"] = {
+            k.removeprefix("warm_start_"): v
+            for k, v in entry["final"].items()
+            if k.startswith("warm_start_")
+        }
+        entry["parts"] = _parts(per_key)
         entry["totals"] = {
             key: float(sum(v for _, v in per_key.get(key, [])))
             for key in (
@@ -125,6 +131,27 @@ def summarize(events: Iterable[Event]) -> dict[str, Any]:
         "events": dict(sorted(counts.items())),
         "events_by_source": dict(sorted(sources.items())),
     }
+
+
+def _parts(per_key: dict[str, list[tuple[int, float]]]) -> dict[str, dict[str, float | None]]:
+    """Per task part (`eval_accuracy_<part>`): held-out accuracy at the start and the end, and
+    the final pass@1 and pass@8; empty for a task without parts."""
+    out: dict[str, dict[str, float | None]] = {}
+    for key, pts in sorted(per_key.items()):
+        if not key.startswith("eval_accuracy_") or not pts:
+            continue
+        part = key.removeprefix("eval_accuracy_")
+        out[part] = {
+            "initial_accuracy": pts[0][1],
+            "final_accuracy": pts[-1][1],
+            "final_pass1": _last(per_key.get(f"eval_pass1_{part}")),
+            "final_pass8": _last(per_key.get(f"eval_pass8_{part}")),
+        }
+    return out
+
+
+def _last(pts: list[tuple[int, float]] | None) -> float | None:
+    return pts[-1][1] if pts else None
 
 
 def _svg_plot(title: str, per_policy: dict[str, Sequence[tuple[int, float]]]) -> str:
@@ -212,6 +239,14 @@ def render_html(summary: dict[str, Any]) -> str:
     lines = "".join(f"<li>{html.escape(x)}</li>" for x in headline(summary))
     heads = f'<ul class="headline">{lines}</ul>'
     per_policy = _table(*policy_table(policies))
+    part_rows = [
+        [name, part, *(v.get(k) for k in _PART_COLUMNS)]
+        for name, p in sorted(policies.items())
+        for part, v in p.get("parts", {}).items()
+    ]
+    if part_rows:
+        titles = ["policy", "part", "initial acc.", "final acc.", "final pass@1", "final pass@8"]
+        per_policy += "<h3>Per part of the task</h3>" + _table(titles, part_rows)
     system = _table(*system_rows(summary))
     spec = spec_rows(run.get("spec_toml"))
     spec_table = _table(["spec field", "value"], spec) if spec else "<p>No spec in the log.</p>"
@@ -249,6 +284,9 @@ ul.headline {{ font-size: 1.1em; }}
 {spec_table}</details>
 </body></html>
 """
+
+
+_PART_COLUMNS = ("initial_accuracy", "final_accuracy", "final_pass1", "final_pass8")
 
 
 def compare_table(

@@ -42,7 +42,7 @@ from mrl_actors.actors.options import ActorOptions
 from mrl_actors.actors.policy import PolicyActor
 from mrl_actors.actors.replay import replay
 from mrl_actors.actors.roles import ROLES, Hosting, run_policy_async
-from mrl_actors.actors.runtime import prepare_runtime
+from mrl_actors.actors.runtime import load_initial_model, prepare_runtime
 from mrl_actors.errors import MrlError
 from mrl_actors.events import (
     LearnerStepCompleted,
@@ -69,6 +69,7 @@ from mrl_actors.run.placement import (
 from mrl_actors.see.port import LogFor, LogPort
 from mrl_actors.see.stream import EventLog
 from mrl_actors.spec import PolicySpec, RunSpec
+from mrl_actors.tasks import make_task
 
 
 def set_threads(spec: RunSpec, hosted: Sequence[str] | None = None) -> None:
@@ -403,6 +404,12 @@ async def _host_async(
 ) -> None:
     """Each policy's learner and `run.rollout_replicas` rollout actors, each on its own
     connection as its policy's user (or all on `log` without `log_for`)."""
+    # Warm starts first (each fills the model cache the actors then load from): built inside
+    # each learner's start, one policy's would run while its peers already learn alone.
+    for p in chosen:
+        if p.tiny is not None:
+            await anyio.to_thread.run_sync(load_initial_model, spec, p, make_task(spec.task))
+
     async with AsyncExitStack() as stack:
 
         async def connect(name: str) -> Any:

@@ -28,7 +28,7 @@ from mrl_actors.errors import ConfigError
 from mrl_actors.events import RunFinished, event_id
 from mrl_actors.logs import get_logger
 from mrl_actors.probes import PROBE_NAMES, ProbeName
-from mrl_actors.report.stats import paired_differences
+from mrl_actors.report.stats import METRIC_KEYS, paired_differences, part_metric_keys
 from mrl_actors.report.summary import compare_html, compare_markdown, render_html, summarize
 from mrl_actors.run.node import run_node
 from mrl_actors.run.start import open_run_log, record_start
@@ -167,7 +167,8 @@ async def compare(
             )
             results.setdefault(probe, []).append(summary)
     (out / "compare.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    paired = [d.as_dict() for d in paired_differences(results)]  # each probe - independent
+    keys = (*METRIC_KEYS, *part_metric_keys(results))  # and per task part, when it has parts
+    paired = [d.as_dict() for d in paired_differences(results, metrics=keys)]
     (out / "compare_paired.json").write_text(json.dumps(paired, indent=2), encoding="utf-8")
     (out / "compare.md").write_text(compare_markdown(results, seeds, paired), encoding="utf-8")
     (out / "compare.html").write_text(compare_html(results, seeds, paired), encoding="utf-8")

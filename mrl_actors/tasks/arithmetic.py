@@ -26,6 +26,17 @@ from mrl_actors.tasks.base import SplitItems, TaskItem, Verdict, derive_seed, sp
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")  # the whole first number: "12.5" is not "12"
 _SPACED = re.compile(r"-? ?\d(?: \d)*(?: \. \d(?: \d)*)?")  # "1 2 . 5": digits one by one
 _MAX_SCAN = 10_000  # characters of a completion the verifier looks at (huge ones are cut)
+_PROBLEM = re.compile(r"(\d+)([-+*])(\d+)")  # an item's `prompt`: "37+48"
+_OP_PART = {"+": "add", "-": "sub", "*": "mul"}
+
+
+def carries(a: int, b: int) -> bool:
+    """Whether the written sum a + b carries in any column (37 + 48 does, 32 + 46 does not)."""
+    while a or b:
+        if a % 10 + b % 10 >= 10:
+            return True
+        a, b = a // 10, b // 10
+    return False
 
 
 class ArithmeticConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -47,6 +58,11 @@ class ArithmeticConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     test_size: int = 256
     # Seed of the problem set and its split (separate from the run seed, so runs share one task).
     data_seed: int = 0
+    # How problems are cut into parts, each evaluated on its own (`eval_accuracy_<part>`) and
+    # each a possible warm start (`tiny.warm_start_parts`): "" none; "op" by operator ("add",
+    # "sub", "mul"); "carry" sums by whether any column carries ("nocarry", "carry"; needs
+    # ops = ["+"]).
+    parts: str = ""
 
     def __post_init__(self) -> None:
         check_int(self, "max_operand", 0, 1_000_000)
@@ -55,6 +71,10 @@ class ArithmeticConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
         check_int(self, "size", 1, 1_000_000)
         check_int(self, "digits", 0, 9)
         check_int(self, "test_size", 1, 1_000_000)
+        if self.parts not in ("", "op", "carry"):
+            fail("parts", '"", "op" or "carry"', self.parts)
+        if self.parts == "carry" and tuple(self.ops) != ("+",):
+            fail("parts", '"carry" only with ops = ["+"] (carries of sums)', self.parts)
 
 
 def _operand_range(cfg: ArithmeticConfig) -> tuple[int, int]:
@@ -108,6 +128,27 @@ class ArithmeticTask(SplitItems):
         op = self.cfg.ops[op_i]
         val = a + b if op == "+" else a - b if op == "-" else a * b
         return TaskItem(prompt_id=f"arith-{a}{op}{b}", prompt=f"{a}{op}{b}", answer=str(val))
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The names of the task's parts, in a fixed order (empty: the task has none)."""
+        if self.cfg.parts == "op":
+            return tuple(_OP_PART[op] for op in self.cfg.ops)
+        if self.cfg.parts == "carry":
+            return ("nocarry", "carry")
+        return ()
+
+    def part(self, item: TaskItem) -> str | None:
+        """Which part `item` belongs to (None when the task has no parts)."""
+        if not self.cfg.parts:
+            return None
+        m = _PROBLEM.fullmatch(item.prompt)
+        if m is None:
+            return None
+        a, op, b = int(m.group(1)), m.group(2), int(m.group(3))
+        if self.cfg.parts == "op":
+            return _OP_PART[op]
+        return "carry" if carries(a, b) else "nocarry"
 
     def prompt_text(self, item: TaskItem) -> str:
         return f"Q: {self._spell(item.prompt)}=\nA:"

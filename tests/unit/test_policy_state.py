@@ -11,6 +11,7 @@ from mrl_actors.actors.state import (
     assemble,
     evolve,
     peers_ready,
+    peers_to_wait_for,
     split_consumed,
     take_peer_events,
 )
@@ -120,6 +121,58 @@ def test_fold_tracks_versions_own_groups_and_pending_peer_events() -> None:
     assert state.pending == {}  # b's success on p0 was consumed
     assert peers_ready(state, ["b"], ["p0", "p1"], 0)
     assert not peers_ready(state, ["b"], ["p0", "p1"], 1)
+
+
+def _started_state() -> PolicyState:
+    """'a' at the start of a run with two peers: 'b' has sampled p0 and p1, 'c' nothing yet."""
+    state = PolicyState(policy="a", peer_kind="success", peers=frozenset({"b", "c"}))
+    events: list[Event] = [
+        _rollout("b", 0, "p0"),
+        _success("b", 0, "p0"),
+        _summary("b", 0, "p0"),
+        _rollout("b", 0, "p1"),
+        _summary("b", 0, "p1"),
+    ]
+    for i, e in enumerate(events):
+        state = evolve(state, Seen(i + 1, e))
+    return state
+
+
+def test_lockstep_waits_for_a_peer_that_has_not_sampled_yet() -> None:
+    """Regression (issue 21): with `max_staleness = 2` the first steps' bound is negative, and a
+    peer with no summary counted as version -1, so step 0 went on without a peer not started."""
+    state = _started_state()
+    for version in range(3):  # the steps whose bound is below zero
+        min_version = version - 2
+        assert peers_ready(state, ["b"], ["p0", "p1"], min_version)
+        assert not peers_ready(state, ["c"], ["p0", "p1"], min_version)
+        assert not peers_ready(state, ["b", "c"], ["p0", "p1"], min_version)
+    # once c's summaries are folded, the wait is over
+    state = evolve(state, Seen(6, _summary("c", 0, "p0")))
+    assert not peers_ready(state, ["b", "c"], ["p0", "p1"], -2)
+    state = evolve(state, Seen(7, _summary("c", 0, "p1")))
+    assert peers_ready(state, ["b", "c"], ["p0", "p1"], -2)
+    # a peer that did the prompt too many versions ago is not ready either
+    assert not peers_ready(state, ["b"], ["p0"], 1)
+
+
+def test_async_waits_for_a_peer_that_has_not_started() -> None:
+    """An async learner waits for a peer not started yet (no learner step: at version 0) on
+    every batch its rollouts may be sampling, not only on batch 0; not for a finished one or one
+    further behind than the staleness bound."""
+    steps = {"b": 2}  # b has taken two steps, c none
+    for version in (0, 1):
+        assert peers_to_wait_for(steps, ["b", "c"], version, steps=10, max_staleness=1) == [
+            "b",
+            "c",
+        ]
+    assert peers_to_wait_for(steps, ["b", "c"], 3, steps=10, max_staleness=1) == ["b"]
+    assert peers_to_wait_for(steps, ["b", "c"], 4, steps=10, max_staleness=1) == []
+    # with no staleness allowed, a peer's rollouts sample only its learner's own batch: c (at
+    # 0) cannot be sampling batch 1; b, ahead, has sampled it
+    assert peers_to_wait_for(steps, ["b", "c"], 1, steps=10, max_staleness=0) == ["b"]
+    # a finished peer samples nothing more, whatever this learner's version
+    assert peers_to_wait_for({"b": 10}, ["b"], 9, steps=10, max_staleness=1) == []
 
 
 def test_consumed_events_are_never_offered_again() -> None:
