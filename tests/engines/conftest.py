@@ -16,6 +16,6 @@ SKIP = pytest.mark.skipif(
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "tests/vllm/" in str(item.path).replace("\\", "/"):
+        if "tests/engines/" in str(item.path).replace("\\", "/"):
             item.add_marker(pytest.mark.vllm)
             item.add_marker(SKIP)
