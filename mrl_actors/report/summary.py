@@ -54,6 +54,22 @@ _PLOTS: tuple[tuple[str, str], ...] = (
 )
 
 
+def _page_head(title: str) -> str:
+    """The start of every report page: its title, the shared style, its heading."""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
+th {{ background: #f3f3f3; }}
+figure {{ display: inline-block; margin: 0.5em; }}
+ul.headline {{ font-size: 1.1em; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+"""
+
+
 def summarize(events: Iterable[Event]) -> dict[str, Any]:
     """Fold a run's events into the summary the report and `--compare` read.
 
@@ -257,18 +273,9 @@ def render_html(summary: dict[str, Any]) -> str:
             plots.append(f'<figure data-metric="{key}">{_svg_plot(plot_title, data)}</figure>')
     events = _table(["event kind", "count"], sorted(summary["events"].items()))
     by_source = _table(["kind/source", "count"], sorted(summary["events_by_source"].items()))
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
-th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
-th {{ background: #f3f3f3; }}
-figure {{ display: inline-block; margin: 0.5em; }}
-ul.headline {{ font-size: 1.1em; }}
-</style></head><body>
-<h1>{html.escape(title)}</h1>
-{facts}
+    return (
+        _page_head(title)
+        + f"""{facts}
 {heads}
 <h2>Policies</h2>
 {per_policy}
@@ -284,6 +291,7 @@ ul.headline {{ font-size: 1.1em; }}
 {spec_table}</details>
 </body></html>
 """
+    )
 
 
 _PART_COLUMNS = ("initial_accuracy", "final_accuracy", "final_pass1", "final_pass8")
@@ -461,22 +469,15 @@ def render_counterfactual_html(page: dict[str, Any]) -> str:
             f"<details><summary>Per step</summary>{per_step}</details>"
         )
     title = f"mrl-actors counterfactual replay of {page['run']} under {probe}"
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
-th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
-th {{ background: #f3f3f3; }}
-figure {{ display: inline-block; margin: 0.5em; }}
-ul.headline {{ font-size: 1.1em; }}
-</style></head><body>
-<h1>{html.escape(title)}</h1>
-<p>The logged experience of each policy fed through the {html.escape(probe)} update rule, beside
-an exact replay of the logged run (every step's weights sha256 checked against the log).</p>
+    return (
+        _page_head(title)
+        + f"""<p>The logged experience of each policy fed through the
+{html.escape(probe)} update rule, beside an exact replay of the logged run (every step's weights
+sha256 checked against the log).</p>
 {"".join(sections)}
 </body></html>
 """
+    )
 
 
 _CF_COLUMNS = ("loss", "logged_loss", "grad_norm", "logged_grad_norm", "distance")
