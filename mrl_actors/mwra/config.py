@@ -21,6 +21,8 @@ _FLOATS = (
     "hysteresis",
     "ema_alpha",
     "rate_window_s",
+    "reverse_margin",
+    "uncertainty_z",
 )
 
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+from mrl_actors.thl import Vocab, load_vocab
 
 TRAIN = [
     "The quick brown fox jumps over the lazy dog.",
@@ -32,3 +38,16 @@ def unigram() -> Tokenizer:
     )
     tok.train_from_iterator(TRAIN, trainer)
     return tok
+
+
+class Available(dict[str, Vocab]):
+    """The real vocabularies found (tests/data/models, then `$MRL_MODELS_DIR`): asking for one
+    that is missing skips the test instead of failing it."""
+
+    def __missing__(self, name: str) -> Vocab:
+        pytest.skip(f"{name} tokenizer not bundled and not in $MRL_MODELS_DIR or ../shared/models")
+
+
+def real_vocabs(models_dir: Path, names: Iterable[str]) -> Available:
+    """The vocabularies of `names` that exist under `models_dir` (the others skip when asked)."""
+    return Available({n: load_vocab(models_dir / n) for n in names if (models_dir / n).exists()})

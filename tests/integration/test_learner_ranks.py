@@ -15,11 +15,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
+from helpers.runs import kill_run
 
 from mrl_actors.events import CheckpointStored, Event, LearnerStepCompleted, WeightsPublished
 
@@ -65,18 +65,6 @@ grad_accum = 2  # one micro-batch per rank
 weight_decay = 0.1  # every step changes the weights, whatever the rewards
 """
     return text
-
-
-@pytest.fixture(scope="module")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("mrl-cache")
-    old = os.environ.get("MRL_CACHE_DIR")
-    os.environ["MRL_CACHE_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("MRL_CACHE_DIR", None)
-    else:
-        os.environ["MRL_CACHE_DIR"] = old
 
 
 async def _events(run_dir: Path) -> list[tuple[int, Event]]:
@@ -173,18 +161,6 @@ def test_replaying_with_two_ranks_reproduces_every_logged_sha256(
     assert len({s.weights_sha256 for s in _steps(events, RANKED)}) == STEPS
 
 
-def _kill_tree(run_dir: Path, proc: subprocess.Popen[bytes]) -> None:
-    from mrl_actors.see.server import read_server_info
-
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=30)
-    info = read_server_info(run_dir)
-    if info is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(info.pid, signal.SIGKILL)
-
-
 def _rank_pids(run_dir: Path) -> list[int]:
     """PIDs of learner ranks started from `run_dir` (their command line names it)."""
     out = []
@@ -222,7 +198,7 @@ def test_a_killed_run_with_a_two_rank_learner_resumes(
         assert _rank_pids(run_dir), "no learner rank process was running"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        _kill_tree(run_dir, proc)
+        kill_run(run_dir, proc)
         deadline = time.monotonic() + 30
         while _rank_pids(run_dir) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -230,7 +206,7 @@ def test_a_killed_run_with_a_two_rank_learner_resumes(
         resumed = subprocess.run([*cmd, "--resume", str(run_dir)], env=env, timeout=600)
         assert resumed.returncode == 0
     finally:
-        _kill_tree(run_dir, proc)
+        kill_run(run_dir, proc)
         for pid in _rank_pids(run_dir):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

@@ -6,6 +6,16 @@ from collections import Counter
 
 import msgspec
 import pytest
+from helpers.mwra_events import (
+    RUN,
+    S,
+    heartbeat,
+    joined,
+    moved,
+    registered,
+    stepped,
+    throughput,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,92 +25,6 @@ from mrl_actors.mwra import MwraConfig, fold
 from mrl_actors.mwra.replay import Allocator, check
 from mrl_actors.mwra.rule import live_nodes, target_counts
 from mrl_actors.mwra.state import MwraState
-
-RUN = "r"
-S = 1_000_000_000  # ns per second
-
-
-def joined(node: str, slots: int, t: float = 0.0) -> ev.NodeJoined:
-    return ev.NodeJoined(
-        run=RUN,
-        source=node,
-        event_id=ev.event_id("node", RUN, node, "joined"),
-        time_ns=int(t * S),
-        node=node,
-        host="h",
-        pid=1,
-        slots=slots,
-    )
-
-
-def heartbeat(node: str, slots: int, t: float) -> ev.NodeHeartbeat:
-    return ev.NodeHeartbeat(
-        run=RUN,
-        source=node,
-        event_id=ev.event_id("node", RUN, node, "hb", t),
-        time_ns=int(t * S),
-        node=node,
-        slots=slots,
-    )
-
-
-def registered(policy: str) -> ev.PolicyRegistered:
-    return ev.PolicyRegistered(
-        run=RUN,
-        source=policy,
-        event_id=ev.event_id("policy", RUN, policy),
-        policy=policy,
-        family="gpt2",
-        model_path="/m",
-        tokenizer_fingerprint="f",
-        probe="independent",
-    )
-
-
-def throughput(node: str, policy: str, sps: float, t: float) -> ev.ThroughputReported:
-    """One rollout slot's report: `sps` samples/s while generating."""
-    return ev.ThroughputReported(
-        run=RUN,
-        source=policy,  # a policy's rollout actor writes it, naming the node it runs on
-        event_id=ev.event_id("throughput", RUN, policy, node, t),
-        time_ns=int(t * S),
-        node=node,
-        policy=policy,
-        role="rollout",
-        window_s=10.0,
-        tokens_per_s=sps * 100,
-        samples_per_s=sps,
-    )
-
-
-def stepped(policy: str, step: int, t: float, *, compute_s: float = 1.0) -> ev.LearnerStepTimed:
-    return ev.LearnerStepTimed(
-        run=RUN,
-        source=policy,
-        event_id=ev.event_id("learner", RUN, policy, step, "timed"),
-        time_ns=int(t * S),
-        policy=policy,
-        step=step,
-        wait_s=0.0,
-        compute_s=compute_s,
-        samples=64,
-        pending_groups=0,
-    )
-
-
-def moved(seconds: float, t: float) -> ev.SlotMoveMeasured:
-    return ev.SlotMoveMeasured(
-        run=RUN,
-        source="n0",
-        event_id=ev.event_id("slots", RUN, "n0", "moved", t),
-        time_ns=int(t * S),
-        node="n0",
-        slot=0,
-        epoch=1,
-        from_policy="a",
-        to_policy="b",
-        seconds=seconds,
-    )
 
 
 def rollout_counts(state: MwraState) -> Counter[str]:

@@ -9,70 +9,21 @@ from __future__ import annotations
 
 import math
 
+from helpers.mwra_events import RUN, S, joined, registered, stepped, throughput
+
 from mrl_actors import events as ev
 from mrl_actors.mwra import MwraConfig
 from mrl_actors.mwra.memory import Memory, remember
 from mrl_actors.mwra.replay import Allocator, check
 from mrl_actors.mwra.rule import reverses
 
-RUN = "r"
-S = 1_000_000_000
-
-
-def _joined(node: str, slots: int, t: float = 0.0) -> ev.NodeJoined:
-    return ev.NodeJoined(
-        run=RUN,
-        source=node,
-        event_id=ev.event_id("node", RUN, node, "joined"),
-        time_ns=int(t * S),
-        node=node,
-        host="h",
-        pid=1,
-        slots=slots,
-    )
-
-
-def _registered(policy: str) -> ev.PolicyRegistered:
-    return ev.PolicyRegistered(
-        run=RUN,
-        source=policy,
-        event_id=ev.event_id("policy", RUN, policy),
-        policy=policy,
-        family="gpt2",
-        model_path="/m",
-        tokenizer_fingerprint="f",
-        probe="independent",
-    )
-
 
 def _report(node: str, policy: str, sps: float, t: float) -> ev.ThroughputReported:
-    return ev.ThroughputReported(
-        run=RUN,
-        source=policy,  # a policy's rollout actor writes it, naming the node it runs on
-        event_id=ev.event_id("throughput", RUN, policy, node, t),
-        time_ns=int(t * S),
-        node=node,
-        policy=policy,
-        role="rollout",
-        window_s=2.0,
-        tokens_per_s=sps * 100,
-        samples_per_s=sps,
-    )
+    return throughput(node, policy, sps, t, window_s=2.0)  # live: short windows
 
 
 def _step(policy: str, step: int, t: float) -> ev.LearnerStepTimed:
-    return ev.LearnerStepTimed(
-        run=RUN,
-        source=policy,
-        event_id=ev.event_id("learner", RUN, policy, step, "timed"),
-        time_ns=int(t * S),
-        policy=policy,
-        step=step,
-        wait_s=0.0,
-        compute_s=0.01,
-        samples=8,
-        pending_groups=0,
-    )
+    return stepped(policy, step, t, compute_s=0.01, samples=8)
 
 
 class Recorded(Allocator):
@@ -109,7 +60,7 @@ def live_like_log(config: MwraConfig) -> tuple[Recorded, list[ev.SlotsAssigned]]
     a few seconds of short-window reports say the opposite, by a margin like the live one."""
     alloc = Recorded(config)
     nodes = ["n0", "n1", "n2"]
-    for e in (_registered("gpt2"), _registered("llama"), *(_joined(n, 2) for n in nodes)):
+    for e in (registered("gpt2"), registered("llama"), *(joined(n, 2) for n in nodes)):
         alloc.observe(e)
     first = alloc.step(0)
     assert first is not None
@@ -165,7 +116,7 @@ def test_a_membership_change_lifts_the_hold() -> None:
                 slots=2,
             )
         )
-    alloc.observe(_joined("n3", 2, now))  # a new node: its free slots are filled at once
+    alloc.observe(joined("n3", 2, now))  # a new node: its free slots are filled at once
     d = alloc.step(int(now * S))
     assert d is not None and "filled" in d.reason
     # and on the new membership the earlier move no longer holds anything back.
@@ -193,7 +144,7 @@ def test_a_move_needs_a_gain_beyond_the_rates_uncertainty() -> None:
     """With one report per policy nothing is moved for it; with many agreeing ones it is."""
     config = MwraConfig(cost_gate=False)
     alloc = Allocator(config)
-    for e in (_registered("gpt2"), _registered("llama"), _joined("n0", 8)):
+    for e in (registered("gpt2"), registered("llama"), joined("n0", 8)):
         alloc.observe(e)
     assert alloc.step(0) is not None
     _reports(alloc, {"gpt2": 4.0, "llama": 1.0}, 1.0, ["n0"])

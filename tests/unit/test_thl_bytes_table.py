@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.tokenizers import real_vocabs
 from tokenizers import Tokenizer
 
 from mrl_actors.errors import TokenizerError
@@ -17,17 +18,9 @@ from mrl_actors.thl.bytes_table import pair_warnings
 REAL = ("gpt2", "llama2-7b", "mistral-7b", "qwen1.5-1.8b")
 
 
-class Available(dict[str, Vocab]):
-    """The real vocabularies found (tests/data/models, then `$MRL_MODELS_DIR`): asking for one
-    that is missing skips the test instead of failing it."""
-
-    def __missing__(self, name: str) -> Vocab:
-        pytest.skip(f"{name} tokenizer not bundled and not in $MRL_MODELS_DIR or ../shared/models")
-
-
 @pytest.fixture(scope="session")
 def real(models_dir: Path) -> dict[str, Vocab]:
-    return Available({n: load_vocab(models_dir / n) for n in REAL if (models_dir / n).exists()})
+    return real_vocabs(models_dir, REAL)
 
 
 def _id(v: Vocab, piece: str) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.tokenizers import unigram, wordpiece
+from helpers.tokenizers import Available, real_vocabs, unigram, wordpiece
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -64,18 +64,9 @@ def cut_bytes(draw: st.DrawFn) -> bytes:
     return data[: draw(st.integers(0, len(data)))]
 
 
-class Available(dict[str, Vocab]):
-    """The real vocabularies found (tests/data/models, then `$MRL_MODELS_DIR`): asking for one
-    that is missing skips the test instead of failing it."""
-
-    def __missing__(self, name: str) -> Vocab:
-        pytest.skip(f"{name} tokenizer not bundled and not in $MRL_MODELS_DIR or ../shared/models")
-
-
 @pytest.fixture(scope="session")
 def vocabs(models_dir: Path) -> dict[str, Vocab]:
-    names = {n for pair in PAIRS for n in pair}
-    return Available({n: load_vocab(models_dir / n) for n in names if (models_dir / n).exists()})
+    return real_vocabs(models_dir, {n for pair in PAIRS for n in pair})
 
 
 def peer_ids(v: Vocab, data: bytes) -> np.ndarray:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.tokenizers import unigram, wordpiece
+from helpers.tokenizers import real_vocabs, unigram, wordpiece
 
 from mrl_actors.thl import (
     ResidualBudget,
@@ -28,17 +28,9 @@ TEXT = (
 )
 
 
-class Available(dict[str, Vocab]):
-    """The real vocabularies found (tests/data/models, then `$MRL_MODELS_DIR`): asking for one
-    that is missing skips the test instead of failing it."""
-
-    def __missing__(self, name: str) -> Vocab:
-        pytest.skip(f"{name} tokenizer not bundled and not in $MRL_MODELS_DIR or ../shared/models")
-
-
 @pytest.fixture(scope="session")
 def real(models_dir: Path) -> dict[str, Vocab]:
-    return Available({n: load_vocab(models_dir / n) for n in REAL if (models_dir / n).exists()})
+    return real_vocabs(models_dir, REAL)
 
 
 @pytest.fixture(scope="session")
