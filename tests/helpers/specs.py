@@ -94,6 +94,7 @@ def spec_toml(
     max_new_tokens: int = 4,
     grpo: dict[str, Any] | None = None,
     pair: Sequence[tuple[str, str]] = PAIR,
+    learner_slots: int | None = None,
     **tables: Any,
 ) -> str:
     """A whole spec: `[run]` (these defaults, then `run`), the other `tables` (`probes`,
@@ -111,7 +112,8 @@ def spec_toml(
         },
         **tables,
     }
+    slots = {} if learner_slots is None else {"learner_slots": learner_slots}
     policies = policies_toml(
-        models_dir, tiny=tiny, max_new_tokens=max_new_tokens, grpo=grpo, pair=pair
+        models_dir, tiny=tiny, max_new_tokens=max_new_tokens, grpo=grpo, pair=pair, **slots
     )
     return tomli_w.dumps(head) + policies

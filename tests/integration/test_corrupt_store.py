@@ -7,7 +7,6 @@ wait for it forever. Each tool must end within 60 s and name the missing sequenc
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from helpers.specs import spec_toml
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -22,49 +22,28 @@ TOOL_TIMEOUT_S = 60
 
 
 def _spec(models_dir: Path) -> str:
-    return f"""
-[run]
-name = "t-corrupt"
-seed = 0
-probe = "independent"
-steps = 1
-prompts_per_step = 2
-group_size = 2
-eval_every = 1
-eval_size = 4
-checkpoint_every = 1
-
-[task.arithmetic]
-max_operand = 4
-size = 16
-
-[[policies]]
-name = "gpt2"
-model = "{models_dir / "gpt2"}"
-tiny = {{ hidden_size = 32, layers = 1, heads = 2, warm_start_steps = 10 }}
-[policies.engine.sampling]
-max_new_tokens = 3
-"""
+    return spec_toml(
+        models_dir,
+        run={"name": "t-corrupt", "probe": "independent", "steps": 1, "checkpoint_every": 1},
+        task={"arithmetic": {"max_operand": 4, "size": 16}},
+        tiny={"hidden_size": 32, "layers": 1, "heads": 2, "warm_start_steps": 10},
+        max_new_tokens=3,
+        pair=[("gpt2", "gpt2")],
+    )
 
 
 @pytest.fixture(scope="module")
-def corrupt_run(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+def corrupt_run(
+    models_dir: Path, model_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, int]:
     """A finished run copied to a temp dir with one byte of its learner step's record flipped;
     and that record's sequence."""
     from mrl_actors.run.runner import run_once
     from mrl_actors.spec import parse_spec
 
     root = tmp_path_factory.mktemp("corrupt")
-    old = os.environ.get("MRL_CACHE_DIR")
-    os.environ["MRL_CACHE_DIR"] = str(root / "cache")
-    try:
-        text = _spec(models_dir)
-        anyio.run(lambda: run_once(parse_spec(text), text, root / "run"))
-    finally:
-        if old is None:
-            os.environ.pop("MRL_CACHE_DIR", None)
-        else:
-            os.environ["MRL_CACHE_DIR"] = old
+    text = _spec(models_dir)
+    anyio.run(lambda: run_once(parse_spec(text), text, root / "run"))
     seq = anyio.run(_learner_seq, root / "run")
     copy = root / "copy"
     shutil.copytree(root / "run", copy)

@@ -20,6 +20,7 @@ from pathlib import Path
 import anyio
 import pytest
 from helpers.runs import kill_run
+from helpers.specs import policies_toml, spec_toml
 
 from mrl_actors.events import CheckpointStored, Event, LearnerStepCompleted, WeightsPublished
 
@@ -33,38 +34,29 @@ RANKED = "llama"
 
 
 def spec_text(models_dir: Path, steps: int = STEPS) -> str:
-    text = f"""
-[run]
-name = "{RUN}"
-seed = 0
-probe = "xgrpo"
-mode = "async"
-max_staleness = 1
-steps = {steps}
-prompts_per_step = 2
-group_size = 4
-eval_every = {steps}
-eval_size = 4
-checkpoint_every = 2
-
-[probes.sharing]
-wait_for_peers_s = 10.0
-"""
-    for name, model in (("gpt2", "gpt2"), ("llama", "llama2-7b")):
-        text += f"""
-[[policies]]
-name = "{name}"
-model = "{models_dir / model}"
-tiny = {{ hidden_size = 16, layers = 2, heads = 2, warm_start_steps = 5 }}
-learner_slots = {2 if name == RANKED else 1}
-[policies.engine.sampling]
-max_new_tokens = 4
-[policies.grpo]
-lr = 1e-3
-grad_accum = 2  # one micro-batch per rank
-weight_decay = 0.1  # every step changes the weights, whatever the rewards
-"""
-    return text
+    tiny = {"hidden_size": 16, "layers": 2, "heads": 2, "warm_start_steps": 5}
+    # one micro-batch per rank; weight decay: every step changes the weights, whatever the rewards
+    grpo = {"lr": 1e-3, "grad_accum": 2, "weight_decay": 0.1}
+    one = spec_toml(
+        models_dir,
+        run={
+            "name": RUN,
+            "probe": "xgrpo",
+            "mode": "async",
+            "max_staleness": 1,
+            "steps": steps,
+            "group_size": 4,
+        },
+        probes={"sharing": {"wait_for_peers_s": 10.0}},
+        tiny=tiny,
+        grpo=grpo,
+        pair=[("gpt2", "gpt2")],
+        learner_slots=1,
+    )
+    ranked = [(RANKED, "llama2-7b")]
+    return one + policies_toml(
+        models_dir, tiny=tiny, max_new_tokens=4, grpo=grpo, pair=ranked, learner_slots=2
+    )
 
 
 async def _events(run_dir: Path) -> list[tuple[int, Event]]:

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import anyio
 import pytest
+from helpers.runs import run_events
+from helpers.specs import TINY16, spec_toml
 
-from mrl_actors.events import Event, LearnerStepCompleted, WeightsPublished
+from mrl_actors.events import LearnerStepCompleted, WeightsPublished
 
 pytestmark = [pytest.mark.integration]
 
@@ -22,39 +24,14 @@ STEPS = 5
 
 
 def spec_text(models_dir: Path) -> str:
-    return f"""
-[run]
-name = "{RUN}"
-mode = "async"
-steps = {STEPS}
-prompts_per_step = 2
-group_size = 4
-eval_every = {STEPS}
-eval_size = 4
-checkpoint_every = 2
-
-[weights]
-store = "mmap"
-full_every = 2
-keep = 2
-
-[[policies]]
-name = "gpt2"
-model = "{models_dir / "gpt2"}"
-tiny = {{ hidden_size = 16, layers = 1, heads = 2, warm_start_steps = 5 }}
-[policies.engine.sampling]
-max_new_tokens = 4
-[policies.grpo]
-lr = 1e-3
-weight_decay = 0.1  # every step changes the weights, whatever the rewards
-"""
-
-
-async def _events(run_dir: Path) -> list[Event]:
-    from mrl_actors.see.access import open_log
-
-    async with open_log(run_dir=run_dir, run=RUN) as log:
-        return [rec.event async for rec in log.read(start_seq=1)]
+    return spec_toml(
+        models_dir,
+        run={"name": RUN, "mode": "async", "steps": STEPS, "group_size": 4},
+        weights={"store": "mmap", "full_every": 2, "keep": 2},
+        tiny=TINY16,
+        grpo={"lr": 1e-3, "weight_decay": 0.1},  # every step changes the weights
+        pair=[("gpt2", "gpt2")],
+    )
 
 
 def test_an_mmap_delta_run_resumes_and_keeps_only_what_it_needs(
@@ -73,7 +50,7 @@ def test_an_mmap_delta_run_resumes_and_keeps_only_what_it_needs(
     spec = parse_spec(text)
     anyio.run(lambda: run_once(spec, text, out, stop_after=3))
     anyio.run(lambda: run_once(spec, text, out))
-    events = anyio.run(_events, out)
+    events = anyio.run(run_events, out, RUN)
     steps = [e.step for e in events if isinstance(e, LearnerStepCompleted)]
     assert sorted(set(steps)) == list(range(1, STEPS + 1))
     weights = {e.version: e for e in events if isinstance(e, WeightsPublished)}
