@@ -28,6 +28,22 @@ RUN = "r1"
 T0 = 1_700_000_000_000_000_000  # ns
 
 
+def _assigned(epoch: int, *, slot2: str) -> ev.SlotsAssigned:
+    """n0's three slots: qwen's learner and a qwen rollout slot, and slot 2 given to `slot2`."""
+    placed = [(0, "qwen", "learner"), (1, "qwen", "rollout"), (2, slot2, "rollout")]
+    return ev.SlotsAssigned(
+        run=RUN,
+        time_ns=T0,
+        source="mwra",
+        event_id=f"s{epoch}",
+        epoch=epoch,
+        assignments=[
+            ev.SlotAssignment(node="n0", slot=k, policy=p, role=r)  # type: ignore[arg-type]
+            for k, p, r in placed
+        ],
+    )
+
+
 def _events() -> list[ev.Event]:
     base = {"run": RUN, "time_ns": T0}
     return [
@@ -55,28 +71,8 @@ def _events() -> list[ev.Event]:
             pending_groups=3,
             staleness=0.75,
         ),
-        ev.SlotsAssigned(
-            **base,
-            source="mwra",
-            event_id="s1",
-            epoch=1,
-            assignments=[
-                ev.SlotAssignment(node="n0", slot=0, policy="qwen", role="learner"),
-                ev.SlotAssignment(node="n0", slot=1, policy="qwen", role="rollout"),
-                ev.SlotAssignment(node="n0", slot=2, policy="llama", role="rollout"),
-            ],
-        ),
-        ev.SlotsAssigned(
-            **base,
-            source="mwra",
-            event_id="s2",
-            epoch=2,
-            assignments=[
-                ev.SlotAssignment(node="n0", slot=0, policy="qwen", role="learner"),
-                ev.SlotAssignment(node="n0", slot=1, policy="qwen", role="rollout"),
-                ev.SlotAssignment(node="n0", slot=2, policy="qwen", role="rollout"),
-            ],
-        ),
+        _assigned(1, slot2="llama"),  # MWRA then moves slot 2 from llama to qwen
+        _assigned(2, slot2="qwen"),
         ev.SlotMoveMeasured(
             **base,
             source="n0",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -41,12 +43,15 @@ def _c(reward: float) -> Completion:
     )
 
 
+def _named(kind: str, policy: str, version: int, prompt: str) -> dict[str, Any]:
+    """What every experience event of `policy` on `prompt` at `version` carries."""
+    eid = event_id(kind, "r", policy, version, prompt)
+    return {"run": "r", "source": policy, "event_id": eid, "policy": policy}
+
+
 def _rollout(policy: str, version: int, prompt: str) -> RolloutGroupCompleted:
     return RolloutGroupCompleted(
-        run="r",
-        source=policy,
-        event_id=event_id("rollout", "r", policy, version, prompt),
-        policy=policy,
+        **_named("rollout", policy, version, prompt),
         policy_version=version,
         prompt_id=prompt,
         prompt_text="q",
@@ -56,10 +61,7 @@ def _rollout(policy: str, version: int, prompt: str) -> RolloutGroupCompleted:
 
 def _summary(policy: str, version: int, prompt: str) -> RewardSummary:
     return RewardSummary(
-        run="r",
-        source=policy,
-        event_id=event_id("reward", "r", policy, version, prompt),
-        policy=policy,
+        **_named("reward", policy, version, prompt),
         policy_version=version,
         prompt_id=prompt,
         rewards=pack_f32([0.0, 1.0]),
@@ -69,10 +71,7 @@ def _summary(policy: str, version: int, prompt: str) -> RewardSummary:
 
 def _success(policy: str, version: int, prompt: str) -> SuccessVerified:
     return SuccessVerified(
-        run="r",
-        source=policy,
-        event_id=event_id("success", "r", policy, version, prompt),
-        policy=policy,
+        **_named("success", policy, version, prompt),
         policy_version=version,
         prompt_id=prompt,
         prompt_text="q",
