@@ -463,6 +463,7 @@ class EventLog:
         pending = int(info.num_pending)
         named: set[int] = set()
         stalled_since = 0.0
+        seen = -1  # the consumer's delivered sequence at the last stall check
         try:
             if not follow and info.num_pending == 0:
                 return
@@ -481,7 +482,12 @@ class EventLog:
                     now = time.monotonic()
                     stalled_since = 0.0 if msgs else stalled_since or now
                     if stalled_since and now - stalled_since >= _STALL_S:
-                        if await self._in_flight(info.name, prev):  # a slow client, not a gap
+                        # delivered past `prev` and still moving: a slow client, not a gap (a
+                        # server that skipped a lost message also counts it delivered, so a
+                        # delivered count that stopped moving is looked into)
+                        delivered = await self._delivered(info.name)
+                        if delivered is None or (delivered > prev and delivered != seen):
+                            seen = delivered if delivered is not None else seen
                             stalled_since = now
                             continue
                         found = await self._lost(gaps, prev, want=pending - len(named))
@@ -524,14 +530,14 @@ class EventLog:
                 await _quietly(puller.stop())
                 await _quietly(self.js.delete_consumer(self.stream, info.name))
 
-    async def _in_flight(self, consumer: str, prev: int) -> bool:
-        """The server has delivered past `prev` (the messages are on their way to a busy
-        client), or the consumer cannot be asked (its loss is handled apart)."""
+    async def _delivered(self, consumer: str) -> int | None:
+        """The last stream sequence the server has delivered to `consumer`; None when the
+        consumer cannot be asked (its loss is handled apart, by the consumer check)."""
         try:
             ci = await self.js.consumer_info(self.stream, consumer, timeout=_ATTEMPT_S)
         except Exception:  # gone or unreachable: the consumer check recreates it
-            return True
-        return int(ci.delivered.stream_seq or 0) > prev
+            return None
+        return int(ci.delivered.stream_seq or 0)
 
     async def _lost(self, gaps: list[tuple[int, int]], prev: int, *, want: int) -> list[int]:
         """The sequences after `prev` (up to the stream's last), then in `gaps`, that the
