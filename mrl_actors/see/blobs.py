@@ -351,19 +351,17 @@ class ObjectStoreBlobs:
             )
 
     async def delete(self, ref: BlobRef) -> None:
-        """Purge `ref`'s chunks, then mark its meta deleted (no rollup). Needs the right to
-        purge the bucket: without it the server refuses the purge and nothing changes (the
-        reverse order, nats-py's, would leave a blob unreadable with its chunks still there)."""
+        """Purge `ref`'s chunks, then its meta. Needs the right to purge the bucket: without it
+        the server refuses the purge and nothing changes (the reverse order, nats-py's, would
+        leave a blob unreadable with its chunks still there). The meta is purged rather than
+        superseded by a tombstone: readers take an object's first meta (`see.objstore`), so a
+        later one would not hide it, and the bucket refuses the rollup that replaces one."""
         info = await self.info(ref.key)
         if info is None:
             return
         with anyio.fail_after(self._timeout_s):
             await self._js.purge_stream(self.stream, subject=f"$O.{self._bucket}.C.{info.nuid}")
-            tomb = {"name": ref.key, "bucket": self._bucket, "nuid": info.nuid, "size": 0}
-            tomb |= {"chunks": 0, "digest": "", "deleted": True}
-            await self._js.publish(
-                f"$O.{self._bucket}.M.{_b64(ref.key)}", json.dumps(tomb).encode()
-            )
+            await self._js.purge_stream(self.stream, subject=f"$O.{self._bucket}.M.{_b64(ref.key)}")
 
     async def put_raw(self, key: str, data: bytes) -> None:
         """Overwrite the bytes under `key` without hashing: for corruption tests and repair."""

@@ -219,8 +219,10 @@ def test_a_run_survives_garbage_on_every_subject(
     )
     assert len(folded) == len(FOLDED) * len(POLICIES) * 7 + len(POLICIES)
     dead = _dead_by_reader(recs)
-    for policy in POLICIES:
-        assert sorted(dead[policy]) == folded, policy  # every one, once
+    for policy in POLICIES:  # each at most once; an actor whose last step came before a bad
+        # message was stored never read it (the resume below reads the whole log again)
+        assert len(dead[policy]) == len(set(dead[policy])), policy
+        assert set(dead[policy]) <= set(folded), policy
 
     # resume on that log: nothing to do, no dead letter written twice
     from mrl_actors.run.runner import resume_spec, run_once
@@ -232,7 +234,7 @@ def test_a_run_survives_garbage_on_every_subject(
     assert _final_weights(after) == weights
     dead_after = _dead_by_reader(after)
     for policy in POLICIES:
-        assert sorted(dead_after[policy]) == folded, policy
+        assert sorted(dead_after[policy]) == folded, policy  # every one, once
     assert json.loads((dirty_dir / "summary.json").read_text())["run"]["status"] == "completed"
     assert "<svg" in (dirty_dir / "report.html").read_text()
 
