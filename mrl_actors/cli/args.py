@@ -187,6 +187,13 @@ def host_token() -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()) or "node"
 
 
+def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """`--set KEY=VALUE`, repeatable, into `args.sets` (applied by `cli.compose`)."""
+    parser.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help=help
+    )
+
+
 def add_metrics_options(parser: argparse.ArgumentParser) -> None:
     """`--metrics-port N [--metrics-host H]`: serve the run's Prometheus metrics (default off)."""
     parser.add_argument(

@@ -27,13 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mrl-node", description="Host a run's policy actors on this machine."
     )
     parser.add_argument("spec", type=types.spec_file, help="the run's experiment spec (TOML)")
-    parser.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="set a spec field as `mrl run --set` does (every node of a run must agree)",
+    types.add_set_option(
+        parser, "set a spec field as `mrl run --set` does (every node of a run must agree)"
     )
     parser.add_argument(
         "--run-dir", type=Path, required=True, help="checkpoints go here (local to this host)"

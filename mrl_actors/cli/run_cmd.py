@@ -38,13 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=types.spec_file,
         help="experiment spec (TOML); several are merged in order, later ones win",
     )
-    parser.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="set any spec field: policies.gpt2.grpo.lr=1e-4 (repeatable; checked as the file)",
+    types.add_set_option(
+        parser, "set any spec field: policies.gpt2.grpo.lr=1e-4 (repeatable; checked as the file)"
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="print the effective spec (TOML) and exit"

@@ -10,9 +10,10 @@ are averaged over the seeds that have one. Each probe and seed links to its sub-
 from __future__ import annotations
 
 import html
-import io
 from collections import defaultdict
 from typing import Any
+
+from mrl_actors.report.run_page import inline_svg
 
 # (series key, title) of the curves compared across probes
 CURVES: tuple[tuple[str, str], ...] = (
@@ -82,13 +83,4 @@ def _band_plot(title: str, lines: dict[str, list[tuple[int, float, float, float]
                 color=line.get_color(),
                 linewidth=0,
             )
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel("learner step")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg")
-    plt.close(fig)
-    svg = buf.getvalue()
-    return svg[svg.index("<svg") :]
+    return inline_svg(fig, ax, title)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import io
 import tomllib
 from typing import Any
 
@@ -104,3 +105,19 @@ def run_spec(spec_toml: str | None) -> dict[str, Any]:
     # a field the spec leaves out has RunSection's default (mrl_actors.spec, a floor above)
     defaults = {"mode": "lockstep", "rollout_replicas": 1, "max_staleness": 1}
     return {k: run.get(k, default) for k, default in defaults.items()}
+
+
+def inline_svg(fig: Any, ax: Any, title: str) -> str:
+    """A finished matplotlib plot of learner steps as SVG markup to inline into a page."""
+    import matplotlib.pyplot as plt
+
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("learner step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    plt.close(fig)
+    svg = buf.getvalue()
+    return svg[svg.index("<svg") :]  # drop the XML prolog: the SVG is inlined into HTML

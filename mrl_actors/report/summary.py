@@ -11,7 +11,6 @@ self-contained page with inline SVG plots (matplotlib, no scripts, no network).
 from __future__ import annotations
 
 import html
-import io
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -25,7 +24,7 @@ from mrl_actors.events import (
     RunStarted,
     identity_error,
 )
-from mrl_actors.report.run_page import headline, run_spec, spec_rows, system_rows
+from mrl_actors.report.run_page import headline, inline_svg, run_spec, spec_rows, system_rows
 from mrl_actors.report.stats import COMPARED_METRICS, MIN_PAIRED_SEEDS
 
 # Metrics plotted per policy over steps: (key in LearnerStepCompleted.metrics, title).
@@ -180,16 +179,7 @@ def _svg_plot(title: str, per_policy: dict[str, Sequence[tuple[int, float]]]) ->
     for name, pts in sorted(per_policy.items()):
         if pts:
             ax.plot([s for s, _ in pts], [v for _, v in pts], marker="o", ms=3, label=name)
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel("learner step")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg")
-    plt.close(fig)
-    svg = buf.getvalue()
-    return svg[svg.index("<svg") :]  # drop the XML prolog: the SVG is inlined into HTML
+    return inline_svg(fig, ax, title)
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

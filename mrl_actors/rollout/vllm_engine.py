@@ -44,6 +44,7 @@ from mrl_actors.errors import EngineUnavailableError, MrlError
 from mrl_actors.logs import get_logger
 from mrl_actors.rollout.base import EngineConfig, FinishReason, Generation, SamplingConfig
 from mrl_actors.rollout.text import completion_text
+from mrl_actors.see.server import pid_alive
 
 log = get_logger(__name__)
 
@@ -189,22 +190,12 @@ def auto_tolerance(cfg: EngineConfig, model: Any) -> float:
     return 1e-3 if dtype in ("float32", "float") else 0.1
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def reap(root: Path) -> list[Path]:
     """Remove engine directories under `root` left by processes of this host that are gone."""
     host, gone = socket.gethostname(), []
     for d in root.glob(f"{host}-*-*") if root.is_dir() else ():
         pid = d.name[len(host) + 1 :].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             shutil.rmtree(d, ignore_errors=True)
             gone.append(d)
     return gone

@@ -326,7 +326,8 @@ def _write_private(path: Path, text: str) -> None:
         f.write(text)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """A process with this pid exists (possibly another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -343,7 +344,7 @@ def serves(pid: int, store_dir: str | os.PathLike[str]) -> bool:
     is not enough. Without procfs (not Linux) liveness is all that can be checked.
     """
     if not Path("/proc/self").exists():
-        return _alive(pid)
+        return pid_alive(pid)
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
@@ -363,9 +364,9 @@ async def stop_stale_server(run_dir: str | os.PathLike[str], *, timeout: float =
         try:
             os.kill(info.pid, signal.SIGTERM)
             with anyio.move_on_after(timeout):
-                while _alive(info.pid):
+                while pid_alive(info.pid):
                     await anyio.sleep(0.05)
-            if _alive(info.pid):
+            if pid_alive(info.pid):
                 os.kill(info.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
