@@ -17,6 +17,8 @@ import tomli_w
 # SentencePiece side is Mistral-7B's tokenizer (Llama-2-style, bundled in tests/data/models with
 # its Apache-2.0 licence), so that a bare clone runs every pair test; the policy keeps the name.
 PAIR: tuple[tuple[str, str], ...] = (("gpt2", "gpt2"), ("llama", "mistral-7b"))
+# The built-in pair (tokenizers the project trains itself): `policies_toml("", pair=BUILTIN)`.
+BUILTIN: tuple[tuple[str, str], ...] = (("gpt2", "builtin:gpt2-bpe"), ("llama", "builtin:llama-sp"))
 
 
 def policies_toml(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from helpers.specs import BUILTIN, TINY32, policies_toml
 from jsonschema import Draft202012Validator
 
 from mrl_actors.cli import main
@@ -34,21 +35,7 @@ checkpoint_every = 2
 
 [probes.sharing]
 wait_for_peers_s = 20.0
-
-[[policies]]
-name = "gpt2"
-model = "builtin:gpt2-bpe"
-tiny = { hidden_size = 32, layers = 1, heads = 2, warm_start_steps = 20 }
-[policies.engine.sampling]
-max_new_tokens = 4
-
-[[policies]]
-name = "llama"
-model = "builtin:llama-sp"
-tiny = { hidden_size = 32, layers = 1, heads = 2, warm_start_steps = 20 }
-[policies.engine.sampling]
-max_new_tokens = 4
-"""
+""" + policies_toml("", tiny=TINY32, max_new_tokens=4, pair=BUILTIN)
 
 
 def test_the_export_schema_on_disk_is_the_one_the_code_makes() -> None:

@@ -39,6 +39,11 @@ def policy(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     return model, tok, task
 
 
+def _learner(model: Any) -> GRPOLearner:
+    """The learner both tests step: lr 1e-3 on completions of at most 6 tokens."""
+    return GRPOLearner(model, GRPOConfig(lr=1e-3, max_completion_length=6), seed=0)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_sampled_grpo_steps_keep_ratios_at_one_and_the_engine_in_step(
@@ -46,7 +51,7 @@ def test_sampled_grpo_steps_keep_ratios_at_one_and_the_engine_in_step(
 ) -> None:
     model, tok, task = policy
     engine = HFEngine(model, tok, SamplingConfig(max_new_tokens=6, stop=("\n",)))
-    learner = GRPOLearner(model, GRPOConfig(lr=1e-3, max_completion_length=6), seed=0)
+    learner = _learner(model)
     start = weights_sha256(model)
     for step in range(STEPS):
         items = task.sample(1, step, PROMPTS)
@@ -109,7 +114,7 @@ def test_grpo_raises_the_rewarded_answer_over_the_unrewarded_one(
 ) -> None:
     model, tok, task = policy
     items = task.items(3)[:PROMPTS]
-    learner = GRPOLearner(model, GRPOConfig(lr=1e-3, max_completion_length=6), seed=0)
+    learner = _learner(model)
     groups = [_built_group(model, tok, task, item) for item in items]
     pairs = [(g[0], g[1]) for g in groups]
     before = _margin(model, tok, pairs)

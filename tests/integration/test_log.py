@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -273,16 +273,23 @@ async def test_replay_from_seq_returns_exactly_the_suffix(
     assert by_time and by_time[0] <= 17 and by_time[-1] == 60
 
 
-async def test_follow_sees_events_appended_later(
-    event_log: EventLog, make_rollout: MakeRollout
-) -> None:
-    got: list[int] = []
+def _following(event_log: EventLog, got: list[int], n: int) -> Callable[[], Awaitable[None]]:
+    """A task that follows the log, noting each sequence in `got`, until it has seen `n`."""
 
     async def tail() -> None:
         async for r in event_log.read(follow=True):
             got.append(r.seq)
-            if len(got) == 3:
+            if len(got) == n:
                 return
+
+    return tail
+
+
+async def test_follow_sees_events_appended_later(
+    event_log: EventLog, make_rollout: MakeRollout
+) -> None:
+    got: list[int] = []
+    tail = _following(event_log, got, 3)
 
     with anyio.fail_after(20):
         async with anyio.create_task_group() as tg:
@@ -299,12 +306,7 @@ async def test_a_follow_read_whose_consumer_is_lost_recreates_it_and_misses_noth
     """Regression: a read's consumer removed under it (server restart, failover, inactivity)
     used to leave the read waiting forever without an error."""
     got: list[int] = []
-
-    async def tail() -> None:
-        async for r in event_log.read(follow=True):
-            got.append(r.seq)
-            if len(got) == 6:
-                return
+    tail = _following(event_log, got, 6)
 
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:

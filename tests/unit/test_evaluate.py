@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from helpers.heads import Boost
 
 from mrl_actors.actors.runtime import PolicyRuntime
 from mrl_actors.models.load import build_tiny
 from mrl_actors.rollout import make_engine
 from mrl_actors.spec import parse_spec
 from mrl_actors.tasks import ArithmeticConfig, ArithmeticTask, TaskItem
-
-
-class _Boost(torch.nn.Module):
-    """An LM head that makes one token overwhelmingly likely."""
-
-    def __init__(self, head: Any, token: int) -> None:
-        super().__init__()
-        self.head, self.token = head, token
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        out = self.head(h)
-        out[..., self.token] += 100.0
-        return out
 
 
 def _runtime(models_dir: Path, boost: str = "") -> PolicyRuntime:
@@ -44,7 +31,7 @@ stop = ["\\n"]
     )
     model, tok = build_tiny(models_dir / "gpt2", hidden_size=32, layers=1, heads=2, seed=2)
     if boost:
-        boosted = _Boost(model.get_output_embeddings(), tok.convert_tokens_to_ids(boost))
+        boosted = Boost(model.get_output_embeddings(), tok.convert_tokens_to_ids(boost))
         model.get_output_embeddings = lambda: boosted
     policy = spec.policies[0]
     return PolicyRuntime(

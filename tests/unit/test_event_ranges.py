@@ -8,35 +8,25 @@ from __future__ import annotations
 
 import math
 
-import msgspec
 import pytest
+from helpers import events as E
 
 from mrl_actors import events as ev
 from mrl_actors.errors import EventDecodeError
 
-RUN = "r"
+RUN = E.RUN
 BIG = 2**64 - 1
 
 
 def _learner(**changes: object) -> ev.LearnerStepCompleted:
-    base = ev.LearnerStepCompleted(
-        run=RUN,
-        source="gpt2",
-        event_id="e",
-        policy="gpt2",
-        step=1,
-        probe="independent",
-        consumed=[ev.ConsumedEvent(3, "x")],
-        weights_sha256="0" * 64,
-        metrics={"loss": 0.5},
-    )
-    return msgspec.structs.replace(base, **changes)
+    consumed = [ev.ConsumedEvent(3, "x")]
+    return E.replaced(
+        E.learner_step("gpt2", 1, consumed=consumed, metrics={"loss": 0.5}), **changes
+    )  # type: ignore[return-value]
 
 
 def _slots(epoch: int, assignments: list[ev.SlotAssignment]) -> ev.SlotsAssigned:
-    return ev.SlotsAssigned(
-        run=RUN, source="mwra", event_id="s", epoch=epoch, assignments=assignments
-    )
+    return E.assigned(epoch, assignments)
 
 
 def _one(slot: int = 0) -> ev.SlotAssignment:
@@ -70,7 +60,7 @@ def test_in_range_values_decode() -> None:
         lambda v: _rollout(v),
         lambda v: _slots(v, [_one()]),
         lambda v: _slots(1, [_one(v)]),
-        lambda v: ev.NodeHeartbeat(run=RUN, source="h1", event_id="b", node="h1", slots=v),
+        lambda v: E.heartbeat("h1", v),
         lambda v: _learner(consumed=[ev.ConsumedEvent(v, "x")]),
     ],
     ids=["step", "policy_version", "epoch", "slot", "slots", "consumed_seq"],
@@ -115,33 +105,11 @@ def test_the_schema_bounds_every_integer_field() -> None:
 
 
 def test_payload_identity_must_be_the_subject_source() -> None:
-    honest = ev.ThroughputReported(
-        run=RUN,
-        source="gpt2",
-        event_id="t",
-        node="h1",
-        policy="gpt2",
-        role="rollout",
-        window_s=1.0,
-        tokens_per_s=1.0,
-        samples_per_s=1.0,
-    )
+    honest = E.throughput("gpt2", node="h1", window_s=1.0, tokens_per_s=1.0)
     assert ev.identity_error(honest) is None
-    assert "llama" in (ev.identity_error(msgspec.structs.replace(honest, policy="llama")) or "")
-    beat = ev.NodeHeartbeat(run=RUN, source="h1", event_id="b", node="h9", slots=4096)
-    assert "h9" in (ev.identity_error(beat) or "")
-    timed = ev.LearnerStepTimed(
-        run=RUN,
-        source="gpt2",
-        event_id="l",
-        policy="llama",
-        step=1,
-        wait_s=0.0,
-        compute_s=1.0,
-        samples=4,
-        pending_groups=0,
-    )
-    assert ev.identity_error(timed) is not None
+    assert "llama" in (ev.identity_error(E.replaced(honest, policy="llama")) or "")
+    assert "h9" in (ev.identity_error(E.heartbeat("h9", 4096, source="h1")) or "")
+    assert ev.identity_error(E.learner_timed("llama", 1, source="gpt2", samples=4)) is not None
 
 
 def test_every_kind_has_one_writer_role() -> None:

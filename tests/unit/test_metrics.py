@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers import events as E
 from prometheus_client.parser import text_string_to_metric_families
 
 from mrl_actors import events as ev
@@ -30,60 +31,25 @@ T0 = 1_700_000_000_000_000_000  # ns
 
 def _assigned(epoch: int, *, slot2: str) -> ev.SlotsAssigned:
     """n0's three slots: qwen's learner and a qwen rollout slot, and slot 2 given to `slot2`."""
-    placed = [(0, "qwen", "learner"), (1, "qwen", "rollout"), (2, slot2, "rollout")]
-    return ev.SlotsAssigned(
-        run=RUN,
-        time_ns=T0,
-        source="mwra",
-        event_id=f"s{epoch}",
-        epoch=epoch,
-        assignments=[
-            ev.SlotAssignment(node="n0", slot=k, policy=p, role=r)  # type: ignore[arg-type]
-            for k, p, r in placed
-        ],
-    )
+    placed = [
+        ("n0", 0, "qwen", "learner"),
+        ("n0", 1, "qwen", "rollout"),
+        ("n0", 2, slot2, "rollout"),
+    ]
+    return E.assigned(epoch, placed, run=RUN, time_ns=T0)  # type: ignore[arg-type]
 
 
 def _events() -> list[ev.Event]:
     base = {"run": RUN, "time_ns": T0}
     return [
-        ev.NodeHeartbeat(**base, source="n0", event_id="hb", node="n0", slots=4),
-        ev.ThroughputReported(
-            **base,
-            source="qwen",
-            event_id="tp",
-            node="n0",
-            policy="qwen",
-            role="rollout",
-            window_s=10.0,
-            tokens_per_s=1500.0,
-            samples_per_s=5.0,
-        ),
-        ev.LearnerStepTimed(
-            **base,
-            source="qwen",
-            event_id="lt",
-            policy="qwen",
-            step=7,
-            wait_s=2.5,
-            compute_s=11.0,
-            samples=64,
-            pending_groups=3,
-            staleness=0.75,
+        E.heartbeat("n0", 4, **base),
+        E.throughput("qwen", samples_per_s=5.0, tokens_per_s=1500.0, **base),
+        E.learner_timed(
+            "qwen", 7, wait_s=2.5, compute_s=11.0, pending_groups=3, staleness=0.75, **base
         ),
         _assigned(1, slot2="llama"),  # MWRA then moves slot 2 from llama to qwen
         _assigned(2, slot2="qwen"),
-        ev.SlotMoveMeasured(
-            **base,
-            source="n0",
-            event_id="mv",
-            node="n0",
-            slot=2,
-            epoch=2,
-            from_policy="llama",
-            to_policy="qwen",
-            seconds=42.0,
-        ),
+        E.moved(42.0, slot=2, epoch=2, from_policy="llama", to_policy="qwen", **base),
     ]
 
 
@@ -150,20 +116,6 @@ def test_close_frees_the_port_and_bad_port_is_refused() -> None:
         MetricsConfig(port=70000)
 
 
-def _registered(policy: str) -> ev.PolicyRegistered:
-    return ev.PolicyRegistered(
-        run=RUN,
-        source=policy,
-        event_id=f"reg-{policy}",
-        time_ns=T0,
-        policy=policy,
-        family="gpt2",
-        model_path="m",
-        tokenizer_fingerprint="f",
-        probe="independent",
-    )
-
-
 def test_registered_policies_open_their_slot_move_series_at_zero() -> None:
     """A dashboard finds `mrl_slot_moves_total` for every ordered pair before any move (a run
     without MWRA never measures one); a registration read twice opens nothing twice."""
@@ -171,7 +123,7 @@ def test_registered_policies_open_their_slot_move_series_at_zero() -> None:
     port = metrics.serve(MetricsConfig(port=0))
     try:
         for policy in ("a", "b", "c", "b"):
-            metrics.observe(_registered(policy))
+            metrics.observe(E.registered(policy, run=RUN, time_ns=T0))
         got = _scrape(port)
     finally:
         metrics.close()

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
+from helpers import events as E
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,63 +20,27 @@ from mrl_actors.events import (
     Completion,
     ConsumedEvent,
     Event,
-    LearnerStepCompleted,
     RewardSummary,
     RolloutGroupCompleted,
     SuccessVerified,
-    event_id,
-    pack_f32,
-    pack_i32,
 )
 from mrl_actors.probes import Seen
 
 
 def _c(reward: float) -> Completion:
-    return Completion(
-        token_ids=pack_i32([1, 2]),
-        logprobs=pack_f32([-0.5, -0.5]),
-        text="ab",
-        finish_reason="stop",
-        reward=reward,
-        success=reward > 0,
-    )
-
-
-def _named(kind: str, policy: str, version: int, prompt: str) -> dict[str, Any]:
-    """What every experience event of `policy` on `prompt` at `version` carries."""
-    eid = event_id(kind, "r", policy, version, prompt)
-    return {"run": "r", "source": policy, "event_id": eid, "policy": policy}
+    return E.completion(reward, text="ab")
 
 
 def _rollout(policy: str, version: int, prompt: str) -> RolloutGroupCompleted:
-    return RolloutGroupCompleted(
-        **_named("rollout", policy, version, prompt),
-        policy_version=version,
-        prompt_id=prompt,
-        prompt_text="q",
-        completions=[_c(0.0), _c(1.0)],
-    )
+    return E.group(policy, version, prompt, [_c(0.0), _c(1.0)])
 
 
 def _summary(policy: str, version: int, prompt: str) -> RewardSummary:
-    return RewardSummary(
-        **_named("reward", policy, version, prompt),
-        policy_version=version,
-        prompt_id=prompt,
-        rewards=pack_f32([0.0, 1.0]),
-        success_rate=0.5,
-    )
+    return E.reward_summary(policy, version, prompt, [0.0, 1.0])
 
 
 def _success(policy: str, version: int, prompt: str) -> SuccessVerified:
-    return SuccessVerified(
-        **_named("success", policy, version, prompt),
-        policy_version=version,
-        prompt_id=prompt,
-        prompt_text="q",
-        completion_index=1,
-        completion=_c(1.0),
-    )
+    return E.success(policy, version, prompt, _c(1.0), index=1)
 
 
 def _log() -> list[Seen[Event]]:
@@ -92,16 +55,8 @@ def _log() -> list[Seen[Event]]:
         _summary("b", 0, "p1"),
     ]
     seen: list[Seen[Event]] = [Seen(i + 1, e) for i, e in enumerate(events)]
-    step = LearnerStepCompleted(
-        run="r",
-        source="a",
-        event_id=event_id("learner", "r", "a", 1),
-        policy="a",
-        step=1,
-        probe="sgt",
-        consumed=[ConsumedEvent(1, events[0].event_id), ConsumedEvent(4, events[3].event_id)],
-        weights_sha256="x",
-    )
+    consumed = [ConsumedEvent(1, events[0].event_id), ConsumedEvent(4, events[3].event_id)]
+    step = E.learner_step("a", 1, probe="sgt", consumed=consumed, weights_sha256="x")
     return [*seen, Seen(len(seen) + 1, step)]
 
 
@@ -125,13 +80,14 @@ def test_fold_tracks_versions_own_groups_and_pending_peer_events() -> None:
 def _started_state() -> PolicyState:
     """'a' at the start of a run with two peers: 'b' has sampled p0 and p1, 'c' nothing yet."""
     state = PolicyState(policy="a", peer_kind="success", peers=frozenset({"b", "c"}))
-    events: list[Event] = [
-        _rollout("b", 0, "p0"),
-        _success("b", 0, "p0"),
-        _summary("b", 0, "p0"),
-        _rollout("b", 0, "p1"),
-        _summary("b", 0, "p1"),
-    ]
+    made = (
+        (_rollout, "p0"),
+        (_success, "p0"),
+        (_summary, "p0"),
+        (_rollout, "p1"),
+        (_summary, "p1"),
+    )
+    events: list[Event] = [build("b", 0, prompt) for build, prompt in made]
     for i, e in enumerate(events):
         state = evolve(state, Seen(i + 1, e))
     return state

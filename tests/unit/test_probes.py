@@ -7,14 +7,13 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 import torch
+from helpers import events as E
 
 from mrl_actors.events import (
     Completion,
     RewardSummary,
     RolloutGroupCompleted,
     SuccessVerified,
-    event_id,
-    pack_f32,
     pack_i32,
 )
 from mrl_actors.grpo.advantages import group_advantages
@@ -24,58 +23,25 @@ from mrl_actors.probes.config import PRPConfig, SGTConfig, XGRPOConfig
 
 
 def _completion(reward: float, n: int = 3, base: int = 10) -> Completion:
-    ids = np.arange(base, base + n)
-    return Completion(
-        token_ids=pack_i32(ids),
-        logprobs=pack_f32(np.full(n, -1.0)),
-        text="x" * n,
-        finish_reason="stop",
-        reward=reward,
-        success=reward > 0.5,
-    )
+    return E.completion(reward, range(base, base + n), logprob=-1.0)
 
 
 def _group(
     policy: str, rewards: Sequence[float], version: int = 0, prompt: str = "p0"
 ) -> RolloutGroupCompleted:
-    return RolloutGroupCompleted(
-        run="r",
-        source=policy,
-        event_id=event_id("rollout", "r", policy, version, prompt),
-        policy=policy,
-        policy_version=version,
-        prompt_id=prompt,
-        prompt_text="1+1=",
-        prompt_token_ids=pack_i32([1, 2, 3]),
-        completions=[_completion(r, base=10 + i) for i, r in enumerate(rewards)],
+    done = [_completion(r, base=10 + i) for i, r in enumerate(rewards)]
+    return E.group(
+        policy, version, prompt, done, prompt_text="1+1=", prompt_token_ids=pack_i32([1, 2, 3])
     )
 
 
 def _summary(policy: str, rewards: Sequence[float], version: int = 0) -> RewardSummary:
-    return RewardSummary(
-        run="r",
-        source=policy,
-        event_id=event_id("reward", "r", policy, version, "p0"),
-        policy=policy,
-        policy_version=version,
-        prompt_id="p0",
-        rewards=pack_f32(rewards),
-        success_rate=float(np.mean(np.asarray(rewards) > 0.5)),
-    )
+    return E.reward_summary(policy, version, "p0", rewards)
 
 
 def _success(policy: str, version: int = 0, index: int = 0) -> SuccessVerified:
-    return SuccessVerified(
-        run="r",
-        source=policy,
-        event_id=event_id("success", "r", policy, version, "p0", index),
-        policy=policy,
-        policy_version=version,
-        prompt_id="p0",
-        prompt_text="1+1=",
-        completion_index=index,
-        completion=_completion(1.0, n=4, base=100 + index),
-    )
+    done = _completion(1.0, n=4, base=100 + index)
+    return E.success(policy, version, "p0", done, index=index, prompt_text="1+1=")
 
 
 def _identity_transfer(reject: bool = False):  # type: ignore[no-untyped-def]

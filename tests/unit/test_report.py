@@ -7,15 +7,14 @@ import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
 import pytest
+from helpers import events as E
 
 from mrl_actors.events import (
     ConsumedEvent,
     Event,
     LearnerStepCompleted,
-    PolicyRegistered,
     RunFinished,
     RunStarted,
-    event_id,
 )
 from mrl_actors.report.summary import compare_table, render_html, summarize
 
@@ -59,37 +58,15 @@ def _events() -> list[Event]:
         RunStarted(run=run, source="mrl", event_id="s", spec_toml="", seed=3, code_version="x"),
     ]
     for name, acc in (("gpt2", 0.25), ("llama", 0.5)):
-        out.append(
-            PolicyRegistered(
-                run=run,
-                source=name,
-                event_id=f"p-{name}",
-                policy=name,
-                family=name,
-                model_path="m",
-                tokenizer_fingerprint="f",
-                probe="sgt",
-            )
-        )
+        out.append(E.registered(name, family=name, probe="sgt"))
         for step in (1, 2, 3):
             metrics = {"reward_mean": acc + 0.1 * step, "peer_events_used": 2.0, "is_off_ess": 0.9}
             if step == 1:
                 metrics["eval_accuracy_initial"] = acc
             if step == 3:
                 metrics["eval_accuracy"] = acc + 0.2
-            out.append(
-                LearnerStepCompleted(
-                    run=run,
-                    source=name,
-                    event_id=event_id("learner", run, name, step),
-                    policy=name,
-                    step=step,
-                    probe="sgt",
-                    consumed=[ConsumedEvent(step, "e")],
-                    weights_sha256="w",
-                    metrics=metrics,
-                )
-            )
+            consumed = [ConsumedEvent(step, "e")]
+            out.append(E.learner_step(name, step, probe="sgt", consumed=consumed, metrics=metrics))
     out.append(RunFinished(run=run, source="mrl", event_id="f", status="completed"))
     return out
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from helpers.heads import Boost
 
 from mrl_actors.errors import EngineUnavailableError
 from mrl_actors.grpo.logprobs import completion_logps
@@ -259,23 +260,10 @@ def test_stale_engine_directories_of_dead_processes_are_reaped(tmp_path: Path) -
     )
 
 
-class _Boost(torch.nn.Module):
-    """An LM head that makes one token overwhelmingly likely."""
-
-    def __init__(self, head: Any, token: int) -> None:
-        super().__init__()
-        self.head, self.token = head, token
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        out = self.head(h)
-        out[..., self.token] += 100.0
-        return out
-
-
 def test_eos_stops_with_reason_stop_and_is_kept(model_dir: Callable[[str], Path]) -> None:
     """EOS ends a completion ("stop"), stays in token_ids (as TRL keeps it), not in the text."""
     model, tok = build_tiny(model_dir("mistral-7b"), hidden_size=32, layers=1, heads=2, seed=1)
-    boosted = _Boost(model.get_output_embeddings(), tok.eos_token_id)
+    boosted = Boost(model.get_output_embeddings(), tok.eos_token_id)
     model.get_output_embeddings = lambda: boosted
     gens = HFEngine(model, tok, SamplingConfig(max_new_tokens=5)).generate(
         _prompts(tok), n=2, seed=0
@@ -295,7 +283,7 @@ def test_every_generation_config_eos_id_stops(models_dir: Path) -> None:
     model, tok = build_tiny(models_dir / "gpt2", hidden_size=32, layers=1, heads=2, seed=1)
     other = 198  # "\n": not the tokenizer's EOS (50256)
     model.generation_config.eos_token_id = [tok.eos_token_id, other]
-    boosted = _Boost(model.get_output_embeddings(), other)
+    boosted = Boost(model.get_output_embeddings(), other)
     model.get_output_embeddings = lambda: boosted
     eng = HFEngine(model, tok, SamplingConfig(max_new_tokens=5, stop=("zzz",)))
     for g in (g for gs in eng.generate(_prompts(tok), n=2, seed=0) for g in gs):
@@ -311,7 +299,7 @@ def test_a_stop_string_with_a_leading_space_at_the_start_is_seen(
     already stops."""
     model, tok = build_tiny(model_dir("mistral-7b"), hidden_size=32, layers=1, heads=2, seed=1)
     the = tok.convert_tokens_to_ids("▁the")
-    boosted = _Boost(model.get_output_embeddings(), the)
+    boosted = Boost(model.get_output_embeddings(), the)
     model.get_output_embeddings = lambda: boosted
     eng = HFEngine(model, tok, SamplingConfig(max_new_tokens=5, stop=(" the",)))
     for g in (g for gs in eng.generate(_prompts(tok), n=2, seed=0) for g in gs):

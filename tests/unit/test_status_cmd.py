@@ -3,71 +3,36 @@ newest epoch; versions, backlog and rates by policy."""
 
 from __future__ import annotations
 
+from helpers import events as E
+
 from mrl_actors import events as ev
 from mrl_actors.cli.status_cmd import RunStatus
 
-RUN = "r"
+RUN = E.RUN
 S = 1_000_000_000
-
-
-def _base(kind: str, source: str, *parts: object, t: int) -> dict[str, object]:
-    return {
-        "run": RUN,
-        "source": source,
-        "event_id": ev.event_id(kind, RUN, source, *parts),
-        "time_ns": t,
-    }
 
 
 def test_nodes_slots_versions_backlog_and_rates() -> None:
     st = RunStatus()
+    st.fold(1, E.joined("h1", 1, host="a", devices=["cpu"]))
+    st.fold(2, E.joined("h2", 2, host="b", pid=2))
+    st.fold(3, E.heartbeat("h1", 1, epoch=2, time_ns=50 * S))
+    st.fold(4, E.joined("h3", 1, host="c", pid=3, time_ns=50 * S))
     st.fold(
-        1,
-        ev.NodeJoined(
-            **_base("node", "h1", "j", t=0), node="h1", host="a", pid=1, slots=1, devices=["cpu"]
+        5,
+        ev.NodeLeft(
+            run=RUN, source="h3", event_id="l", time_ns=51 * S, node="h3", reason="completed"
         ),
     )
-    st.fold(2, ev.NodeJoined(**_base("node", "h2", "j", t=0), node="h2", host="b", pid=2, slots=2))
-    st.fold(3, ev.NodeHeartbeat(**_base("node", "h1", "hb", t=50 * S), node="h1", slots=1, epoch=2))
-    st.fold(
-        4, ev.NodeJoined(**_base("node", "h3", "j", t=50 * S), node="h3", host="c", pid=3, slots=1)
-    )
-    st.fold(5, ev.NodeLeft(**_base("node", "h3", "l", t=51 * S), node="h3", reason="completed"))
-    st.fold(6, ev.NodeHeartbeat(**_base("node", "h4", "hb", t=1), node="h2", slots=1))  # forged
+    st.fold(6, E.heartbeat("h2", 1, source="h4", time_ns=1))  # forged
     for epoch, policy in ((2, "b"), (1, "a")):  # an older epoch after a newer one changes nothing
-        st.fold(
-            7,
-            ev.SlotsAssigned(
-                **_base("slots", "mwra", epoch, t=0),
-                epoch=epoch,
-                assignments=[ev.SlotAssignment(node="h1", slot=0, policy=policy, role="learner")],
-            ),
-        )
+        st.fold(7, E.assigned(epoch, [("h1", 0, policy, "learner")], time_ns=0))
     for seq in (10, 11, 12):
         st.add_group(seq, "a")
     st.fold(
-        13,
-        ev.LearnerStepCompleted(
-            **_base("learner", "a", 1, t=0),
-            policy="a",
-            step=1,
-            probe="independent",
-            consumed=[ev.ConsumedEvent(10, "x"), ev.ConsumedEvent(11, "y")],
-            weights_sha256="0" * 64,
-        ),
+        13, E.learner_step("a", 1, consumed=[ev.ConsumedEvent(10, "x"), ev.ConsumedEvent(11, "y")])
     )
-    st.fold(
-        14,
-        ev.ThroughputReported(
-            **_base("throughput", "a", 1, t=0),
-            node="h1",
-            policy="a",
-            role="rollout",
-            window_s=1.0,
-            tokens_per_s=100.0,
-            samples_per_s=4.0,
-        ),
-    )
+    st.fold(14, E.throughput("a", node="h1", window_s=1.0, samples_per_s=4.0, tokens_per_s=100.0))
     view = st.view(now_ns=60 * S, liveness_s=10.0, dead_after=2.0)
     assert {n: v["state"] for n, v in view["nodes"].items()} == {
         "h1": "alive",  # 10 s since its heartbeat: within two intervals
@@ -91,42 +56,27 @@ def test_status_shows_mode_replicas_weight_versions_staleness_wait_and_slots() -
     st = RunStatus()
     spec = '[run]\nname = "r"\nmode = "async"\nrollout_replicas = 2\nmax_staleness = 1\n'
     st.fold(
-        1, ev.RunStarted(**_base("run", "mrl", "s", t=0), spec_toml=spec, seed=0, code_version="x")
-    )
-    st.fold(
-        2,
-        ev.NodeJoined(
-            **_base("node", "local", "j", t=0),
-            node="local",
-            host="a",
-            pid=1,
-            slots=1,
-            devices=["cpu:0"],
+        1,
+        ev.RunStarted(
+            run=RUN, source="mrl", event_id="s", spec_toml=spec, seed=0, code_version="x"
         ),
     )
+    st.fold(2, E.joined("local", 1, host="a", devices=["cpu:0"]))
     for version in (0, 1):
         st.fold(
             3 + version,
             ev.WeightsPublished(
-                **_base("weights", "a", version, t=0),
+                run=RUN,
+                source="a",
+                event_id=f"w{version}",
                 policy="a",
                 version=version,
                 weights_sha256="0" * 64,
                 blob=ev.BlobRef(key="0" * 64, sha256="0" * 64, size=1, store="object"),
             ),
         )
-    st.fold(
-        5,
-        ev.LearnerStepCompleted(
-            **_base("learner", "a", 1, t=0),
-            policy="a",
-            step=1,
-            probe="independent",
-            consumed=[],
-            weights_sha256="0" * 64,
-            metrics={"staleness_mean": 0.5, "staleness_max": 1.0, "rollout_wait_s": 0.25},
-        ),
-    )
+    metrics = {"staleness_mean": 0.5, "staleness_max": 1.0, "rollout_wait_s": 0.25}
+    st.fold(5, E.learner_step("a", 1, metrics=metrics))
     view = st.view(now_ns=S, liveness_s=10.0, dead_after=2.0)
     assert (view["mode"], view["rollout_replicas"], view["max_staleness"]) == ("async", 2, 1)
     a = view["policies"]["a"]

@@ -16,6 +16,7 @@ from mrl_actors.tasks import (
     TaskConfig,
     make_task,
 )
+from mrl_actors.tasks.base import Task
 
 
 @pytest.mark.parametrize("kind", ["arithmetic", "countdown"])
@@ -45,8 +46,12 @@ def _write_jsonl(path: Path, rows: list[dict[str, str]]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def _files(d: Path, train: str, test: str) -> MathConfig:
-    return MathConfig(train=str(d / train), test=str(d / test))
+def _jsonl_task(d: Path, rows: list[dict[str, str]]) -> Task:
+    """A math task on `rows` (train.jsonl) and one held-out problem (test.jsonl) in `d`."""
+    _write_jsonl(d / "train.jsonl", rows)
+    _write_jsonl(d / "test.jsonl", [{"question": "3+3?", "answer": "#### 6"}])
+    cfg = MathConfig(train=str(d / "train.jsonl"), test=str(d / "test.jsonl"))
+    return make_task(TaskConfig(kind="math", math=cfg))
 
 
 def test_math_task_from_local_jsonl_and_parquet(tmp_path: Path) -> None:
@@ -54,9 +59,7 @@ def test_math_task_from_local_jsonl_and_parquet(tmp_path: Path) -> None:
         {"question": "2+2?", "answer": "2 and 2 make 4.\n#### 4"},
         {"question": "Half of 1?", "answer": "It is \\boxed{\\frac{1}{2}}"},
     ]
-    _write_jsonl(tmp_path / "train.jsonl", rows)
-    _write_jsonl(tmp_path / "test.jsonl", [{"question": "3+3?", "answer": "#### 6"}])
-    task = make_task(TaskConfig(kind="math", math=_files(tmp_path, "train.jsonl", "test.jsonl")))
+    task = _jsonl_task(tmp_path, rows)
     items = sorted(task.items(0), key=lambda i: i.prompt_id)
     assert [i.answer for i in items] == ["4", "\\frac{1}{2}"]
     assert [i.answer for i in task.test_items()] == ["6"]
@@ -94,9 +97,7 @@ def test_math_task_keeps_fraction_and_decimal_gold_answers(tmp_path: Path) -> No
         {"question": "Half of 1?", "answer": "1 / 2 is\n#### 1/2"},
         {"question": "5 halves?", "answer": "#### 2.5"},
     ]
-    _write_jsonl(tmp_path / "train.jsonl", rows)
-    _write_jsonl(tmp_path / "test.jsonl", [{"question": "3+3?", "answer": "#### 6"}])
-    task = make_task(TaskConfig(kind="math", math=_files(tmp_path, "train.jsonl", "test.jsonl")))
+    task = _jsonl_task(tmp_path, rows)
     half, two_and_half = sorted(task.items(0), key=lambda i: i.prompt_id)
     assert (half.answer, two_and_half.answer) == ("1/2", "2.5")
     assert task.verify(task.target_text(half), half).success

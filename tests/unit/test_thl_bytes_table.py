@@ -29,26 +29,29 @@ def _id(v: Vocab, piece: str) -> int:
     return int(idx)
 
 
-def test_byte_level_pieces(real: dict[str, Vocab]) -> None:
-    for name in ("gpt2", "qwen1.5-1.8b"):
-        v = real[name]
-        assert v.kind == "byte-level"
-        assert v.token_bytes(_id(v, "Ġthe")) == b" the"
-        assert v.token_bytes(_id(v, "Ċ")) == b"\n"
-        assert (v.byte_ids >= 0).all()  # every byte has a token
+@pytest.mark.parametrize(
+    ("name", "kind", "the", "newline"),
+    [
+        ("gpt2", "byte-level", "Ġthe", "Ċ"),
+        ("qwen1.5-1.8b", "byte-level", "Ġthe", "Ċ"),
+        ("llama2-7b", "sentencepiece", "▁the", "<0x0A>"),
+        ("mistral-7b", "sentencepiece", "▁the", "<0x0A>"),
+    ],
+)
+def test_pieces_and_every_byte(
+    real: dict[str, Vocab], name: str, kind: str, the: str, newline: str
+) -> None:
+    v = real[name]
+    assert v.kind == kind
+    assert v.token_bytes(_id(v, the)) == b" the"
+    assert v.token_bytes(_id(v, newline)) == b"\n"
+    assert (v.byte_ids >= 0).all()  # every byte has a token
+    if kind == "byte-level":  # ... that is the byte itself
         assert [v.token_bytes(int(v.byte_ids[b])) for b in range(256)] == [
             bytes([b]) for b in range(256)
         ]
-
-
-def test_sentencepiece_pieces_and_byte_fallback(real: dict[str, Vocab]) -> None:
-    for name in ("llama2-7b", "mistral-7b"):
-        v = real[name]
-        assert v.kind == "sentencepiece"
-        assert v.token_bytes(_id(v, "▁the")) == b" the"
-        assert v.token_bytes(_id(v, "<0x0A>")) == b"\n"
+    else:  # byte fallback
         assert v.token_bytes(_id(v, "<0xF0>")) == b"\xf0"
-        assert (v.byte_ids >= 0).all()
 
 
 def test_specials_have_no_bytes_and_roles_are_found(real: dict[str, Vocab]) -> None:
