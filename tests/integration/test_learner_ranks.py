@@ -53,7 +53,7 @@ def spec_text(models_dir: Path, steps: int = STEPS) -> str:
         pair=[("gpt2", "gpt2")],
         learner_slots=1,
     )
-    ranked = [(RANKED, "llama2-7b")]
+    ranked = [(RANKED, "mistral-7b")]  # bundled: a bare clone runs it too
     return one + policies_toml(
         models_dir, tiny=tiny, max_new_tokens=4, grpo=grpo, pair=ranked, learner_slots=2
     )

@@ -28,7 +28,7 @@ def samples(seed: int, n: int) -> list[Sample]:
 def main() -> None:
     models, out, rank, world, port, accum = sys.argv[1:7]
     torch.set_num_threads(1)
-    model, _ = build_tiny(Path(models) / "llama2-7b", hidden_size=32, layers=2, heads=2, seed=0)
+    model, _ = build_tiny(Path(models) / "mistral-7b", hidden_size=32, layers=2, heads=2, seed=0)
     cfg = GRPOConfig(lr=1e-3, grad_accum=int(accum), loss_type="grpo", weight_decay=0.1)
     off = OffPolicyLoss(kind="truncated_is")
     if int(world) == 1:

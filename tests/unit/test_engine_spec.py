@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -47,15 +48,17 @@ slots = [
         parse_spec(_spec(str(models_dir / "gpt2"), 'kind = "vllm"', tiny, slots.format("cpu")))
 
 
-def test_head_size_comes_from_the_models_config(models_dir: Path) -> None:
+def test_head_size_comes_from_the_models_config(
+    models_dir: Path, model_dir: Callable[[str], Path]
+) -> None:
     """GPT-2 names its sizes n_embd / n_head, Llama hidden_size / num_attention_heads; both 64
     and 128 here, which vLLM's CPU kernels take. A hub id not in the cache: unknown (None)."""
     assert model_head_dim(str(models_dir / "gpt2")) == 64
-    assert model_head_dim(str(models_dir / "llama2-7b")) == 128
+    assert model_head_dim(str(model_dir("llama2-7b"))) == 128
     assert model_head_dim("Org/not-cached-anywhere") is None
     assert head_dim({"head_dim": 80, "hidden_size": 64, "num_attention_heads": 4}) == 80
     assert {64, 128} <= set(CPU_HEAD_SIZES) and 16 not in CPU_HEAD_SIZES
-    parse_spec(_spec(str(models_dir / "llama2-7b"), 'kind = "vllm"'))
+    parse_spec(_spec(str(model_dir("llama2-7b")), 'kind = "vllm"'))
 
 
 def test_engine_fields_are_checked_in_the_spec(models_dir: Path) -> None:

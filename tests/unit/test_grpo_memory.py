@@ -8,6 +8,7 @@ unchunked [B, T, V] reference) and against the learner with every option off.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,9 @@ RTOL = 1e-6  # ... and a few ulps of larger ones (log-probs near -12 at a 152k v
 
 
 @pytest.fixture(scope="module")
-def base(models_dir: Path) -> tuple[Any, Any]:
+def base(model_dir: Callable[[str], Path]) -> tuple[Any, Any]:
     torch.set_num_threads(1)
-    return build_tiny(models_dir / "qwen1.5-1.8b", hidden_size=32, layers=2, heads=2, seed=0)
+    return build_tiny(model_dir("qwen1.5-1.8b"), hidden_size=32, layers=2, heads=2, seed=0)
 
 
 def _samples(seed: int, n: int = 8, k: int = 4, vocab: int = 32000) -> list[Sample]:

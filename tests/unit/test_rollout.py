@@ -184,10 +184,10 @@ def test_vllm_output_conversion(tiny: tuple[Any, Any]) -> None:
         to_generation(bad, tok, prompt)
 
 
-def test_completion_text_reads_as_after_the_prompt(models_dir: Path) -> None:
+def test_completion_text_reads_as_after_the_prompt(model_dir: Callable[[str], Path]) -> None:
     """Llama's decoder drops a sequence's leading "▁": decoded alone, " 3" reads "3". Every
     engine's text keeps what the completion adds after its prompt."""
-    _, tok = build_tiny(models_dir / "llama2-7b", hidden_size=32, layers=1, heads=2, seed=1)
+    _, tok = build_tiny(model_dir("llama2-7b"), hidden_size=32, layers=1, heads=2, seed=1)
     prompt = encode_prompt(tok, "Q: 1+2=\nA:")
     ids = tok(" 3 is it", add_special_tokens=False)["input_ids"]
     assert tok.decode(ids).startswith("3")  # the defect: the space is gone
@@ -199,7 +199,7 @@ def test_completion_text_reads_as_after_the_prompt(models_dir: Path) -> None:
     )
     assert completion_text(tok, prompt, ids).startswith(" 3")
     assert completion_text(tok, [], ids) == tok.decode(ids)
-    model, _ = build_tiny(models_dir / "llama2-7b", hidden_size=32, layers=1, heads=2, seed=1)
+    model, _ = build_tiny(model_dir("llama2-7b"), hidden_size=32, layers=1, heads=2, seed=1)
     for gens in HFEngine(model, tok, SamplingConfig(max_new_tokens=6)).generate(
         [prompt], n=3, seed=0
     ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,8 @@ from mrl_actors.thl.exact import seq_hashes
 
 
 @pytest.fixture(scope="module")
-def pair(models_dir: Path) -> tuple[Vocab, Vocab]:
-    return load_vocab(models_dir / "gpt2"), load_vocab(models_dir / "llama2-7b")
+def pair(model_dir: Callable[[str], Path]) -> tuple[Vocab, Vocab]:
+    return load_vocab(model_dir("gpt2")), load_vocab(model_dir("llama2-7b"))
 
 
 def _hash(v: Vocab, seqs: list[np.ndarray]) -> np.ndarray:
