@@ -63,6 +63,9 @@ class Reporter:
         for run in self.runs.values():
             run.finish()
         self.runs = {}
+        # `finish` can return before W&B's service has written a run's last records; its
+        # teardown waits for them (the next `wandb.init` starts a service again)
+        self.wandb.teardown()
 
 
 # ---------------------------------------------------------------------- reading back
