@@ -112,3 +112,34 @@ def test_report_to_into_the_run_s_own_tensorboard_files_is_refused(
     run_dir, _, _ = finished
     assert main(["report", str(run_dir), "--to", "tensorboard"]) == 2
     assert "already holds TensorBoard event files" in capsys.readouterr().err
+
+
+# what report.html must plot for every policy of a real run (issue 20): accuracy and reward,
+# loss, KL, entropy, grad norm, clip fraction, completion length, step time and throughput
+REPORT_PLOTS = (
+    "eval_accuracy",
+    "reward_mean",
+    "success_rate",
+    "loss",
+    "kl",
+    "entropy",
+    "grad_norm",
+    "clip_region",
+    "completion_length",
+    "step_time_s",
+    "tokens_per_s",
+)
+
+
+def test_the_report_of_a_real_run_plots_every_learning_curve(
+    finished: tuple[Path, RunSpec, list[Event]],
+) -> None:
+    """The learners' own metrics, not events built for the test, fill every plot (the
+    screenshots in docs/images come from tools/screenshot_reports.py, which checks the same)."""
+    run_dir, _, _ = finished
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    for key in REPORT_PLOTS:
+        figure = page.split(f'<figure data-metric="{key}">', 1)
+        assert len(figure) == 2, key
+        svg = figure[1].split("</figure>", 1)[0]
+        assert svg.startswith("<svg") and "gpt2" in svg and "llama" in svg, key
