@@ -28,10 +28,10 @@ PACKAGES = {
 def need(backend: str) -> None:
     """Skip, saying why, where the backend's package is not installed (an optional extra)."""
     if importlib.util.find_spec(PACKAGES[backend]) is None:
-        pytest.skip(
-            f"{PACKAGES[backend]} is not installed (pip install 'mrl-actors[{backend}]'); "
-            + ("it pins pillow<13 against constraints.txt's 13.0.0" if backend == "trackio" else "")
-        )
+        why = f"{PACKAGES[backend]} is not installed (pip install 'mrl-actors[{backend}]')"
+        if backend == "trackio":
+            why += ": not in dev, trackio 0.43 needs pillow<13 and constraints.txt pins 13.0.0"
+        pytest.skip(why)
 
 
 def expected(events: Iterable[Event], policy: str) -> Scalars:

@@ -179,3 +179,17 @@ def test_a_backend_not_installed_names_the_field_and_the_extra(
         "run.report_to = ['trackio'] needs the mrl_no_such_package package, which is not "
         "installed: pip install 'mrl-actors[trackio]'"
     )
+
+
+def test_mrl_report_to_names_a_bad_backend_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mrl_actors.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", str(tmp_path), "--to", "wandb,tensorbord"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        "mrl: error: report: argument --to: unknown backend 'tensorbord'; the backends are "
+        "tensorboard, wandb, mlflow, trackio\n"
+    )
