@@ -42,11 +42,11 @@ from mrl_actors.events import (
 )
 from mrl_actors.logs import get_logger
 from mrl_actors.report.scalars import step_scalars
+from mrl_actors.report.tensorboard import HParam
 
 if TYPE_CHECKING:
     from mrl_actors.see.port import LogPort
 
-HParam = float | int | str | bool
 logger = get_logger(__name__)
 
 # backend name -> (module under mrl_actors.report, the package it needs, its pip extra)
@@ -56,7 +56,6 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
     "mlflow": ("mlflow_backend", "mlflow", "mrl-actors[mlflow]"),
     "trackio": ("trackio_backend", "trackio", "mrl-actors[trackio]"),
 }
-REPORT_TO = tuple(BACKENDS)  # the names `[run] report_to` accepts
 
 # the event kinds the fold reads
 FOLLOWED_KINDS = ("run", "policy", "learner")

@@ -7,7 +7,8 @@ evaluation before the first step, `eval_accuracy_initial` and the like, is step 
 tag), in an event file under `<run_dir>/tensorboard/<policy>/`:
 `tensorboard --logdir <run_dir>/tensorboard` shows every policy of the run side by side. The
 lockstep actor (`actors.policy`) and the asynchronous learner (`actors.learner`) both call
-`StepScalars.write` after a step is logged.
+`StepScalars.write` after a step is logged. `Reporter` writes the same files from the log
+afterwards (`mrl report RUN --to tensorboard`, `mrl_actors.report.reporters`).
 
 The log stays the record: these files are a view of it, written by the process that took the
 step. A resumed actor writes a new file in the same directory for the steps it takes (replayed
@@ -30,6 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mrl_actors.errors import ConfigError
 from mrl_actors.report.scalars import step_scalars
 
 BOARD_DIR = "tensorboard"
@@ -194,8 +196,6 @@ class Reporter:
         self.boards: dict[str, StepScalars] = {}
 
     def start(self, policy: str, hparams: Mapping[str, HParam]) -> None:
-        from mrl_actors.errors import ConfigError
-
         directory = board_dir(self.out, policy)
         if any(directory.glob("events.out.tfevents.*")):
             raise ConfigError(
