@@ -24,6 +24,7 @@ from mrl_actors.models.weights_config import WeightsConfig
 from mrl_actors.mwra.config import MwraConfig
 from mrl_actors.probes.config import ProbeName
 from mrl_actors.probes.registry import ProbesConfig, check_probe
+from mrl_actors.report.reporters import check_report_to
 from mrl_actors.rollout.base import EngineConfig
 from mrl_actors.rollout.heads import check_head_dim, model_head_dim
 from mrl_actors.see.natsconf import check_duration
@@ -66,6 +67,11 @@ class RunSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # `<run dir>/tensorboard/<policy>/` (`mrl_actors.report.tensorboard`); the log holds them
     # either way.
     tensorboard: bool = False
+    # Tracking tools that also get each policy's hyperparameters and learner-step scalars,
+    # followed from the log (`mrl_actors.report.reporters`): any of "tensorboard" (as
+    # `tensorboard = true`), "wandb", "mlflow", "trackio" (pip extras of the same names).
+    # `mrl report RUN --to NAME` sends a finished run the same way.
+    report_to: tuple[str, ...] = ()
     # How `mrl run` hosts the policies: "one" process for all (the default), or "per_policy":
     # each policy in an `mrl-node --policies NAME` process of its own, against the run's server,
     # so one policy's threads, memory traffic and interpreter lock do not slow the others.
@@ -83,6 +89,7 @@ class RunSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         check_int(self, "checkpoint_every", 1, MAX_STEPS)
         check_int(self, "rollout_replicas", 1, 1024)
         check_int(self, "max_staleness", 0, MAX_STEPS)
+        check_report_to("report_to", self.report_to)
 
 
 class TinySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -58,7 +58,7 @@ class StepTail:
         self.scalars = StepScalars(  # [run] tensorboard, with the policy's hyperparameters
             run_dir,
             rt.name,
-            enabled=rt.spec.run.tensorboard,
+            enabled=rt.spec.run.tensorboard or "tensorboard" in rt.spec.run.report_to,
             last_step=rt.spec.run.steps,
             hparams=spec_hparams(rt.spec, rt.name),
         )

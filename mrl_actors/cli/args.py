@@ -160,6 +160,19 @@ def token_list(text: str) -> str:
     return text
 
 
+def report_backends(text: str) -> list[str]:
+    """Comma-separated tracking backends (`wandb,mlflow`), each known, none twice."""
+    from mrl_actors.errors import ConfigError
+    from mrl_actors.report.reporters import check_report_to
+
+    names = [part.strip() for part in text.split(",")]
+    try:
+        check_report_to("--to", names)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--to: ")) from None
+    return names
+
+
 def server_urls(text: str) -> str:
     """Comma-separated NATS URLs (`nats://host:4222`, or `host:4222`); returned as given.
 

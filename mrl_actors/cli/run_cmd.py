@@ -114,6 +114,9 @@ def _handle(args: argparse.Namespace) -> int:
         from mrl_actors.report.metrics import check_port_free
 
         check_port_free(metrics)
+    from mrl_actors.report.reporters import check_installed
+
+    check_installed(spec.run.report_to)  # before anything is created
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our bars, not per-file ones
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -58,6 +58,7 @@ from prometheus_client.registry import Collector
 from mrl_actors import events as ev
 from mrl_actors.errors import ConfigError
 from mrl_actors.logs import get_logger
+from mrl_actors.report.scalars import latest
 
 if TYPE_CHECKING:
     from mrl_actors.see.port import LogPort
@@ -222,17 +223,11 @@ def registered(known: Iterable[str], policy: str) -> list[Update]:
 def _learning(policy: str, metrics: dict[str, float]) -> list[Update]:
     """The learning series a step's metrics set (finite values only; a missing key, such as
     `eval_accuracy` between evaluations, leaves its series at the last value)."""
-    import math
-
     labels: Labels = (("policy", policy),)
-    out = []
-    for key, name, _ in LEARNING:
-        value = metrics.get(key, metrics.get(f"{key}_initial"))
-        if value is not None and math.isfinite(value):
-            out.append(Update(name, "set", labels, float(value)))
-    tokens, seconds = metrics.get("tokens"), metrics.get("step_time_s")
-    if tokens is not None and seconds and seconds > 0 and math.isfinite(tokens / seconds):
-        out.append(Update("mrl_train_tokens_per_second", "set", labels, tokens / seconds))
+    values = latest(metrics)  # the step's scalars, as the report's curves have them
+    out = [Update(name, "set", labels, values[key]) for key, name, _ in LEARNING if key in values]
+    if "tokens_per_s" in values:
+        out.append(Update("mrl_train_tokens_per_second", "set", labels, values["tokens_per_s"]))
     return out
 
 

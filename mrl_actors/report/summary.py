@@ -25,6 +25,7 @@ from mrl_actors.events import (
     identity_error,
 )
 from mrl_actors.report.run_page import headline, inline_svg, run_spec, spec_rows, system_rows
+from mrl_actors.report.scalars import step_scalars
 from mrl_actors.report.stats import COMPARED_METRICS, MIN_PAIRED_SEEDS
 
 # Metrics plotted per policy over steps: (key in LearnerStepCompleted.metrics, title).
@@ -99,16 +100,13 @@ def summarize(events: Iterable[Event]) -> dict[str, Any]:
                 "options": ev.options,
             }
         elif isinstance(ev, LearnerStepCompleted):
-            for key, value in ev.metrics.items():
-                if not math.isfinite(value):
-                    continue
-                if key.endswith("_initial"):  # measured before the first step
-                    series[ev.policy][key.removesuffix("_initial")].insert(0, (0, value))
-                else:
-                    series[ev.policy][key].append((ev.step, value))
-            tokens, seconds = ev.metrics.get("tokens"), ev.metrics.get("step_time_s")
-            if tokens is not None and seconds and seconds > 0 and math.isfinite(tokens / seconds):
-                series[ev.policy]["tokens_per_s"].append((ev.step, tokens / seconds))
+            for at, values in step_scalars(ev.step, ev.metrics):
+                for key, value in values.items():
+                    pts = series[ev.policy][key]
+                    if at == 0:  # measured before the first step: first on its curve
+                        pts.insert(0, (0, value))
+                    else:
+                        pts.append((at, value))
         elif isinstance(ev, RunFinished):
             run.update(status=ev.status, **{k: v for k, v in ev.summary.items() if k != "status"})
     for name, per_key in series.items():

@@ -7,7 +7,8 @@ evaluation before the first step, `eval_accuracy_initial` and the like, is step 
 tag), in an event file under `<run_dir>/tensorboard/<policy>/`:
 `tensorboard --logdir <run_dir>/tensorboard` shows every policy of the run side by side. The
 lockstep actor (`actors.policy`) and the asynchronous learner (`actors.learner`) both call
-`StepScalars.write` after a step is logged.
+`StepScalars.write` after a step is logged. `Reporter` writes the same files from the log
+afterwards (`mrl report RUN --to tensorboard`, `mrl_actors.report.reporters`).
 
 The log stays the record: these files are a view of it, written by the process that took the
 step. A resumed actor writes a new file in the same directory for the steps it takes (replayed
@@ -29,6 +30,9 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from mrl_actors.errors import ConfigError
+from mrl_actors.report.scalars import step_scalars
 
 BOARD_DIR = "tensorboard"
 
@@ -77,13 +81,7 @@ class StepScalars:
                 for summary in hparams(self.hparams, {k: 0.0 for k in HPARAM_METRICS}):
                     self._writer.write_event(Event(wall_time=time.time(), summary=summary))
         # `<key>_initial` is measured before the first step: step 0 of the same tag
-        initial = {
-            k.removesuffix("_initial"): v for k, v in metrics.items() if k.endswith("_initial")
-        }
-        now = {k: v for k, v in metrics.items() if not k.endswith("_initial")}
-        for at, values in ((0, initial), (step, now)):
-            if not values:
-                continue
+        for at, values in step_scalars(step, metrics):
             summary = Summary(
                 value=[
                     Summary.Value(tag=k, simple_value=float(v)) for k, v in sorted(values.items())
@@ -93,6 +91,10 @@ class StepScalars:
         self._writer.flush()
         if step >= self.last_step:
             self.close()
+
+    def write_at(self, step: int, values: Mapping[str, float]) -> None:
+        """Scalars already split by `step_scalars` (a `Reporter`'s): at `step`, as they are."""
+        self.write(step, {f"{k}_initial" if step == 0 else k: v for k, v in values.items()})
 
     def close(self) -> None:
         if self._writer is not None:
@@ -181,3 +183,32 @@ def read_scalars(directory: Path) -> dict[tuple[str, int], float]:
                     out[(v.tag, event.step)] = v.simple_value
             at += 16 + length
     return out
+
+
+class Reporter:
+    """`report_to = ["tensorboard"]` after the fact (`mrl report RUN --to tensorboard`): the
+    log's learner steps as the event files `[run] tensorboard` writes live, under
+    `<out>/tensorboard/<policy>/`. A directory that already holds event files (the run's own)
+    is refused: TensorBoard would read the two as one series with every step twice."""
+
+    def __init__(self, out: Path, run: str) -> None:
+        self.out = out
+        self.boards: dict[str, StepScalars] = {}
+
+    def start(self, policy: str, hparams: Mapping[str, HParam]) -> None:
+        directory = board_dir(self.out, policy)
+        if any(directory.glob("events.out.tfevents.*")):
+            raise ConfigError(
+                f"{directory} already holds TensorBoard event files (the run's own, written "
+                "live with [run] tensorboard): report into another --out"
+            )
+        self.boards[policy] = StepScalars(
+            self.out, policy, enabled=True, last_step=2**62, hparams=hparams
+        )
+
+    def scalars(self, policy: str, step: int, values: Mapping[str, float]) -> None:
+        self.boards[policy].write_at(step, values)
+
+    def finish(self) -> None:
+        for board in self.boards.values():
+            board.close()

@@ -23,13 +23,17 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from mrl_actors.actors.options import ActorOptions
 from mrl_actors.errors import ConfigError
 from mrl_actors.events import RunFinished, event_id
 from mrl_actors.logs import get_logger
 from mrl_actors.probes import PROBE_NAMES, ProbeName
+from mrl_actors.report.reporters import LogReport, open_reporter, report_live
 from mrl_actors.report.stats import METRIC_KEYS, paired_differences, part_metric_keys
 from mrl_actors.report.summary import compare_html, compare_markdown, render_html, summarize
+from mrl_actors.report.tensorboard import spec_hparams
 from mrl_actors.run.node import run_node
 from mrl_actors.run.start import open_run_log, record_start
 from mrl_actors.see.access import ends_if_server_lost
@@ -83,27 +87,32 @@ async def run_once(
         had = await record_start(log, spec, spec_text)
         opts = ActorOptions(on_step=on_step, stop_after=stop_after)
         local = [p.name for p in spec.policies]  # one machine: every policy here, placed or not
-        if spec.run.processes == "per_policy" and stop_after is None and metrics is None:
-            from mrl_actors.run.processes import host_in_processes
-
-            await host_in_processes(log, spec, run_dir, on_step=on_step)
-        else:
-            await run_node(
-                log, spec, run_dir, policies=local, opts=opts, log_for=log_for, metrics=metrics
-            )
         finished = stop_after is None
-        done = event_id("run", spec.run.name, "mrl", "finished")
-        if finished and done not in had:  # a resumed run that had already finished
-            await log.append(
-                RunFinished(
-                    run=spec.run.name,
-                    source="mrl",
-                    event_id=done,
-                    time_ns=time.time_ns(),
-                    status="completed",
-                    summary={"wall_time_s": time.perf_counter() - t0},
+        async with anyio.create_task_group() as tg:
+            report = _log_report(spec, run_dir)
+            if report is not None:  # [run] report_to: the tracking tools follow the log
+                await tg.start(report_live, log, report)
+            if spec.run.processes == "per_policy" and stop_after is None and metrics is None:
+                from mrl_actors.run.processes import host_in_processes
+
+                await host_in_processes(log, spec, run_dir, on_step=on_step)
+            else:
+                await run_node(
+                    log, spec, run_dir, policies=local, opts=opts, log_for=log_for, metrics=metrics
                 )
-            )
+            done = event_id("run", spec.run.name, "mrl", "finished")
+            if finished and done not in had:  # a resumed run that had already finished
+                await log.append(
+                    RunFinished(
+                        run=spec.run.name,
+                        source="mrl",
+                        event_id=done,
+                        time_ns=time.time_ns(),
+                        status="completed",
+                        summary={"wall_time_s": time.perf_counter() - t0},
+                    )
+                )
+            tg.cancel_scope.cancel()  # the reporter reads the rest of the log and finishes
         dead = DeadLetters(log, "mrl", best_effort=True)  # the summary survives any message
         events = [rec.event async for rec in log.read(start_seq=1, dead_letters=dead)]
         summary = summarize(events)
@@ -112,6 +121,17 @@ async def run_once(
         (run_dir / "report.html").write_text(render_html(summary), encoding="utf-8")
         logger.info("run_written", dir=str(run_dir), finished=finished)
     return summary
+
+
+def _log_report(spec: RunSpec, run_dir: Path) -> LogReport | None:
+    """The tracking backends of `[run] report_to`, fed from the log (TensorBoard is written by
+    the learners themselves, `[run] tensorboard`), with the run's effective spec as their
+    hyperparameters; None when there are none."""
+    names = [n for n in spec.run.report_to if n != "tensorboard"]
+    if not names:
+        return None
+    reporters = [open_reporter(n, run_dir, spec.run.name) for n in names]
+    return LogReport(reporters, spec_of=lambda _: spec, hparams=spec_hparams, keep_going=True)
 
 
 _SPEC_HEADER = (
