@@ -33,7 +33,6 @@ import anyio
 import numpy as np
 from anyio.abc import TaskStatus
 
-from mrl_actors.actors.follow import Follower
 from mrl_actors.actors.options import ActorOptions
 from mrl_actors.actors.replay import replay
 from mrl_actors.actors.runtime import PolicyRuntime, checkpoint_dir
@@ -43,10 +42,9 @@ from mrl_actors.actors.state import (
     evolve,
     peers_to_wait_for,
     rollout_id,
-    start_state,
     take_peer_events,
 )
-from mrl_actors.actors.step import StepTail, outcome
+from mrl_actors.actors.step import LearningActor, outcome
 from mrl_actors.errors import LogError, WeightsError
 from mrl_actors.events import (
     AnyEvent,
@@ -59,7 +57,6 @@ from mrl_actors.events import (
     WeightsPublished,
     event_id,
 )
-from mrl_actors.logs import get_logger
 from mrl_actors.models.load import is_complete
 from mrl_actors.models.weights import (
     WeightsIO,
@@ -68,33 +65,22 @@ from mrl_actors.models.weights import (
 )
 from mrl_actors.see.port import LogPort
 from mrl_actors.see.record import Record
-from mrl_actors.see.writer import OwnedWriter
 
 LEARNER_KINDS = (*FOLDED_KINDS, "weights", "checkpoint")
 _WRITES = ["learner", "checkpoint", "weights"]  # the subjects this actor owns (of its policy)
 
 
-class LearnerActor:
+class LearnerActor(LearningActor):
+    ROLE = "learner"
+    KINDS = LEARNER_KINDS
+
     def __init__(self, log: LogPort, rt: PolicyRuntime, run_dir: Path, opts: ActorOptions) -> None:
-        self.log = log
-        self.rt = rt
-        self.spec = rt.spec
-        self.run_id = rt.spec.run.name
-        self.name = rt.name
-        self.run_dir = run_dir
-        self.peers = [p.name for p in rt.spec.policies if p.name != self.name]
-        self.state = start_state(rt.spec, self.name)
+        super().__init__(log, rt, run_dir, opts)
         self.peer_steps: dict[str, int] = {}  # each peer's newest learner step
         self.peer_summaries: set[str] = set()  # ids of peers' RewardSummary events (batch done)
         self.weights: dict[int, WeightsPublished] = {}  # own weights events by version
         self.stored: dict[int, CheckpointStored] = {}  # own stored checkpoints by step
         self.saved: set[int] = set()  # own local checkpoints (CheckpointSaved) by step
-        self._log = get_logger(__name__, run=self.run_id, actor="learner", policy=self.name)
-        self.follower = Follower(
-            log, self.name, self._fold, kinds=LEARNER_KINDS, sources=[self.name, *self.peers]
-        )
-        self._writer = OwnedWriter(log, self.name)
-        self.tail = StepTail(rt, self._writer, self.follower, opts, run_dir)
         self.wio = WeightsIO.of(log, rt.spec, run_dir, self.name)  # [weights]: store, deltas
         self.restored_from = 0  # the checkpoint step this process started from
         self.replayed = 0  # log-tail steps replayed on top of it

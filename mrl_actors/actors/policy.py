@@ -20,14 +20,11 @@ Blocking work (sampling, THL, the learner step) runs in worker threads so the lo
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import anyio
 from anyio.abc import TaskStatus
 
-from mrl_actors.actors.follow import Follower
-from mrl_actors.actors.options import ActorOptions
-from mrl_actors.actors.runtime import PolicyRuntime, checkpoint_dir
+from mrl_actors.actors.runtime import checkpoint_dir
 from mrl_actors.actors.state import (
     FOLDED_KINDS,
     assemble,
@@ -35,10 +32,9 @@ from mrl_actors.actors.state import (
     experience_events,
     peers_ready,
     rollout_id,
-    start_state,
     take_peer_events,
 )
-from mrl_actors.actors.step import StepTail, outcome
+from mrl_actors.actors.step import LearningActor, outcome
 from mrl_actors.events import (
     AnyEvent,
     CheckpointSaved,
@@ -46,30 +42,13 @@ from mrl_actors.events import (
     event_id,
     kinds_written_by,
 )
-from mrl_actors.logs import get_logger
 from mrl_actors.models.load import is_complete
-from mrl_actors.see.port import LogPort
 from mrl_actors.see.record import Record
-from mrl_actors.see.writer import OwnedWriter
 
 
-class PolicyActor:
-    def __init__(self, log: LogPort, rt: PolicyRuntime, run_dir: Path, opts: ActorOptions) -> None:
-        self.log = log
-        self.rt = rt
-        self.spec = rt.spec
-        self.run_id = rt.spec.run.name
-        self.name = rt.name
-        self.run_dir = run_dir
-        self.peers = [p.name for p in rt.spec.policies if p.name != self.name]
-        self.state = start_state(rt.spec, self.name)
-        self._log = get_logger(__name__, run=self.run_id, actor="policy", policy=self.name)
-        # the kinds it folds, from itself and its peers only
-        self.follower = Follower(
-            log, self.name, self._fold, kinds=FOLDED_KINDS, sources=[self.name, *self.peers]
-        )
-        self._writer = OwnedWriter(log, self.name)
-        self.tail = StepTail(rt, self._writer, self.follower, opts, run_dir)
+class PolicyActor(LearningActor):
+    ROLE = "policy"
+    KINDS = FOLDED_KINDS  # from itself and its peers only
 
     def _fold(self, rec: Record[AnyEvent]) -> None:
         self.state = evolve(self.state, rec)

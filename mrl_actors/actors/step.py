@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import numpy as np
@@ -21,11 +21,44 @@ import numpy as np
 from mrl_actors.actors.follow import Follower
 from mrl_actors.actors.options import ActorOptions
 from mrl_actors.actors.runtime import PolicyRuntime
+from mrl_actors.actors.state import start_state
 from mrl_actors.errors import LogError
 from mrl_actors.events import ConsumedEvent, LearnerStepCompleted, RolloutGroupCompleted, event_id
+from mrl_actors.logs import get_logger
 from mrl_actors.report.tensorboard import StepScalars, spec_hparams
+from mrl_actors.see.port import LogPort
 from mrl_actors.see.record import Record
 from mrl_actors.see.writer import OwnedWriter
+
+
+class LearningActor:
+    """What an actor that takes its policy's learner steps holds: the log, the runtime, its peers,
+    its fold's state, a follower of its own and its peers' subjects, a writer owning its subject
+    and the step tail. Subclasses name their role and the kinds they fold, and define `_fold`."""
+
+    ROLE: ClassVar[str]
+    KINDS: ClassVar[tuple[str, ...]]
+
+    def __init__(self, log: LogPort, rt: PolicyRuntime, run_dir: Path, opts: ActorOptions) -> None:
+        self.log = log
+        self.rt = rt
+        self.spec = rt.spec
+        self.run_id = rt.spec.run.name
+        self.name = rt.name
+        self.run_dir = run_dir
+        self.peers = [p.name for p in rt.spec.policies if p.name != self.name]
+        self.state = start_state(rt.spec, self.name)
+        self._log = get_logger(
+            type(self).__module__, run=self.run_id, actor=self.ROLE, policy=self.name
+        )
+        self.follower = Follower(
+            log, self.name, self._fold, kinds=self.KINDS, sources=[self.name, *self.peers]
+        )
+        self._writer = OwnedWriter(log, self.name)
+        self.tail = StepTail(rt, self._writer, self.follower, opts, run_dir)
+
+    def _fold(self, rec: Record[Any]) -> None:
+        raise NotImplementedError
 
 
 def outcome(groups: Sequence[Record[RolloutGroupCompleted]]) -> dict[str, float]:
