@@ -68,14 +68,21 @@ async def open_blob_bucket(js: Any, bucket: str) -> WriteOnceStore:
     return WriteOnceStore(bucket, stream, js)
 
 
-async def harden_blob_bucket(js: Any, bucket: str) -> None:
-    """Refuse rollups on a bucket created by an older version (admin: it updates the stream)."""
+async def harden_blob_bucket(js: Any, bucket: str, *, max_bytes: int = 0) -> None:
+    """Refuse rollups on a bucket created by an older version, and raise its size limit to
+    `max_bytes` when that is more (0: leave it; admin: it updates the stream)."""
     import dataclasses
 
     stream = OBJ_STREAM_TEMPLATE.format(bucket=bucket)
     info = await js.stream_info(stream)
+    changes: dict[str, Any] = {}
     if info.config.allow_rollup_hdrs:
-        await js.update_stream(dataclasses.replace(info.config, allow_rollup_hdrs=False))
+        changes["allow_rollup_hdrs"] = False
+    now = info.config.max_bytes
+    if max_bytes and now not in (None, 0, -1) and (max_bytes == -1 or max_bytes > now):
+        changes["max_bytes"] = max_bytes
+    if changes:
+        await js.update_stream(dataclasses.replace(info.config, **changes))
 
 
 def _meta_subject(bucket: str, name: str) -> str:
