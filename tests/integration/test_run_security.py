@@ -164,10 +164,10 @@ def test_forged_writes_are_refused_and_the_run_is_unaffected(
             raw = await _raw(info, policy_user("gpt2"), errors)
             stack.push_async_callback(raw.close)
             meta = f"$O.{bucket}.M." + base64.urlsafe_b64encode(b"0" * 64).decode()
-            forged = {"name": "0" * 64, "bucket": bucket, "nuid": "forged", "size": 9}
+            fake = {"name": "0" * 64, "bucket": bucket, "nuid": "forged", "size": 9}
             for subject, data, headers in (
                 (f"$O.{bucket}.C.forged", b"gpt2's bytes", None),
-                (meta, json.dumps(forged).encode(), None),
+                (meta, json.dumps(fake).encode(), None),
                 (f"$O.{bucket}.C.x", b"", {"Nats-Rollup": "all"}),
             ):
                 await raw.publish(subject, data, headers=headers)
