@@ -183,3 +183,17 @@ def _key(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+async def test_the_buckets_share_max_bytes_and_grow_with_a_resume_that_asks_more(
+    tmp_path: Path,
+) -> None:
+    MiB = 1024 * 1024
+    async with EmbeddedServer(tmp_path / "nats", run="r", policies=["a", "b"]) as server:
+        for asked, each in ((2 * MiB, MiB), (8 * MiB, 4 * MiB), (2 * MiB, 4 * MiB)):
+            config = msgspec.structs.replace(FAST, max_bytes=asked)
+            async with open_log(info=server.info(), config=config, create=True) as log:
+                for p in ("a", "b"):
+                    info = await log.js.stream_info(f"OBJ_MRL_r_BLOBS_{p}")
+                    assert info.config.max_bytes == each  # never shrunk by a smaller ask
+                    assert not info.config.allow_rollup_hdrs
