@@ -188,8 +188,11 @@ class SlotAssignment(msgspec.Struct, frozen=True, kw_only=True):
     role: Literal["rollout", "learner"]
 
 
-class BlobRef(msgspec.Struct, frozen=True, kw_only=True):
-    """Claim-check for a payload stored outside the stream; the hash is checked on read."""
+class BlobRef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Claim-check for a payload stored outside the stream; the hash is checked on read.
+
+    Fields added after release have defaults and are left out when default (`omit_defaults`),
+    so released refs keep their exact bytes."""
 
     # "object": the run's JetStream object store; "zarr": a zarr directory (claim-check);
     # "dir" / "mmap": weights files in the spec's `[weights] dir` (models.transport_files)
@@ -197,6 +200,10 @@ class BlobRef(msgspec.Struct, frozen=True, kw_only=True):
     key: str
     sha256: str
     size: Count
+    # "object": the policy whose own bucket `MRL_<run>_BLOBS_<writer>` holds it (only that
+    # policy's users may write there: `mrl_actors.see.auth`); "" names the run's one shared
+    # bucket `MRL_<run>_BLOBS` of runs written before each policy had its own
+    writer: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{0,128}$")] = ""
 
 
 # --------------------------------------------------------------------------- events
@@ -546,7 +553,23 @@ def identity_error(event: Event) -> str | None:
         return f"{type(event).__name__} names policy {event.policy!r} on {event.source!r}'s subject"
     if isinstance(event, _NODE_NAMED) and event.node != event.source:
         return f"{type(event).__name__} names node {event.node!r} on {event.source!r}'s subject"
+    for ref in _refs(event):  # a policy's blobs are in its own bucket (or the shared, older one)
+        if ref is not None and ref.writer not in ("", event.source):
+            return (
+                f"{type(event).__name__} names a blob in {ref.writer!r}'s bucket on "
+                f"{event.source!r}'s subject"
+            )
     return None
+
+
+def _refs(event: Event) -> tuple[BlobRef | None, ...]:
+    if isinstance(event, WeightsPublished):
+        return (event.blob, event.base)
+    if isinstance(event, CheckpointStored):
+        return (event.weights, event.optimizer, event.weights_base)
+    if isinstance(event, BlobPointer):
+        return (event.ref,)
+    return ()
 
 
 # --------------------------------------------------------------------------- upcasts

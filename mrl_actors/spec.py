@@ -193,8 +193,9 @@ class ServerSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     replicas: int = 1  # stream replicas (needs a cluster of at least this many servers)
     # Size limits of the run's stream, set when it is created; a full stream refuses new events
     # (the run stops with an error and can be resumed with larger limits), it never drops old
-    # ones. max_bytes bounds the blob bucket too, separately; JetStream reserves both up front
-    # against its store limit (75% of the free disk), so 8 GiB each needs ~22 GiB free.
+    # ones. max_bytes bounds the blob buckets too, separately (each policy's gets an equal
+    # share); JetStream reserves both up front against its store limit (75% of the free disk),
+    # so 8 GiB each needs ~22 GiB free.
     # -1 (or 0 for max_age_s): no limit.
     max_bytes: int = 8 * 1024**3
     max_msgs: int = -1

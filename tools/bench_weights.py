@@ -111,7 +111,7 @@ async def one_size(size: int, repeats: int, work: Path, obj: Any) -> dict[str, d
         times["file"]["read"].append(r)
         for name, store in stores.items():
             t0 = time.perf_counter()
-            ref = await store.put(data, sha256=sha)
+            ref = await store.put(data, sha256=sha, writer="bench")
             t1 = time.perf_counter()
             got = await store.get_buffer(ref)
             t2 = time.perf_counter()
@@ -138,7 +138,7 @@ async def reader_cpu(obj: Any, size: int, repeats: int) -> dict[str, tuple[float
     """The object store's socket reader against nats-py's subscription on one blob: wall and
     CPU seconds of this process (the server's CPU is not counted in either)."""
     data = os.urandom(size)
-    ref = await obj.put(data)
+    ref = await obj.put(data, writer="bench")
     runs: dict[str, list[tuple[float, float]]] = {"socket (default)": [], "nats-py": []}
     for _ in range(repeats):
         for name, fast in (("socket (default)", True), ("nats-py", False)):
@@ -173,7 +173,8 @@ async def transports(sizes: list[int], repeats: int, work: Path) -> None:
     results: dict[int, dict[str, dict[str, float]]] = {}
     try:
         nc = await connect(srv.client())
-        obj = ObjectStoreBlobs(nc.jetstream(timeout=120), "bench", timeout_s=120)
+        js = nc.jetstream(timeout=120)
+        obj = ObjectStoreBlobs(js, "bench", timeout_s=120, create=True)  # admin: makes the bucket
         for size in sizes:
             results[size] = await one_size(size, repeats, work, obj)
             print(f"  ... {size // MiB} MiB done", file=sys.stderr, flush=True)

@@ -55,7 +55,9 @@ class DirBlobs:
 
     # ------------------------------------------------------------------ write
 
-    async def put(self, data: BlobData, *, sha256: str | None = None) -> BlobRef:
+    async def put(self, data: BlobData, *, sha256: str | None = None, writer: str = "") -> BlobRef:
+        """Store `data` under its sha256 (`writer` is the object store's: one directory holds
+        every policy's files, whose rights are the filesystem's)."""
         return await anyio.to_thread.run_sync(self.put_sync, data, sha256)
 
     def put_sync(self, data: BlobData, sha256: str | None = None) -> BlobRef:
@@ -132,9 +134,9 @@ class DirBlobs:
     async def delete(self, ref: BlobRef) -> None:
         self.path(ref.key).unlink(missing_ok=True)
 
-    async def put_raw(self, key: str, data: bytes) -> None:
-        """Overwrite the file of `key` without hashing: for corruption tests."""
-        path = self.path(key)
+    async def put_raw(self, ref: BlobRef, data: bytes) -> None:
+        """Overwrite the file of `ref` without hashing: for corruption tests."""
+        path = self.path(ref.key)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
 

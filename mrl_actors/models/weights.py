@@ -166,8 +166,9 @@ class WeightsIO:
     async def _put(self, data: Any, sha: str) -> BlobRef:
         store = self.store(self.config.store)
         if self.config.store == "object" and not hasattr(store, "get_into"):
-            return await store.put(bytes(data))  # a zarr log: its own store, bytes in
-        return await store.put(data, sha256=sha)
+            return await store.put(bytes(data), writer=self.policy)  # a zarr log: bytes in
+        # the object store: into this policy's own bucket, the one its users may write
+        return await store.put(data, sha256=sha, writer=self.policy)
 
     async def get(self, ref: BlobRef, what: str) -> Any:
         """The verified bytes of `ref`; a hash mismatch or a missing blob is a `WeightsError`."""
@@ -365,7 +366,7 @@ async def store_checkpoint(
 ) -> CheckpointStored:
     """The learner's optimizer state in the log's blob store, next to its weights at `step`."""
     data = await anyio.to_thread.run_sync(optimizer_bytes, learner.optimizer)
-    ref = await log.blobs.put(data)
+    ref = await log.blobs.put(data, writer=policy)
     return CheckpointStored(
         run=log.run,
         source=policy,

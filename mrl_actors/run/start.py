@@ -52,7 +52,10 @@ async def open_run_log(
     or `info=ServerInfo` (a run directory's server, whose users are the run's roles,
     `mrl_actors.see.auth`: each policy actor then connects as itself).
     """
-    opened = partial(open_log, run=spec.run.name, config=spec_log_config(spec.server), **where)
+    names = [p.name for p in spec.policies]  # each gets its own blob bucket, made here
+    opened = partial(
+        open_log, run=spec.run.name, config=spec_log_config(spec.server), policies=names, **where
+    )
     log = await stack.enter_async_context(opened(create=True, on_lost=on_lost))
     if "server" in where:
         return log, None

@@ -70,23 +70,33 @@ async def open_log(
     `serve_run_dir`): exactly one. `user` picks the run directory server's user (`admin`,
     `reader`, `policy-<name>`; `policies` are the users to create if an embedded server must be
     started); by URL the user is whoever `MRL_NATS_*` says. `create` makes the stream if missing
-    (admin only). `on_lost(reason)` is called if the server goes away for good.
+    (admin only), with a blob bucket for each of `policies` (by default, on a server this
+    project started, the policies it has users for). `on_lost(reason)` is called if the server
+    goes away for good.
     """
     if sum(x is not None for x in (run_dir, server, info)) != 1:
         raise LogError("give either a run directory or --server URL")
     if server is not None:
         cfg = ConnectionConfig.from_env(url=server)
-        async with _opened(cfg, run, config, create, on_lost) as log:
+        async with _opened(cfg, run, config, create, on_lost, policies) as log:
             yield log
     elif info is not None:
-        async with _opened(info.client(user), run or info.run, config, create, on_lost) as log:
+        names = policies or _policies_of(info)
+        cfg = info.client(user)
+        async with _opened(cfg, run or info.run, config, create, on_lost, names) as log:
             yield log
     else:
         assert run_dir is not None
         async with open_run_dir(run_dir, run=run or "", policies=policies) as found:
             cfg = found.client(user)
-            async with _opened(cfg, run or found.run, config, create, on_lost) as log:
+            names = policies or _policies_of(found)
+            async with _opened(cfg, run or found.run, config, create, on_lost, names) as log:
                 yield log
+
+
+def _policies_of(info: ServerInfo) -> list[str]:
+    """The policies a server started by this project has a user for (`policy-<name>`)."""
+    return [u.removeprefix("policy-") for u in info.users if u.startswith("policy-")]
 
 
 @asynccontextmanager
@@ -96,10 +106,12 @@ async def _opened(
     config: LogConfig | None,
     create: bool,
     on_lost: Callable[[str], None] | None,
+    policies: Sequence[str] = (),
 ) -> AsyncIterator[EventLog]:
     nc = await connect(cfg, on_lost=on_lost)
     try:
-        yield await EventLog.open(nc, await _pick_run(nc, run), config, create=create)
+        name = await _pick_run(nc, run)
+        yield await EventLog.open(nc, name, config, create=create, policies=policies)
     finally:
         with anyio.CancelScope(shield=True):
             await nc.close()

@@ -4,10 +4,12 @@ Every writer is authorized by the server, not trusted to behave. A run `R` with 
 `P1..Pn` has these roles (user names in brackets):
 
 - `admin` [admin]: the run's coordinator (`mrl run`) and the operator's tools. Creates the
-  stream and the blob bucket, writes run-level events (`run`, `policy`, `node`, `slots`), may
-  publish and read anything: it is the root of the run, the one role that is trusted.
+  stream and each policy's blob bucket, writes run-level events (`run`, `policy`, `node`,
+  `slots`), may publish and read anything: it is the root of the run, the one role that is
+  trusted.
 - `reader` [reader]: read-only tools. Reads the run's stream and blobs; publishes no event.
-- `policy` [policy-P]: one policy actor. Publishes only on `mrl.R.<kind>.P` for its own kinds,
+- `policy` [policy-P]: one policy actor. Publishes only on `mrl.R.<kind>.P` for its own kinds
+  and in its own blob bucket (`$O.MRL_R_BLOBS_P.>`: a peer's blobs are out of its reach),
   reads everything of the run, and may not create, update, delete or purge a stream nor delete
   a message. Consumers it may make are unnamed (server-named) or named after itself.
 - `node` [a user per host]: an `mrl-node` hosting some policies on one connection: the union of
@@ -70,23 +72,26 @@ def _stream(run: str) -> str:
     return f"MRL_{run}"
 
 
-def _blobs(run: str) -> str:
-    return f"MRL_{run}_BLOBS"  # mrl_actors.see.blobs.bucket_name; its stream is OBJ_<bucket>
+def _blobs(run: str, writer: str = "") -> str:
+    """mrl_actors.see.blobs.bucket_name: `writer`'s own bucket ("": the one an older run
+    shared, now read only); its stream is OBJ_<bucket>."""
+    return f"MRL_{run}_BLOBS_{_check('policy', writer)}" if writer else f"MRL_{run}_BLOBS"
 
 
 def _lease(run: str) -> str:
     return f"MRL_{run}_LEASE"  # mrl_actors.see.lease.lease_bucket; its stream is KV_<bucket>
 
 
-def _read(run: str, *, consumer_names: Iterable[str] = ()) -> list[str]:
-    """JetStream API subjects a client needs to read the run's stream and blobs."""
-    s, b = _stream(run), _blobs(run)
-    o = f"OBJ_{b}"
+def _read(
+    run: str, policies: Iterable[str] = (), *, consumer_names: Iterable[str] = ()
+) -> list[str]:
+    """JetStream API subjects a client needs to read the run's stream and blobs (each of
+    `policies`' buckets, and the shared one of an older run)."""
+    s = _stream(run)
     k = f"KV_{_lease(run)}"
     subjects = [
         "$JS.API.INFO",
         f"$JS.API.STREAM.INFO.{s}",
-        f"$JS.API.STREAM.INFO.{o}",
         f"$JS.API.CONSUMER.CREATE.{s}",  # an unnamed (server-named) consumer
         f"$JS.API.CONSUMER.INFO.{s}.*",
         f"$JS.API.CONSUMER.DELETE.{s}.*",
@@ -95,15 +100,22 @@ def _read(run: str, *, consumer_names: Iterable[str] = ()) -> list[str]:
         f"$JS.API.DIRECT.GET.{s}.>",
         f"$JS.API.STREAM.MSG.GET.{s}",
         f"$JS.ACK.{s}.>",
-        # the object store: meta by direct get, chunks through an ordered push consumer
-        f"$JS.API.CONSUMER.CREATE.{o}",
-        f"$JS.API.CONSUMER.CREATE.{o}.>",
-        f"$JS.API.CONSUMER.INFO.{o}.*",
-        f"$JS.API.CONSUMER.DELETE.{o}.*",
-        f"$JS.API.DIRECT.GET.{o}",
-        f"$JS.API.DIRECT.GET.{o}.>",
-        f"$JS.API.STREAM.MSG.GET.{o}",
-        f"$JS.FC.{o}.>",
+    ]
+    for writer in ("", *policies):
+        o = f"OBJ_{_blobs(run, writer)}"
+        subjects += [
+            # the object store: meta by direct get, chunks through an ordered push consumer
+            f"$JS.API.STREAM.INFO.{o}",
+            f"$JS.API.CONSUMER.CREATE.{o}",
+            f"$JS.API.CONSUMER.CREATE.{o}.>",
+            f"$JS.API.CONSUMER.INFO.{o}.*",
+            f"$JS.API.CONSUMER.DELETE.{o}.*",
+            f"$JS.API.DIRECT.GET.{o}",
+            f"$JS.API.DIRECT.GET.{o}.>",
+            f"$JS.API.STREAM.MSG.GET.{o}",
+            f"$JS.FC.{o}.>",
+        ]
+    subjects += [
         "$JS.API.STREAM.NAMES",  # the ordered consumer finds the bucket's stream by subject
         # the lease bucket (who holds MWRA): readable by all, written by nodes only
         f"$JS.API.STREAM.INFO.{k}",
@@ -165,7 +177,7 @@ def reader_permissions(
 ) -> Permissions:
     """Read-only tools: the read APIs, no event; no policy's durable consumer (`policies`)."""
     return Permissions(
-        publish_allow=(*_read(run), "$JS.API.STREAM.LIST"),
+        publish_allow=(*_read(run, policies), "$JS.API.STREAM.LIST"),
         publish_deny=(*_WRITER_DENY, *_others_consumers(run, policies)),
         subscribe_allow=(f"{inbox_prefix(user)}.>",),
     )
@@ -180,10 +192,11 @@ def writer_permissions(
     nodes: Sequence[str] = (),
     prefix: str = "mrl",
 ) -> Permissions:
-    """Publish on `sources`' own subjects (and `nodes`' node subject), read the whole run.
+    """Publish on `sources`' own subjects and in their own blob buckets (and on `nodes`' node
+    subject), read the whole run.
 
     Consumers named after another of the run's policies are out of reach (their durable cursor
-    and their messages are theirs)."""
+    and their messages are theirs), and so are their blob buckets, but for reading."""
     _check("run", run)
     for name in (*sources, *nodes):
         _check("source", name)
@@ -192,7 +205,11 @@ def writer_permissions(
     others = [p for p in policies if p not in sources]
     deny = [*_WRITER_DENY, *_others_consumers(run, others)]
     return Permissions(
-        publish_allow=(*own, *_read(run, consumer_names=sources), f"$O.{_blobs(run)}.>"),
+        publish_allow=(
+            *own,
+            *_read(run, policies, consumer_names=sources),
+            *(f"$O.{_blobs(run, src)}.>" for src in sources),
+        ),
         publish_deny=tuple(deny),
         subscribe_allow=(f"{inbox_prefix(user)}.>",),
     )

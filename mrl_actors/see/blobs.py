@@ -62,20 +62,35 @@ def verify(ref: BlobRef, data: _D) -> _D:
 
 
 class BlobStore(Protocol):
-    async def put(self, data: bytes) -> BlobRef: ...
+    async def put(self, data: bytes, *, writer: str = "") -> BlobRef:
+        """Store `data` for `writer` (the policy whose bucket holds it, in the object store)."""
+        ...
 
     async def get(self, ref: BlobRef) -> bytes:
         """The verified bytes of `ref` (raises `BlobIntegrityError` on a hash mismatch)."""
         ...
 
 
-def bucket_name(run: str) -> str:
-    return f"MRL_{run}_BLOBS"
+def bucket_name(run: str, writer: str = "") -> str:
+    """The object-store bucket of `writer`'s blobs in `run`: each policy has its own, which
+    only its users may write (`mrl_actors.see.auth`); `""` is the one bucket a run shared
+    before that, read (never written) for older runs."""
+    return f"MRL_{run}_BLOBS_{writer}" if writer else f"MRL_{run}_BLOBS"
+
+
+def blob_stream(run: str, writer: str = "") -> str:
+    """The JetStream stream behind `bucket_name(run, writer)`."""
+    return f"OBJ_{bucket_name(run, writer)}"
 
 
 class ObjectStoreBlobs:
-    """Blobs in a JetStream object store bucket (`MRL_<run>_BLOBS`), read and written in time
-    linear in their size.
+    """Blobs in the JetStream object store buckets of a run, one per writer
+    (`MRL_<run>_BLOBS_<policy>`), read and written in time linear in their size.
+
+    A blob goes into its writer's bucket (`put(..., writer=P)`) and its `BlobRef.writer` says
+    which bucket a reader finds it in, so the server, not the readers, keeps one policy from
+    writing, rolling up or purging another's blobs: a policy's user may publish only on its own
+    bucket's subjects (`$O.MRL_<run>_BLOBS_<P>.>`), and no user may roll one up.
 
     The bucket keeps the object store's layout (chunks on `$O.<bucket>.C.<nuid>`, one JSON meta
     message on `$O.<bucket>.M.<base64 name>`), so any NATS object-store client reads what this
@@ -101,11 +116,17 @@ class ObjectStoreBlobs:
         chunk_bytes: int = CHUNK_BYTES,
         window: int = WINDOW,
         fast: bool = True,
+        create: bool = False,
+        max_bytes: int = -1,
     ) -> None:
         self._js = js
         self._nc = js._nc  # the connection: chunk publishes and their acks bypass the JS context
-        self._bucket = bucket_name(run)
+        self._run = run
         self._replicas = replicas
+        # a put for a writer whose bucket is missing creates it (`create`: the run's admin,
+        # the one role that may create streams), at most `max_bytes` big; else it fails
+        self.create = create
+        self.max_bytes = max_bytes
         # no progress (an ack, a chunk) for this long fails the transfer: a read of a blob whose
         # chunks vanished, or a server gone, must not hang the reader
         self._timeout_s = timeout_s
@@ -114,56 +135,75 @@ class ObjectStoreBlobs:
         # reads go through `see.chunk_reader` (its own connection, one copy per byte), and
         # through nats-py's subscription when that fails or `fast` is off
         self.fast = fast
-        self._store: Any = None
+        self._stores: dict[str, Any] = {}
 
-    @property
-    def stream(self) -> str:
-        return f"OBJ_{self._bucket}"
+    def stream(self, writer: str = "") -> str:
+        """The stream of `writer`'s bucket."""
+        return blob_stream(self._run, writer)
 
-    async def _obj(self) -> Any:
-        if self._store is None:
+    async def _obj(self, writer: str, *, create: bool = False) -> Any:
+        """`writer`'s bucket, a write-once store whose stream refuses rollups (see.objstore)."""
+        if writer not in self._stores:
             from nats.js.errors import NotFoundError
 
             from mrl_actors.see.objstore import create_blob_bucket, open_blob_bucket
 
-            try:  # a write-once store whose stream refuses rollups (see.objstore)
-                self._store = await open_blob_bucket(self._js, self._bucket)
+            bucket = bucket_name(self._run, writer)
+            try:
+                self._stores[writer] = await open_blob_bucket(self._js, bucket)
             except NotFoundError:
-                self._store = await create_blob_bucket(
-                    self._js, self._bucket, replicas=self._replicas
-                )
-        return self._store
+                if not create:
+                    raise LogError(
+                        f"no blob bucket {bucket} on this server: the run's admin creates one "
+                        "per policy with its log (`open_log(create=True, policies=[...])`, "
+                        "which `mrl run` does)"
+                    ) from None
+                try:
+                    self._stores[writer] = await create_blob_bucket(
+                        self._js, bucket, replicas=self._replicas, max_bytes=self.max_bytes
+                    )
+                except Exception as exc:  # no right to create streams, or no room
+                    why = getattr(exc, "description", None) or repr(exc)
+                    raise LogError(f"cannot create blob bucket {bucket}: {why}") from exc
+        return self._stores[writer]
 
-    async def info(self, key: str) -> Any:
-        """The object's meta (`nats.js.api.ObjectInfo`), or None when it is absent or deleted."""
+    async def info(self, key: str, writer: str = "") -> Any:
+        """The object's meta (`nats.js.api.ObjectInfo`) in `writer`'s bucket, or None when it
+        is absent or deleted (raises `LogError` when there is no such bucket)."""
         from nats.js.errors import NotFoundError
 
-        store = await self._obj()
+        store = await self._obj(writer)
         try:
             info = await store.get_info(key)
         except NotFoundError:
             return None
         return None if info.deleted else info
 
-    async def put(self, data: BlobData, *, sha256: str | None = None) -> BlobRef:
-        """Store `data` under its sha256. Given `sha256` (a writer that hashed while it
+    async def put(self, data: BlobData, *, sha256: str | None = None, writer: str = "") -> BlobRef:
+        """Store `data` under its sha256 in `writer`'s bucket (a policy's name: blobs are
+        written only into their policy's own). Given `sha256` (a writer that hashed while it
         serialised), the bytes are checked against it in the same pass as the upload."""
+        if not writer:
+            raise LogError("a blob is stored in its writer's bucket: put(..., writer=POLICY)")
+        check_writer(writer)
         view = _bytes_view(data)
         key: str = sha256 if sha256 else await anyio.to_thread.run_sync(sha256_hex, view)
-        ref = BlobRef(store="object", key=key, sha256=key, size=len(view))
-        info = await self.info(key)  # stored already (a retried publish): nothing to do
+        ref = BlobRef(store="object", key=key, sha256=key, size=len(view), writer=writer)
+        await self._obj(writer, create=self.create)
+        info = await self.info(key, writer)  # stored already (a retried publish): nothing to do
         if info is not None and info.size == len(view):
             return ref
+        bucket = bucket_name(self._run, writer)
         nuid = self._nc._nuid.next().decode()
-        digest = await self._put_chunks(f"$O.{self._bucket}.C.{nuid}", view)
+        digest = await self._put_chunks(f"$O.{bucket}.C.{nuid}", view, bucket)
         if digest.hex() != key:
             raise BlobIntegrityError(
-                f"blob for bucket {self._bucket}: bytes hash to {digest.hex()[:16]}…, the "
+                f"blob for bucket {bucket}: bytes hash to {digest.hex()[:16]}…, the "
                 f"writer said {key[:16]}…; not stored (its chunks under {nuid} are orphans)"
             )
         meta = {
             "name": key,
-            "bucket": self._bucket,
+            "bucket": bucket,
             "nuid": nuid,
             "size": len(view),
             "chunks": -(-len(view) // self._chunk),
@@ -171,12 +211,12 @@ class ObjectStoreBlobs:
             "digest": "SHA-256=" + base64.urlsafe_b64encode(digest).decode(),
             "options": {"max_chunk_size": self._chunk},
         }
-        subject = f"$O.{self._bucket}.M.{_b64(key)}"
+        subject = f"$O.{bucket}.M.{_b64(key)}"
         with anyio.fail_after(self._timeout_s):
             await self._js.publish(subject, json.dumps(meta).encode())
         return ref
 
-    async def _put_chunks(self, subject: str, view: memoryview) -> bytes:
+    async def _put_chunks(self, subject: str, view: memoryview, bucket: str) -> bytes:
         """Publish `view` in chunks with `window` acks outstanding; its sha256 digest."""
         h = hashlib.sha256()
         inbox = self._nc.new_inbox()
@@ -211,13 +251,13 @@ class ObjectStoreBlobs:
                     await free.acquire()
         except TimeoutError as exc:
             raise LogError(
-                f"blob upload to bucket {self._bucket}: no ack within {self._timeout_s:.0f} s "
+                f"blob upload to bucket {bucket}: no ack within {self._timeout_s:.0f} s "
                 f"({acked} of the chunks acknowledged)"
             ) from exc
         finally:
             await sub.unsubscribe()
         if failed:
-            raise LogError(f"blob upload to bucket {self._bucket} refused: {failed[0]}")
+            raise LogError(f"blob upload to bucket {bucket} refused: {failed[0]}")
         return h.digest()
 
     async def get(self, ref: BlobRef) -> bytes:
@@ -235,9 +275,10 @@ class ObjectStoreBlobs:
         checking its sha256 in the same pass; on any error `out` holds a partial copy."""
         if len(out) != ref.size:
             raise LogError(f"blob {ref.key}: buffer of {len(out)} bytes for {ref.size}")
-        info = await self.info(ref.key)
+        bucket = bucket_name(self._run, check_writer(ref.writer))
+        info = await self.info(ref.key, ref.writer)
         if info is None:
-            raise LogError(f"blob {ref.key} not found in bucket {self._bucket}")
+            raise LogError(f"blob {ref.key} not found in bucket {bucket}")
         digest = _meta_digest(info.digest)
         if info.size != ref.size or (digest is not None and digest.hex() != ref.sha256):
             raise BlobIntegrityError(
@@ -275,8 +316,8 @@ class ObjectStoreBlobs:
                 done.set()
 
         sub = await self._js.subscribe(
-            f"$O.{self._bucket}.C.{info.nuid}",
-            stream=self.stream,
+            f"$O.{bucket}.C.{info.nuid}",
+            stream=self.stream(ref.writer),
             ordered_consumer=True,
             cb=on_chunk,
             pending_msgs_limit=0,  # unbounded count; bytes bound it
@@ -289,7 +330,7 @@ class ObjectStoreBlobs:
                     await done.wait()
                 if not done.is_set() and got == before:
                     raise LogError(
-                        f"blob {ref.key}: no chunk from bucket {self._bucket} for "
+                        f"blob {ref.key}: no chunk from bucket {bucket} for "
                         f"{self._timeout_s:.0f} s ({got} of {ref.size} bytes read)"
                     )
         finally:
@@ -321,7 +362,7 @@ class ObjectStoreBlobs:
             await anyio.to_thread.run_sync(subscribe, conn, inbox)
             config = ConsumerConfig(
                 deliver_subject=inbox,
-                filter_subject=f"$O.{self._bucket}.C.{info.nuid}",
+                filter_subject=f"$O.{bucket_name(self._run, ref.writer)}.C.{info.nuid}",
                 deliver_policy=DeliverPolicy.ALL,
                 ack_policy=AckPolicy.NONE,
                 flow_control=True,
@@ -330,7 +371,7 @@ class ObjectStoreBlobs:
                 num_replicas=1,
                 inactive_threshold=max(30.0, self._timeout_s),
             )
-            consumer = await self._js.add_consumer(self.stream, config)
+            consumer = await self._js.add_consumer(self.stream(ref.writer), config)
 
             def run() -> None:
                 pour(conn, inbox, out, h, chunks=info.chunks or None, stall_s=self._timeout_s)
@@ -342,7 +383,7 @@ class ObjectStoreBlobs:
             conn.sock.close()
             if consumer is not None:
                 with contextlib.suppress(Exception):
-                    await self._js.delete_consumer(self.stream, consumer.name)
+                    await self._js.delete_consumer(self.stream(ref.writer), consumer.name)
         sha = h.hexdigest()
         if sha != ref.sha256:
             raise BlobIntegrityError(
@@ -356,17 +397,29 @@ class ObjectStoreBlobs:
         leave a blob unreadable with its chunks still there). The meta is purged rather than
         superseded by a tombstone: readers take an object's first meta (`see.objstore`), so a
         later one would not hide it, and the bucket refuses the rollup that replaces one."""
-        info = await self.info(ref.key)
+        info = await self.info(ref.key, ref.writer)
         if info is None:
             return
+        bucket, stream = bucket_name(self._run, ref.writer), self.stream(ref.writer)
         with anyio.fail_after(self._timeout_s):
-            await self._js.purge_stream(self.stream, subject=f"$O.{self._bucket}.C.{info.nuid}")
-            await self._js.purge_stream(self.stream, subject=f"$O.{self._bucket}.M.{_b64(ref.key)}")
+            await self._js.purge_stream(stream, subject=f"$O.{bucket}.C.{info.nuid}")
+            await self._js.purge_stream(stream, subject=f"$O.{bucket}.M.{_b64(ref.key)}")
 
-    async def put_raw(self, key: str, data: bytes) -> None:
-        """Overwrite the bytes under `key` without hashing: for corruption tests and repair."""
-        store = await self._obj()
-        await store.replace(key, data)
+    async def put_raw(self, ref: BlobRef, data: bytes) -> None:
+        """Overwrite the bytes of `ref` without hashing (admin only): for corruption tests and
+        repair."""
+        store = await self._obj(ref.writer)
+        await store.replace(ref.key, data)
+
+
+def check_writer(writer: str) -> str:
+    """`writer` as a bucket name's last part: a policy name, or "" (the shared bucket)."""
+    if writer and not _WRITER.match(writer):
+        raise LogError(f"blob writer {writer[:80]!r} is not a policy name ([A-Za-z0-9_-])")
+    return writer
+
+
+_WRITER = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
 def _b64(name: str) -> str:
@@ -425,7 +478,8 @@ class ZarrBlobs:
         z = zarr.open_array(store=str(path), mode="r")
         return bytes(np.asarray(z[:], dtype=np.uint8).tobytes())
 
-    async def put(self, data: bytes) -> BlobRef:
+    async def put(self, data: bytes, *, writer: str = "") -> BlobRef:
+        """Store `data` under its sha256 (one directory for every writer)."""
         key = sha256_hex(data)
         if not self._path(key).exists():
             await anyio.to_thread.run_sync(self._write, key, data)
@@ -435,5 +489,5 @@ class ZarrBlobs:
         data = await anyio.to_thread.run_sync(self._read, ref.key)
         return verify(ref, data)
 
-    async def put_raw(self, key: str, data: bytes) -> None:
-        await anyio.to_thread.run_sync(self._write, key, data)
+    async def put_raw(self, ref: BlobRef, data: bytes) -> None:
+        await anyio.to_thread.run_sync(self._write, ref.key, data)

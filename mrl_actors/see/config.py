@@ -18,7 +18,8 @@ class LogConfig(msgspec.Struct, frozen=True, kw_only=True):
     storage: Literal["file", "memory"] = "file"
     # Size limits, set when the stream is created (and raised on a later open that asks for
     # more). A full stream refuses new events (discard "new"): it never drops old ones, which
-    # a resume replays. max_bytes also bounds the blob bucket, separately.
+    # a resume replays. max_bytes also bounds the blob buckets, separately: each policy's
+    # bucket holds an equal share of it.
     max_age_s: float = 0.0  # 0 keeps events forever (a run's log is its record)
     max_bytes: int = -1  # -1: unlimited
     max_msgs: int = -1

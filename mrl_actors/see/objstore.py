@@ -1,21 +1,21 @@
-"""The run's blob bucket as a write-once object store: no user can roll up, purge or delete it.
+"""A blob bucket as a write-once object store: no user can roll up, purge or delete it.
 
 nats-py's object store writes each object's metadata with a `Nats-Rollup: sub` header, so its
 bucket's stream must allow rollups; and a stream that allows them lets anyone who may publish
-there roll up the whole bucket with one `Nats-Rollup: all` message. Every policy may write blobs
-(its weights versions, checkpoints, large events), so that right would be every policy's to
-erase every other's. Here the bucket's stream is created with rollups refused by the server
-itself (`allow_rollup_hdrs = false`, for every user), objects are written without a rollup
-header, and purging the stream or deleting its messages is a right of admin alone (the writers'
-permissions deny those APIs: `mrl_actors.see.auth`).
+there roll up the whole bucket with one `Nats-Rollup: all` message. Each policy writes blobs
+(its weights versions, checkpoints, large events) into its own bucket, which only its users may
+publish in (`mrl_actors.see.auth`), so a peer cannot touch it at all; and each bucket's stream
+is created with rollups refused by the server itself (`allow_rollup_hdrs = false`, for every
+user), so not even its own policy can erase it with one message. Objects are written without a
+rollup header, and purging the stream or deleting its messages is a right of admin alone (the
+writers' permissions deny those APIs).
 
-What the server cannot refuse, a reader does: an object's metadata is the *first* message on
-its metadata subject. Keys are content hashes and a put of a key that exists writes nothing, so
-an honest key has exactly one; a later metadata message on it (a policy forging a peer's
-blob) is never read, and a read takes exactly the object's own chunks, the first
-`info.chunks` on its chunk subject (written before the metadata; chunks appended later by
-anyone are never read). The bytes are then checked against the object's digest and the
-event's sha256 as before.
+Within a bucket, an object's metadata is the *first* message on its metadata subject. Keys are
+content hashes and a put of a key that exists writes nothing, so an honest key has exactly
+one; a later metadata message on it is never read, and a read takes exactly the object's own
+chunks, the first `info.chunks` on its chunk subject (written before the metadata; chunks
+appended later are never read). The bytes are then checked against the object's digest and
+the event's sha256 as before.
 """
 
 from __future__ import annotations
@@ -68,14 +68,21 @@ async def open_blob_bucket(js: Any, bucket: str) -> WriteOnceStore:
     return WriteOnceStore(bucket, stream, js)
 
 
-async def harden_blob_bucket(js: Any, bucket: str) -> None:
-    """Refuse rollups on a bucket created by an older version (admin: it updates the stream)."""
+async def harden_blob_bucket(js: Any, bucket: str, *, max_bytes: int = 0) -> None:
+    """Refuse rollups on a bucket created by an older version, and raise its size limit to
+    `max_bytes` when that is more (0: leave it; admin: it updates the stream)."""
     import dataclasses
 
     stream = OBJ_STREAM_TEMPLATE.format(bucket=bucket)
     info = await js.stream_info(stream)
+    changes: dict[str, Any] = {}
     if info.config.allow_rollup_hdrs:
-        await js.update_stream(dataclasses.replace(info.config, allow_rollup_hdrs=False))
+        changes["allow_rollup_hdrs"] = False
+    now = info.config.max_bytes
+    if max_bytes and now not in (None, 0, -1) and (max_bytes == -1 or max_bytes > now):
+        changes["max_bytes"] = max_bytes
+    if changes:
+        await js.update_stream(dataclasses.replace(info.config, **changes))
 
 
 def _meta_subject(bucket: str, name: str) -> str:

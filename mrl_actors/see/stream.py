@@ -23,6 +23,7 @@ import anyio
 
 from mrl_actors.errors import BlobIntegrityError, EventDecodeError, LogError, MrlError
 from mrl_actors.events import (
+    WRITER_ROLES,
     AnyEvent,
     BlobPointer,
     Event,
@@ -32,7 +33,13 @@ from mrl_actors.events import (
     identity_error,
 )
 from mrl_actors.logs import get_logger
-from mrl_actors.see.blobs import BlobStore, ObjectStoreBlobs, ZarrBlobs, bucket_name
+from mrl_actors.see.blobs import (
+    BlobStore,
+    ObjectStoreBlobs,
+    ZarrBlobs,
+    bucket_name,
+    check_writer,
+)
 from mrl_actors.see.config import LogConfig
 from mrl_actors.see.lease import ensure_lease_bucket
 from mrl_actors.see.port import DeadLetterSink
@@ -101,9 +108,16 @@ class EventLog:
 
     @classmethod
     async def open(
-        cls, nc: Any, run: str, config: LogConfig | None = None, *, create: bool = True
+        cls,
+        nc: Any,
+        run: str,
+        config: LogConfig | None = None,
+        *,
+        create: bool = True,
+        policies: Sequence[str] = (),
     ) -> EventLog:
-        """Bind to the run's stream; with `create`, make it (and the blob bucket) when missing.
+        """Bind to the run's stream; with `create`, make it, the lease bucket and each of
+        `policies`' blob buckets when missing (and, later, a bucket a blob is put in first).
 
         Creating needs the admin role: writers open with `create=False` and never hold the
         right to create, change or delete a stream (see `mrl_actors.see.auth`).
@@ -154,10 +168,16 @@ class EventLog:
                 raise LogError("blob_store = 'zarr' needs blob_dir")
             blobs = ZarrBlobs(config.blob_dir)
         else:
-            if create:  # the creator makes the bucket, so writers need no stream rights
-                await _ensure_bucket(js, run, config)
+            share = _bucket_bytes(config.max_bytes, len(policies))
+            if create:  # the creator makes the buckets, so writers need no stream rights
+                await _ensure_buckets(js, run, config, policies, share)
             blobs = ObjectStoreBlobs(
-                js, run, replicas=config.replicas, timeout_s=config.ack_timeout_s
+                js,
+                run,
+                replicas=config.replicas,
+                timeout_s=config.ack_timeout_s,
+                create=create,
+                max_bytes=share,
             )
         return cls(nc, run, config, blobs)
 
@@ -183,7 +203,13 @@ class EventLog:
                     f"event {event.event_id} encodes to {len(data)} bytes, above "
                     f"max_event_bytes={self.config.max_event_bytes}"
                 )
-            ref = await self.blobs.put(data)
+            if WRITER_ROLES.get(event.KIND) != "policy":
+                raise LogError(
+                    f"event {event.event_id} encodes to {len(data)} bytes, above the inline "
+                    f"limit of {self.inline_limit}: only a policy's events go to the blob "
+                    f"store (its own bucket), the run's and its nodes' must fit in a message"
+                )
+            ref = await self.blobs.put(data, writer=event.source)  # the source's own bucket
             pointer = BlobPointer(
                 run=event.run,
                 source=event.source,
@@ -353,6 +379,11 @@ class EventLog:
                 raise _decode_error("oversized", f"seq {seq}: blob of {ref.size} bytes")
             if ref.key != ref.sha256 or not _SHA256.match(ref.key):  # blobs are content-keyed
                 raise _decode_error("schema", f"seq {seq}: blob key {ref.key[:80]!r}")
+            source = subject.rsplit(".", 1)[-1]  # the authenticated writer: its own bucket
+            if ref.writer not in ("", source):
+                raise _decode_error(
+                    "identity", f"seq {seq}: a blob of {source}'s in {ref.writer[:80]!r}'s bucket"
+                )
             try:
                 blob = await self.blobs.get(ref)
             except BlobIntegrityError as exc:
@@ -634,21 +665,36 @@ def _grown(current: Any, limits: dict[str, Any]) -> bool:
     return any(more(limits[k], getattr(current, k)) for k in limits)
 
 
-async def _ensure_bucket(js: Any, run: str, config: LogConfig) -> None:
+def _bucket_bytes(max_bytes: int, policies: int) -> int:
+    """Each policy's blob bucket holds an equal share of `max_bytes` (-1: no limit), so the
+    buckets together reserve what one shared bucket did, and no policy can fill a peer's."""
+    return max(1, max_bytes // max(1, policies)) if max_bytes > 0 else -1
+
+
+async def _ensure_buckets(
+    js: Any, run: str, config: LogConfig, policies: Sequence[str], max_bytes: int
+) -> None:
+    """Each policy's own blob bucket (made when missing, with rollups refused), and the one
+    shared bucket of a run written by an older version hardened where it exists."""
     from nats.js.errors import APIError, NotFoundError
 
     from mrl_actors.see.objstore import create_blob_bucket, harden_blob_bucket, open_blob_bucket
 
-    try:
+    try:  # read-only now (no writer may publish there), kept for the refs that name it
         await open_blob_bucket(js, bucket_name(run))
-        await harden_blob_bucket(js, bucket_name(run))  # one made by an older version
+        await harden_blob_bucket(js, bucket_name(run))
     except NotFoundError:
-        try:  # rollups refused by the stream (see.objstore): no writer can erase the bucket
-            await create_blob_bucket(
-                js, bucket_name(run), replicas=config.replicas, max_bytes=config.max_bytes
-            )
-        except APIError as exc:
-            raise _create_error(f"blob bucket {bucket_name(run)}", config, exc) from exc
+        pass
+    for policy in policies:
+        bucket = bucket_name(run, check_writer(policy))
+        try:
+            await open_blob_bucket(js, bucket)
+            await harden_blob_bucket(js, bucket, max_bytes=max_bytes)  # a resume asking more
+        except NotFoundError:
+            try:  # rollups refused by the stream (see.objstore): no writer can erase it
+                await create_blob_bucket(js, bucket, replicas=config.replicas, max_bytes=max_bytes)
+            except APIError as exc:
+                raise _create_error(f"blob bucket {bucket}", config, exc) from exc
 
 
 def _create_error(what: str, config: LogConfig, exc: Any) -> LogError:

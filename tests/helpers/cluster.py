@@ -159,7 +159,7 @@ def running_cluster(tmp_path: Path, nodes: dict[str, list[str]]) -> Iterator[Clu
 
 
 def create_stream(c: Cluster, spec_path: Path) -> None:
-    """The operator's one step as admin: the run's replicated stream and blob bucket."""
+    """The operator's one step as admin: the run's replicated stream and blob buckets."""
     spec, _ = load_spec(spec_path)
 
     async def create() -> None:
@@ -168,7 +168,11 @@ def create_stream(c: Cluster, spec_path: Path) -> None:
         )  # by URL, credentials come from the environment
         try:
             async with open_log(
-                server=c.urls(), run=RUN, config=spec_log_config(spec.server), create=True
+                server=c.urls(),
+                run=RUN,
+                config=spec_log_config(spec.server),
+                create=True,
+                policies=[p.name for p in spec.policies],  # each gets its blob bucket
             ):
                 pass
         finally:

@@ -243,7 +243,7 @@ def test_a_tampered_weights_blob_is_refused_and_dead_lettered(
             newer = await store_weights(log, policy, STEPS + 1, other.model, sha)
             await log.append(newer)
             good = await log.blobs.get(newer.blob)
-            await log.blobs.put_raw(newer.blob.key, good[:-8] + b"tampered")
+            await log.blobs.put_raw(newer.blob, good[:-8] + b"tampered")
 
             actor = RolloutActor(log, rollout_runtime(spec, policy, run_dir), 0, ActorOptions())
             async for rec in log.read(start_seq=1, kinds=["weights"], sources=[policy]):

@@ -99,8 +99,8 @@ async def test_writers_cannot_delete_purge_or_change_the_stream(
             js.delete_msg("MRL_r", 1),
             js.update_stream(dataclasses.replace(info.config, max_msgs=1)),
             js.add_stream(StreamConfig(name="MRL_x", subjects=["mrl.r2.>"])),
-            js.delete_stream("OBJ_MRL_r_BLOBS"),
-            js.purge_stream("OBJ_MRL_r_BLOBS"),
+            js.delete_stream("OBJ_MRL_r_BLOBS_a"),
+            js.purge_stream("OBJ_MRL_r_BLOBS_a"),
         ]
         for attempt in attempts:
             with pytest.raises(Exception):  # noqa: B017 - refused: no answer, or an API error
@@ -130,7 +130,7 @@ async def test_a_policy_publishes_its_own_weights_and_not_a_peers(srv: EmbeddedS
     from mrl_actors.events import WeightsPublished
 
     async with open_log(info=srv.info(), user=policy_user("a"), config=FAST) as log:
-        ref = await log.blobs.put(b"safetensors bytes of a's weights")
+        ref = await log.blobs.put(b"safetensors bytes of a's weights", writer="a")
 
         def weights(policy: str) -> WeightsPublished:
             return WeightsPublished(
@@ -152,9 +152,10 @@ async def test_a_policy_publishes_its_own_weights_and_not_a_peers(srv: EmbeddedS
 
 
 async def test_a_policy_cannot_erase_or_rewrite_the_blob_bucket(srv: EmbeddedServer) -> None:
-    """Rollup (`Nats-Rollup: all` on a chunk subject), purge, message delete and a forged
-    metadata message on a peer's blob: refused by the server, or never read; a's blob stays
-    readable byte for byte, for every user."""
+    """Rollup (`Nats-Rollup: all` on a chunk subject), purge, message delete, and a forged
+    metadata or chunk message in a's bucket: refused by the server, for b in a's bucket and in
+    its own; a's blob stays readable byte for byte, for every user, and its bucket holds
+    exactly what a wrote (`test_blob_buckets` names each refusal)."""
     import base64
     import json
 
@@ -163,31 +164,33 @@ async def test_a_policy_cannot_erase_or_rewrite_the_blob_bucket(srv: EmbeddedSer
 
     blob = b"a's weights, version 1" * 100
     async with open_log(info=srv.info(), user=policy_user("a"), config=FAST) as log:
-        ref = await log.blobs.put(blob)
+        ref = await log.blobs.put(blob, writer="a")
+    async with open_log(info=srv.info(), config=FAST) as admin:
+        before = (await admin.js.stream_info("OBJ_MRL_r_BLOBS_a")).state.messages
     async with open_log(info=srv.info(), user=policy_user("b"), config=FAST) as log:
         js = log.nc.jetstream(timeout=1.0)
-        bucket, stream = "MRL_r_BLOBS", "OBJ_MRL_r_BLOBS"
-        for subject, value in ((f"$O.{bucket}.C.x", "all"), (f"$O.{bucket}.C.x", "sub")):
+        for value in ("all", "sub"):  # its own bucket: the stream refuses rollups
             with pytest.raises(APIError, match="rollup"):
-                await js.publish(subject, b"", headers={"Nats-Rollup": value})
-        for attempt in (js.purge_stream(stream), js.delete_msg(stream, 1)):
-            with pytest.raises((APIError, nats.errors.TimeoutError)):
-                await attempt
-        # a later metadata message naming a's blob, pointing at b's chunks: stored, never read
-        meta = f"$O.{bucket}.M." + base64.urlsafe_b64encode(ref.key.encode()).decode()
-        await js.publish(f"$O.{bucket}.C.forged", b"b's bytes")
-        info = {"name": ref.key, "bucket": bucket, "nuid": "forged", "size": 9, "chunks": 1}
-        await js.publish(meta, json.dumps(info).encode())
-        # chunks appended to a's own chunk subject: never read either
-        first = await js.get_msg(stream, seq=1, subject=meta, next=True)
-        nuid = json.loads(first.data)["nuid"]
-        await js.publish(f"$O.{bucket}.C.{nuid}", b"appended")
+                await js.publish("$O.MRL_r_BLOBS_b.C.x", b"", headers={"Nats-Rollup": value})
+        meta = "$O.MRL_r_BLOBS_a.M." + base64.urlsafe_b64encode(ref.key.encode()).decode()
+        info = {"name": ref.key, "bucket": "MRL_r_BLOBS_a", "nuid": "forged", "size": 9}
+        for subject, data, headers in (
+            ("$O.MRL_r_BLOBS_a.C.x", b"", {"Nats-Rollup": "all"}),  # a's bucket: no right
+            ("$O.MRL_r_BLOBS_a.C.forged", b"b's bytes", {}),
+            (meta, json.dumps(info).encode(), {}),
+        ):
+            with pytest.raises(nats.errors.TimeoutError):  # a permission violation: no ack
+                await js.publish(subject, data, headers=headers)
+        for stream in ("OBJ_MRL_r_BLOBS_a", "OBJ_MRL_r_BLOBS_b"):
+            for attempt in (js.purge_stream(stream), js.delete_msg(stream, 1)):
+                with pytest.raises((APIError, nats.errors.TimeoutError)):
+                    await attempt
     for user in (policy_user("a"), policy_user("b"), "reader"):
         async with open_log(info=srv.info(), user=user, config=FAST) as log:
             assert await log.blobs.get(ref) == blob
     async with open_log(info=srv.info(), config=FAST) as admin:
-        state = (await admin.js.stream_info("OBJ_MRL_r_BLOBS")).state
-        assert state.messages >= 2  # nothing was erased
+        state = (await admin.js.stream_info("OBJ_MRL_r_BLOBS_a")).state
+        assert state.messages == before == 2  # one chunk and one meta: nothing added or erased
 
 
 async def test_the_reader_cannot_use_a_policys_durable_consumer(

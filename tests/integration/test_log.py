@@ -175,7 +175,7 @@ async def test_large_payload_round_trips_through_blob_store(
     # a blob altered behind the log's back is dead-lettered with `blob_hash`, not applied
     seq2 = await log.append(_big(make_rollout, 2))
     ref = decode((await log.js.get_msg(log.stream, seq2)).data).ref  # type: ignore[union-attr]
-    await log.blobs.put_raw(ref.key, b"tampered" + bytes(100))  # type: ignore[attr-defined]
+    await log.blobs.put_raw(ref, b"tampered" + bytes(100))  # type: ignore[attr-defined]
     applier = CountingApplier()
     stats = await Consumer(log, "c1", kinds=["rollout"]).run(applier, until_idle=True)
     assert stats.applied == 1 and stats.dead_by_error == {"blob_hash": 1}

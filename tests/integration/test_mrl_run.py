@@ -298,7 +298,9 @@ def test_mrl_node_hosts_its_policies_against_a_server_by_url(
 
         store = tmp_path / "nats"
         async with EmbeddedServer(store, extra_users={"node-h1": perms}) as srv:
-            async with open_log(info=srv.info(), run="t-node", create=True):
+            async with open_log(
+                info=srv.info(), run="t-node", create=True, policies=["gpt2", "llama"]
+            ):
                 pass
             env = {**os.environ, "MRL_CACHE_DIR": str(model_cache), "MRL_NATS_USER": "node-h1"}
             env["MRL_NATS_PASSWORD"] = srv.users["node-h1"]

@@ -6,6 +6,7 @@ Each test drives a real `mrl run` subprocess (tiny real models, the shared warm-
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -22,7 +23,14 @@ import pytest
 from helpers.runs import learner_steps, run_events
 from helpers.specs import pair_spec
 
-from mrl_actors.events import LearnerStepCompleted, RolloutGroupCompleted, RunFinished, event_id
+from mrl_actors.events import (
+    CheckpointStored,
+    LearnerStepCompleted,
+    RolloutGroupCompleted,
+    RunFinished,
+    WeightsPublished,
+    event_id,
+)
 from mrl_actors.see.access import open_log
 from mrl_actors.see.auth import policy_user
 from mrl_actors.see.config import LogConfig
@@ -95,12 +103,32 @@ def _step(run: str, policy: str, step: int) -> LearnerStepCompleted:
     )
 
 
+async def _raw(info: Any, user: str, errors: list[str]) -> Any:
+    """A plain nats-py client as `user` that records what the server answers with -ERR."""
+    import nats
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc).lower())  # nats-py lowers the subject it names
+
+    cfg = info.client(user)
+    return await nats.connect(
+        servers=[cfg.url],
+        user=cfg.user,
+        password=cfg.password,
+        inbox_prefix=cfg.inbox(),
+        error_cb=on_error,
+        allow_reconnect=False,
+    )
+
+
 def test_forged_writes_are_refused_and_the_run_is_unaffected(
     start_run: StartRun, make_rollout: MakeRollout
 ) -> None:
     """With gpt2's and the reader's passwords, forge llama's rollouts and learner steps, end the
-    run, delete and purge the stream: the server refuses each, and the run ends with the weights
-    of the same run that nobody attacked."""
+    run, delete and purge the stream, and (gpt2) write a chunk, a metadata message and a rollup
+    in llama's blob bucket, purge it and delete its messages: the server refuses each, llama's
+    bucket holds only llama's blobs, every stored weights blob reads back, and the run ends
+    with the weights of the same run that nobody attacked."""
     run = "t-sec"
     proc, out = start_run(run, 3)
     _wait_ready(proc, out)
@@ -131,6 +159,19 @@ def test_forged_writes_are_refused_and_the_run_is_unaffected(
                     attempts.append(log.append(forged))
                 js = log.nc.jetstream(timeout=1.0)
                 attempts += [js.delete_stream(f"MRL_{run}"), js.purge_stream(f"MRL_{run}")]
+                attempts += [js.purge_stream(f"OBJ_{bucket}"), js.delete_msg(f"OBJ_{bucket}", 1)]
+            # publishes in llama's bucket as gpt2: the server answers each with -ERR
+            raw = await _raw(info, policy_user("gpt2"), errors)
+            stack.push_async_callback(raw.close)
+            meta = f"$O.{bucket}.M." + base64.urlsafe_b64encode(b"0" * 64).decode()
+            fake = {"name": "0" * 64, "bucket": bucket, "nuid": "forged", "size": 9}
+            for subject, data, headers in (
+                (f"$O.{bucket}.C.forged", b"gpt2's bytes", None),
+                (meta, json.dumps(fake).encode(), None),
+                (f"$O.{bucket}.C.x", b"", {"Nats-Rollup": "all"}),
+            ):
+                await raw.publish(subject, data, headers=headers)
+            await raw.flush()
             results = [0] * len(attempts)
 
             async def one(i: int, aw: Any) -> None:
@@ -139,14 +180,24 @@ def test_forged_writes_are_refused_and_the_run_is_unaffected(
             async with anyio.create_task_group() as tg:
                 for i, aw in enumerate(attempts):
                     tg.start_soon(one, i, aw)
+            with anyio.fail_after(10):  # each -ERR names its subject
+                while len([e for e in errors if "permissions violation" in e]) < 3:
+                    await anyio.sleep(0.05)
         assert proc.poll() is None, "the run ended before every forgery was answered"
         return sum(results)
 
-    assert anyio.run(attack) == 2 * 6
+    bucket = f"MRL_{run}_BLOBS_llama"
+    errors: list[str] = []
+    assert anyio.run(attack) == 2 * 8
+    for subject in (f"$o.{bucket}.c.forged".lower(), f"$o.{bucket}.c.x".lower()):
+        assert any(f'"{subject}"' in e for e in errors), errors
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-2000:]
     attacked = anyio.run(run_events, out, run)
     assert all(e.summary for e in attacked if isinstance(e, RunFinished))  # the run's own
+    # a lockstep run keeps its weights in checkpoint directories: nothing reached llama's
+    # bucket, not one forged message included
+    assert anyio.run(_blobs_intact, out, run, attacked) == 0
 
     clean_proc, clean_out = start_run(run, 3)  # the same spec and run name, unattacked
     _, err = clean_proc.communicate(timeout=600)
@@ -156,6 +207,31 @@ def test_forged_writes_are_refused_and_the_run_is_unaffected(
         assert [e.step for e in learner_steps(attacked, policy)] == [1, 2, 3]
         shas = [e.weights_sha256 for e in learner_steps(attacked, policy)]
         assert shas == [e.weights_sha256 for e in learner_steps(clean, policy)]
+
+
+async def _blobs_intact(out: Path, run: str, events: list[Any]) -> int:
+    """Every stored checkpoint's blobs read back as the reader (hash-checked), and llama's
+    bucket holds llama's blobs only: one meta each, none of the forged subjects. The number of
+    messages in llama's bucket."""
+    stored = [e for e in events if isinstance(e, CheckpointStored | WeightsPublished)]
+    refs = [r for e in stored for r in _refs(e)]
+    async with open_log(run_dir=out, run=run, user="reader", policies=["gpt2", "llama"]) as log:
+        for ref in refs:
+            assert len(await log.blobs.get(ref)) == ref.size  # its sha256 checked by get
+        bucket = f"MRL_{run}_BLOBS_llama"
+        state = (await log.js.stream_info(f"OBJ_{bucket}", subjects_filter=">")).state
+    subjects = dict(state.subjects or {})
+    metas = {s: n for s, n in subjects.items() if s.startswith(f"$O.{bucket}.M.")}
+    assert set(metas.values()) <= {1}
+    assert not {f"$O.{bucket}.C.forged", f"$O.{bucket}.C.x"} & set(subjects)
+    assert len(metas) == len({r.key for r in refs if r.writer == "llama"})  # llama's only
+    return int(state.messages)
+
+
+def _refs(e: CheckpointStored | WeightsPublished) -> list[Any]:
+    if isinstance(e, WeightsPublished):
+        return [r for r in (e.blob, e.base) if r is not None]
+    return [r for r in (e.weights, e.optimizer, e.weights_base) if r is not None]
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ async def test_limits_from_the_spec_bound_the_stream(
             info = await log.js.stream_info(log.stream)
             assert (info.config.max_bytes, info.config.max_msgs) == (1024**2, 2)
             assert info.config.discard == DiscardPolicy.NEW
-            bucket = await log.js.stream_info("OBJ_MRL_r_BLOBS")
+            bucket = await log.js.stream_info("OBJ_MRL_r_BLOBS_a")
             assert bucket.config.max_bytes == 1024**2
             await log.append(make_rollout("r", "a", 1))
             await log.append(make_rollout("r", "a", 2))

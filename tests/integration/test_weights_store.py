@@ -53,12 +53,12 @@ async def test_many_chunks_round_trip_and_nats_py_reads_them(srv: EmbeddedServer
     async with open_log(info=srv.info(), user=policy_user("a"), config=FAST) as log:
         blobs = log.blobs
         assert isinstance(blobs, ObjectStoreBlobs)
-        ref = await blobs.put(data, sha256=sha256_hex(data))
-        assert await blobs.put(data) == ref  # stored already: nothing sent again
+        ref = await blobs.put(data, sha256=sha256_hex(data), writer="a")
+        assert await blobs.put(data, writer="a") == ref  # stored already: nothing sent again
         assert bytes(await blobs.get_buffer(ref)) == data
     async with open_log(info=srv.info(), user="reader", config=FAST) as log:
         assert await log.blobs.get(ref) == data
-        theirs = await log.js.object_store("MRL_r_BLOBS")
+        theirs = await log.js.object_store("MRL_r_BLOBS_a")
         assert (await theirs.get(ref.key)).data == data  # nats-py's reader: same layout
 
 
@@ -67,8 +67,8 @@ async def test_a_writer_that_names_the_wrong_hash_stores_nothing(srv: EmbeddedSe
         blobs = log.blobs
         assert isinstance(blobs, ObjectStoreBlobs)
         with pytest.raises(BlobIntegrityError):
-            await blobs.put(b"x" * (3 * MiB), sha256=sha256_hex(b"y"))
-        assert await blobs.info(sha256_hex(b"y")) is None
+            await blobs.put(b"x" * (3 * MiB), sha256=sha256_hex(b"y"), writer="a")
+        assert await blobs.info(sha256_hex(b"y"), "a") is None
 
 
 async def test_altered_and_missing_blobs_are_caught(srv: EmbeddedServer) -> None:
@@ -76,12 +76,14 @@ async def test_altered_and_missing_blobs_are_caught(srv: EmbeddedServer) -> None
     async with open_log(info=srv.info(), config=FAST) as log:
         blobs = log.blobs
         assert isinstance(blobs, ObjectStoreBlobs)
-        ref = await blobs.put(data)
-        await blobs.put_raw(ref.key, data[:-5] + b"xxxxx")
+        ref = await blobs.put(data, writer="a")
+        await blobs.put_raw(ref, data[:-5] + b"xxxxx")
         with pytest.raises(BlobIntegrityError):
             await blobs.get(ref)
         with pytest.raises(LogError, match="not found"):
-            await blobs.get(type(ref)(store="object", key="0" * 64, sha256="0" * 64, size=4))
+            await blobs.get(
+                type(ref)(store="object", key="0" * 64, sha256="0" * 64, size=4, writer="a")
+            )
 
 
 async def test_a_policy_publishes_full_and_delta_versions_that_peers_load(
@@ -119,11 +121,11 @@ async def test_the_socket_reader_and_nats_py_reader_agree(srv: EmbeddedServer, u
     """The fast path itself (not its fallback) reads with each role's own credentials."""
     data = os.urandom(4 * MiB + 1)
     async with open_log(info=srv.info(), user=policy_user("a"), config=FAST) as log:
-        ref = await log.blobs.put(data)
+        ref = await log.blobs.put(data, writer="a")
     async with open_log(info=srv.info(), user=user, config=FAST) as log:
         blobs = log.blobs
         assert isinstance(blobs, ObjectStoreBlobs)
-        info = await blobs.info(ref.key)
+        info = await blobs.info(ref.key, "a")
         out = bytearray(ref.size)
         await blobs._get_fast(ref, info, memoryview(out))  # raises instead of falling back
         assert out == data

@@ -22,7 +22,9 @@ def test_each_policy_publishes_only_on_its_own_event_subjects() -> None:
         perms = users[policy_user(me)]
         events = [s for s in perms.publish_allow if s.startswith("mrl.")]
         assert sorted(events) == sorted(f"mrl.r.{k}.{me}" for k in POLICY_KINDS)
-        assert not any(other in s.split(".")[-1] for s in perms.publish_allow)
+        # (the JetStream API subjects name the other's blob bucket, to read it: below)
+        writes = [s for s in perms.publish_allow if not s.startswith("$JS.")]
+        assert not any(other in s.split(".")[-1] for s in writes)
         assert f"$JS.API.CONSUMER.MSG.NEXT.MRL_r.{other}" in perms.publish_deny
         assert perms.subscribe_allow == (f"_INBOX_policy-{me}.>",)
     admin = ("CREATE", "UPDATE", "DELETE", "PURGE", "MSG.DELETE")
@@ -33,6 +35,22 @@ def test_each_policy_publishes_only_on_its_own_event_subjects() -> None:
         )
         assert all(f"$JS.API.STREAM.{op}.>" in perms.publish_deny for op in admin)
     assert not any(s.startswith("mrl.") for s in users["reader"].publish_allow)
+
+
+def test_each_writer_writes_its_own_blob_bucket_and_reads_every_one() -> None:
+    """Blob writes are publishes on `$O.<bucket>.>`: a policy's user has its own bucket's
+    only (and a node's, its hosted policies'); everyone reads every policy's bucket and the
+    shared bucket of older runs."""
+    users = run_permissions("r", ["a", "b"])
+    node = node_permissions("r", "h1", ["a"], ["a", "b"], user="node-h1")
+    for perms, mine in ((users["policy-a"], ["a"]), (users["policy-b"], ["b"]), (node, ["a"])):
+        blobs = [s for s in perms.publish_allow if s.startswith("$O.")]
+        assert blobs == [f"$O.MRL_r_BLOBS_{p}.>" for p in mine]
+    assert not any(s.startswith("$O.") for s in users["reader"].publish_allow)
+    for perms in (users["reader"], users["policy-a"], node):
+        for stream in ("OBJ_MRL_r_BLOBS", "OBJ_MRL_r_BLOBS_a", "OBJ_MRL_r_BLOBS_b"):
+            assert f"$JS.API.DIRECT.GET.{stream}.>" in perms.publish_allow
+            assert f"$JS.API.CONSUMER.CREATE.{stream}" in perms.publish_allow
 
 
 def test_a_node_user_is_the_union_of_its_policies_and_its_node_subject() -> None:

@@ -167,7 +167,7 @@ async def test_file_stores_round_trip_and_catch_tampering(kind: Any, tmp_path: P
     assert ref.store == store.kind and ref.size == len(data)
     assert bytes(await store.get_buffer(ref)) == data
     assert await store.put(data) == ref  # a retried write changes nothing
-    await store.put_raw(ref.key, data[:-1] + b"!")
+    await store.put_raw(ref, data[:-1] + b"!")
     with pytest.raises(BlobIntegrityError):
         await store.get(ref)
     await store.delete(ref)
