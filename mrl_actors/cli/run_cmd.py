@@ -175,7 +175,7 @@ def _refuse_existing_run(out: Path, compare: bool, spec_file: str) -> None:
 def _print_summary(summary: dict[str, Any], out: Path) -> None:
     run = summary["run"]
     spec = run.get("spec", {})
-    mode = spec.get("mode", "lockstep")
+    mode = spec.get("mode", "?")
     system = mode
     if mode == "async":
         system += (
@@ -198,6 +198,10 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
             f"{_f(final.get('reward_mean')):>7} {'v' + str(int(version)):>7} "
             f"{_f(final.get('staleness_mean'), 2):>6} {_f(wait, 2):>7}"
         )
+    if "slots" in summary:
+        from mrl_actors.report.slots import slot_lines
+
+        print("\n".join(slot_lines(summary["slots"])))
     print(f"report: {out / 'report.html'}")
 
 

@@ -91,7 +91,7 @@ class RunStatus:
             case ev.RunStarted():
                 from mrl_actors.report.run_page import run_spec
 
-                self.system = run_spec(event.spec_toml)
+                self.system = run_spec(event.spec_toml, event.run_mode)
             case ev.ThroughputReported(policy=p) if p == event.source:
                 self.rates.setdefault(p, {})[f"{event.role}@{event.node}"] = {
                     "samples_per_s": event.samples_per_s,

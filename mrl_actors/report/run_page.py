@@ -82,7 +82,7 @@ def system_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[object]]]
         rows.append(
             [
                 name,
-                spec.get("mode", "lockstep"),
+                spec.get("mode", "?"),
                 spec.get("rollout_replicas", 1),
                 spec.get("max_staleness", "–"),
                 int(final.get("learner_version", p.get("steps", 0))),
@@ -93,18 +93,25 @@ def system_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[object]]]
     return header, rows
 
 
-def run_spec(spec_toml: str | None) -> dict[str, Any]:
-    """The `[run]` table of the spec (mode, replicas, staleness bound) for the summary."""
+def run_spec(spec_toml: str | None, mode: str = "") -> dict[str, Any]:
+    """The `[run]` table of the spec (mode, replicas, staleness bound) for the summary.
+
+    `mode`: the one the run recorded (`RunStarted.run_mode`), which wins over the text (a spec
+    that leaves the mode out meant lockstep before the default became async).
+    """
     if not spec_toml:
-        return {}
+        return {"mode": mode} if mode else {}
     try:
         raw = tomllib.loads(spec_toml)
     except tomllib.TOMLDecodeError:
-        return {}
+        return {"mode": mode} if mode else {}
     run = raw.get("run", {})
     # a field the spec leaves out has RunSection's default (mrl_actors.spec, a floor above)
-    defaults = {"mode": "lockstep", "rollout_replicas": 1, "max_staleness": 1}
-    return {k: run.get(k, default) for k, default in defaults.items()}
+    defaults = {"mode": "async", "rollout_replicas": 1, "max_staleness": 1}
+    out = {k: run.get(k, default) for k, default in defaults.items()}
+    if mode:
+        out["mode"] = mode
+    return out
 
 
 def inline_svg(fig: Any, ax: Any, title: str) -> str:
