@@ -96,8 +96,8 @@ def system_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[object]]]
 def run_spec(spec_toml: str | None, mode: str = "") -> dict[str, Any]:
     """The `[run]` table of the spec (mode, replicas, staleness bound) for the summary.
 
-    `mode`: the one the run recorded (`RunStarted.run_mode`), which wins over the text (a spec
-    that leaves the mode out meant lockstep before the default became async).
+    `mode`: the one the run recorded (`RunStarted.run_mode`), for a text that leaves the mode
+    out (such a text meant lockstep before the default became async), as `spec.parse_spec`.
     """
     if not spec_toml:
         return {"mode": mode} if mode else {}
@@ -108,10 +108,9 @@ def run_spec(spec_toml: str | None, mode: str = "") -> dict[str, Any]:
     run = raw.get("run", {})
     # a field the spec leaves out has RunSection's default (mrl_actors.spec, a floor above)
     defaults = {"mode": "async", "rollout_replicas": 1, "max_staleness": 1}
-    out = {k: run.get(k, default) for k, default in defaults.items()}
     if mode:
-        out["mode"] = mode
-    return out
+        defaults["mode"] = mode
+    return {k: run.get(k, default) for k, default in defaults.items()}
 
 
 def inline_svg(fig: Any, ax: Any, title: str) -> str:
