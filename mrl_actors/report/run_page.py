@@ -74,7 +74,12 @@ def system_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[object]]]
         "rollout wait (mean s/step)",
     ]
     rows: list[list[object]] = []
+    slots = summary.get("slots", {})
     for name, p in sorted(summary.get("policies", {}).items()):
+        replicas: object = spec.get("rollout_replicas", 1)
+        if slots.get("placed"):  # the rollout slots it held in the newest assignment
+            held = [a for a in slots["assignments"] if a["policy"] == name]
+            replicas = f"{sum(a['role'] == 'rollout' for a in held)} slot(s), {slots['source']}"
         series = p.get("series", {})
         final = p.get("final", {})
         waits = [v for _, v in series.get("rollout_wait_s", [])]
@@ -83,7 +88,7 @@ def system_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[object]]]
             [
                 name,
                 spec.get("mode", "?"),
-                spec.get("rollout_replicas", 1),
+                "–" if spec.get("mode") == "lockstep" else replicas,
                 spec.get("max_staleness", "–"),
                 int(final.get("learner_version", p.get("steps", 0))),
                 "–" if stale_mean is None else f"{stale_mean:.2f} / {stale_max or 0:.0f}",

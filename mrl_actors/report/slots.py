@@ -84,3 +84,21 @@ def slot_lines(slots: dict[str, Any]) -> list[str]:
     for a in slots.get("assignments", []):
         lines.append(f"  {a['node']}/{a['slot']} {a['policy']:<12} {a['role']}")
     return lines
+
+
+def system_text(mode: str, replicas: Any, staleness: Any, slots: dict[str, Any]) -> str:
+    """How the run ran, in a few words: its mode, and in async mode its rollout actors (the
+    replicas per policy, or the rollout slots each policy holds in the newest assignment)
+    and the staleness bound."""
+    if mode != "async":
+        return mode
+    if slots.get("placed"):
+        held: dict[str, int] = {}
+        for a in slots.get("assignments", []):
+            if a["role"] == "rollout":
+                held[a["policy"]] = held.get(a["policy"], 0) + 1
+        counts = ", ".join(f"{p} {n}" for p, n in sorted(held.items())) or "none"
+        rollouts = f"rollout slots {counts} (epoch {slots.get('epoch')}, {slots.get('source')})"
+    else:
+        rollouts = f"{replicas} rollout replica(s) per policy"
+    return f"async, {rollouts}, max staleness {staleness}"
