@@ -398,11 +398,19 @@ def _compare_sections(
     return out
 
 
+def compare_mode(results: dict[str, list[dict[str, Any]]]) -> str:
+    """The mode(s) the compared runs used (`RunStarted.mode`): lockstep runs compare bitwise."""
+    modes = {
+        r.get("run", {}).get("spec", {}).get("mode", "?") for rs in results.values() for r in rs
+    }
+    return ", ".join(sorted(modes)) or "?"
+
+
 def compare_markdown(
     results: dict[str, list[dict[str, Any]]], seeds: Sequence[int], paired: Sequence[dict]
 ) -> str:
     """compare.md: the across-seed tables, then each probe minus the baseline, paired by seed."""
-    lines: list[str] = []
+    lines: list[str] = [f"Mode: {compare_mode(results)} (as each run recorded it).", ""]
     for title, header, rows in _compare_sections(results, seeds, paired):
         lines += [f"{title}:", ""]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -435,6 +443,7 @@ th {{ background: #f3f3f3; }}
 figure {{ display: inline-block; margin: 0.5em; }}
 </style></head><body>
 <h1>mrl-actors comparison over seeds {html.escape(str(list(seeds)))}</h1>
+<p>Mode: {html.escape(compare_mode(results))} (as each run recorded it).</p>
 {body}
 </body></html>
 """

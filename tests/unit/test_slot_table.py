@@ -171,3 +171,12 @@ def test_a_run_logged_before_the_mode_was_recorded_reads_as_lockstep() -> None:
     assert explicit["run"]["spec"]["mode"] == "async"  # the text's own word wins
     raw = ev.encode(old[0])
     assert b"mode" not in raw  # left out when unset: released events keep their bytes
+
+
+def test_a_comparison_says_the_mode_its_runs_used() -> None:
+    from mrl_actors.report.summary import compare_html, compare_markdown
+
+    runs = [summarize([_started('[run]\nname = "r"\n', mode="lockstep"), _step("a")])]
+    results = {"independent": runs, "sgt": runs}
+    assert compare_markdown(results, [0], []).startswith("Mode: lockstep (as each run recorded")
+    assert "<p>Mode: lockstep (as each run recorded it).</p>" in compare_html(results, [0], [])
