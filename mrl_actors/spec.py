@@ -247,15 +247,15 @@ class PlacementSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     # that holds its lease) assigns the slots of the nodes that join, starting from `slots` if
     # given, and moves rollout slots between policies as the `[mwra]` table asks (mode "async").
     allocator: Literal["static", "mwra"] = "static"
-    # With `allocator = "mwra"`, the CPU slots of the one node `mrl run` hosts the run on (an
-    # `mrl-node` offers its `--slots` instead). 0: each policy's learner slots plus
-    # `run.rollout_replicas` rollout slots, the actors of a static run; more gives the
-    # allocator spare rollout slots to move. At least one learner and one rollout slot per
-    # policy. CPU slots share the machine's cores: a slot is an actor, not a core.
-    local_slots: int = 0
+    # With `allocator = "mwra"`, the rollout slots of the one node `mrl run` hosts the run on,
+    # besides a slot per learner rank (an `mrl-node` offers its `--slots` instead): MWRA gives
+    # them out and moves them between the policies. 0: `run.rollout_replicas` per policy, the
+    # actors of a static run; at least one per policy. CPU slots share the machine's cores: a
+    # slot is an actor, not a core.
+    local_rollout_slots: int = 0
 
     def __post_init__(self) -> None:
-        check_int(self, "local_slots", 0, 1024)
+        check_int(self, "local_rollout_slots", 0, 1024)
 
     @property
     def assigned(self) -> bool:
@@ -288,12 +288,11 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
         if self.placement.allocator == "mwra" and self.run.processes != "one":
             # a process per policy hosts that policy, not what the allocator assigns
             fail("run.processes", "'one' with placement.allocator = 'mwra'", self.run.processes)
-        least = sum(p.learner_slots for p in self.policies) + len(self.policies)
-        if 0 < self.placement.local_slots < least:
+        if 0 < self.placement.local_rollout_slots < len(self.policies):
             fail(
-                "placement.local_slots",
-                f"at least {least}: each policy's learner slots and one rollout slot",
-                self.placement.local_slots,
+                "placement.local_rollout_slots",
+                f"at least {len(self.policies)}: one per policy",
+                self.placement.local_rollout_slots,
             )
         slots = {p.name: p.learner_slots for p in self.policies}
         for name, n in self.mwra.learner_slots.items():
@@ -351,11 +350,12 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
                 )
 
     def local_slot_count(self) -> int:
-        """The CPU slots `mrl run` offers the allocator on one machine (`placement.local_slots`)."""
-        if self.placement.local_slots:
-            return self.placement.local_slots
-        learners = sum(p.learner_slots for p in self.policies)
-        return learners + len(self.policies) * self.run.rollout_replicas
+        """The CPU slots `mrl run` offers the allocator on one machine: one per learner rank
+        and `placement.local_rollout_slots` (or `run.rollout_replicas` per policy)."""
+        rollouts = self.placement.local_rollout_slots or (
+            len(self.policies) * self.run.rollout_replicas
+        )
+        return sum(p.learner_slots for p in self.policies) + rollouts
 
     def mwra_config(self) -> MwraConfig:
         """`[mwra]` with every policy's `learner_slots` (the allocator places them as units)."""

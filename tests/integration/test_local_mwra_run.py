@@ -36,7 +36,7 @@ def spec_text(models_dir: Path) -> str:
     gpt2 = spec_toml(
         models_dir,
         run={"name": RUN, "mode": "async", "probe": "independent", "steps": STEPS},
-        placement={"allocator": "mwra", "local_slots": SLOTS},
+        placement={"allocator": "mwra", "local_rollout_slots": SLOTS - 2},
         mwra={
             "liveness_interval_s": 1.0,
             "cost_gate": False,
