@@ -1,7 +1,8 @@
 """A node hosts actors on one machine's slots, in one anyio task group.
 
-`mrl run` runs one node in its own process next to the embedded server; `mrl-node` runs the same
-code as a daemon that joins a server by URL. A node offers slots (its GPUs, or CPU slots: see
+`mrl run` runs one node in its own process next to the embedded server (with the MWRA allocator,
+a node of CPU slots that runs it: `RunSpec.local_slot_count`); `mrl-node` runs the same code as
+a daemon that joins a server by URL. A node offers slots (its GPUs, or CPU slots: see
 `mrl_actors.run.placement`), says it is alive with a `NodeHeartbeat` event every liveness interval,
 and hosts either
 

@@ -149,3 +149,37 @@ def test_the_summary_report_and_console_show_the_slot_table(
     assert any(line.startswith(f"slots (epoch {last.epoch}, by mwra") for line in lines)
     for a in last.assignments:
         assert [f"local/cpu:{a.slot}", a.policy, a.role] in [line.split() for line in lines]
+
+
+def test_a_run_stopped_after_a_step_resumes_under_the_allocator(
+    models_dir: Path, model_cache: Path, tmp_path: Path
+) -> None:
+    """`stop_after` (what a kill leaves) ends the node once every learner stopped, though its
+    rollout actors wait for steps that will not come; the resumed run continues the epochs."""
+    from mrl_actors.mwra.replay import check
+    from mrl_actors.run.runner import run_once
+    from mrl_actors.spec import parse_spec
+
+    text = spec_text(models_dir).replace(f"steps = {STEPS}\n", "steps = 3\n", 1)
+    spec = parse_spec(text)
+    out = tmp_path / "run"
+    anyio.run(lambda: run_once(spec, text, out, stop_after=1))
+    first = anyio.run(_records, out)
+    steps = [r.event for r in first if isinstance(r.event, ev.LearnerStepCompleted)]
+    assert sorted(e.step for e in steps if e.policy == e.source) == [1, 1]
+    assert not any(isinstance(r.event, ev.RunFinished) for r in first)
+    summary = anyio.run(lambda: run_once(spec, text, out))
+    records = anyio.run(_records, out)
+    for p in ("gpt2", "llama"):
+        taken = [
+            r.event.step
+            for r in records
+            if isinstance(r.event, ev.LearnerStepCompleted)
+            and r.event.policy == r.event.source == p
+        ]
+        assert taken == [1, 2, 3], p
+    decisions = [r.event for r in records if isinstance(r.event, ev.SlotsAssigned)]
+    assert [d.epoch for d in decisions] == list(range(1, len(decisions) + 1))
+    assert len([r for r in records if isinstance(r.event, ev.NodeJoined)]) == 2
+    assert summary["run"]["status"] == "completed"
+    assert not check(records, spec.mwra)
