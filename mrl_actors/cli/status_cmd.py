@@ -184,7 +184,8 @@ def render(view: dict[str, Any]) -> str:
     lines += ["", *slot_lines(view["slot_table"]), "", "policies:"]
     for p, v in view["policies"].items():
         rates = "; ".join(
-            f"{k} {r['samples_per_s']:.2f} samples/s {r['tokens_per_s']:.0f} tok/s"
+            f"{k}{_actors(view, p, k)} {r['samples_per_s']:.2f} samples/s "
+            f"{r['tokens_per_s']:.0f} tok/s"
             for k, r in sorted(v["rates"].items())
         )
         weights = v.get("weights_version")
@@ -198,6 +199,22 @@ def render(view: dict[str, Any]) -> str:
             f"{rates or 'no rates'}"
         )
     return "\n".join(lines)
+
+
+def _actors(view: dict[str, Any], policy: str, key: str) -> str:
+    """ " (N actors, last report)" when `key` ("role@node") stands for several actors of the
+    policy: their `ThroughputReported` name the node and role, not the slot or replica."""
+    role, _, node = key.partition("@")
+    table = view["slot_table"]
+    if table["placed"]:
+        n = sum(
+            1
+            for a in table["assignments"]
+            if (a["policy"], a["role"], a["node"]) == (policy, role, node)
+        )
+    else:
+        n = view.get("rollout_replicas", 1) if role == "rollout" else 1
+    return f" ({n} actors, last report)" if n > 1 else ""
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -180,3 +180,28 @@ def test_a_comparison_says_the_mode_its_runs_used() -> None:
     results = {"independent": runs, "sgt": runs}
     assert compare_markdown(results, [0], []).startswith("Mode: lockstep (as each run recorded")
     assert "<p>Mode: lockstep (as each run recorded it).</p>" in compare_html(results, [0], [])
+
+
+def test_status_says_when_one_rate_stands_for_several_actors_on_a_node() -> None:
+    rollout = ev.ThroughputReported(
+        **_base("throughput", "a", "r"),
+        node="local",
+        policy="a",
+        role="rollout",
+        window_s=1.0,
+        tokens_per_s=10.0,
+        samples_per_s=2.0,
+    )
+    two = _assigned(
+        3,
+        "mwra",
+        (0, "a", "learner"),
+        (1, "b", "learner"),
+        (2, "a", "rollout"),
+        (3, "a", "rollout"),
+    )
+    st = RunStatus()
+    for seq, e in enumerate([*MWRA_RUN, two, rollout], 1):
+        st.fold(seq, e)
+    text = render(st.view(now_ns=0, liveness_s=10.0, dead_after=2.0))
+    assert "rollout@local (2 actors, last report) 2.00 samples/s 10 tok/s" in text
