@@ -209,12 +209,23 @@ class BlobRef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 # --------------------------------------------------------------------------- events
 
 
-class RunStarted(Event, frozen=True, kw_only=True, tag="RunStarted.v1"):
+class RunStarted(Event, frozen=True, kw_only=True, omit_defaults=True, tag="RunStarted.v1"):
+    # Fields added after release have defaults and are left out when default
+    # (`omit_defaults`), so released events keep their exact bytes.
     KIND: ClassVar[str] = "run"
     spec_toml: str  # the full experiment spec as it was run
     seed: Count
     code_version: str  # package version plus git revision where known
     probes: Annotated[list[str], msgspec.Meta(max_length=MAX_LIST)] = []
+    # The run's `[run] mode` as it ran ("lockstep" or "async"). The spec text may leave it out,
+    # and what that means changed: lockstep was the default when this field did not exist yet,
+    # async since. "" (a log written before the field): lockstep (`run_mode`).
+    mode: Annotated[str, msgspec.Meta(max_length=16)] = ""
+
+    @property
+    def run_mode(self) -> str:
+        """The mode the run used: the field, or lockstep for a log written before it."""
+        return self.mode or "lockstep"
 
 
 class PolicyRegistered(Event, frozen=True, kw_only=True, tag="PolicyRegistered.v1"):

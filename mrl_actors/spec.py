@@ -53,12 +53,13 @@ class RunSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     eval_every: int = 5  # evaluate held-out accuracy every this many steps (and at 0 and the end)
     eval_size: int = 64  # items in the evaluation set (greedy decoding)
     checkpoint_every: int = 10  # save a safetensors checkpoint every this many steps (and the end)
-    # "lockstep": one actor per policy samples, waits for its peers and learns, in turn (the
-    # paper's schedule; bitwise comparable). "async": per policy one learner and
-    # `rollout_replicas` rollout actors that meet only in the log (weights events, groups
-    # stamped with their version). Lockstep is the default so that specs written before
-    # async existed run as they did; new specs should say `mode = "async"`.
-    mode: Literal["lockstep", "async"] = "lockstep"
+    # "async" (the default): per policy one learner and `rollout_replicas` rollout actors that
+    # meet only in the log (weights events, groups stamped with their version); a run depends
+    # on timing live and replays exactly from its log. "lockstep": one actor per policy
+    # samples, waits for its peers and learns, in turn (the paper's schedule): runs with the
+    # same spec and seed are bitwise equal on a CPU, so paper-faithful and bitwise comparisons
+    # say `mode = "lockstep"`. Runs record the mode they used (`RunStarted.mode`).
+    mode: Literal["lockstep", "async"] = "async"
     rollout_replicas: int = 1  # async: rollout actors per policy
     # async: a group may be sampled at most this many learner versions behind the version that
     # consumes it (rollouts wait for newer weights; the learner drops older groups)
@@ -254,6 +255,15 @@ class PlacementSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     # that holds its lease) assigns the slots of the nodes that join, starting from `slots` if
     # given, and moves rollout slots between policies as the `[mwra]` table asks (mode "async").
     allocator: Literal["static", "mwra"] = "static"
+    # With `allocator = "mwra"`, the rollout slots of the one node `mrl run` hosts the run on,
+    # besides a slot per learner rank (an `mrl-node` offers its `--slots` instead): MWRA gives
+    # them out and moves them between the policies. 0: `run.rollout_replicas` per policy, the
+    # actors of a static run; at least one per policy. CPU slots share the machine's cores: a
+    # slot is an actor, not a core.
+    local_rollout_slots: int = 0
+
+    def __post_init__(self) -> None:
+        check_int(self, "local_rollout_slots", 0, 1024)
 
     @property
     def assigned(self) -> bool:
@@ -283,6 +293,15 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
                 fail(f"policies[{i}].name", f"not one of {sorted(RESERVED_SOURCES)}", name)
         if self.placement.allocator == "mwra" and self.run.mode != "async":
             fail("placement.allocator", "'static' unless run.mode = 'async'", "mwra")
+        if self.placement.allocator == "mwra" and self.run.processes != "one":
+            # a process per policy hosts that policy, not what the allocator assigns
+            fail("run.processes", "'one' with placement.allocator = 'mwra'", self.run.processes)
+        if 0 < self.placement.local_rollout_slots < len(self.policies):
+            fail(
+                "placement.local_rollout_slots",
+                f"at least {len(self.policies)}: one per policy",
+                self.placement.local_rollout_slots,
+            )
         slots = {p.name: p.learner_slots for p in self.policies}
         for name, n in self.mwra.learner_slots.items():
             if n != slots.get(name, n):  # the policy's learner has as many ranks as slots
@@ -338,6 +357,14 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
                     p.grpo.grad_accum,
                 )
 
+    def local_slot_count(self) -> int:
+        """The CPU slots `mrl run` offers the allocator on one machine: one per learner rank
+        and `placement.local_rollout_slots` (or `run.rollout_replicas` per policy)."""
+        rollouts = self.placement.local_rollout_slots or (
+            len(self.policies) * self.run.rollout_replicas
+        )
+        return sum(p.learner_slots for p in self.policies) + rollouts
+
     def mwra_config(self) -> MwraConfig:
         """`[mwra]` with every policy's `learner_slots` (the allocator places them as units)."""
         slots = {**self.mwra.learner_slots, **{p.name: p.learner_slots for p in self.policies}}
@@ -369,14 +396,22 @@ def load_spec(path: str | Path) -> tuple[RunSpec, str]:
     return parse_spec(text, source=str(path), base_dir=path.parent), text
 
 
-def parse_spec(text: str, *, source: str = "<spec>", base_dir: Path | None = None) -> RunSpec:
-    """Decode and check a spec's text; every failure is a ConfigError naming `source` and field."""
+def parse_spec(
+    text: str, *, source: str = "<spec>", base_dir: Path | None = None, mode: str = ""
+) -> RunSpec:
+    """Decode and check a spec's text; every failure is a ConfigError naming `source` and field.
+
+    `mode`: the mode a run recorded (`RunStarted.run_mode`), for a text that leaves `[run] mode`
+    out: such a text meant lockstep before async became the default.
+    """
     try:
         raw: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
     except RecursionError as exc:  # tomllib recurses once per nested array or inline table
         raise ConfigError(f"{source}: arrays or tables nested too deeply to be a spec") from exc
+    if mode and isinstance(raw.get("run"), dict):
+        raw["run"].setdefault("mode", mode)
     try:
         spec = msgspec.convert(raw, RunSpec)
         check_finite_tree(raw)  # and every float the fields' own checks do not bound

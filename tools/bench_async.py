@@ -62,7 +62,10 @@ def _spec(
         processes=processes if mode == "async" else "one",
     )
     note = f"\n# bench_async: mode={mode} steps={steps} replicas={replicas} staleness={staleness}\n"
-    return msgspec.structs.replace(spec, run=run, policies=policies), text + note
+    # the layouts compared are replicas per policy: no allocator (the demo spec runs MWRA)
+    placement = msgspec.structs.replace(spec.placement, allocator="static")
+    spec = msgspec.structs.replace(spec, run=run, policies=policies, placement=placement)
+    return spec, text + note
 
 
 async def _events(run_dir: Path, run: str) -> dict[int, Any]:

@@ -59,6 +59,7 @@ max_new_tokens = 4
 name = "{name}"
 seed = 0
 probe = "xgrpo"
+mode = "lockstep"
 steps = {steps}
 prompts_per_step = 2
 group_size = 4

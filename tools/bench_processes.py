@@ -59,7 +59,9 @@ def _spec(steps: int, models: Path, big: bool, processes: str, name: str) -> tup
         checkpoint_every=steps,
         processes=processes,
     )
-    return msgspec.structs.replace(spec, run=run, policies=policies), text
+    # processes per policy host policies, not what an allocator assigns (the demo runs MWRA)
+    placement = msgspec.structs.replace(spec.placement, allocator="static")
+    return msgspec.structs.replace(spec, run=run, policies=policies, placement=placement), text
 
 
 async def _steps(run_dir: Path, run: str) -> dict[str, list[float]]:

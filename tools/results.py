@@ -266,7 +266,12 @@ def scenario(out_dir: Path, counterfactuals: Sequence[str]) -> list[str]:
     names = sorted({n for runs in results.values() for r in runs for n in r["policies"]})
     seeds = sorted({r["run"]["seed"] for runs in results.values() for r in runs})
     keys = (*METRIC_KEYS, *part_metric_keys(results))
-    lines = [f"## {out_dir.name}", "", f"Seeds {seeds}; probes {list(results)}.", ""]
+    # the schedule the runs used (`RunStarted.mode`): lockstep runs are bitwise reproducible
+    modes = sorted(
+        {r["run"].get("spec", {}).get("mode", "?") for rs in results.values() for r in rs}
+    )
+    mode = f"; mode {', '.join(modes)}"
+    lines = [f"## {out_dir.name}", "", f"Seeds {seeds}; probes {list(results)}{mode}.", ""]
     lines += ["Start of RL:", "", *start_section(results, names)]
     lines += finals_section(results, names, keys)
     lines += ["Paired by seed, mean [bootstrap 95% interval]; * = interval excludes 0:", ""]

@@ -1,11 +1,11 @@
 """Long-lived actors. Actors share events, never imports of each other: each folds what it reads.
 
-Lockstep (`[run] mode = "lockstep"`, the default for specs that do not say): one actor per policy,
-`policy.PolicyActor`, samples, waits for its peers and learns, in turn.
+Lockstep (`[run] mode = "lockstep"`, for bitwise and paper-faithful comparisons): one actor per
+policy, `policy.PolicyActor`, samples, waits for its peers and learns, in turn.
 
-Asynchronous (`mode = "async"`): per policy one learner and `run.rollout_replicas` rollout
-actors that meet only in the log. Entry points a node calls, by role (each actor connects as its
-policy's user; `log` is that connection):
+Asynchronous (`mode = "async"`, the default): per policy one learner and `run.rollout_replicas`
+rollout actors that meet only in the log. Entry points a node calls, by role (each actor connects
+as its policy's user; `log` is that connection):
 
 - `roles.run_learner(log, spec, policy_name, run_dir, *, device="cpu", opts, task_status)`:
   restores the learner from its newest stored checkpoint plus the log's tail, publishes weights

@@ -89,7 +89,9 @@ async def _logged_spec(args: argparse.Namespace) -> Any:
     async with open_log(run=args.run, **where) as log:
         async for rec in log.read(kinds=["run"]):
             if isinstance(rec.event, RunStarted):
-                return parse_spec(rec.event.spec_toml, source="the log's RunStarted")
+                # in the mode the run used: its text may leave it out (the default changed)
+                text, mode = rec.event.spec_toml, rec.event.run_mode
+                return parse_spec(text, source="the log's RunStarted", mode=mode)
     raise ConfigError(f"{args.run_dir} has no spec.toml and the log has no RunStarted event")
 
 

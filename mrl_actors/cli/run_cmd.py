@@ -176,15 +176,13 @@ def _refuse_existing_run(out: Path, compare: bool, spec_file: str) -> None:
 
 
 def _print_summary(summary: dict[str, Any], out: Path) -> None:
+    from mrl_actors.report.slots import slot_lines, system_text
+
     run = summary["run"]
     spec = run.get("spec", {})
-    mode = spec.get("mode", "lockstep")
-    system = mode
-    if mode == "async":
-        system += (
-            f", {spec.get('rollout_replicas', 1)} rollout replica(s) per policy, "
-            f"max staleness {spec.get('max_staleness', '-')}"
-        )
+    slots = summary.get("slots", {})
+    replicas, staleness = spec.get("rollout_replicas", 1), spec.get("max_staleness", "-")
+    system = system_text(spec.get("mode", "?"), replicas, staleness, slots)
     print(f"run {run.get('name')} ({run.get('probe')}, {system}): {out}")
     print(
         f"{'policy':<12} {'steps':>5} {'acc@0':>7} {'acc':>7} {'reward':>7} "
@@ -201,6 +199,8 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
             f"{_f(final.get('reward_mean')):>7} {'v' + str(int(version)):>7} "
             f"{_f(final.get('staleness_mean'), 2):>6} {_f(wait, 2):>7}"
         )
+    if slots:  # a summary written before the slot table has none
+        print("\n".join(slot_lines(slots)))
     print(f"report: {out / 'report.html'}")
 
 

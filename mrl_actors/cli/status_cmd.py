@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from mrl_actors.cli import args as types
 
 if TYPE_CHECKING:
+    from mrl_actors.report.slots import SlotFold
     from mrl_actors.see.port import LogPort
 
 
@@ -55,12 +56,14 @@ class RunStatus:
     system: dict[str, Any] = field(default_factory=dict)  # mode, replicas, staleness bound
     weights: dict[str, int] = field(default_factory=dict)  # policy -> newest published version
     learning: dict[str, dict[str, float]] = field(default_factory=dict)  # last step's timings
+    where: SlotFold = field(default_factory=lambda: _slot_fold())  # the report's slot table
 
     def fold(self, seq: int, event: Any) -> None:
         from mrl_actors import events as ev
 
         if ev.identity_error(event) is not None:  # a payload naming another writer
             return
+        self.where.fold(event)
         match event:
             case ev.NodeJoined(node=n) if n == event.source:
                 self.nodes[n] = {
@@ -91,7 +94,7 @@ class RunStatus:
             case ev.RunStarted():
                 from mrl_actors.report.run_page import run_spec
 
-                self.system = run_spec(event.spec_toml)
+                self.system = run_spec(event.spec_toml, event.run_mode)
             case ev.ThroughputReported(policy=p) if p == event.source:
                 self.rates.setdefault(p, {})[f"{event.role}@{event.node}"] = {
                     "samples_per_s": event.samples_per_s,
@@ -123,16 +126,25 @@ class RunStatus:
             }
             for p in sorted(set(self.versions) | set(self.groups) | set(self.rates))
         }
+        mode = self.system.get("mode", "?")
+        replicas = self.system.get("rollout_replicas", 1)
         return {
             "finished": self.finished,
-            "mode": self.system.get("mode", "lockstep"),
-            "rollout_replicas": self.system.get("rollout_replicas", 1),
+            "mode": mode,
+            "rollout_replicas": replicas,
             "max_staleness": self.system.get("max_staleness"),
             "nodes": nodes,
             "epoch": self.epoch,
             "slots": self.slots,
+            "slot_table": self.where.view(mode, replicas, list(policies)),
             "policies": policies,
         }
+
+
+def _slot_fold() -> SlotFold:
+    from mrl_actors.report.slots import SlotFold  # events (numpy) only when a status is read
+
+    return SlotFold()
 
 
 _KINDS = ["node", "slots", "learner", "throughput", "run", "weights"]
@@ -153,13 +165,14 @@ async def fold_log(log: LogPort, policies: Iterable[str] = ()) -> RunStatus:
 
 
 def render(view: dict[str, Any]) -> str:
-    mode = view.get("mode", "lockstep")
-    system = f"mode {mode}"
-    if mode == "async":
-        system += (
-            f", {view.get('rollout_replicas', 1)} rollout replica(s) per policy, "
-            f"max staleness {view.get('max_staleness')}"
-        )
+    from mrl_actors.report.slots import slot_lines, system_text
+
+    system = "mode " + system_text(
+        view.get("mode", "?"),
+        view.get("rollout_replicas", 1),
+        view.get("max_staleness"),
+        view["slot_table"],
+    )
     state = "finished" if view["finished"] else "running"
     lines = [f"run: {state}, {system}", "", "nodes:"]
     for name, n in view["nodes"].items():
@@ -168,17 +181,11 @@ def render(view: dict[str, Any]) -> str:
             f"  {name:<16} {n['state']:<6} last seen {n['age_s']:>7.1f}s ago  "
             f"slots={n.get('slots', 0)} devices={devices} host={n.get('host') or '-'}"
         )
-    lines += ["", f"slots (epoch {view['epoch']}):"]
-    for s in view["slots"]:
-        lines.append(f"  {s['node']}/{s['slot']:<4} {s['policy']:<16} {s['role']}")
-    if not view["slots"]:  # no placement: each node hosts its policies on its first slot
-        for name, n in view["nodes"].items():
-            first = (n.get("devices") or ["cpu:0"])[0]
-            lines.append(f"  {name}/{first:<4} every hosted policy (no placement assigned)")
-    lines += ["", "policies:"]
+    lines += ["", *slot_lines(view["slot_table"]), "", "policies:"]
     for p, v in view["policies"].items():
         rates = "; ".join(
-            f"{k} {r['samples_per_s']:.2f} samples/s {r['tokens_per_s']:.0f} tok/s"
+            f"{k}{_actors(view, p, k)} {r['samples_per_s']:.2f} samples/s "
+            f"{r['tokens_per_s']:.0f} tok/s"
             for k, r in sorted(v["rates"].items())
         )
         weights = v.get("weights_version")
@@ -192,6 +199,22 @@ def render(view: dict[str, Any]) -> str:
             f"{rates or 'no rates'}"
         )
     return "\n".join(lines)
+
+
+def _actors(view: dict[str, Any], policy: str, key: str) -> str:
+    """ " (N actors, last report)" when `key` ("role@node") stands for several actors of the
+    policy: their `ThroughputReported` name the node and role, not the slot or replica."""
+    role, _, node = key.partition("@")
+    table = view["slot_table"]
+    if table["placed"]:
+        n = sum(
+            1
+            for a in table["assignments"]
+            if (a["policy"], a["role"], a["node"]) == (policy, role, node)
+        )
+    else:
+        n = view.get("rollout_replicas", 1) if role == "rollout" else 1
+    return f" ({n} actors, last report)" if n > 1 else ""
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -74,7 +74,12 @@ def system_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[object]]]
         "rollout wait (mean s/step)",
     ]
     rows: list[list[object]] = []
+    slots = summary.get("slots", {})
     for name, p in sorted(summary.get("policies", {}).items()):
+        replicas: object = spec.get("rollout_replicas", 1)
+        if slots.get("placed"):  # the rollout slots it held in the newest assignment
+            held = [a for a in slots["assignments"] if a["policy"] == name]
+            replicas = f"{sum(a['role'] == 'rollout' for a in held)} slot(s), {slots['source']}"
         series = p.get("series", {})
         final = p.get("final", {})
         waits = [v for _, v in series.get("rollout_wait_s", [])]
@@ -82,8 +87,8 @@ def system_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[object]]]
         rows.append(
             [
                 name,
-                spec.get("mode", "lockstep"),
-                spec.get("rollout_replicas", 1),
+                spec.get("mode", "?"),
+                "–" if spec.get("mode") == "lockstep" else replicas,
                 spec.get("max_staleness", "–"),
                 int(final.get("learner_version", p.get("steps", 0))),
                 "–" if stale_mean is None else f"{stale_mean:.2f} / {stale_max or 0:.0f}",
@@ -93,17 +98,23 @@ def system_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[object]]]
     return header, rows
 
 
-def run_spec(spec_toml: str | None) -> dict[str, Any]:
-    """The `[run]` table of the spec (mode, replicas, staleness bound) for the summary."""
+def run_spec(spec_toml: str | None, mode: str = "") -> dict[str, Any]:
+    """The `[run]` table of the spec (mode, replicas, staleness bound) for the summary.
+
+    `mode`: the one the run recorded (`RunStarted.run_mode`), for a text that leaves the mode
+    out (such a text meant lockstep before the default became async), as `spec.parse_spec`.
+    """
     if not spec_toml:
-        return {}
+        return {"mode": mode} if mode else {}
     try:
         raw = tomllib.loads(spec_toml)
     except tomllib.TOMLDecodeError:
-        return {}
+        return {"mode": mode} if mode else {}
     run = raw.get("run", {})
     # a field the spec leaves out has RunSection's default (mrl_actors.spec, a floor above)
-    defaults = {"mode": "lockstep", "rollout_replicas": 1, "max_staleness": 1}
+    defaults = {"mode": "async", "rollout_replicas": 1, "max_staleness": 1}
+    if mode:
+        defaults["mode"] = mode
     return {k: run.get(k, default) for k, default in defaults.items()}
 
 

@@ -26,6 +26,7 @@ from mrl_actors.events import (
 )
 from mrl_actors.report.run_page import headline, inline_svg, run_spec, spec_rows, system_rows
 from mrl_actors.report.scalars import step_scalars
+from mrl_actors.report.slots import SlotFold, slot_title
 from mrl_actors.report.stats import COMPARED_METRICS, MIN_PAIRED_SEEDS
 
 # Metrics plotted per policy over steps: (key in LearnerStepCompleted.metrics, title).
@@ -81,14 +82,16 @@ def summarize(events: Iterable[Event]) -> dict[str, Any]:
     series: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
     counts: Counter[str] = Counter()
     sources: Counter[str] = Counter()
+    slots = SlotFold()
     for ev in events:
         if identity_error(ev) is not None:  # a payload naming another writer: left out
             continue
         counts[ev.KIND] += 1
         sources[f"{ev.KIND}/{ev.source}"] += 1
+        slots.fold(ev)
         if isinstance(ev, RunStarted):
             run.update(name=ev.run, seed=ev.seed, code_version=ev.code_version, probes=ev.probes)
-            run.update(spec_toml=ev.spec_toml, spec=run_spec(ev.spec_toml))
+            run.update(spec_toml=ev.spec_toml, spec=run_spec(ev.spec_toml, ev.run_mode))
         elif isinstance(ev, PolicyRegistered | LearnerStepCompleted) and ev.policy != ev.source:
             continue
         elif isinstance(ev, PolicyRegistered) and ev.policy not in policies:  # the first one
@@ -138,9 +141,12 @@ def summarize(events: Iterable[Event]) -> dict[str, Any]:
         }
     finals = [p["final_accuracy"] for p in policies.values() if p.get("final_accuracy") is not None]
     run["average_final_accuracy"] = sum(finals) / len(finals) if finals else None
+    system = run.get("spec", {})
+    where = slots.view(system.get("mode", "?"), system.get("rollout_replicas", 1), list(policies))
     return {
         "run": run,
         "policies": policies,
+        "slots": where,
         "events": dict(sorted(counts.items())),
         "events_by_source": dict(sorted(sources.items())),
     }
@@ -233,7 +239,7 @@ def render_html(summary: dict[str, Any]) -> str:
             [
                 run.get("name"),
                 ", ".join(run.get("probes", [])),
-                run.get("spec", {}).get("mode", "lockstep"),
+                run.get("spec", {}).get("mode", "?"),
                 run.get("seed"),
                 run.get("status", "running"),
                 run.get("code_version"),
@@ -252,6 +258,12 @@ def render_html(summary: dict[str, Any]) -> str:
         titles = ["policy", "part", "initial acc.", "final acc.", "final pass@1", "final pass@8"]
         per_policy += "<h3>Per part of the task</h3>" + _table(titles, part_rows)
     system = _table(*system_rows(summary))
+    if "slots" in summary:  # summaries written before the slot table have none
+        rows = [
+            [a["node"], a["slot"], a["policy"], a["role"]] for a in summary["slots"]["assignments"]
+        ]
+        system += f"<h3>{html.escape(slot_title(summary['slots']))}</h3>"
+        system += _table(["node", "slot", "policy", "role"], rows)
     spec = spec_rows(run.get("spec_toml"))
     spec_table = _table(["spec field", "value"], spec) if spec else "<p>No spec in the log.</p>"
     plots = []
@@ -384,11 +396,19 @@ def _compare_sections(
     return out
 
 
+def compare_mode(results: dict[str, list[dict[str, Any]]]) -> str:
+    """The mode(s) the compared runs used (`RunStarted.mode`): lockstep runs compare bitwise."""
+    modes = {
+        r.get("run", {}).get("spec", {}).get("mode", "?") for rs in results.values() for r in rs
+    }
+    return ", ".join(sorted(modes)) or "?"
+
+
 def compare_markdown(
     results: dict[str, list[dict[str, Any]]], seeds: Sequence[int], paired: Sequence[dict]
 ) -> str:
     """compare.md: the across-seed tables, then each probe minus the baseline, paired by seed."""
-    lines: list[str] = []
+    lines: list[str] = [f"Mode: {compare_mode(results)} (as each run recorded it).", ""]
     for title, header, rows in _compare_sections(results, seeds, paired):
         lines += [f"{title}:", ""]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -421,6 +441,7 @@ th {{ background: #f3f3f3; }}
 figure {{ display: inline-block; margin: 0.5em; }}
 </style></head><body>
 <h1>mrl-actors comparison over seeds {html.escape(str(list(seeds)))}</h1>
+<p>Mode: {html.escape(compare_mode(results))} (as each run recorded it).</p>
 {body}
 </body></html>
 """

@@ -1,7 +1,8 @@
 """A node hosts actors on one machine's slots, in one anyio task group.
 
-`mrl run` runs one node in its own process next to the embedded server; `mrl-node` runs the same
-code as a daemon that joins a server by URL. A node offers slots (its GPUs, or CPU slots: see
+`mrl run` runs one node in its own process next to the embedded server (with the MWRA allocator,
+a node of CPU slots that runs it: `RunSpec.local_slot_count`); `mrl-node` runs the same code as
+a daemon that joins a server by URL. A node offers slots (its GPUs, or CPU slots: see
 `mrl_actors.run.placement`), says it is alive with a `NodeHeartbeat` event every liveness interval,
 and hosts either
 
@@ -313,10 +314,18 @@ async def _host_assigned(
                         own, spec, policies[h.policy], slot.device, slot.index, run_dir, opts
                     )
                     await entry(hosting, task_status=task_status)
+                if h.role == "learner" and opts.stop_after is not None:
+                    # it took its `stop_after` steps: once every policy's has, the node stops
+                    # as if stopped (its rollouts wait for steps that will not come)
+                    stopped.add(h.policy)
+                    if stopped >= set(seen.names):
+                        group[0].cancel_scope.cancel()
         finally:
             running.pop(h, None)
 
     held: dict[int, Hosted] = {}  # what each slot ran last: a different one is a move
+    stopped: set[str] = set()  # policies whose learner returned after `opts.stop_after` steps
+    group: list[Any] = []  # the task group the actors run in
 
     async def reconcile(tg: Any) -> None:
         epoch[0] = seen.state.epoch
@@ -335,6 +344,7 @@ async def _host_assigned(
                     await _move_measured(log, spec, node, seen.state.epoch, before, h, applied)
 
     async with anyio.create_task_group() as tg:
+        group.append(tg)
         async for rec in log.read(start_seq=1, kinds=kinds):  # catch up, then act
             seen.fold(rec)
         if not seen.done:

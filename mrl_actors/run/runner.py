@@ -35,6 +35,7 @@ from mrl_actors.report.stats import METRIC_KEYS, paired_differences, part_metric
 from mrl_actors.report.summary import compare_html, compare_markdown, render_html, summarize
 from mrl_actors.report.tensorboard import spec_hparams
 from mrl_actors.run.node import run_node
+from mrl_actors.run.placement import DeviceSlot
 from mrl_actors.run.start import open_run_log, record_start
 from mrl_actors.see.access import ends_if_server_lost
 from mrl_actors.see.deadletter import DeadLetters
@@ -92,7 +93,14 @@ async def run_once(
             report = _log_report(spec, run_dir)
             if report is not None:  # [run] report_to: the tracking tools follow the log
                 await tg.start(report_live, log, report)
-            if spec.run.processes == "per_policy" and stop_after is None and metrics is None:
+            if spec.placement.allocator == "mwra":
+                # one node of `local_slot_count()` CPU slots: it runs the allocator (the only
+                # candidate for its lease) and hosts what its decisions give each slot
+                slots = [DeviceSlot("cpu", i) for i in range(spec.local_slot_count())]
+                await run_node(
+                    log, spec, run_dir, slots=slots, opts=opts, log_for=log_for, metrics=metrics
+                )
+            elif spec.run.processes == "per_policy" and stop_after is None and metrics is None:
                 from mrl_actors.run.processes import host_in_processes
 
                 await host_in_processes(log, spec, run_dir, on_step=on_step)

@@ -87,6 +87,7 @@ async def record_start(log: LogPort, spec: RunSpec, spec_text: str) -> set[str]:
                 seed=spec.run.seed,
                 code_version=code_version(),
                 probes=[spec.run.probe],
+                mode=spec.run.mode,
             )
         )
     for i, p in enumerate(spec.policies):

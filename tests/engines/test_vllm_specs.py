@@ -82,7 +82,7 @@ def _llama_on_hf(text: str) -> str:
 def _placed_async(text: str) -> str:
     """math-pair.toml as an asynchronous run placed on two GPU nodes' slots (on the synthetic
     arithmetic task: the MATH files are not here)."""
-    text = text.replace("[run]\n", '[run]\nmode = "async"\nrollout_replicas = 1\n', 1)
+    text = text.replace('mode = "lockstep"', 'mode = "async"\nrollout_replicas = 1', 1)
     task = text[text.index("[task]") : text.index("[probes.sharing]")]
     text = text.replace(task, '[task]\nkind = "arithmetic"\n\n')
     return (

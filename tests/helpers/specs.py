@@ -52,7 +52,8 @@ STEPS = 3  # learner steps of `pair_spec`
 def pair_spec(
     models_dir: Path | str, name: str, probe: str, steps: int = STEPS, seed: int = 0
 ) -> str:
-    """The pair of `test_mrl_run`: gpt2 and llama, tiny, warm-started, under `probe`."""
+    """The pair of `test_mrl_run`: gpt2 and llama, tiny, warm-started, under `probe`, in
+    lockstep mode (its tests compare runs, resumes and replays bitwise)."""
     policies = policies_toml(
         Path(models_dir),
         tiny={"hidden_size": 64, "layers": 2, "heads": 4, "warm_start_steps": 150},
@@ -64,6 +65,7 @@ def pair_spec(
 name = "{name}"
 seed = {seed}
 probe = "{probe}"
+mode = "lockstep"
 steps = {steps}
 prompts_per_step = 4
 group_size = 4
@@ -100,10 +102,15 @@ def spec_toml(
     **tables: Any,
 ) -> str:
     """A whole spec: `[run]` (these defaults, then `run`), the other `tables` (`probes`,
-    `server`, `placement`, `mwra`, `task`, ...), then the policies (`policies_toml`)."""
+    `server`, `placement`, `mwra`, `task`, ...), then the policies (`policies_toml`).
+
+    The mode is lockstep unless `run` says `"mode": "async"`: the tests built on it check
+    bitwise replays and exact counts that the lockstep schedule makes reproducible (a spec
+    that leaves `mode` out runs async, `mrl_actors.spec.RunSection`)."""
     steps = run.get("steps", 20)
     head = {
         "run": {
+            "mode": "lockstep",
             "seed": 0,
             "prompts_per_step": 2,
             "group_size": 2,

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SPEC = """
 [run]
 name = "t-export"
+mode = "lockstep"
 probe = "sgt"
 steps = 2
 prompts_per_step = 4

@@ -44,6 +44,7 @@ def _spec(models_dir: Path) -> Any:
         f"""
 [run]
 name = "{RUN}"
+mode = "lockstep"
 probe = "independent"
 steps = 2
 

@@ -57,6 +57,7 @@ async def test_two_starters_at_once_write_each_start_event_once(
     text = f"""
 [run]
 name = "t2"
+mode = "lockstep"
 [[placement.slots]]
 node = "h1"
 slot = "cpu:0"

@@ -1,4 +1,5 @@
-"""The [run] fields of asynchronous runs: defaults keep old specs lockstep, bad values are named."""
+"""The [run] fields of asynchronous runs: a spec that leaves the mode out runs async (lockstep is
+asked for by name), bad values are named."""
 
 from __future__ import annotations
 
@@ -17,9 +18,19 @@ model = "gpt2"
 """
 
 
-def test_a_spec_that_does_not_say_runs_lockstep_with_one_replica() -> None:
+def test_a_spec_that_does_not_say_runs_async_with_one_replica() -> None:
     run = parse_spec(BASE.format(run="")).run
-    assert (run.mode, run.rollout_replicas, run.max_staleness) == ("lockstep", 1, 1)
+    assert (run.mode, run.rollout_replicas, run.max_staleness) == ("async", 1, 1)
+
+
+def test_lockstep_is_an_explicit_option() -> None:
+    assert parse_spec(BASE.format(run='mode = "lockstep"')).run.mode == "lockstep"
+
+
+def test_a_logged_spec_without_a_mode_reads_as_the_mode_its_run_recorded() -> None:
+    # a log written while lockstep was the default: `RunStarted.run_mode` says "lockstep"
+    assert parse_spec(BASE.format(run=""), mode="lockstep").run.mode == "lockstep"
+    assert parse_spec(BASE.format(run='mode = "async"'), mode="lockstep").run.mode == "async"
 
 
 def test_async_fields_are_read() -> None:
@@ -50,7 +61,7 @@ def test_a_multi_rank_learner_is_read_and_given_to_mwra_as_one_unit() -> None:
 @pytest.mark.parametrize(
     ("run", "extra", "field"),
     [
-        ("", "learner_slots = 2\n", r"policies\[0\]\.learner_slots"),  # lockstep: one actor
+        ('mode = "lockstep"', "learner_slots = 2\n", r"policies\[0\]\.learner_slots"),  # one actor
         ('mode = "async"', "learner_slots = 0\n", "learner_slots"),
         ('mode = "async"', "learner_slots = 2\n[mwra]\nlearner_slots = { a = 3 }\n", "mwra"),
         (

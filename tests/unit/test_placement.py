@@ -22,7 +22,10 @@ from mrl_actors.run.placement import (
 from mrl_actors.spec import parse_spec
 
 
-def spec_text(placement: str = "", dtype: str = "", model: str = "gpt2") -> str:
+def spec_text(
+    placement: str = "", dtype: str = "", model: str = "gpt2", mode: str = "lockstep"
+) -> str:
+    """Two policies; lockstep unless asked (its placements need no rollout slots)."""
     policies = ""
     for name in ("a", "b"):
         policies += f"""
@@ -31,7 +34,7 @@ name = "{name}"
 model = "{model}"
 {dtype}
 """
-    return f'[run]\nname = "r1"\n{placement}\n{policies}'
+    return f'[run]\nname = "r1"\nmode = "{mode}"\n{placement}\n{policies}'
 
 
 PLACED = """
@@ -93,8 +96,8 @@ def test_an_async_placement_gives_each_policy_one_rollout_slot_per_replica() -> 
     """Each rollout slot is one replica: one too few leaves prompt batches unsampled."""
     rollout_b = '[[placement.slots]]\nnode = "n1"\nslot = "cpu:1"\npolicy = "b"\nrole = "rollout"\n'
     for replicas, extra, refused in ((1, "", "'b'"), (1, rollout_b, ""), (2, rollout_b, "'a'")):
-        text = spec_text(PLACED + extra).replace(
-            'name = "r1"', f'name = "r1"\nmode = "async"\nrollout_replicas = {replicas}'
+        text = spec_text(PLACED + extra, mode="async").replace(
+            'mode = "async"', f'mode = "async"\nrollout_replicas = {replicas}'
         )
         if not refused:
             assert parse_spec(text).run.mode == "async"

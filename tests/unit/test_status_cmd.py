@@ -84,7 +84,8 @@ def test_status_shows_mode_replicas_weight_versions_staleness_wait_and_slots() -
     text = render(view)
     assert "run: running, mode async, 2 rollout replica(s) per policy, max staleness 1" in text
     assert "weights=v1 staleness=0.50/1 rollout_wait=0.25s" in text
-    assert "local/cpu:0 every hosted policy (no placement assigned)" in text  # never empty
+    assert "slots (none assigned: each node hosts its policies on its first slot):" in text
+    assert "local/cpu:0 a            learner + 2 rollout actor(s)" in text  # never empty
 
 
 def test_a_spec_that_leaves_the_mode_out_reads_as_the_defaults() -> None:
