@@ -1,14 +1,12 @@
-"""One sub-batch of the fast path over flat arrays: `prepare` before the receiver's encoding,
-`finish` after it.
+"""The fast path's two halves over flat arrays: `prepare` before the receiver's encoding,
+`finish` after it (`batch` validates the input and calls them).
 
-The split is where the receiver's encoder runs, so that `batch` can encode one sub-batch on a
-worker thread while this thread finishes the one before (see `batch`). `prepare` needs the peer
-side only: EOS set aside by role, the peer bytes with one gather, the texts to encode, and the
-peer's residual counts. `finish` takes the encodings:
-the receiver ids as one flat array, exactness (the receiver's bytes gathered and compared with
-the peer's: one gather and one comparison, cheaper than hashing both sides), the slow path for the
-few sequences the encoding does not reproduce, alignment (`align`), the traces that were given,
-and every residual figure as one array over the sub-batch (`lazy.Batch`).
+`prepare` needs the peer side only: EOS set aside by role, the peer bytes with one gather, the
+texts to encode, and the peer's residual counts. `finish` takes the encodings: the receiver ids
+as one flat array, exactness (the receiver's bytes gathered and compared with the peer's: one
+gather and one comparison of two byte strings, cheaper than a hash of each side), the slow path
+for the few sequences the encoding does not reproduce, alignment (`align`), the traces that were
+given, and every residual figure as one array over the batch (`lazy.Batch`).
 
 Shapes: K sequences; N0 peer tokens as given, N without set-aside EOS; M receiver tokens; S
 spans; T output tokens (M plus one mapped EOS slot per sequence that had one).
@@ -86,7 +84,7 @@ def decode_cut(data: bytes, bad: int, byte_ids: list[int]) -> tuple[str | None, 
 
 @dataclass(eq=False)
 class Prepared:
-    """A sub-batch's peer side, ready for the receiver's encoding."""
+    """A batch's peer side, ready for the receiver's encoding."""
 
     k: int
     keep: np.ndarray | None  # bool [N0]: not a set-aside EOS (None: no EOS was set aside)
@@ -95,7 +93,7 @@ class Prepared:
     n_src: np.ndarray  # int64 [K]
     src_off: np.ndarray  # int64 [K + 1]
     lens: np.ndarray  # int64 [N]: bytes per peer token
-    s_g: np.ndarray  # int64 [N]: peer token ends on the sub-batch's byte axis
+    s_g: np.ndarray  # int64 [N]: peer token ends on the batch's byte axis
     totals: np.ndarray  # int64 [K]: bytes per sequence
     off: np.ndarray  # int64 [K + 1]: where each sequence's bytes start on that axis
     raw: bytes  # every sequence's bytes back to back
@@ -108,7 +106,7 @@ class Prepared:
 
 
 def prepare(src: Vocab, dst: Vocab, flat0: np.ndarray, n_all: np.ndarray) -> Prepared:
-    """The peer side of a sub-batch (flat0: int64 [N0], its sequences back to back, n_all [K]
+    """The peer side of a batch (flat0: int64 [N0], its sequences back to back, n_all [K]
     their lengths; every id inside the peer's vocabulary)."""
     k = n_all.shape[0]
     all_off = cum0(n_all)  # [K + 1]
@@ -255,7 +253,7 @@ def finish(
     budget: ResidualBudget,
     logprob_rule: str,
 ) -> Batch:
-    """The sub-batch's `Batch` from its receiver encodings (one per sequence in `p.fast`).
+    """The batch's `Batch` from its receiver encodings (one per sequence in `p.fast`).
 
     Traces are flat arrays laid out like the peer ids, EOS included (float64 or bool [N0]), or
     None when not given; `adv_sc` float64 [K] are scalar advantages (passed through).
@@ -293,7 +291,7 @@ def finish(
             dst, p, slow, d_flat, d_counts, d_g, exact, lossy, invalid
         )
         d_off = cum0(d_counts)
-    # 3. alignment on one byte axis for the sub-batch. Sequences are back to back on it when no
+    # 3. alignment on one byte axis for the batch. Sequences are back to back on it when no
     # token has zero bytes and no sequence is empty (then no end offset of one sequence can be
     # the end of the one before); else one phantom byte between sequences keeps them apart.
     if slow.shape[0] == 0 and _all_positive(p.lens, d_lens, totals):

@@ -1,12 +1,11 @@
-"""The `Transfer`s of a batch made lazily: each from its sub-batch's arrays when first read.
+"""The `Transfer`s of a batch made lazily: each from the batch arrays when first read.
 
-`flat.finish` computes every figure of a sub-batch at once, as arrays (`Batch`); a consumer that
-reads only some sequences does not pay for the rest's Python objects.
+`batch.transfer_batch` computes every figure for the whole batch at once; a consumer that reads
+only some sequences, or only the batch arrays, does not pay for the rest.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
@@ -47,29 +46,24 @@ class Batch:
 
 
 class TransferBatch(Sequence[Any]):
-    """The `Transfer`s of a batch, each made from its sub-batch's arrays when first read."""
+    """The `Transfer`s of a batch, each made from the batch arrays when first read."""
 
-    def __init__(self, parts: list[Batch]) -> None:
-        self._parts = parts
-        sizes = [int(b.out_off.shape[0] - 1) for b in parts]
-        # Sequence i is row i - first[j] of part j, with j the part whose range holds i.
-        self._part_of = [j for j, n in enumerate(sizes) for _ in range(n)]
-        self._first = [0, *itertools.accumulate(sizes)]
-        self._made: list[Any] = [None] * self._first[-1]
-        self._rows: list[list[tuple[Any, ...]] | None] = [None] * len(parts)
+    def __init__(self, batch: Batch) -> None:
+        self._b = batch
+        self._made: list[Any] = [None] * int(batch.out_off.shape[0] - 1)
+        self._rows: list[tuple[Any, ...]] | None = None  # per-sequence figures as Python values
 
-    def _figures(self, j: int) -> list[tuple[Any, ...]]:
-        """Every sequence's residual figures of part j, converted from numpy once for it."""
-        rows = self._rows[j]
-        if rows is None:
-            b = self._parts[j]
+    def _figures(self) -> list[tuple[Any, ...]]:
+        """Every sequence's residual figures, converted from numpy once for the batch."""
+        if self._rows is None:
+            b = self._b
             cols = (
                 b.out_off[:-1], b.out_off[1:], b.exact, b.n_src, b.eos, b.add_eos, b.n_bytes,
                 b.spans, b.one, b.nm_bytes, b.widest, b.most, b.orphan, b.unk, b.dropped,
                 b.lossy, b.invalid,
             )  # fmt: skip
-            rows = self._rows[j] = list(zip(*(c.tolist() for c in cols), strict=True))
-        return rows
+            self._rows = list(zip(*(c.tolist() for c in cols), strict=True))
+        return self._rows
 
     def __len__(self) -> int:
         return len(self._made)
@@ -93,12 +87,10 @@ class TransferBatch(Sequence[Any]):
     def __iter__(self) -> Iterator[Any]:
         return (self[i] for i in range(len(self)))
 
-    def _make(self, g: int) -> Any:
-        j = self._part_of[g]
-        i = g - self._first[j]
-        b = self._parts[j]
+    def _make(self, i: int) -> Any:
+        b = self._b
         (lo, hi, exact, n_src, eos_in, eos, n_bytes, spans, one, nm_bytes, widest, most, orphan,
-         unk, dropped, lossy, invalid) = self._figures(j)[i]  # fmt: skip
+         unk, dropped, lossy, invalid) = self._figures()[i]  # fmt: skip
         problems: list[str] = []
         if orphan:
             problems.append("peer tokens with no receiver token (their log-prob has no home)")
