@@ -6,8 +6,10 @@ Modules, in the order data flows through them:
   by fingerprint;
 - `traces`: `transfer` / `transfer_many` (peer ids and traces -> receiver ids and traces) and
   `render_prompt` (a prompt in the receiver's own format);
-- `batch`: the fast path of `transfer_many` over flat arrays, with `exact` (a token-hash
-  exactness check) and `lazy` (the batch's `Transfer`s, made when read);
+- `batch`: the fast path of `transfer_many` over flat arrays (input checks; `flat` holds its two
+  halves, before and after the receiver's encoding) and `lazy` (the batch's `Transfer`s, made
+  when read); `exact` is a token-hash exactness check the fast path no longer uses (one byte
+  comparison measured cheaper);
 - `align`: co-terminating byte spans for a whole batch, vectorized;
 - `residual`: `Residual` per sequence, `ResidualBudget`, `aggregate` for the run report;
 - `baselines`: a MinED-style edit-distance DTW aligner and a pure-Python two-pointer aligner, for
