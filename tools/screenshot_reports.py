@@ -27,6 +27,10 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mrl_actors.report.summary import LEARNING_PLOTS  # noqa: E402
+
 SPEC = ROOT / "runtime" / "experiments" / "toy-pair.toml"
 IMAGES = ROOT / "docs" / "images"
 
@@ -43,19 +47,6 @@ SETS = (
 )
 SEEDS = "0,1,2"
 
-REPORT_PLOTS = (  # what report.html must plot (issue 20)
-    "eval_accuracy",
-    "reward_mean",
-    "success_rate",
-    "loss",
-    "kl",
-    "entropy",
-    "grad_norm",
-    "clip_region",
-    "completion_length",
-    "step_time_s",
-    "tokens_per_s",
-)
 COMPARE_PLOTS = ("eval_accuracy", "reward_mean")  # per policy, a line per probe with its band
 
 
@@ -143,7 +134,7 @@ def main() -> int:
     if not args.no_run:
         _run(args.out)
     report, compare = args.out / "sgt-s0" / "report.html", args.out / "compare.html"
-    _check(report, REPORT_PLOTS)
+    _check(report, LEARNING_PLOTS)
     _check(compare, COMPARE_PLOTS)
     _shoot(chromium, report, IMAGES / "report.png", args.width)
     _shoot(chromium, compare, IMAGES / "compare.png", args.width)

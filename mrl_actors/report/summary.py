@@ -29,6 +29,22 @@ from mrl_actors.report.scalars import step_scalars
 from mrl_actors.report.slots import SlotFold, slot_title
 from mrl_actors.report.stats import COMPARED_METRICS, MIN_PAIRED_SEEDS
 
+# What every report plots for each policy, whatever the run: accuracy and reward, the learner's
+# loss, KL, entropy, grad norm, clip fraction, completion length, step time and throughput (the
+# tests and tools/screenshot_reports.py check a rendered report against this list).
+LEARNING_PLOTS = (
+    "eval_accuracy",
+    "reward_mean",
+    "success_rate",
+    "loss",
+    "kl",
+    "entropy",
+    "grad_norm",
+    "clip_region",
+    "completion_length",
+    "step_time_s",
+    "tokens_per_s",
+)
 # Metrics plotted per policy over steps: (key in LearnerStepCompleted.metrics, title).
 _PLOTS: tuple[tuple[str, str], ...] = (
     ("eval_accuracy", "Eval accuracy (greedy)"),

@@ -48,6 +48,16 @@ class Available(dict[str, Vocab]):
         pytest.skip(f"{name} tokenizer not bundled and not in $MRL_MODELS_DIR or ../shared/models")
 
 
+# the four real tokenizers' folders (Llama-2 and Qwen only where ../shared/models has them)
+REAL = ("gpt2", "llama2-7b", "mistral-7b", "qwen1.5-1.8b")
+# one text with what tokenizers split differently: prose, math, code, emoji with joiners, CJK,
+# Cyrillic, accents, runs of spaces and tabs
+MIXED_TEXT = (
+    " The answer is 42.\n\nLet $f(x) = x^2$; then f'(3) = 6 ✓\n"
+    "def f(x):\n    return x  # 🙂 emoji 👩‍💻\n北京是首都。Москва, café naïve   spaced\t\ttabs\n"
+)
+
+
 def real_vocabs(models_dir: Path, names: Iterable[str]) -> Available:
     """The vocabularies of `names` that exist under `models_dir` (the others skip when asked)."""
     return Available({n: load_vocab(models_dir / n) for n in names if (models_dir / n).exists()})

@@ -7,8 +7,6 @@ model checksum), as in the same spec run unattacked.
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import subprocess
 import sys
@@ -18,6 +16,7 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers.raw import blob_forgeries, raw_client
 from helpers.specs import TINY16, spec_toml
 
 from mrl_actors.events import Event, LearnerStepCompleted, WeightsPublished
@@ -75,34 +74,17 @@ async def _attack(info: ServerInfo) -> tuple[list[str], int]:
     """As gpt2: a chunk, a metadata message (llama's version 0 key, gpt2's chunks) and a
     rollup, in llama's bucket. The server's -ERR lines, and the metadata messages stored on
     that key's subject after it."""
-    import nats
 
     async with open_log(info=info, user="reader") as log:
         versions = [r.event async for r in log.read(kinds=["weights"], sources=["llama"])]
     v0 = versions[0]
     assert isinstance(v0, WeightsPublished) and v0.blob.writer == "llama"
     errors: list[str] = []
-
-    async def on_error(exc: Exception) -> None:
-        errors.append(str(exc).lower())  # nats-py lowers the subject it names
-
-    cfg = info.client(policy_user("gpt2"))
-    nc = await nats.connect(
-        servers=[cfg.url],
-        user=cfg.user,
-        password=cfg.password,
-        inbox_prefix=cfg.inbox(),
-        error_cb=on_error,
-        allow_reconnect=False,
-    )
-    meta = f"$O.{BUCKET}.M." + base64.urlsafe_b64encode(v0.blob.key.encode()).decode()
-    forged = {"name": v0.blob.key, "bucket": BUCKET, "nuid": "forged", "size": 12, "chunks": 1}
+    nc = await raw_client(info, policy_user("gpt2"), errors)
+    forgeries = blob_forgeries(BUCKET, v0.blob.key, 12)
+    meta = forgeries[1][0]
     try:
-        for subject, data, headers in (
-            (f"$O.{BUCKET}.C.forged", b"gpt2's bytes", None),
-            (meta, json.dumps(forged).encode(), None),
-            (f"$O.{BUCKET}.C.x", b"", {"Nats-Rollup": "all"}),
-        ):
+        for subject, data, headers in forgeries:
             await nc.publish(subject, data, headers=headers)
         await nc.flush()
         with anyio.fail_after(10):

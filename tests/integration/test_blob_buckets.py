@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
+from helpers.raw import raw_client
 
 from mrl_actors import events as ev
 from mrl_actors.errors import EventDecodeError, LogError
@@ -44,21 +45,7 @@ async def srv(tmp_path: Path) -> AsyncIterator[EmbeddedServer]:
 
 
 async def _raw(srv: EmbeddedServer, user: str, errors: list[str]) -> Any:
-    """A plain nats-py client as `user` that records what the server answers with -ERR."""
-    import nats
-
-    async def on_error(exc: Exception) -> None:
-        errors.append(str(exc))
-
-    cfg = srv.info().client(user)
-    return await nats.connect(
-        servers=[cfg.url],
-        user=cfg.user,
-        password=cfg.password,
-        inbox_prefix=cfg.inbox(),
-        error_cb=on_error,
-        allow_reconnect=False,
-    )
+    return await raw_client(srv.info(), user, errors)
 
 
 async def _refused(nc: Any, errors: list[str], subject: str, data: bytes) -> str:

@@ -27,6 +27,8 @@ from mrl_actors.rollout import SamplingConfig, encode_prompt
 from mrl_actors.rollout.hf import HFEngine
 from mrl_actors.tasks import ArithmeticConfig, ArithmeticTask, TaskItem
 
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
 STEPS, PROMPTS, GROUP = 6, 8, 8
 
 
@@ -44,8 +46,6 @@ def _learner(model: Any) -> GRPOLearner:
     return GRPOLearner(model, GRPOConfig(lr=1e-3, max_completion_length=6), seed=0)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
 def test_sampled_grpo_steps_keep_ratios_at_one_and_the_engine_in_step(
     policy: tuple[Any, Any, Any],
 ) -> None:
@@ -107,8 +107,6 @@ def _built_group(model: Any, tok: Any, task: ArithmeticTask, item: TaskItem) -> 
     return samples
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
 def test_grpo_raises_the_rewarded_answer_over_the_unrewarded_one(
     policy: tuple[Any, Any, Any],
 ) -> None:

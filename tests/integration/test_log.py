@@ -288,9 +288,7 @@ def _following(event_log: EventLog, got: list[int], n: int) -> Callable[[], Awai
 async def test_follow_sees_events_appended_later(
     event_log: EventLog, make_rollout: MakeRollout
 ) -> None:
-    got: list[int] = []
-    tail = _following(event_log, got, 3)
-
+    tail = _following(event_log, got := [], 3)
     with anyio.fail_after(20):
         async with anyio.create_task_group() as tg:
             tg.start_soon(tail)

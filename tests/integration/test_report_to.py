@@ -23,6 +23,7 @@ from helpers.specs import TINY16, spec_toml
 
 from mrl_actors.cli import main
 from mrl_actors.events import Event, LearnerStepCompleted
+from mrl_actors.report.summary import LEARNING_PLOTS
 from mrl_actors.report.tensorboard import spec_hparams
 from mrl_actors.spec import RunSpec, parse_spec
 
@@ -114,23 +115,6 @@ def test_report_to_into_the_run_s_own_tensorboard_files_is_refused(
     assert "already holds TensorBoard event files" in capsys.readouterr().err
 
 
-# what report.html must plot for every policy of a real run (issue 20): accuracy and reward,
-# loss, KL, entropy, grad norm, clip fraction, completion length, step time and throughput
-REPORT_PLOTS = (
-    "eval_accuracy",
-    "reward_mean",
-    "success_rate",
-    "loss",
-    "kl",
-    "entropy",
-    "grad_norm",
-    "clip_region",
-    "completion_length",
-    "step_time_s",
-    "tokens_per_s",
-)
-
-
 def test_the_report_of_a_real_run_plots_every_learning_curve(
     finished: tuple[Path, RunSpec, list[Event]],
 ) -> None:
@@ -138,7 +122,7 @@ def test_the_report_of_a_real_run_plots_every_learning_curve(
     screenshots in docs/images come from tools/screenshot_reports.py, which checks the same)."""
     run_dir, _, _ = finished
     page = (run_dir / "report.html").read_text(encoding="utf-8")
-    for key in REPORT_PLOTS:
+    for key in LEARNING_PLOTS:
         figure = page.split(f'<figure data-metric="{key}">', 1)
         assert len(figure) == 2, key
         svg = figure[1].split("</figure>", 1)[0]

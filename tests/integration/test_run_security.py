@@ -6,7 +6,6 @@ Each test drives a real `mrl run` subprocess (tiny real models, the shared warm-
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -20,6 +19,7 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers.raw import blob_forgeries, raw_client
 from helpers.runs import learner_steps, run_events
 from helpers.specs import pair_spec
 
@@ -104,21 +104,7 @@ def _step(run: str, policy: str, step: int) -> LearnerStepCompleted:
 
 
 async def _raw(info: Any, user: str, errors: list[str]) -> Any:
-    """A plain nats-py client as `user` that records what the server answers with -ERR."""
-    import nats
-
-    async def on_error(exc: Exception) -> None:
-        errors.append(str(exc).lower())  # nats-py lowers the subject it names
-
-    cfg = info.client(user)
-    return await nats.connect(
-        servers=[cfg.url],
-        user=cfg.user,
-        password=cfg.password,
-        inbox_prefix=cfg.inbox(),
-        error_cb=on_error,
-        allow_reconnect=False,
-    )
+    return await raw_client(info, user, errors)
 
 
 def test_forged_writes_are_refused_and_the_run_is_unaffected(
@@ -163,13 +149,7 @@ def test_forged_writes_are_refused_and_the_run_is_unaffected(
             # publishes in llama's bucket as gpt2: the server answers each with -ERR
             raw = await _raw(info, policy_user("gpt2"), errors)
             stack.push_async_callback(raw.close)
-            meta = f"$O.{bucket}.M." + base64.urlsafe_b64encode(b"0" * 64).decode()
-            fake = {"name": "0" * 64, "bucket": bucket, "nuid": "forged", "size": 9}
-            for subject, data, headers in (
-                (f"$O.{bucket}.C.forged", b"gpt2's bytes", None),
-                (meta, json.dumps(fake).encode(), None),
-                (f"$O.{bucket}.C.x", b"", {"Nats-Rollup": "all"}),
-            ):
+            for subject, data, headers in blob_forgeries(bucket, "0" * 64, 9):
                 await raw.publish(subject, data, headers=headers)
             await raw.flush()
             results = [0] * len(attempts)

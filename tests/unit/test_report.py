@@ -16,7 +16,7 @@ from mrl_actors.events import (
     RunFinished,
     RunStarted,
 )
-from mrl_actors.report.summary import compare_table, render_html, summarize
+from mrl_actors.report.summary import LEARNING_PLOTS, compare_table, render_html, summarize
 
 VOID = {"meta", "br", "hr", "img", "input", "link", "area", "base", "col", "source", "wbr"}
 
@@ -142,21 +142,8 @@ def test_compare_pages_show_paired_differences_with_intervals() -> None:
     assert checker.errors == [] and checker.stack == []
 
 
-LEARNING_PLOTS = (
-    "eval_accuracy",
-    "reward_mean",
-    "success_rate",
-    "loss",
-    "kl",
-    "entropy",
-    "grad_norm",
-    "clip_region",
-    "completion_length",
-    "step_time_s",
-    "tokens_per_s",
-    "rollout_wait_s",
-    "staleness_mean",
-)
+# async runs also plot their rollout wait and staleness
+PLOTTED = (*LEARNING_PLOTS, "rollout_wait_s", "staleness_mean")
 
 
 def test_report_plots_learning_and_shows_the_spec_and_a_headline_per_policy() -> None:
@@ -191,7 +178,7 @@ def test_report_plots_learning_and_shows_the_spec_and_a_headline_per_policy() ->
         (3, 48.0),
     ]
     page = render_html(summary)
-    for key in LEARNING_PLOTS:
+    for key in PLOTTED:
         assert f'<figure data-metric="{key}">' in page, key
     assert "gpt2 (gpt2), held-out accuracy 0.250 → 0.450 (+0.200), 3 steps" in page
     assert "llama (llama), held-out accuracy 0.500 → 0.700 (+0.200)" in page

@@ -8,14 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.tokenizers import real_vocabs
+from helpers.tokenizers import REAL, real_vocabs
 from tokenizers import Tokenizer
 
 from mrl_actors.errors import TokenizerError
 from mrl_actors.thl import Vocab, load_vocab
 from mrl_actors.thl.bytes_table import pair_warnings
-
-REAL = ("gpt2", "llama2-7b", "mistral-7b", "qwen1.5-1.8b")
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.tokenizers import real_vocabs, unigram, wordpiece
+from helpers.tokenizers import MIXED_TEXT, REAL, real_vocabs, unigram, wordpiece
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -95,11 +95,7 @@ def test_back_to_back_alignment_equals_the_phantom_byte_layout(
     )
 
 
-REAL = ("gpt2", "llama2-7b", "mistral-7b", "qwen1.5-1.8b")
-TEXT = (
-    " The answer is 42.\n\nLet $f(x) = x^2$; then f'(3) = 6 ✓\n"
-    "def f(x):\n    return x  # 🙂 emoji 👩‍💻\n北京是首都。Москва, café naïve   spaced\t\ttabs\n"
-)
+TEXT = MIXED_TEXT
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.tokenizers import real_vocabs, unigram, wordpiece
+from helpers.tokenizers import MIXED_TEXT, REAL, real_vocabs, unigram, wordpiece
 
 from mrl_actors.thl import (
     ResidualBudget,
@@ -21,11 +21,7 @@ from mrl_actors.thl import (
 from mrl_actors.thl.baselines import two_pointer_spans
 from mrl_actors.thl.bytes_table import pair_warnings
 
-REAL = ("gpt2", "llama2-7b", "mistral-7b", "qwen1.5-1.8b")
-TEXT = (
-    " The answer is 42.\n\nLet $f(x) = x^2$; then f'(3) = 6 ✓\n"
-    "def f(x):\n    return x  # 🙂 emoji 👩‍💻\n北京是首都。Москва, café naïve   spaced\t\ttabs\n"
-)
+TEXT = MIXED_TEXT
 
 
 @pytest.fixture(scope="session")
