@@ -38,6 +38,10 @@ from mrl_actors.see.server import SERVER_INFO, read_server_info
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+# learner steps of the attacked and the clean run: enough that the attacked run is still going
+# while its server answers every forgery (3 steps ended first once on a loaded CI machine)
+STEPS = 5
+
 MakeRollout = Callable[..., RolloutGroupCompleted]
 StartRun = Callable[[str, int], tuple[subprocess.Popen[str], Path]]
 
@@ -116,7 +120,7 @@ def test_forged_writes_are_refused_and_the_run_is_unaffected(
     bucket holds only llama's blobs, every stored weights blob reads back, and the run ends
     with the weights of the same run that nobody attacked."""
     run = "t-sec"
-    proc, out = start_run(run, 3)
+    proc, out = start_run(run, STEPS)
     _wait_ready(proc, out)
     info = read_server_info(out)
     assert info is not None
@@ -160,10 +164,11 @@ def test_forged_writes_are_refused_and_the_run_is_unaffected(
             async with anyio.create_task_group() as tg:
                 for i, aw in enumerate(attempts):
                     tg.start_soon(one, i, aw)
+            # every attempt answered: by the run's own server, so while the run was live (the
+            # bucket's -ERR lines, published before them, are read as they arrive)
             with anyio.fail_after(10):  # each -ERR names its subject
                 while len([e for e in errors if "permissions violation" in e]) < 3:
                     await anyio.sleep(0.05)
-        assert proc.poll() is None, "the run ended before every forgery was answered"
         return sum(results)
 
     bucket = f"MRL_{run}_BLOBS_llama"
@@ -179,12 +184,12 @@ def test_forged_writes_are_refused_and_the_run_is_unaffected(
     # bucket, not one forged message included
     assert anyio.run(_blobs_intact, out, run, attacked) == 0
 
-    clean_proc, clean_out = start_run(run, 3)  # the same spec and run name, unattacked
+    clean_proc, clean_out = start_run(run, STEPS)  # the same spec and run name, unattacked
     _, err = clean_proc.communicate(timeout=600)
     assert clean_proc.returncode == 0, err[-2000:]
     clean = anyio.run(run_events, clean_out, run)
     for policy in ("gpt2", "llama"):
-        assert [e.step for e in learner_steps(attacked, policy)] == [1, 2, 3]
+        assert [e.step for e in learner_steps(attacked, policy)] == list(range(1, STEPS + 1))
         shas = [e.weights_sha256 for e in learner_steps(attacked, policy)]
         assert shas == [e.weights_sha256 for e in learner_steps(clean, policy)]
 
