@@ -84,11 +84,13 @@ def _registered(policy: str, model: str) -> ev.PolicyRegistered:
     )
 
 
-def _slots(source: str, epoch: int, assignments: list[ev.SlotAssignment]) -> ev.SlotsAssigned:
+def _slots(
+    source: str, epoch: int, assignments: list[ev.SlotAssignment], run: str = RUN
+) -> ev.SlotsAssigned:
     return ev.SlotsAssigned(
-        run=RUN,
+        run=run,
         source=source,
-        event_id=ev.event_id("slots", RUN, source, "forged", epoch),
+        event_id=ev.event_id("slots", run, source, "forged", epoch),
         epoch=epoch,
         assignments=assignments,
         seen_seq=1,
@@ -173,20 +175,10 @@ def _live_forgeries() -> list[ev.Event]:
         for s, p in ((0, "gpt2"), (1, "llama"))
     ]
 
-    def slots_event(source: str, epoch: int, assignments: list[ev.SlotAssignment]) -> Any:
-        return ev.SlotsAssigned(
-            run=LIVE,
-            source=source,
-            event_id=ev.event_id("slots", LIVE, source, "forged", epoch),
-            epoch=epoch,
-            assignments=assignments,
-            seen_seq=1,
-        )
-
     return [
-        slots_event("mwra", 10**9, steal),
-        slots_event("mwra", 2**63 - 1, []),
-        slots_event("placement", 2, steal),
+        _slots("mwra", 10**9, steal, run=LIVE),
+        _slots("mwra", 2**63 - 1, [], run=LIVE),
+        _slots("placement", 2, steal, run=LIVE),
         ev.RunFinished(run=LIVE, source="mrl", event_id=f"{LIVE}/run/mrl/forged", status="failed"),
         ev.PolicyRegistered(
             run=LIVE,
