@@ -77,6 +77,11 @@ class RunSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # each policy in an `mrl-node --policies NAME` process of its own, against the run's server,
     # so one policy's threads, memory traffic and interpreter lock do not slow the others.
     processes: Literal["one", "per_policy"] = "one"
+    # Fix the C heap's mmap threshold of every process of the run at this many MiB (0: glibc's
+    # dynamic default; at most 32): blocks at or above it are unmapped when freed, so a learner
+    # step of real size does not leave its resident set at the heap's worst fragmentation, for
+    # some time spent faulting pages in (`mrl_actors.models.heap`).
+    malloc_mmap_threshold_mib: int = 0
 
     def __post_init__(self) -> None:
         check_name(self)
@@ -90,6 +95,7 @@ class RunSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         check_int(self, "checkpoint_every", 1, MAX_STEPS)
         check_int(self, "rollout_replicas", 1, 1024)
         check_int(self, "max_staleness", 0, MAX_STEPS)
+        check_int(self, "malloc_mmap_threshold_mib", 0, 32)
         check_report_to("report_to", self.report_to)
 
 

@@ -13,6 +13,10 @@ set (`ru_maxrss`) is that arm's alone:
   `max_tokens_per_micro_batch = --budget` padded positions per forward/backward.
 - `chunked-nockpt`: chunked head, activations kept (what the head alone saves).
 
+The chunked arms also fix the C heap's mmap threshold at `--mmap-threshold-mib` (the spec's
+`[run] malloc_mmap_threshold_mib`, `mrl_actors.models.heap`; 0: glibc's default), so that freed
+activation blocks leave the resident set; the dense arm keeps glibc's default, as before.
+
 Each subprocess builds the model, takes one warm-up step on a single short sample (so AdamW's
 state exists, as in every step after a run's first), then the measured step on `tokens`
 completion tokens (`--seqs` sequences of tokens / seqs each, 16-token prompts). Before that step
@@ -24,7 +28,9 @@ and the measured step's wall time.
 
 Run: `nice -n 10 .venv/bin/python tools/bench_learner_memory.py
 --runs chunked:4096,dense:1024,chunked:1024` (`--layers 1 --runs dense:256,chunked:256`: a look).
-Today's path at 4,096 tokens needs about 30 GB: run `dense:4096` only where `free -g` shows it.
+Each arm's address space is capped at `--max-gb` (default: the memory available when the script
+starts, less 1 GB), so an arm that needs more than the machine has fails with an allocation error
+in its own row instead of the kernel killing whatever it picks.
 """
 
 from __future__ import annotations
@@ -72,6 +78,22 @@ def _status_bytes(key: str) -> int:
     raise KeyError(key)
 
 
+def _available_bytes() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    raise KeyError("MemAvailable")
+
+
+def _cap(limit: int) -> Any:
+    """A `preexec_fn` capping the child's address space at `limit` bytes."""
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return cap
+
+
 def build_policy(models_dir: Path, layers: int = 24, seed: int = 0) -> Any:
     """The Qwen1.5-0.5B-shape policy with random float32 weights."""
     import torch
@@ -94,8 +116,11 @@ def run_arm(a: argparse.Namespace) -> dict[str, Any]:
     import mrl_actors.grpo.learner as learner_mod
     from mrl_actors.grpo import GRPOConfig, GRPOLearner, Sample
     from mrl_actors.grpo.logprobs import dense_completion_logps
+    from mrl_actors.models.heap import set_mmap_threshold
 
     torch.set_num_threads(a.threads)
+    if a.arm != "dense":
+        set_mmap_threshold(a.mmap_threshold_mib)
     model = build_policy(Path(a.models_dir), a.layers)
     n_params = sum(p.numel() for p in model.parameters())
     if a.arm == "dense":  # the learner's log-prob pass before chunking, unchanged otherwise
@@ -131,11 +156,20 @@ def run_arm(a: argparse.Namespace) -> dict[str, Any]:
     batch = samples(a.seqs, a.tokens // a.seqs)
     rss_before = _reset_step_peak()
     t0 = time.perf_counter()
-    m = learner.step(batch)
+    try:
+        m = learner.step(batch)
+    except RuntimeError as e:  # an allocation above the cap: what it had reached, and the ask
+        if "allocate" not in str(e):
+            raise
+        m = {"tokens": float(a.tokens), "loss": float("nan")}
+        oom = str(e).split("you tried to allocate", 1)[-1].split(".")[0].strip()
+    else:
+        oom = ""
     step_s = time.perf_counter() - t0
     step_peak = _status_bytes("VmHWM")
     return {
         "arm": a.arm,
+        "out_of_memory": oom,
         "tokens": int(m["tokens"]),
         "params": n_params,
         "state_bytes": 16 * n_params,  # float32 weights + gradients + AdamW exp_avg, exp_avg_sq
@@ -160,7 +194,13 @@ def main() -> None:
         "--budget", type=int, default=2304, help="chunked arm: max_tokens_per_micro_batch"
     )
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--mmap-threshold-mib", type=int, default=4, help="chunked arms' heap setting (0: default)"
+    )
     p.add_argument("--layers", type=int, default=24, help="decoder layers (fewer: a quick look)")
+    p.add_argument(
+        "--max-gb", type=float, default=0.0, help="address-space cap per arm (0: available - 1)"
+    )
     p.add_argument("--models-dir", default=str(ROOT.parent / "shared" / "models"))
     p.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)  # set in the subprocess
     p.add_argument("--tokens", type=int, default=0, help=argparse.SUPPRESS)
@@ -171,6 +211,7 @@ def main() -> None:
         sys.stdout.write(json.dumps(run_arm(a)) + "\n")
         return
 
+    limit = int(a.max_gb * GB) if a.max_gb > 0 else _available_bytes() - GB
     rows = []
     for run in a.runs.split(","):
         arm, tokens = run.split(":")
@@ -179,11 +220,14 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--arm", arm, "--tokens", tokens, "--chunk", str(a.chunk)]
         cmd += ["--threads", str(a.threads), "--models-dir", a.models_dir, "--seqs", str(a.seqs)]
         cmd += ["--layers", str(a.layers), "--budget", str(a.budget)]
-        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        cmd += ["--mmap-threshold-mib", str(a.mmap_threshold_mib)]
+        res = subprocess.run(
+            cmd, capture_output=True, text=True, check=False, preexec_fn=_cap(limit)
+        )
         if res.returncode != 0:
-            tail = res.stderr.strip().splitlines()[-3:]
+            last = (res.stderr.strip().splitlines() or ["(no output)"])[-1]
             rows.append(
-                {"arm": arm, "tokens": int(tokens), "failed": f"rc {res.returncode}: {tail}"}
+                {"arm": arm, "tokens": int(tokens), "failed": f"rc {res.returncode}: {last}"}
             )
         else:
             rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
@@ -194,7 +238,9 @@ def main() -> None:
     print(
         f"# one GRPO learner step, Qwen1.5-0.5B shape ({a.layers} layers, random weights, "
         f"float32, CPU, {a.threads} threads), 16-token prompts, head chunk {a.chunk}, chunked "
-        f"arm's token budget {a.budget}; torch {torch.__version__}"
+        f"arm's token budget {a.budget} and heap mmap threshold {a.mmap_threshold_mib} MiB; "
+        f"each arm's address space capped at {limit / GB:.1f} GB; "
+        f"torch {torch.__version__}"
     )
     print(
         "| arm | completion tokens | weights+grads+AdamW GB | step peak RSS GB | beyond them GB "
@@ -206,6 +252,13 @@ def main() -> None:
             print(f"| {r['arm']} | {r['tokens']} | failed: {r['failed']} | | | | | |")
             continue
         state, peak = r["state_bytes"] / GB, r["step_peak_rss"] / GB
+        if r.get("out_of_memory"):
+            print(
+                f"| {r['arm']} | {r['tokens']} | {state:.2f} | > {peak:.2f} (then could not "
+                f"allocate {r['out_of_memory']}) | > {peak - state:.2f} | no "
+                f"| > {r['process_peak_rss'] / GB:.2f} | (failed after {r['step_s']:.1f}) |"
+            )
+            continue
         print(
             f"| {r['arm']} | {r['tokens']} | {state:.2f} | {peak:.2f} | {peak - state:.2f} "
             f"| {'yes' if peak - state <= 2.0 else 'no'} | {r['process_peak_rss'] / GB:.2f} "

@@ -188,11 +188,13 @@ def rank_main(argv: Sequence[str] | None = None) -> int:
     from mrl_actors.actors.ranks import follow
     from mrl_actors.actors.runtime import build_runtime, checkpoint_dir
     from mrl_actors.grpo.distributed import Ops, ShardedGRPOLearner, close_group, init_group
+    from mrl_actors.models.heap import set_mmap_threshold
     from mrl_actors.tasks import make_task
 
     spec = msgspec.json.decode(args.spec_json.read_bytes(), type=RunSpec)
     policy = _policy(spec, args.policy)
     torch.set_num_threads(rank_threads(spec, policy))
+    set_mmap_threshold(spec.run.malloc_mmap_threshold_mib)
     start = checkpoint_dir(args.run_dir, policy.name, 0)
     rt = build_runtime(spec, policy, make_task(spec.task), weights_dir=start, device=args.device)
     ops = Ops(init_group(args.rank, args.world, args.port, args.device))

@@ -96,10 +96,11 @@ async def _logged_spec(args: argparse.Namespace) -> Any:
 
 
 async def _replay(args: argparse.Namespace, spec: Any, chosen: list[Any]) -> int:
-    from mrl_actors.run.node import set_threads
+    from mrl_actors.run.node import set_heap, set_threads
     from mrl_actors.see.access import open_log
 
     set_threads(spec)  # the run's float arithmetic: bitwise replay needs the same thread count
+    set_heap(spec)
     where: dict[str, Any] = {"server": args.server} if args.server else {"run_dir": args.run_dir}
     async with open_log(run=args.run or spec.run.name, **where) as log:
         if args.probe:

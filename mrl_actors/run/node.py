@@ -56,6 +56,7 @@ from mrl_actors.events import (
     event_id,
 )
 from mrl_actors.logs import get_logger
+from mrl_actors.models.heap import set_mmap_threshold
 from mrl_actors.mwra.actor import MWRA_KINDS, run_mwra
 from mrl_actors.mwra.validate import DecisionCheck
 from mrl_actors.report.metrics import MetricsConfig, serve_log
@@ -89,6 +90,11 @@ def set_threads(spec: RunSpec, hosted: Sequence[str] | None = None) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, len(spec.policies))))
 
 
+def set_heap(spec: RunSpec) -> None:
+    """The run's C heap setting for this process (`[run] malloc_mmap_threshold_mib`)."""
+    set_mmap_threshold(spec.run.malloc_mmap_threshold_mib)
+
+
 async def run_node(
     log: EventLog,  # the node's own connection (MWRA's lease needs the JetStream log itself)
     spec: RunSpec,
@@ -116,6 +122,7 @@ async def run_node(
     opts = dataclasses.replace(opts or ActorOptions(), node=node)  # actors report their node
     logger = get_logger(__name__, run=spec.run.name, node=node)
     set_threads(spec, policies)
+    set_heap(spec)
     # the spec's `[mwra] liveness_interval_s` by default: MWRA judges a node by that interval
     liveness_s = liveness_s or spec.mwra.liveness_interval_s
     booted = time.time_ns()
