@@ -1,7 +1,8 @@
 """Lockstep against asynchronous: the same spec, the same learner steps, side by side.
 
     python tools/bench_async.py [--spec runtime/experiments/toy-pair.toml] [--steps 12]
-        [--replicas 1] [--max-staleness 1] [--processes one|per_policy] [--out DIR]
+        [--replicas 1] [--max-staleness 1] [--processes one|per_policy]
+        [--async-peer-wait sampling|none] [--out DIR]
 
 Runs the spec twice on this machine, once with `[run] mode = "lockstep"` and once with
 `mode = "async"`, each in its own run directory with its own embedded server, and prints per
@@ -14,7 +15,15 @@ policy, from each run's log:
   both parts are shown apart (`peers`, `own rollouts`). `idle>1` leaves out step 1, which in
   async mode also waits for the rollout actors to build their models (a one-off start cost);
 - staleness: learner versions between sampling and consumption of the groups it learned from,
-  mean and max (0 in lockstep by construction).
+  mean and max (0 in lockstep by construction);
+- peer events/step: the peers' events (groups, reward summaries, successes) its steps consumed,
+  per step: what the waiting buys.
+
+`--async-peer-wait` sets the async run's `probes.sharing.async_peer_wait` (default: the spec's;
+the toy pair ships `none`): with `sampling` a learner waits (up to `wait_for_peers_s`) for a peer
+whose rollouts may be sampling its batch, so that it learns from that peer on the same prompts,
+and a faster policy is paced by its slower peer while they are within `run.max_staleness` of each
+other; with `none` it never waits and consumes what has arrived.
 
 The shipped toy pair uses built-in tokenizers (`builtin:...`). Model paths of a spec that do
 not exist are looked up by their last component under `MRL_MODELS_DIR` (default
@@ -38,7 +47,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _spec(
-    path: Path, mode: str, steps: int, replicas: int, staleness: int, processes: str = "one"
+    path: Path,
+    mode: str,
+    steps: int,
+    replicas: int,
+    staleness: int,
+    processes: str = "one",
+    async_peer_wait: str | None = None,
 ) -> tuple[Any, str]:
     from mrl_actors.spec import load_spec
 
@@ -61,10 +76,19 @@ def _spec(
         max_staleness=staleness,
         processes=processes if mode == "async" else "one",
     )
-    note = f"\n# bench_async: mode={mode} steps={steps} replicas={replicas} staleness={staleness}\n"
+    probes = spec.probes
+    if async_peer_wait is not None and mode == "async":
+        sharing = msgspec.structs.replace(probes.sharing, async_peer_wait=async_peer_wait)
+        probes = msgspec.structs.replace(probes, sharing=sharing)
+    note = (
+        f"\n# bench_async: mode={mode} steps={steps} replicas={replicas} staleness={staleness}"
+        f" async_peer_wait={probes.sharing.async_peer_wait}\n"
+    )
     # the layouts compared are replicas per policy: no allocator (the demo spec runs MWRA)
     placement = msgspec.structs.replace(spec.placement, allocator="static")
-    spec = msgspec.structs.replace(spec, run=run, policies=policies, placement=placement)
+    spec = msgspec.structs.replace(
+        spec, run=run, policies=policies, placement=placement, probes=probes
+    )
     return spec, text + note
 
 
@@ -110,6 +134,13 @@ def measure(run_dir: Path, spec: Any) -> dict[str, dict[str, float]]:
             "idle_rollouts": sum(own) / wall,
             "staleness_mean": sum(lags) / len(lags),
             "staleness_max": float(max(lags)),
+            "peer_events": sum(
+                1
+                for s in steps
+                for c in s.consumed
+                if getattr(events.get(c.seq), "policy", p.name) != p.name
+            )
+            / len(steps),
         }
     return out
 
@@ -127,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         default="one",
         help="how the async run hosts its policies ([run] processes); lockstep runs in one",
     )
+    parser.add_argument(
+        "--async-peer-wait",
+        choices=["sampling", "none"],
+        default=None,
+        help="the async run's probes.sharing.async_peer_wait (default: the spec's)",
+    )
     args = parser.parse_args(argv)
 
     from mrl_actors.run.runner import run_once
@@ -137,7 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for mode in ("lockstep", "async"):
             spec, text = _spec(
-                args.spec, mode, args.steps, args.replicas, args.max_staleness, args.processes
+                args.spec,
+                mode,
+                args.steps,
+                args.replicas,
+                args.max_staleness,
+                args.processes,
+                args.async_peer_wait,
             )
             run_dir = out / mode
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -149,13 +192,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.out is None:
             shutil.rmtree(out, ignore_errors=True)
 
+    wait = args.async_peer_wait or "(the spec's)"
     print(
         f"\n{args.spec.name}: {args.steps} learner steps per policy, async with "
         f"{args.replicas} rollout replica(s) per policy, max_staleness {args.max_staleness}, "
-        f"{os.cpu_count()} CPU cores\n"
+        f"async_peer_wait {wait}, {os.cpu_count()} CPU cores\n"
     )
     head = ["policy", "mode", "wall s", "steps/min", "idle", "idle>1", "peers", "own rollouts"]
-    head += ["stale mean", "stale max"]
+    head += ["stale mean", "stale max", "peer events/step"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for policy in results["lockstep"]:
@@ -165,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {policy} | {mode} | {r['wall_s']:.1f} | {r['steps_per_min']:.1f} | "
                 f"{r['idle']:.1%} | {r['idle_after_1']:.1%} | {r['idle_peers']:.1%} | "
                 f"{r['idle_rollouts']:.1%} | {r['staleness_mean']:.2f} | "
-                f"{r['staleness_max']:.0f} |"
+                f"{r['staleness_max']:.0f} | {r['peer_events']:.1f} |"
             )
     print(
         f"\nwhole run (setup, warm start, evals included): lockstep {totals['lockstep']:.1f} s, "

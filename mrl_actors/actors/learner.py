@@ -209,8 +209,8 @@ class LearnerActor(LearningActor):
 
     def _peers_to_wait_for(self, version: int) -> list[str]:
         """Peers whose groups for this step's prompts are on their way (`peers_to_wait_for`);
-        an independent probe waits for no one."""
-        if self.state.peer_kind is None:
+        an independent probe, or `probes.sharing.async_peer_wait = "none"`, waits for no one."""
+        if self.state.peer_kind is None or self.spec.probes.sharing.async_peer_wait == "none":
             return []
         spec = self.spec.run
         return peers_to_wait_for(

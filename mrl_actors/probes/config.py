@@ -24,6 +24,12 @@ class SharingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # How long a policy waits, each step, for peers' events on its own prompts before going on
     # without them. Waiting keeps sharing effective when policies run at different speeds.
     wait_for_peers_s: float = 30.0
+    # Whom an asynchronous learner waits for (lockstep waits for every peer): "sampling", a peer
+    # whose rollouts may be sampling its batch (within run.max_staleness of it), so that it learns
+    # from that peer on the same prompts, at the price of a faster policy being paced by a slower
+    # one for as long as it stays within that window; "none", no one: each step takes the peers'
+    # events that have arrived, and a faster policy runs at its own pace.
+    async_peer_wait: Literal["sampling", "none"] = "sampling"
 
     def __post_init__(self) -> None:
         check_int(self, "max_staleness", 0, 1_000_000)

@@ -198,3 +198,28 @@ def test_the_same_event_id_at_a_new_sequence_is_taken_once() -> None:
     # and a's own group stored twice is one group to learn from, at its first sequence
     state = _fold([*log, Seen(23, log[5].event)])
     assert [s.seq for s in state.own.values()] == [6]
+
+
+def test_async_learner_waits_for_no_one_when_told() -> None:
+    """`probes.sharing.async_peer_wait = "none"`: the learner's wait list is empty even for a peer
+    whose rollouts are sampling its batch; "sampling" keeps the rule above."""
+    from types import SimpleNamespace
+
+    from mrl_actors.actors.learner import LearnerActor
+    from mrl_actors.probes.config import SharingConfig
+
+    def wait_list(mode: str) -> list[str]:
+        spec = SimpleNamespace(
+            run=SimpleNamespace(steps=10, max_staleness=1),
+            probes=SimpleNamespace(sharing=SharingConfig(async_peer_wait=mode)),  # type: ignore[arg-type]
+        )
+        actor = SimpleNamespace(
+            state=SimpleNamespace(peer_kind="SuccessVerified"),
+            spec=spec,
+            peers=["b"],
+            peer_steps={"b": 1},
+        )
+        return LearnerActor._peers_to_wait_for(actor, 1)  # type: ignore[arg-type]
+
+    assert wait_list("sampling") == ["b"]
+    assert wait_list("none") == []

@@ -197,6 +197,10 @@ MALFORMED = [
     (('model = "m"', ""), "policies[0].model: required, and missing"),
     (('[run]\nname = "t"', ""), "run: required, and missing"),
     (_run("policies = []"), "run.policies: unknown field"),
+    (
+        _section('[probes.sharing]\nasync_peer_wait = "soon"'),
+        "probes.sharing.async_peer_wait: Invalid enum value 'soon'",
+    ),
     (_policy('[policies.engine.sampling]\nstop = "x"'), "policies[0].engine.sampling.stop"),
     (_policy("[policies.grpo]\nlr = 1970-01-01"), "policies[0].grpo.lr: Expected `float`"),
     (_policy("[policies.grpo]\nlr = " + "9" * 400), "policies[0].grpo.lr"),
