@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -196,9 +197,17 @@ def phases(out: Path) -> dict[str, dict[str, list[float]]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokenizers", type=Path, default=ROOT.parent / "shared" / "models")
-    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "real-size-cpu")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="the run's directory (default runs/real-size-cpu, replaced at each run)",
+    )
     ap.add_argument("--timeout-s", type=float, default=3600.0)
     args = ap.parse_args()
+    if args.out is None:  # the bench's own directory: the previous run in it goes
+        args.out = ROOT / "runs" / "real-size-cpu"
+        shutil.rmtree(args.out, ignore_errors=True)
     models = SPEC.parent / "realsize-models"
     build_models(models, args.tokenizers)
     avail = 0
@@ -208,6 +217,9 @@ def main() -> int:
     print(f"memory available before the run: {avail} GiB")
     rc, peak, wall = run(args.out, args.timeout_s)
     print(f"mrl run exit status {rc}, wall {wall:.0f} s")
+    if rc != 0:  # what its directory holds is not this run's: no table
+        print(f"mrl run failed: its messages are above, its log in {args.out}", file=sys.stderr)
+        return 1
     table = phases(args.out)
     print("\n| policy | phase | median s | max s | n |\n|---|---|---|---|---|")
     for policy, row in table.items():

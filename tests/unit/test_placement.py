@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mrl_actors import events as ev
-from mrl_actors.actors.runtime import torch_dtype
+from mrl_actors.actors.runtime import native_cpu_bf16, torch_dtype, warn_slow_dtype
 from mrl_actors.errors import ConfigError
 from mrl_actors.run.placement import (
     DeviceSlot,
@@ -153,6 +153,16 @@ def test_dtype_is_float32_on_cpu_and_bfloat16_on_gpu_unless_the_spec_says() -> N
     assert torch_dtype(fp16, "cpu") == torch.float16
     with pytest.raises(ConfigError, match="dtype"):
         parse_spec(spec_text(dtype='dtype = "int8"'))
+
+
+def test_bfloat16_on_a_cpu_without_its_instructions_is_warned_of_by_policy_and_field() -> None:
+    bf16 = parse_spec(spec_text(dtype='dtype = "bfloat16"')).policies[0]
+    slow = warn_slow_dtype(bf16, "cpu", torch.bfloat16, native=False)
+    assert slow is not None and slow.startswith(f"policies.{bf16.name}.dtype: bfloat16")
+    assert warn_slow_dtype(bf16, "cpu", torch.bfloat16, native=True) is None
+    assert warn_slow_dtype(bf16, "cuda:0", torch.bfloat16, native=False) is None
+    assert warn_slow_dtype(bf16, "cpu", torch.float32, native=False) is None
+    assert isinstance(native_cpu_bf16(), bool)  # this machine's answer, whichever it is
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
