@@ -60,7 +60,10 @@ def _spec(steps: int, models: Path, big: bool, processes: str, name: str) -> tup
         processes=processes,
     )
     # processes per policy host policies, not what an allocator assigns (the demo runs MWRA)
-    placement = msgspec.structs.replace(spec.placement, allocator="static")
+    slots = max(spec.placement.local_rollout_slots, len(policies))  # one per policy at least
+    placement = msgspec.structs.replace(
+        spec.placement, allocator="static", local_rollout_slots=slots
+    )
     return msgspec.structs.replace(spec, run=run, policies=policies, placement=placement), text
 
 

@@ -206,8 +206,29 @@ class RolloutActor:
                 return batch
         return None
 
+    async def finish_unsummarized(self) -> int:
+        """Append what follows each of our logged groups that has no summary yet (its successes
+        and summary, derived from the logged group alone), for the batches we own.
+
+        A predecessor killed between a group and its summary leaves the group alone in the log;
+        the learner may consume it and move on, so `next_batch` never returns to that batch.
+        Peers wait on summaries, so the log must still close every group. Event ids are
+        deterministic: anything already there is not appended twice.
+        """
+        groups = [
+            g
+            for g in self.unsummarized.values()
+            if self.owns(int(g.event_id.split("/", 3)[3].split("/", 1)[0]))
+        ]
+        missing = [e for e in experience_events(groups) if e.event_id not in self.logged]
+        if missing:
+            await self.log.append_many(missing)
+            self._log.warning("unsummarized_groups_closed", groups=len(groups))
+        return len(groups)
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         await self.follower.rebuild()
+        await self.finish_unsummarized()
         steps = self.spec.run.steps
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.follower.follow)

@@ -209,6 +209,55 @@ def test_replaying_the_async_log_reproduces_every_weights_checksum(
     assert len(anyio.run(replay_each)) == STEPS
 
 
+def test_a_restarted_rollout_actor_closes_a_group_its_predecessor_left_without_summary(
+    run: tuple[Path, list[tuple[int, Event]]],
+) -> None:
+    """A group in the log without its successes and summary (its writer killed between them),
+    on a batch the learner has already consumed: the restarted rollout actor appends them, from
+    the logged group alone, once."""
+    import msgspec
+
+    from mrl_actors.actors.options import ActorOptions
+    from mrl_actors.actors.roles import rollout_runtime
+    from mrl_actors.actors.rollout import RolloutActor
+    from mrl_actors.actors.state import rollout_id
+    from mrl_actors.events import RewardSummary, RolloutGroupCompleted, event_id
+    from mrl_actors.see.access import open_log
+    from mrl_actors.spec import load_spec
+
+    run_dir, events = run
+    spec, _ = load_spec(run_dir / "spec.toml")
+    policy = "gpt2"
+    logged = next(
+        e for _, e in events if isinstance(e, RolloutGroupCompleted) and e.policy == policy
+    )
+    alone = msgspec.structs.replace(
+        logged, event_id=rollout_id(RUN, policy, 0, 99, logged.prompt_id)
+    )
+    summary_id = event_id("reward", RUN, policy, f"0/99/{logged.prompt_id}")
+
+    async def scenario() -> tuple[int, int, list[str]]:
+        async with open_log(run_dir=run_dir, run=RUN) as log:
+            await log.append(alone)
+            rt = rollout_runtime(spec, policy, run_dir)
+            first = RolloutActor(log, rt, 0, ActorOptions())
+            await first.follower.rebuild()
+            closed = await first.finish_unsummarized()
+            again = RolloutActor(log, rt, 0, ActorOptions())
+            await again.follower.rebuild()
+            left = await again.finish_unsummarized()
+            ids = [
+                r.event.event_id
+                async for r in log.read(start_seq=1, kinds=["reward"], sources=[policy])
+                if isinstance(r.event, RewardSummary)
+            ]
+            return closed, left, ids
+
+    closed, left, ids = anyio.run(scenario)
+    assert closed == 1 and left == 0
+    assert ids.count(summary_id) == 1
+
+
 def test_a_tampered_weights_blob_is_refused_and_dead_lettered(
     run: tuple[Path, list[tuple[int, Event]]],
 ) -> None:
