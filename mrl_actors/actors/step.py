@@ -108,10 +108,11 @@ class StepTail:
         initial: dict[str, float] | None = None
         if start == 0:  # measured before the first step, reported with it
             initial = await anyio.to_thread.run_sync(rt.evaluate, self.eval_items)
-        version, done_here = start, 0
-        while version < rt.spec.run.steps:
-            if opts.stop_after is not None and done_here >= opts.stop_after:
-                break
+        last = rt.spec.run.steps
+        if opts.stop_after is not None:
+            last = min(last, opts.stop_at.setdefault(rt.name, start + opts.stop_after))
+        version = start
+        while version < last:
             await step(version, initial)
             version += 1
             if logged_version() != version:
@@ -119,7 +120,6 @@ class StepTail:
                     f"{rt.name}: took step {version} but the log says {logged_version()}"
                 )
             initial = None
-            done_here += 1
 
     async def complete(
         self,

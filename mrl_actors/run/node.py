@@ -342,6 +342,8 @@ async def _host_assigned(
                 seen.logger.info("actor_stopped", slot=h.slot, policy=h.policy, role=h.role)
                 scope.cancel()
         for h in sorted(seen.state.hosted, key=lambda x: (x.slot, x.policy, x.role)):
+            if h.role == "learner" and h.policy in stopped:
+                continue  # it took its `stop_after` steps here: a new epoch must not restart it
             if h not in running and h.policy not in seen.finished:
                 seen.logger.info("actor_started", slot=h.slot, policy=h.policy, role=h.role)
                 running[h] = anyio.CancelScope()

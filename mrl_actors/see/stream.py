@@ -485,8 +485,17 @@ class EventLog:
                 delay = min(2 * delay, 2.0)
             return info, await Puller(self.nc, self.stream, info.name).start()
 
+        async def reopen(info: Any, puller: Any) -> tuple[Any, Any, int]:
+            """A fresh consumer just after the last sequence yielded (and its puller)."""
+            with anyio.CancelScope(shield=True):
+                await _quietly(puller.stop())
+                await _quietly(self.js.delete_consumer(self.stream, info.name))
+            resume = last + 1 if last >= 0 else start_seq
+            return (*(await open_from(resume)), 0)
+
         info, puller = await open_from(start_seq)
         last = -1  # the last sequence yielded
+        cseq = 0  # the consumer sequence of the last delivery from this consumer
         idle_since = time.monotonic()
         # fixed-range reads: the sequences skipped between deliveries (other subjects, or lost)
         gaps: list[tuple[int, int]] = []
@@ -500,8 +509,16 @@ class EventLog:
                 return
             while True:
                 msgs = await puller.fetch(batch, timeout=1.0)
+                lost_in_transit = False
                 for msg in msgs:
                     d = delivery(msg.reply)
+                    if d.cseq > cseq + 1:
+                        # the consumer sent deliveries this client never got (its connection
+                        # dropped in a failover): without acks they are not sent again, so the
+                        # read starts over after the last sequence it yielded
+                        lost_in_transit = True
+                        break
+                    cseq = d.cseq
                     if not follow and prev >= 0 and d.seq > prev + 1:
                         gaps.append((prev + 1, d.seq - 1))
                     prev = last = d.seq
@@ -509,6 +526,14 @@ class EventLog:
                     yield d.seq, msg.subject, msg.data, d.time_ns
                     if not follow and d.pending == 0:
                         return
+                if lost_in_transit:
+                    self._log.warning(
+                        "read_deliveries_lost", consumer=info.name, after_seq=last, cseq=cseq
+                    )
+                    info, puller, cseq = await reopen(info, puller)
+                    if not follow and info.num_pending == 0:
+                        return
+                    continue
                 if not follow:
                     now = time.monotonic()
                     stalled_since = 0.0 if msgs else stalled_since or now
@@ -540,20 +565,21 @@ class EventLog:
                 # quiet for a while: is our (in-memory, one-replica) consumer still there? A
                 # server restart or failover, or its inactivity threshold, can remove it, and
                 # then no fetch would ever be answered. Recreate it just after what we yielded.
+                # A consumer that delivered more than we received lost them in transit.
                 idle_since = time.monotonic()
                 try:
-                    await self.js.consumer_info(self.stream, info.name, timeout=_ATTEMPT_S)
-                    continue
+                    ci = await self.js.consumer_info(self.stream, info.name, timeout=_ATTEMPT_S)
+                    if int(ci.delivered.consumer_seq or 0) <= cseq:
+                        continue
+                    why = "read_deliveries_lost"
                 except NotFoundError:
-                    pass
+                    why = "read_consumer_lost"
                 except Exception as exc:  # its server is gone (a one-replica consumer)
                     if not is_transient(exc):
                         raise
-                self._log.warning("read_consumer_lost", consumer=info.name, after_seq=last)
-                with anyio.CancelScope(shield=True):
-                    await _quietly(puller.stop())
-                resume = last + 1 if last >= 0 else start_seq
-                info, puller = await open_from(resume)
+                    why = "read_consumer_lost"
+                self._log.warning(why, consumer=info.name, after_seq=last, cseq=cseq)
+                info, puller, cseq = await reopen(info, puller)
                 if not follow and info.num_pending == 0:
                     return
         finally:

@@ -45,6 +45,7 @@ class Delivery(msgspec.Struct, frozen=True, array_like=True):
     delivered: int  # 1 on first delivery
     time_ns: int  # when the server stored it
     pending: int  # messages left for this consumer after this one
+    cseq: int  # the consumer's own count of deliveries: a jump means some were lost in transit
 
 
 def delivery(reply: str) -> Delivery:
@@ -57,4 +58,4 @@ def delivery(reply: str) -> Delivery:
     if len(t) < 9 or t[0] != "$JS" or t[1] != "ACK":
         raise LogError(f"not a JetStream delivery: reply subject {reply!r}")
     b = 2 if len(t) == 9 else 4
-    return Delivery(int(t[b + 3]), int(t[b + 2]), int(t[b + 5]), int(t[b + 6]))
+    return Delivery(int(t[b + 3]), int(t[b + 2]), int(t[b + 5]), int(t[b + 6]), int(t[b + 4]))

@@ -320,6 +320,58 @@ async def test_a_follow_read_whose_consumer_is_lost_recreates_it_and_misses_noth
     assert got == [1, 2, 3, 4, 5, 6]
 
 
+def _drop_deliveries(monkeypatch: pytest.MonkeyPatch, drop: set[int]) -> list[int]:
+    """Make the client lose the consumer's deliveries of these stream sequences once each, as a
+    connection dropped in a failover loses what was in flight (acks off: never sent again)."""
+    from mrl_actors.see import pull
+    from mrl_actors.see.subjects import delivery
+
+    dropped: list[int] = []
+    on_msg = pull.Puller._on_msg
+
+    async def lossy(self: pull.Puller, msg: Any) -> None:
+        if msg.reply and not (msg.headers or {}).get("Status"):
+            seq = delivery(msg.reply).seq
+            if seq in drop:
+                drop.discard(seq)
+                dropped.append(seq)
+                return
+        await on_msg(self, msg)
+
+    monkeypatch.setattr(pull.Puller, "_on_msg", lossy)
+    return dropped
+
+
+async def test_a_follow_read_that_loses_deliveries_in_transit_reads_them_again(
+    event_log: EventLog, make_rollout: MakeRollout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a delivery lost between server and client (seen when a stream leader was
+    killed) was skipped, and the follower's fold passed a learner step it never folded."""
+    dropped = _drop_deliveries(monkeypatch, {2})
+    got: list[int] = []
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_following(event_log, got, 4))
+            for i in range(4):
+                await event_log.append(make_rollout("t1", "qwen", i))
+    assert dropped == [2]
+    assert got == [1, 2, 3, 4]
+
+
+async def test_a_read_whose_last_delivery_was_lost_asks_the_consumer_and_reads_it(
+    event_log: EventLog, make_rollout: MakeRollout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No later delivery shows the jump: the quiet-consumer check sees that the consumer
+    delivered more than the read received."""
+    for i in range(3):
+        await event_log.append(make_rollout("t1", "qwen", i))
+    dropped = _drop_deliveries(monkeypatch, {3})
+    with anyio.fail_after(30):
+        got = [r.seq async for r in event_log.read()]
+    assert dropped == [3]
+    assert got == [1, 2, 3]
+
+
 async def test_events_of_another_run_or_bad_source_are_refused(
     event_log: EventLog, make_rollout: MakeRollout
 ) -> None:
