@@ -323,8 +323,9 @@ def test_compare_runs_every_probe_and_prints_the_table(
     models_dir: Path, model_cache: Path, tmp_path: Path
 ) -> None:
     spec = tmp_path / "spec.toml"
-    spec.write_text(pair_spec(models_dir, "t-cmp", "sgt", steps=1))
-    cmd = [sys.executable, "-m", "mrl_actors.cli", "run", str(spec), "--compare", "--seeds", "3"]
+    # the spec says seed 1, `--seeds 0` overrides it (seed 0: the session's warm starts, cached)
+    spec.write_text(pair_spec(models_dir, "t-cmp", "sgt", steps=1, seed=1))
+    cmd = [sys.executable, "-m", "mrl_actors.cli", "run", str(spec), "--compare", "--seeds", "0"]
     out = subprocess.run(
         [*cmd, "--out", str(tmp_path / "cmp"), "--no-progress"],
         env={**os.environ, "MRL_CACHE_DIR": str(model_cache)},
@@ -336,8 +337,8 @@ def test_compare_runs_every_probe_and_prints_the_table(
     table = (tmp_path / "cmp" / "compare.md").read_text()
     assert table in out.stdout
     for probe in ("independent", "prp", "xgrpo", "sgt"):
-        summary = json.loads((tmp_path / "cmp" / f"{probe}-s3" / "summary.json").read_text())
-        assert summary["run"]["probe"] == probe and summary["run"]["seed"] == 3
+        summary = json.loads((tmp_path / "cmp" / f"{probe}-s0" / "summary.json").read_text())
+        assert summary["run"]["probe"] == probe and summary["run"]["seed"] == 0
         rows = sum(f"| {probe} |" in line for line in table.splitlines())
         # acc and pass@1 over seeds; then each probe - independent paired by seed (acc, pass@1,
         # pass@8)

@@ -37,11 +37,12 @@ def test_replay_and_report_work_on_a_node_run(
     models_dir: Path, model_cache: Path, tmp_path: Path
 ) -> None:
     spec = tmp_path / "spec.toml"
-    spec.write_text(pair_spec(models_dir, "t-noderun", "independent", steps=2))
+    # seed 1 in the spec, 0 by `--set` (seed 0: the session's cached warm starts)
+    spec.write_text(pair_spec(models_dir, "t-noderun", "independent", steps=2, seed=1))
     run_dir = tmp_path / "h1"
     env = {**os.environ, "MRL_CACHE_DIR": str(model_cache)}
     node = [sys.executable, "-m", "mrl_actors.cli.mrl_node", str(spec), "--node", "h1"]
-    node += ["--run-dir", str(run_dir), "--policies", "llama", "--set", "run.seed=3"]
+    node += ["--run-dir", str(run_dir), "--policies", "llama", "--set", "run.seed=0"]
 
     async def host() -> Any:  # the run directory's server, as `mrl run` would have started it
         from mrl_actors.see.server import serve_run_dir
@@ -52,7 +53,7 @@ def test_replay_and_report_work_on_a_node_run(
     done = anyio.run(host)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     effective = tomllib.loads((run_dir / "spec.toml").read_text())
-    assert effective["run"]["name"] == "t-noderun" and effective["run"]["seed"] == 3
+    assert effective["run"]["name"] == "t-noderun" and effective["run"]["seed"] == 0
 
     replayed = _mrl("replay", str(run_dir), "--policy", "llama", env=env)
     assert replayed.returncode == 0, replayed.stderr[-2000:]
