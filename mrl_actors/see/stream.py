@@ -485,17 +485,21 @@ class EventLog:
                 delay = min(2 * delay, 2.0)
             return info, await Puller(self.nc, self.stream, info.name).start()
 
-        async def reopen(info: Any, puller: Any) -> tuple[Any, Any, int]:
-            """A fresh consumer just after the last sequence yielded (and its puller)."""
-            with anyio.CancelScope(shield=True):
-                await _quietly(puller.stop())
-                await _quietly(self.js.delete_consumer(self.stream, info.name))
-            resume = last + 1 if last >= 0 else start_seq
-            return (*(await open_from(resume)), 0)
-
         info, puller = await open_from(start_seq)
         last = -1  # the last sequence yielded
         cseq = 0  # the consumer sequence of the last delivery from this consumer
+
+        async def reopen(why: str) -> None:
+            """Replace the consumer (and its puller) by a fresh one just after the last
+            sequence yielded."""
+            nonlocal info, puller, cseq
+            self._log.warning(why, consumer=info.name, after_seq=last, cseq=cseq)
+            with anyio.CancelScope(shield=True):
+                await _quietly(puller.stop())
+                await _quietly(self.js.delete_consumer(self.stream, info.name))
+            info, puller = await open_from(last + 1 if last >= 0 else start_seq)
+            cseq = 0
+
         idle_since = time.monotonic()
         # fixed-range reads: the sequences skipped between deliveries (other subjects, or lost)
         gaps: list[tuple[int, int]] = []
@@ -527,10 +531,7 @@ class EventLog:
                     if not follow and d.pending == 0:
                         return
                 if lost_in_transit:
-                    self._log.warning(
-                        "read_deliveries_lost", consumer=info.name, after_seq=last, cseq=cseq
-                    )
-                    info, puller, cseq = await reopen(info, puller)
+                    await reopen("read_deliveries_lost")
                     if not follow and info.num_pending == 0:
                         return
                     continue
@@ -564,8 +565,8 @@ class EventLog:
                     continue
                 # quiet for a while: is our (in-memory, one-replica) consumer still there? A
                 # server restart or failover, or its inactivity threshold, can remove it, and
-                # then no fetch would ever be answered. Recreate it just after what we yielded.
-                # A consumer that delivered more than we received lost them in transit.
+                # then no fetch would ever be answered. Recreate it just after what we yielded;
+                # likewise when it delivered more than we received (lost in transit).
                 idle_since = time.monotonic()
                 try:
                     ci = await self.js.consumer_info(self.stream, info.name, timeout=_ATTEMPT_S)
@@ -578,8 +579,7 @@ class EventLog:
                     if not is_transient(exc):
                         raise
                     why = "read_consumer_lost"
-                self._log.warning(why, consumer=info.name, after_seq=last, cseq=cseq)
-                info, puller, cseq = await reopen(info, puller)
+                await reopen(why)
                 if not follow and info.num_pending == 0:
                     return
         finally:
