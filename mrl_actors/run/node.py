@@ -68,6 +68,7 @@ from mrl_actors.run.placement import (
     default_slots,
     ignored,
 )
+from mrl_actors.run.roster import Roster
 from mrl_actors.see.port import LogFor, LogPort
 from mrl_actors.see.stream import EventLog
 from mrl_actors.spec import PolicySpec, RunSpec
@@ -299,37 +300,31 @@ async def _host_assigned(
     by_slot = {s.index: s for s in slots}
     policies = {p.name: p for p in spec.policies}
     seen = _Assigned(log, spec, node, slots)
-    running: dict[Hosted, anyio.CancelScope] = {}
     kinds = ["slots", "learner", "run", *MWRA_KINDS]  # what the decision check replays
 
-    async def host(h: Hosted, scope: anyio.CancelScope, *, task_status: TaskStatus[None]) -> None:
+    async def host(h: Hosted, *, task_status: TaskStatus[None]) -> None:
         entry = ROLES.get(h.role)
-        try:
-            with scope:
-                if entry is None:
-                    seen.logger.warning("role_not_hosted", role=h.role, policy=h.policy)
-                    task_status.started()
-                    return
-                if h.role == "learner" and _further_rank(h, seen.state.hosted):
-                    # a multi-rank learner's other slot: its rank runs in a process spawned by
-                    # the learner on the policy's first slot (`actors.learner_ranks`)
-                    task_status.started()
-                    await anyio.sleep_forever()
-                async with _connection(log, log_for, h.policy) as own:
-                    slot = by_slot[h.slot]
-                    hosting = Hosting(
-                        own, spec, policies[h.policy], slot.device, slot.index, run_dir, opts
-                    )
-                    await entry(hosting, task_status=task_status)
-                if h.role == "learner" and opts.stop_after is not None:
-                    # it took its `stop_after` steps: once every policy's has, the node stops
-                    # as if stopped (its rollouts wait for steps that will not come)
-                    stopped.add(h.policy)
-                    if stopped >= set(seen.names):
-                        group[0].cancel_scope.cancel()
-        finally:
-            running.pop(h, None)
+        if entry is None:
+            seen.logger.warning("role_not_hosted", role=h.role, policy=h.policy)
+            task_status.started()
+            return
+        if h.role == "learner" and _further_rank(h, seen.state.hosted):
+            # a multi-rank learner's other slot: its rank runs in a process spawned by the
+            # learner on the policy's first slot (`actors.learner_ranks`)
+            task_status.started()
+            await anyio.sleep_forever()
+        async with _connection(log, log_for, h.policy) as own:
+            slot = by_slot[h.slot]
+            hosting = Hosting(own, spec, policies[h.policy], slot.device, slot.index, run_dir, opts)
+            await entry(hosting, task_status=task_status)
+        if h.role == "learner" and opts.stop_after is not None:
+            # it took its `stop_after` steps: once every policy's has, the node stops as if
+            # stopped (its rollouts wait for steps that will not come)
+            stopped.add(h.policy)
+            if stopped >= set(seen.names):
+                group[0].cancel_scope.cancel()
 
+    actors = Roster(host)
     held: dict[int, Hosted] = {}  # what each slot ran last: a different one is a move
     stopped: set[str] = set()  # policies whose learner returned after `opts.stop_after` steps
     group: list[Any] = []  # the task group the actors run in
@@ -337,17 +332,14 @@ async def _host_assigned(
     async def reconcile(tg: Any) -> None:
         epoch[0] = seen.state.epoch
         applied = time.monotonic()
-        for h, scope in list(running.items()):
-            if h not in seen.state.hosted:
-                seen.logger.info("actor_stopped", slot=h.slot, policy=h.policy, role=h.role)
-                scope.cancel()
+        for h in await actors.stop_all_but(seen.state.hosted):
+            seen.logger.info("actor_stopped", slot=h.slot, policy=h.policy, role=h.role)
         for h in sorted(seen.state.hosted, key=lambda x: (x.slot, x.policy, x.role)):
             if h.role == "learner" and h.policy in stopped:
                 continue  # it took its `stop_after` steps here: a new epoch must not restart it
-            if h not in running and h.policy not in seen.finished:
+            if h not in actors.running and h.policy not in seen.finished:
                 seen.logger.info("actor_started", slot=h.slot, policy=h.policy, role=h.role)
-                running[h] = anyio.CancelScope()
-                await tg.start(host, h, running[h])
+                await actors.start(tg, h)
                 before, held[h.slot] = held.get(h.slot), h
                 if before is not None and before != h:
                     await _move_measured(log, spec, node, seen.state.epoch, before, h, applied)

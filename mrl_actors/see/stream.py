@@ -140,21 +140,18 @@ class EventLog:
         except NotFoundError:
             if not create:
                 raise LogError(f"no stream {name} for run {run!r} on this server") from None
-            try:
-                await js.add_stream(
-                    StreamConfig(
-                        name=name,
-                        subjects=[f"{config.prefix}.{run}.>"],
-                        storage=StorageType.FILE
-                        if config.storage == "file"
-                        else StorageType.MEMORY,
-                        num_replicas=config.replicas,
-                        discard=DiscardPolicy.NEW,
-                        duplicate_window=config.duplicate_window_s,
-                        allow_direct=True,
-                        **limits,
-                    )
-                )
+            stream = StreamConfig(
+                name=name,
+                subjects=[f"{config.prefix}.{run}.>"],
+                storage=StorageType.FILE if config.storage == "file" else StorageType.MEMORY,
+                num_replicas=config.replicas,
+                discard=DiscardPolicy.NEW,
+                duplicate_window=config.duplicate_window_s,
+                allow_direct=True,
+                **limits,
+            )
+            try:  # a new cluster's first create can go unanswered; the same config again is
+                await _retrying(lambda: js.add_stream(stream))  # no error, so a retry is safe
             except APIError as exc:
                 raise _create_error(f"stream {name}", config, exc) from exc
         if create:  # and the lease bucket of run-wide roles (MWRA), whatever the blob store

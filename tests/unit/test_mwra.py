@@ -227,6 +227,19 @@ def test_dead_node_slots_are_reassigned_within_two_liveness_intervals() -> None:
     assert rollout_counts(alloc.state) == {"a": 1, "b": 1}
 
 
+def test_with_every_node_lost_the_rule_decides_once_until_one_comes_back() -> None:
+    # Regression: with no live node the learners short of slots were a reason on every call,
+    # so the allocator wrote an empty decision for every event it read, its own included.
+    config = MwraConfig(liveness_interval_s=1.0)
+    alloc = started(config)
+    lost = alloc.step(int(2 * S))
+    assert lost is not None and lost.reason.startswith("lost n0") and lost.assignments == []
+    assert [alloc.step(int(t * S)) for t in (2.1, 2.5, 3.0)] == [None, None, None]
+    alloc.observe(heartbeat("n0", 8, 3.5))
+    back = alloc.step(int(3.5 * S))
+    assert back is not None and back.epoch == lost.epoch + 1 and len(back.assignments) == 8
+
+
 def _scenario(config: MwraConfig) -> list[ev.Event]:
     """A recorded log: the events MWRA read, interleaved with the decisions it wrote."""
     alloc = Allocator(config)
