@@ -111,6 +111,21 @@ def redact(text: str, cfg: ConnectionConfig | None = None) -> str:
     return out
 
 
+def _refused(exc: BaseException) -> bool:
+    """The server said no to these credentials or this certificate: retrying cannot help."""
+    import ssl
+
+    from nats.errors import AuthorizationError
+
+    # during the handshake nats-py reports the server's -ERR as a plain `Error` with its text
+    if isinstance(exc, AuthorizationError) or "authorization violation" in str(exc).lower():
+        return True
+    # a TLS alert or a failed verification; not an EOF or a reset, which a restart also gives
+    return isinstance(exc, ssl.SSLError) and not isinstance(
+        exc, ssl.SSLEOFError | ssl.SSLZeroReturnError | ssl.SSLSyscallError
+    )
+
+
 async def connect(cfg: ConnectionConfig, *, on_lost: Callable[[str], None] | None = None) -> Any:
     """An open `nats.aio.client.Client`; raises `ServerError` naming the URL when it cannot.
 
@@ -144,9 +159,15 @@ async def connect(cfg: ConnectionConfig, *, on_lost: Callable[[str], None] | Non
     where = redact(cfg.url)
     client: list[Any] = []
 
+    refused: list[str] = []  # the first connect's answer when it can only be no
+    attempt = anyio.CancelScope()
+
     async def _on_error(exc: Exception) -> None:
         errors.append(redact(str(exc), cfg))
         _log.warning("nats_client_error", url=where, error=errors[-1])
+        if not client and _refused(exc):
+            refused.append(errors[-1])
+            attempt.cancel()
 
     async def _on_closed() -> None:
         from nats.errors import NoServersError
@@ -163,15 +184,19 @@ async def connect(cfg: ConnectionConfig, *, on_lost: Callable[[str], None] | Non
     kwargs["error_cb"] = _on_error
     kwargs["closed_cb"] = _on_closed
     # nats-py keeps retrying a refused first connection (bad credentials included) while
-    # reconnects are allowed; bound the first connect so a wrong token fails, not hangs.
+    # reconnects are allowed: credentials or a certificate the server refused end the first
+    # connect at once, anything else (no server listening yet) within a bound.
     limit = cfg.connect_timeout * (len(kwargs["servers"]) + 1) + 1.0
+    nc = None
     try:
-        with anyio.fail_after(limit):
+        with attempt, anyio.fail_after(limit):
             nc = await nats.connect(**kwargs)
     except TimeoutError as exc:
         last = errors[-1] if errors else "no answer"
         raise ServerError(f"cannot connect to NATS at {where} within {limit:.0f}s: {last}") from exc
     except Exception as exc:
         raise ServerError(f"cannot connect to NATS at {where}: {redact(repr(exc), cfg)}") from exc
+    if nc is None:
+        raise ServerError(f"NATS at {where} refused the connection: {refused[0]}")
     client.append(nc)
     return nc
