@@ -56,8 +56,9 @@ def _sharded(rt: object, spec: RunSpec, policy: PolicySpec, ops: object, device:
     assert isinstance(ops, Ops)
     model = rt.model  # type: ignore[attr-defined]
     pad = rt.tokenizer.pad_token_id or 0  # type: ignore[attr-defined]
+    ref = rt.learner.ref_model  # type: ignore[attr-defined]
     return ShardedGRPOLearner(
-        model, policy.grpo, ops, device=device, seed=spec.run.seed, pad_id=pad
+        model, policy.grpo, ops, device=device, ref_model=ref, seed=spec.run.seed, pad_id=pad
     )
 
 

@@ -85,6 +85,7 @@ def rollout_runtime(spec: RunSpec, name: str, run_dir: Path, device: str = "cpu"
             make_task(spec.task),
             weights_dir=weights,
             engine_dir=engine_dir(run_dir, name),
+            learns=False,
         )
         return _to_device(rt, device)
 

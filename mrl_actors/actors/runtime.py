@@ -6,12 +6,14 @@ same runtime from a checkpoint and re-feed logged inputs without generating anyt
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from mrl_actors.actors.warmstart import StopRule, tiny_policy, warm_start_metrics
@@ -334,8 +336,12 @@ def build_runtime(
     weights_dir: Path | None = None,
     device: str = "cpu",
     engine_dir: Path | None = None,
+    learns: bool = True,
 ) -> PolicyRuntime:
     """A runtime for `policy`: from `weights_dir` when given (replay, resume), else its start.
+
+    Every caller builds the start (step 0) weights, so with `grpo.beta > 0` a copy of them made
+    here is the frozen reference of the KL term; a runtime that never `learns` gets none.
 
     The model lives on `device` (its slot's: "cpu" or "cuda:N") in the policy's dtype, before the
     optimizer is made, so the optimizer state, the engine and checkpoints follow it. A vLLM
@@ -351,8 +357,13 @@ def build_runtime(
     else:
         model, tokenizer = load_initial_model(spec, policy, task)
     model = model.to(device=device, dtype=dtype)
+    grpo, ref = policy.grpo, None
+    if grpo.beta > 0 and learns:  # the KL term holds the learner to the policy it started as
+        ref = copy.deepcopy(model)  # [the model's size again, on its device]
+    elif grpo.beta > 0:  # a runtime that never steps (a rollout actor's) needs no reference
+        grpo = msgspec.structs.replace(grpo, beta=0.0)
     learner = GRPOLearner(
-        model, policy.grpo, seed=spec.run.seed, pad_id=tokenizer.pad_token_id or 0
+        model, grpo, ref_model=ref, seed=spec.run.seed, pad_id=tokenizer.pad_token_id or 0
     )
     engine = make_engine(policy.engine, model, tokenizer, engine_dir=engine_dir)
     vocabs = {p.name: load_vocab(p.model) for p in spec.policies}

@@ -5,7 +5,8 @@ on a real nats-server) is stopped after 3 learner steps and resumed: the tests r
 check that each policy took steps 1..N exactly once, consumed every sequence at most once and
 only groups within the staleness bound, published one verifiable weights event per version,
 resumed its learner from the stored checkpoint plus the log's tail, and that a replay of the log
-reproduces every logged weights checksum. A weights blob altered in the store is refused by a
+reproduces every logged weights checksum (with a KL term to the step-0 reference, so the resumed
+learner's reference must be the same). A weights blob altered in the store is refused by a
 rollout actor, which dead-letters it and goes on with a version it can verify.
 """
 
@@ -57,8 +58,11 @@ def spec_text(models_dir: Path) -> str:
         tiny=TINY16,
         grpo={
             "lr": 1e-3,
-            "weight_decay": 0.1,
-        },  # every step changes the weights, whatever the rewards
+            "weight_decay": 0.1,  # every step changes the weights, whatever the rewards
+            # a KL term to the step-0 reference, which the resumed learner rebuilds: the
+            # replay below reproduces every weights checksum only if it is the same one
+            "beta": 0.1,
+        },
     )
 
 
