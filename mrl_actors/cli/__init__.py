@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -82,6 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("mrl: terminated", file=sys.stderr)
         return 143
     except BaseException as exc:
+        if _found(exc, BrokenPipeError):  # `mrl log tail | head`: the reader has what it wanted
+            # stop as a shell tool stopped by SIGPIPE does, without a traceback, and with
+            # stdout on /dev/null so that Python's flush at exit does not fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
         err = unwrap_error(exc)
         if err is None:
             raise
@@ -91,6 +97,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 class Terminated(BaseException):
     """SIGTERM arrived; everything was stopped and cleaned up as for Ctrl-C."""
+
+
+def _found(exc: BaseException, kind: type[BaseException]) -> bool:
+    """`exc` is a `kind`, or an exception group holds one (at any depth)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_found(inner, kind) for inner in exc.exceptions)
+    return isinstance(exc, kind)
 
 
 def unwrap_error(exc: BaseException) -> MrlError | None:

@@ -137,6 +137,31 @@ def test_follow_ends_with_one_line_when_the_run_ends(
     assert err.splitlines()[-1] == "mrl log: the run's server stopped (the run ended); 6 events"
 
 
+def test_a_reader_that_stops_reading_ends_the_tail_quietly(
+    tmp_path: Path, make_rollout: MakeRollout
+) -> None:
+    """`mrl log tail ... | head -1`: the tail ends with the shell's SIGPIPE status, no traceback."""
+    import subprocess
+    import sys
+
+    async def build() -> None:
+        async with EmbeddedServer(tmp_path / "run" / "nats") as srv:
+            nc = await connect(srv.client())
+            log = await EventLog.open(nc, "demo")  # far more JSON than a pipe buffers (64 KiB)
+            await log.append_many([make_rollout("demo", "llama", i, tokens=2000) for i in range(8)])
+            await nc.close()
+
+    anyio.run(build)
+    cmd = [sys.executable, "-m", "mrl_actors", "log", "tail", str(tmp_path / "run"), "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert b"RolloutGroupCompleted" in proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "Error" not in err, err
+
+
 def test_stats_counts_dead_letters(
     run_dir: tuple[Path, list[RolloutGroupCompleted]], capsys: pytest.CaptureFixture[str]
 ) -> None:
