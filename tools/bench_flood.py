@@ -7,17 +7,19 @@ kinds policy actors fold) from a source that is not one of the run's policies, p
 separate process at `--rate` events/s from the moment the run's server is up until the run ends.
 The flooder connects as the run server's `admin` user (user and password, the one user that may
 write a foreign source's subjects; a policy user may write only its own), so every flooded event
-is stored. Policy actors ask the server only for their own and their
-peers' subjects, so these events should cost them nothing; what is left is the cost of a busy
-server and a busy publisher on the same cores. `--unfiltered` adds a column where the actors read
-every source of their kinds (the behaviour before server-side source filters) for comparison.
+is stored. Policy actors ask the server only for their own and their peers' subjects, so these
+events should cost them little. A third arm, `flooded elsewhere`, sends the same flood into
+another run's stream on the same server (subjects no actor reads): it carries the cost of a busy
+server and a busy publisher on the same cores, and what `flooded` costs beyond it is the readers'
+share, printed last. `--unfiltered` adds a column where the actors read every source of their
+kinds (the behaviour before server-side source filters) for comparison.
 
-After one untimed warm-up run (which also builds the warm-started tiny models), plain and
-flooded runs alternate `--rounds` times (at least 3); the table shows the median wall time of each,
-the slowdown of the medians and its spread over the paired rounds. The script checks that what it
+After one untimed warm-up run (which also builds the warm-started tiny models), the arms
+alternate `--rounds` times (at least 3); the table shows the median wall time of each, the
+slowdown of the medians and its spread over the paired rounds. The script checks that what it
 measures happened and exits 1 otherwise: every run took all its steps for every policy, no plain
-run stored a foreign event, and every flooded run stored at least `--min-stored` foreign events
-per second of flooding (counted in the stream afterwards).
+or elsewhere-flooded run stored a foreign event in its stream, and every flooded run stored at
+least `--min-stored` foreign events per second of flooding (counted in the stream afterwards).
 """
 
 from __future__ import annotations
@@ -75,8 +77,9 @@ wait_for_peers_s = 60.0
 # --------------------------------------------------------------------------- the flooder process
 
 
-def flood(url: str, run: str, rate: float) -> None:
-    """Publish folded-kind events from a foreign source at `rate`/s until killed."""
+def flood(url: str, run: str, rate: float, target: str) -> None:
+    """Publish folded-kind events from a foreign source at `rate`/s until killed, on the
+    subjects of run `target`: `run` itself, or another run whose stream it creates first."""
     from mrl_actors import events as ev
     from mrl_actors import logs
     from mrl_actors.see.connection import ConnectionConfig
@@ -129,7 +132,7 @@ def flood(url: str, run: str, rate: float) -> None:
                     ),
                 ),
             ]
-        return [(f"mrl.{run}.{kind}.{INTRUDER}", ev.encode(e)) for kind, e in out]
+        return [(f"mrl.{target}.{kind}.{INTRUDER}", ev.encode(e)) for kind, e in out]
 
     async def main() -> None:
         """The NATS client protocol itself, with the PUB commands built once: the flood's cost
@@ -143,6 +146,13 @@ def flood(url: str, run: str, rate: float) -> None:
         import msgspec
 
         cfg = msgspec.json.decode(os.environ["MRL_BENCH_CONN"], type=ConnectionConfig)
+        if target != run:  # the other run's stream, on the same server and disk as the run's
+            from mrl_actors.see.connection import connect
+            from mrl_actors.see.stream import EventLog
+
+            nc = await connect(cfg)
+            await EventLog.open(nc, target, create=True)
+            await nc.close()
         url = urlparse(cfg.url.split(",")[0])
         reader, writer = await asyncio.open_connection(url.hostname, url.port)
         info = await reader.readline()
@@ -156,14 +166,18 @@ def flood(url: str, run: str, rate: float) -> None:
                 raise SystemExit(f"flooder: the server refused the login: {line.strip()!r}")
         cmds = [b"PUB %s %d\r\n%s\r\n" % (s.encode(), len(d), d) for s, d in payloads()]
 
-        async def answer() -> str:
-            """PONG to the server's PINGs; the reason the flood must stop, when it must."""
-            while line := await reader.readline():
-                if line.startswith(b"PING"):
-                    writer.write(b"PONG\r\n")
-                elif line.startswith(b"-ERR"):
-                    return f"flooder: the server refused: {line.strip()!r}"
-            return "flooder: the server closed the connection"
+        async def answer() -> str | None:
+            """PONG to the server's PINGs; why the flood must stop when the server refused it,
+            None when the server closed the connection (it stops when the run ends)."""
+            try:
+                while line := await reader.readline():
+                    if line.startswith(b"PING"):
+                        writer.write(b"PONG\r\n")
+                    elif line.startswith(b"-ERR"):
+                        return f"flooder: the server refused: {line.strip()!r}"
+            except ConnectionError:  # closed or reset: the run's server stopped
+                pass
+            return None
 
         task = asyncio.ensure_future(answer())
         sent, t0 = 0, time.monotonic()
@@ -173,7 +187,11 @@ def flood(url: str, run: str, rate: float) -> None:
             if due > sent:
                 writer.write(b"".join(cmds[i % len(cmds)] for i in range(sent, due)))
                 sent = due
-                await writer.drain()  # a server too busy to read: wait, then catch up
+                try:
+                    await writer.drain()  # a server too busy to read: wait, then catch up
+                except ConnectionError:  # the run's server stopped: the reader says why
+                    await task
+                    break
             await asyncio.sleep(0.005)
         raise SystemExit(task.result())
 
@@ -184,7 +202,9 @@ def flood(url: str, run: str, rate: float) -> None:
 
 
 @contextmanager
-def flooder(run_dir: Path, run: str, rate: float, started: Path, died: list[str]) -> Iterator[None]:
+def flooder(
+    run_dir: Path, run: str, rate: float, target: str, started: Path, died: list[str]
+) -> Iterator[None]:
     """Start the flooding process once the run's server is up; stop it (by pid) at the end.
 
     The flooder writes the monotonic time of its first publish to `started`; a flooder that
@@ -210,7 +230,18 @@ def flooder(run_dir: Path, run: str, rate: float, started: Path, died: list[str]
             "MRL_BENCH_STARTED": str(started),
         }
         proc = subprocess.Popen(
-            [sys.executable, __file__, "--flood", cfg.url, "--run", run, "--rate", str(rate)],
+            [
+                sys.executable,
+                __file__,
+                "--flood",
+                cfg.url,
+                "--run",
+                run,
+                "--rate",
+                str(rate),
+                "--target",
+                target,
+            ],
             env=env,
         )
 
@@ -224,7 +255,7 @@ def flooder(run_dir: Path, run: str, rate: float, started: Path, died: list[str]
         stop = True
         waiter.join()
         if proc is not None:
-            if proc.poll() is not None:
+            if proc.poll():  # 0: the server closed the connection as the run ended
                 died.append(f"the flooder exited early with status {proc.returncode}")
             proc.terminate()
             try:
@@ -253,10 +284,13 @@ def unfiltered_actors() -> Any:
     return original
 
 
-def timed_run(root: Path, name: str, steps: int, rate: float) -> tuple[float, int, float]:
-    """Wall time of one run (s), the foreign events its stream stored, and the seconds the flood
-    ran for (0 without one). Raises SystemExit when a policy did not take all its steps or the
-    flooder stopped early."""
+def timed_run(
+    root: Path, name: str, steps: int, rate: float, elsewhere: bool = False
+) -> tuple[float, int, int, float]:
+    """Wall time of one run (s), the foreign events its stream stored, those the other run's
+    stream stored (the flood `elsewhere`: same server, same disk, subjects no actor reads), and
+    the seconds the flood ran for (0 without one). Raises SystemExit when a policy did not take
+    all its steps or the flooder stopped early."""
     from mrl_actors.run.runner import run_once
     from mrl_actors.spec import parse_spec
 
@@ -272,7 +306,8 @@ def timed_run(root: Path, name: str, steps: int, rate: float) -> tuple[float, in
 
     t0 = time.perf_counter()
     if rate > 0:
-        with flooder(run_dir, name, rate, started, died):
+        target = f"{name}-x" if elsewhere else name
+        with flooder(run_dir, name, rate, target, started, died):
             anyio.run(lambda: run_once(spec, text, run_dir, on_step=on_step))
             end = time.monotonic()
     else:
@@ -285,18 +320,20 @@ def timed_run(root: Path, name: str, steps: int, rate: float) -> tuple[float, in
     if died:
         raise SystemExit(f"run {name}: {died[0]}")
     flood_s = end - float(started.read_text()) if rate > 0 and started.exists() else 0.0
-    return wall, anyio.run(count_foreign, run_dir, name), flood_s
+    other = anyio.run(count_foreign, run_dir, f"{name}-x") if elsewhere else 0
+    return wall, anyio.run(count_foreign, run_dir, name), other, flood_s
 
 
 async def count_foreign(run_dir: Path, run: str) -> int:
     from mrl_actors.see.connection import connect
     from mrl_actors.see.server import open_run_dir
+    from mrl_actors.see.subjects import stream_name
 
     async with open_run_dir(run_dir) as info:
         nc = await connect(info.client(user="admin"))
         try:
             js = nc.jetstream()
-            st = await js.stream_info(f"MRL_{run}", subjects_filter=f"mrl.{run}.*.{INTRUDER}")
+            st = await js.stream_info(stream_name(run), subjects_filter=f"mrl.{run}.*.{INTRUDER}")
             return sum((st.state.subjects or {}).values())
         finally:
             await nc.close()
@@ -313,9 +350,10 @@ def main() -> None:
     p.add_argument("--unfiltered", action="store_true", help="also time unfiltered actors")
     p.add_argument("--flood", metavar="URL", help=argparse.SUPPRESS)
     p.add_argument("--run", help=argparse.SUPPRESS)
+    p.add_argument("--target", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.flood:
-        flood(args.flood, args.run, args.rate)
+        flood(args.flood, args.run, args.rate, args.target)
         return
     if args.rounds < 3:
         p.error("--rounds must be at least 3 (a median of paired rounds)")
@@ -329,8 +367,10 @@ def main() -> None:
         t0 = time.perf_counter()
         timed_run(root, "warmup", args.steps, 0)
         print(f"warm-up run (builds the tiny models): {time.perf_counter() - t0:.1f} s")
-        cols: dict[str, list[float]] = {"plain": [], "flooded": []}
-        stored: dict[str, list[float]] = {"plain": [], "flooded": []}  # foreign events/s
+        # "flooded elsewhere": the same flood into another run's stream on the same server, so
+        # that what "flooded" costs beyond it is the readers' (the flood's own CPU is in both)
+        cols: dict[str, list[float]] = {"plain": [], "flooded elsewhere": [], "flooded": []}
+        stored: dict[str, list[float]] = {c: [] for c in cols}  # foreign events/s stored
         if args.unfiltered:
             cols["flooded, unfiltered"], stored["flooded, unfiltered"] = [], []
         problems: list[str] = []
@@ -340,21 +380,22 @@ def main() -> None:
                 rate = 0.0 if col == "plain" else args.rate
                 restore = unfiltered_actors() if col == "flooded, unfiltered" else None
                 try:
-                    name = f"{col.split(',')[0]}{'-u' if restore else ''}-{r}"
-                    wall, n, flood_s = timed_run(root, name, args.steps, rate)
+                    name = f"{col.split(',')[0].replace(' ', '-')}{'-u' if restore else ''}-{r}"
+                    elsewhere = col == "flooded elsewhere"
+                    wall, n, other, flood_s = timed_run(root, name, args.steps, rate, elsewhere)
                 finally:
                     if restore is not None:
                         from mrl_actors.actors import policy
 
                         policy.PolicyActor._read = restore  # type: ignore[method-assign]
-                ev_s = n / flood_s if flood_s > 0 else 0.0
+                ev_s = (other if elsewhere else n) / flood_s if flood_s > 0 else 0.0
                 cols[col].append(wall)
                 stored[col].append(ev_s)
                 print(
                     f"round {r}: {col:<20} {wall:6.1f} s, foreign events stored: {n:,} "
                     f"({ev_s:,.0f}/s over {flood_s:.1f} s of flooding)"
                 )
-                if rate == 0 and n:
+                if (rate == 0 or elsewhere) and n:
                     problems.append(f"{name}: {n} foreign events in a run nobody flooded")
                 if rate > 0 and ev_s < args.min_stored:
                     problems.append(
@@ -373,6 +414,13 @@ def main() -> None:
             spread = f"{min(paired):+.1%}..{max(paired):+.1%}"
             ev_s = statistics.median(stored[col])
             print(f"{col:<20} {med:>9.1f} {med / base - 1:>+9.1%} {spread:>15} {ev_s:>13,.0f}")
+        there, here = cols["flooded elsewhere"], cols["flooded"]
+        paired = [h / t - 1 for h, t in zip(here, there, strict=True)]
+        print(
+            f"the readers' share (flooded against flooded elsewhere): "
+            f"{statistics.median(here) / statistics.median(there) - 1:+.1%} "
+            f"(paired {min(paired):+.1%}..{max(paired):+.1%})"
+        )
         if problems:
             print("\nFAILED: the benchmark did not measure what it says:\n" + "\n".join(problems))
             sys.exit(1)
