@@ -36,6 +36,31 @@ async def srv(tmp_path: Path) -> AsyncIterator[EmbeddedServer]:
         yield server
 
 
+async def _all_refused(
+    attempts: list[Any],
+    kinds: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+    match: str = "",
+) -> None:
+    """Await `attempts` at once and check that each raised `kinds`: a refused request is
+    answered by no one, so each waits out its timeout, and one after another they add up."""
+    import anyio
+
+    outcomes: list[BaseException | None] = [None] * len(attempts)
+
+    async def attempt(i: int) -> None:
+        try:
+            await attempts[i]
+        except Exception as exc:
+            outcomes[i] = exc
+
+    async with anyio.create_task_group() as tg:
+        for i in range(len(attempts)):
+            tg.start_soon(attempt, i)
+    for i, exc in enumerate(outcomes):
+        assert isinstance(exc, kinds), f"attempt {i} was not refused: {exc!r}"
+        assert match in str(exc), f"attempt {i}: {match!r} not in {exc}"
+
+
 def _finished(source: str) -> RunFinished:
     return RunFinished(
         run="r", source=source, event_id=event_id("run", "r", source, "finished"), status="ok"
@@ -68,14 +93,13 @@ async def test_a_policy_publishes_on_its_own_subjects_only(
     async with open_log(info=srv.info(), user=policy_user("a"), config=FAST) as log:
         assert await log.append(make_rollout("r", "a", 1)) == 1
         assert await log.append(_step("a", 1)) == 2
-        for forged in (
+        forged = (
             make_rollout("r", "b", 1),  # another policy's rollout, with the id b uses next
             _step("b", 1),  # a learner step of b
             _finished("mrl"),  # a run-level event
             _finished("a"),  # run-level even on its own source
-        ):
-            with pytest.raises(LogError, match="failed"):
-                await log.append(forged)
+        )
+        await _all_refused([log.append(f) for f in forged], LogError, match="failed")
         async with open_log(info=srv.info(), user="reader", config=FAST) as reader:
             with pytest.raises(LogError):
                 await reader.append(make_rollout("r", "a", 2))
@@ -102,9 +126,7 @@ async def test_writers_cannot_delete_purge_or_change_the_stream(
             js.delete_stream("OBJ_MRL_r_BLOBS_a"),
             js.purge_stream("OBJ_MRL_r_BLOBS_a"),
         ]
-        for attempt in attempts:
-            with pytest.raises(Exception):  # noqa: B017 - refused: no answer, or an API error
-                await attempt
+        await _all_refused(attempts)  # refused: no answer, or an API error
     assert await _stored(srv) == ["r/rollout/a/1"]
     async with open_log(info=srv.info(), config=FAST) as admin:
         info = await admin.js.stream_info("MRL_r")
@@ -174,17 +196,19 @@ async def test_a_policy_cannot_erase_or_rewrite_the_blob_bucket(srv: EmbeddedSer
                 await js.publish("$O.MRL_r_BLOBS_b.C.x", b"", headers={"Nats-Rollup": value})
         meta = "$O.MRL_r_BLOBS_a.M." + base64.urlsafe_b64encode(ref.key.encode()).decode()
         info = {"name": ref.key, "bucket": "MRL_r_BLOBS_a", "nuid": "forged", "size": 9}
-        for subject, data, headers in (
+        forged = (
             ("$O.MRL_r_BLOBS_a.C.x", b"", {"Nats-Rollup": "all"}),  # a's bucket: no right
             ("$O.MRL_r_BLOBS_a.C.forged", b"b's bytes", {}),
             (meta, json.dumps(info).encode(), {}),
-        ):
-            with pytest.raises(nats.errors.TimeoutError):  # a permission violation: no ack
-                await js.publish(subject, data, headers=headers)
-        for stream in ("OBJ_MRL_r_BLOBS_a", "OBJ_MRL_r_BLOBS_b"):
-            for attempt in (js.purge_stream(stream), js.delete_msg(stream, 1)):
-                with pytest.raises((APIError, nats.errors.TimeoutError)):
-                    await attempt
+        )
+        publishes = [js.publish(subject, data, headers=h) for subject, data, h in forged]
+        await _all_refused(publishes, nats.errors.TimeoutError)  # a permission violation: no ack
+        erasures = [
+            attempt
+            for stream in ("OBJ_MRL_r_BLOBS_a", "OBJ_MRL_r_BLOBS_b")
+            for attempt in (js.purge_stream(stream), js.delete_msg(stream, 1))
+        ]
+        await _all_refused(erasures, (APIError, nats.errors.TimeoutError))
     for user in (policy_user("a"), policy_user("b"), "reader"):
         async with open_log(info=srv.info(), user=user, config=FAST) as log:
             assert await log.blobs.get(ref) == blob
