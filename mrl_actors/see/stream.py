@@ -63,6 +63,7 @@ _STALL_S = 2.0
 _STALL_LIMIT_S = 30.0  # ... and gives up with a LogError after this long without an answer
 _MAX_PROBES = 20_000  # direct gets one stalled read may spend looking for lost sequences
 _ATTEMPT_S = 5.0  # one publish attempt waits this long for its ack before it is sent again
+_CLEANUP_S = 2.0  # a read's consumer cleanup waits this long for the server's answer
 _WRONG_LAST_SEQUENCE = 10071  # JetStream: the expected last (subject) sequence did not match
 
 
@@ -742,8 +743,10 @@ async def _retrying(call: Any, budget_s: float = 60.0) -> Any:
 
 
 async def _quietly(aw: Any) -> None:
-    """Best-effort cleanup of an ephemeral consumer (it also expires on its own)."""
-    with contextlib.suppress(Exception):
+    """Best-effort cleanup of an ephemeral consumer (it also expires on its own), for at most
+    `_CLEANUP_S`: it runs shielded, and a server going away left a read's end waiting out the
+    client's whole request timeout (30 s: `mrl log tail -f` ended that late after its run)."""
+    with contextlib.suppress(Exception), anyio.move_on_after(_CLEANUP_S):
         await aw
 
 
