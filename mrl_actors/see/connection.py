@@ -17,6 +17,7 @@ instead of waiting forever. No message names a password: `redact` removes it fro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import ssl
@@ -132,7 +133,7 @@ async def connect(cfg: ConnectionConfig, *, on_lost: Callable[[str], None] | Non
     `on_lost(reason)` is called once if the connection closes by itself later (the server is
     gone and every reconnect attempt failed), not when the caller closes it.
     """
-    import nats
+    import nats.aio.client
 
     kwargs: dict[str, Any] = {
         "servers": [u.strip() for u in cfg.url.split(",") if u.strip()],
@@ -187,16 +188,23 @@ async def connect(cfg: ConnectionConfig, *, on_lost: Callable[[str], None] | Non
     # reconnects are allowed: credentials or a certificate the server refused end the first
     # connect at once, anything else (no server listening yet) within a bound.
     limit = cfg.connect_timeout * (len(kwargs["servers"]) + 1) + 1.0
-    nc = None
+    nc = nats.aio.client.Client()
+    connected = False
     try:
         with attempt, anyio.fail_after(limit):
-            nc = await nats.connect(**kwargs)
+            await nc.connect(**kwargs)
+            connected = True
     except TimeoutError as exc:
         last = errors[-1] if errors else "no answer"
         raise ServerError(f"cannot connect to NATS at {where} within {limit:.0f}s: {last}") from exc
     except Exception as exc:
         raise ServerError(f"cannot connect to NATS at {where}: {redact(repr(exc), cfg)}") from exc
-    if nc is None:
+    finally:
+        if not connected:  # an attempt stopped half-way leaves no socket or task behind
+            shielded = anyio.CancelScope(shield=True)
+            with shielded, anyio.move_on_after(2.0), contextlib.suppress(Exception):
+                await nc.close()
+    if not connected:
         raise ServerError(f"NATS at {where} refused the connection: {refused[0]}")
     client.append(nc)
     return nc
