@@ -3,6 +3,7 @@ samples, writing its final weights (rank 0) as safetensors. Not a test module.""
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
@@ -26,18 +27,21 @@ def samples(seed: int, n: int) -> list[Sample]:
 
 
 def main() -> None:
-    models, out, rank, world, port, accum = sys.argv[1:7]
+    models, out, rank, world, port, accum, beta = sys.argv[1:8]
     torch.set_num_threads(1)
     model, _ = build_tiny(Path(models) / "mistral-7b", hidden_size=32, layers=2, heads=2, seed=0)
-    cfg = GRPOConfig(lr=1e-3, grad_accum=int(accum), loss_type="grpo", weight_decay=0.1)
+    cfg = GRPOConfig(
+        lr=1e-3, grad_accum=int(accum), loss_type="grpo", weight_decay=0.1, beta=float(beta)
+    )
+    ref = copy.deepcopy(model) if cfg.beta > 0 else None  # the start policy, on every rank
     off = OffPolicyLoss(kind="truncated_is")
     if int(world) == 1:
-        learner = GRPOLearner(model, cfg)
+        learner = GRPOLearner(model, cfg, ref_model=ref)
     else:
         from mrl_actors.grpo.distributed import Ops, ShardedGRPOLearner, close_group, init_group
 
         ops = Ops(init_group(int(rank), int(world), int(port), "cpu"))
-        learner = ShardedGRPOLearner(model, cfg, ops)
+        learner = ShardedGRPOLearner(model, cfg, ops, ref_model=ref)
     metrics = {}
     for step in range(3):
         metrics = learner.step(samples(step, 12), samples(100 + step, 4), off)

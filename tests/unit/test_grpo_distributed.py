@@ -18,12 +18,13 @@ PROGRAM = Path(__file__).with_name("ranks_program.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(models: Path, out: Path, world: int, accum: int) -> None:
+def _run(models: Path, out: Path, world: int, accum: int, beta: float) -> None:
     port = free_port()
     args = [str(models), str(out)]
+    tail = [str(world), str(port), str(accum), str(beta)]
     procs = [
         subprocess.Popen(
-            [sys.executable, str(PROGRAM), *args, str(r), str(world), str(port), str(accum)],
+            [sys.executable, str(PROGRAM), *args, str(r), *tail],
             cwd=ROOT,
         )
         for r in range(world)
@@ -39,17 +40,18 @@ def _run(models: Path, out: Path, world: int, accum: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("beta", [0.0, 0.1])  # 0.1: a KL term to a reference on every rank
 def test_two_ranks_take_the_one_rank_step_within_float_tolerance(
-    models_dir: Path, tmp_path: Path
+    models_dir: Path, tmp_path: Path, beta: float
 ) -> None:
     accum = 3  # rank 0 runs micro-batches 0 and 2, rank 1 runs 1 and a pass with factor 0
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     one, two, again = tmp_path / "one.st", tmp_path / "two.st", tmp_path / "again.st"
-    _run(models_dir, one, 1, accum)
-    _run(models_dir, two, 2, accum)
-    _run(models_dir, again, 2, accum)
+    _run(models_dir, one, 1, accum, beta)
+    _run(models_dir, two, 2, accum, beta)
+    _run(models_dir, again, 2, accum, beta)
     a, b, c = load_file(one), load_file(two), load_file(again)
     assert a.keys() == b.keys()
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
