@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("mrl: terminated", file=sys.stderr)
         return 143
     except BaseException as exc:
-        if _found(exc, BrokenPipeError):  # `mrl log tail | head`: the reader has what it wanted
+        if _find(exc, BrokenPipeError) is not None:  # `mrl log tail | head`: read enough
             # stop as a shell tool stopped by SIGPIPE does, without a traceback, and with
             # stdout on /dev/null so that Python's flush at exit does not fail again
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -99,25 +99,26 @@ class Terminated(BaseException):
     """SIGTERM arrived; everything was stopped and cleaned up as for Ctrl-C."""
 
 
-def _found(exc: BaseException, kind: type[BaseException]) -> bool:
-    """`exc` is a `kind`, or an exception group holds one (at any depth)."""
+E = TypeVar("E", bound=BaseException)
+
+
+def _find(exc: BaseException, kind: type[E]) -> E | None:
+    """`exc` if it is a `kind`, else the first `kind` an exception group holds (at any depth)."""
+    if isinstance(exc, kind):
+        return exc
     if isinstance(exc, BaseExceptionGroup):
-        return any(_found(inner, kind) for inner in exc.exceptions)
-    return isinstance(exc, kind)
+        for inner in exc.exceptions:
+            found = _find(inner, kind)
+            if found is not None:
+                return found
+    return None
 
 
 def unwrap_error(exc: BaseException) -> MrlError | None:
     """The `MrlError` behind `exc`, also from inside (nested) exception groups: task groups
     wrap what their tasks raise, and the person at the terminal needs the message, not the
     traceback."""
-    if isinstance(exc, MrlError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = unwrap_error(inner)
-            if found is not None:
-                return found
-    return None
+    return _find(exc, MrlError)
 
 
 def run_until_signal(fn: Callable[..., Awaitable[T]], *args: Any) -> T:

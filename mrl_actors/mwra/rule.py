@@ -215,9 +215,10 @@ def decide(
         if moved:
             assign = moved
             reasons.append(why)
-    if not reasons or assign == state.assignment:
-        # nothing would change: with no live node a learner short of slots gets none, and a
-        # decision that says so anew on every event (its own included) would flood the log
+    if assign == state.assignment:
+        # nothing would change (every change above gives a reason, but not every reason a
+        # change: with no live node a learner short of slots gets none, and a decision saying
+        # so anew on every event, its own included, would flood the log)
         return None
     epoch = state.epoch + 1
     return ev.SlotsAssigned(

@@ -114,8 +114,6 @@ def redact(text: str, cfg: ConnectionConfig | None = None) -> str:
 
 def _refused(exc: BaseException) -> bool:
     """The server said no to these credentials or this certificate: retrying cannot help."""
-    import ssl
-
     from nats.errors import AuthorizationError
 
     # during the handshake nats-py reports the server's -ERR as a plain `Error` with its text

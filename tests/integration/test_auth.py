@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 import pytest
 
@@ -43,8 +44,6 @@ async def _all_refused(
 ) -> None:
     """Await `attempts` at once and check that each raised `kinds`: a refused request is
     answered by no one, so each waits out its timeout, and one after another they add up."""
-    import anyio
-
     outcomes: list[BaseException | None] = [None] * len(attempts)
 
     async def attempt(i: int) -> None:
