@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 SPEC ?= runtime/experiments/toy-pair.toml
 OUT ?= runs/toy-pair
+# The suite is mostly whole runs of one busy core each: two workers (a test file each) use both.
+TEST_WORKERS ?= 2
 
 .PHONY: install test lint demo compare clean constraints vllm-cpu test-vllm bench-engines vllm-constraints
 
@@ -24,7 +26,7 @@ lint: install
 	$(BIN)/lint-imports
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 demo: install
 	$(BIN)/mrl run $(SPEC) --out $(OUT)

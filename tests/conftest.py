@@ -56,8 +56,13 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Warm-started tiny models, built once per test session (`MRL_CACHE_DIR` points there for
-    this process; tests that start processes pass it on)."""
-    path = tmp_path_factory.mktemp("mrl-cache")
+    this process; tests that start processes pass it on). Under pytest-xdist the workers share
+    one folder (the cache writes each entry atomically), so no warm start is done twice."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        path = tmp_path_factory.getbasetemp().parent / "mrl-cache"
+        path.mkdir(exist_ok=True)
+    else:
+        path = tmp_path_factory.mktemp("mrl-cache")
     old = os.environ.get("MRL_CACHE_DIR")
     os.environ["MRL_CACHE_DIR"] = str(path)
     yield path
