@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+from typing import Any
 
-from mrl_actors.spec import load_spec
+from mrl_actors.cli.compose import compose_spec
 from mrl_actors.tasks import MathConfig, MathTask, make_task
 from mrl_actors.tasks.gsm8k_synth import pair, write_pair
 from mrl_actors.tasks.math import extract_gsm8k, verify_math
@@ -46,13 +46,11 @@ def test_the_pair_goes_through_datasets_and_the_math_verifier() -> None:
     assert task.verify("no number here", test[0]).reason == "no_answer"
 
 
-def test_the_gsm8k_scenario_reads_the_shipped_pair() -> None:
-    spec, _ = load_spec(ROOT / "runtime" / "experiments" / "gsm8k-pair.toml")
+def test_the_gsm8k_scenario_reads_the_shipped_pair(tmp_path: Path, monkeypatch: Any) -> None:
+    """Read as `mrl run` reads it (paths relative to the spec file), from another directory."""
+    monkeypatch.chdir(tmp_path)
+    spec, _ = compose_spec([ROOT / "runtime" / "experiments" / "gsm8k-pair.toml"])
     assert spec.task.kind == "math" and spec.task.math is not None
-    cwd = os.getcwd()
-    try:
-        os.chdir(ROOT)  # the spec's data paths are relative to the repository root
-        task = make_task(spec.task)
-    finally:
-        os.chdir(cwd)
+    assert Path(spec.task.math.train) == DATA / "train.jsonl"
+    task = make_task(spec.task)
     assert len(task.train_items()) == 300 and len(task.test_items()) == 100
