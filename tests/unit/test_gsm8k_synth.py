@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+
+import pytest
 
 from mrl_actors.cli.compose import compose_spec
 from mrl_actors.tasks import MathConfig, MathTask, make_task
@@ -46,7 +47,9 @@ def test_the_pair_goes_through_datasets_and_the_math_verifier() -> None:
     assert task.verify("no number here", test[0]).reason == "no_answer"
 
 
-def test_the_gsm8k_scenario_reads_the_shipped_pair(tmp_path: Path, monkeypatch: Any) -> None:
+def test_the_gsm8k_scenario_reads_the_shipped_pair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Read as `mrl run` reads it (paths relative to the spec file), from another directory."""
     monkeypatch.chdir(tmp_path)
     spec, _ = compose_spec([ROOT / "runtime" / "experiments" / "gsm8k-pair.toml"])
