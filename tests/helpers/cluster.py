@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,13 +98,18 @@ def get_json(url: str) -> dict[str, Any] | None:
         return None
 
 
+class ServerExited(AssertionError):
+    """A server of the cluster exited while it was starting."""
+
+
 def wait_ready(
     monitor_ports: list[int], procs: list[subprocess.Popen[bytes] | None], timeout: float = 60
 ) -> None:
     """Until every server routes to both peers and reports healthy (a JetStream meta leader)."""
     deadline = time.monotonic() + timeout
     while True:
-        assert all(p is not None and p.poll() is None for p in procs), "a server exited"
+        if not all(p is not None and p.poll() is None for p in procs):
+            raise ServerExited("a server exited")
         routes = [get_json(f"http://127.0.0.1:{port}/routez") for port in monitor_ports]
         health = [get_json(f"http://127.0.0.1:{port}/healthz") for port in monitor_ports]
         if all(r and r.get("num_routes", 0) >= 2 for r in routes) and all(
@@ -112,6 +118,39 @@ def wait_ready(
             return
         assert time.monotonic() < deadline, f"cluster not ready: {routes} {health}"
         time.sleep(0.25)
+
+
+@dataclass
+class Started:
+    procs: list[subprocess.Popen[bytes]]
+    monitor_ports: list[int]
+    logs: list[Path]
+
+
+def start_ready(launch: Callable[[], Started], attempts: int = 3) -> Started:
+    """`launch()` until its servers are ready: it picks fresh ports each time, since a port
+    `free_port` found free can be taken (by another test worker) before the server binds it.
+    Only that clash is retried; any other exit fails with the servers' logs."""
+    for attempt in range(1, attempts + 1):
+        started = launch()
+        try:
+            wait_ready(started.monitor_ports, list(started.procs))
+            return started
+        except BaseException as exc:
+            for proc in started.procs:
+                stop(proc)
+            logs = "\n".join(
+                f"--- {log.name}\n{log.read_text(errors='replace')[-1500:]}"
+                for log in started.logs
+                if log.exists()
+            )
+            if not isinstance(exc, ServerExited):
+                raise
+            if "address already in use" not in logs or attempt == attempts:
+                raise ServerExited(
+                    f"a server exited (try {attempt}); the logs end:\n{logs}"
+                ) from None
+    raise AssertionError("unreachable")
 
 
 def stop(proc: subprocess.Popen[bytes] | None) -> None:
@@ -130,7 +169,6 @@ def running_cluster(tmp_path: Path, nodes: dict[str, list[str]]) -> Iterator[Clu
     """Three routed JetStream servers with the run's users (a `node-<name>` per entry of
     `nodes`, hosting its policies); ready when every server has both routes and reports healthy
     (JetStream meta leader elected)."""
-    servers = [Server(f"s{i}", free_port(), free_port(), free_port()) for i in (1, 2, 3)]
     roles = {ADMIN: admin_permissions(), READER: reader_permissions(RUN)}
     for node, hosted in nodes.items():
         roles[f"node-{node}"] = node_permissions(
@@ -138,20 +176,29 @@ def running_cluster(tmp_path: Path, nodes: dict[str, list[str]]) -> Iterator[Clu
         )
     passwords = {name: secrets.token_urlsafe(18) for name in roles}
     users = {name: (passwords[name], perms) for name, perms in roles.items()}
-    c = Cluster(servers, passwords)
     binary = nats_server_binary()
-    try:
+    servers: list[Server] = []
+
+    def launch() -> Started:
+        servers[:] = [Server(f"s{i}", free_port(), free_port(), free_port()) for i in (1, 2, 3)]
+        shutil.rmtree(tmp_path / "js", ignore_errors=True)  # nothing of a failed try's state
+        started = Started([], [s.monitor_port for s in servers], [])
         for s in servers:
             conf = tmp_path / f"{s.name}.conf"
             conf.write_text(render(s, servers, tmp_path / "js" / s.name, users))
             conf.chmod(0o600)
             log = tmp_path / f"{s.name}.log"
-            c.logs.append(log)
+            started.logs.append(log)
             with log.open("wb") as out:
                 s.proc = subprocess.Popen(
                     [binary, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT
                 )
-        wait_ready([s.monitor_port for s in servers], [s.proc for s in servers])
+            started.procs.append(s.proc)
+        return started
+
+    started = start_ready(launch)
+    c = Cluster(servers, passwords, started.logs)
+    try:
         yield c
     finally:
         for s in servers:

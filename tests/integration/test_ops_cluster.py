@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import ipaddress
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from helpers.cluster import wait_ready
+from helpers.cluster import Started, start_ready
 
 from mrl_actors import events as ev
 from mrl_actors.errors import ServerError
@@ -196,40 +197,52 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     names = ["n1", "n2", "n3"]
-    servers = [
-        render_nats.Server(
-            name=n,
-            host="127.0.0.1",
-            bind="127.0.0.1",
-            client_port=free_port(),
-            cluster_port=free_port(),
-            monitor_port=free_port(),
-        )
-        for n in names
-    ]
     tls = tmp_path / "tls"
     make_certificates(tls, names)
     out = tmp_path / "etc"
     limits = render_nats.Limits(
         js_max_memory="64M", js_max_file="256M", max_memory_store="256M", max_file_store="1G"
     )
-    configs = render_nats.render_cluster(
-        servers, list(RUNS), out, tls_dir=tls, store_dir=tmp_path / "js", limits=limits
-    )
     binary = nats_server_binary()
-    for conf in configs.values():  # every rendered config passes the server's own check
-        check = subprocess.run([binary, "-t", "-c", str(conf)], capture_output=True, timeout=30)
-        assert check.returncode == 0, check.stderr.decode()
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for s in servers:
-            log = (tmp_path / f"{s.name}.log").open("wb")
-            procs.append(
-                subprocess.Popen(
-                    [binary, "-c", str(configs[s.name])], stdout=log, stderr=subprocess.STDOUT
-                )
+    servers: list[render_nats.Server] = []
+    configs: dict[str, Path] = {}
+
+    def launch() -> Started:
+        servers[:] = [
+            render_nats.Server(
+                name=n,
+                host="127.0.0.1",
+                bind="127.0.0.1",
+                client_port=free_port(),
+                cluster_port=free_port(),
+                monitor_port=free_port(),
             )
-        wait_ready([s.monitor_port for s in servers], list(procs))
+            for n in names
+        ]
+        shutil.rmtree(tmp_path / "js", ignore_errors=True)
+        configs.clear()
+        configs.update(
+            render_nats.render_cluster(
+                servers, list(RUNS), out, tls_dir=tls, store_dir=tmp_path / "js", limits=limits
+            )
+        )
+        for conf in configs.values():  # every rendered config passes the server's own check
+            check = subprocess.run([binary, "-t", "-c", str(conf)], capture_output=True, timeout=30)
+            assert check.returncode == 0, check.stderr.decode()
+        started = Started([], [s.monitor_port for s in servers], [])
+        for s in servers:
+            log = tmp_path / f"{s.name}.log"
+            started.logs.append(log)
+            with log.open("wb") as f:
+                started.procs.append(
+                    subprocess.Popen(
+                        [binary, "-c", str(configs[s.name])], stdout=f, stderr=subprocess.STDOUT
+                    )
+                )
+        return started
+
+    procs = start_ready(launch).procs
+    try:
         yield Cluster(out, tls, servers, configs, procs)
     finally:
         _stop(procs)
