@@ -76,8 +76,7 @@ def learner_ranks(
     `rank_threads`. `prepare(device)` builds rank 0's runtime at step 0 (default
     `runtime.prepare_runtime`; a host that builds several models passes its locked builder)."""
     from mrl_actors.actors.ranks import LeadRuntime
-    from mrl_actors.grpo.distributed import Ops, close_group, init_group
-    from mrl_actors.see.server import free_port
+    from mrl_actors.grpo.distributed import Ops, close_group, init_group, listen_store
 
     policy = _policy(spec, name)
     world = policy.learner_slots
@@ -91,7 +90,8 @@ def learner_ranks(
     here.mkdir(parents=True, exist_ok=True)
     spec_file = here / "spec.json"
     spec_file.write_bytes(msgspec.json.encode(spec))
-    port = free_port()
+    store = listen_store(world)  # rank 0's; the others join it by its port
+    port = int(store.port)
     procs: list[subprocess.Popen[bytes]] = []
     lead: LeadRuntime | None = None
     try:
@@ -104,7 +104,7 @@ def learner_ranks(
             procs.append(subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT))
             log_file.close()
         logger.info("learner_ranks_started", world=world, pids=[p.pid for p in procs])
-        ops = Ops(init_group(0, world, port, devices[0]))
+        ops = Ops(init_group(0, world, port, devices[0], store=store))
         rt.learner = _sharded(rt, spec, policy, ops, devices[0])
         lead = LeadRuntime.of(rt, ops)
         yield lead

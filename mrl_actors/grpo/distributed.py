@@ -49,8 +49,32 @@ def backend_for(device: str) -> str:
     return "nccl" if device.startswith("cuda") else "gloo"
 
 
-def init_group(rank: int, world: int, port: int, device: str, *, host: str = "127.0.0.1") -> Any:
-    """Join the learner's process group; returns the gloo group the op channel runs on."""
+def listen_store(world: int, *, host: str = "127.0.0.1") -> Any:
+    """Rank 0's rendezvous store, listening on a port the OS picks (its `.port`): started before
+    the other ranks, who join it by that port, so no other process can take the port between
+    choosing it and binding it."""
+    return dist.TCPStore(
+        host,
+        0,
+        world_size=world,
+        is_master=True,
+        timeout=timedelta(seconds=GROUP_TIMEOUT_S),
+        wait_for_workers=False,
+    )
+
+
+def init_group(
+    rank: int,
+    world: int,
+    port: int,
+    device: str,
+    *,
+    host: str = "127.0.0.1",
+    store: Any = None,
+) -> Any:
+    """Join the learner's process group through rank 0's store: `store` where this process
+    already holds it (`listen_store`), else the one at `host:port` (rank 0 starts it there);
+    returns the gloo group the op channel runs on."""
     if dist.is_initialized():
         raise ConfigError(
             "this process already holds a torch.distributed group: one process hosts at most "
@@ -58,9 +82,17 @@ def init_group(rank: int, world: int, port: int, device: str, *, host: str = "12
         )
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
+    if store is None:
+        store = dist.TCPStore(
+            host,
+            port,
+            world_size=world,
+            is_master=rank == 0,
+            timeout=timedelta(seconds=GROUP_TIMEOUT_S),
+        )
     dist.init_process_group(
         backend_for(device),
-        init_method=f"tcp://{host}:{port}",
+        store=store,
         rank=rank,
         world_size=world,
         timeout=timedelta(seconds=GROUP_TIMEOUT_S),
