@@ -98,6 +98,10 @@ class SGTConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     coef: float = 0.5  # λ, the weight of the off-policy positive term
     gamma: float = 0.1  # LUFFY shaping constant (loss = "luffy")
     k: int = 2  # at most this many rescue completions per prompt
+    # At most this many of the receiver's own successes per prompt that was not rescued join the
+    # imitation term beside the rescue samples (0: none, GRAFT's SGT), so that the term does not
+    # imitate only the part of the task the peer solves.
+    own_k: int = 0
     # loss = "luffy" only. "unit": rescue samples get advantage 1 and the receiver's own group is
     # unchanged; "pooled": advantages over the failed group plus the rescue samples (LUFFY's mixed
     # group, which also re-baselines the receiver's own failures).
@@ -107,6 +111,7 @@ class SGTConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         check_float(self, "coef", ge=0)
         check_float(self, "gamma", gt=0)
         check_int(self, "k", 1, 10_000)
+        check_int(self, "own_k", 0, 10_000)
 
 
 class SharingOnly(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

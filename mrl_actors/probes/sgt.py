@@ -8,6 +8,9 @@ off-policy positive term with weight λ:
 - `loss = "nll"` (default, as GRAFT describes SGT): a fixed-weight auxiliary negative
   log-likelihood of the retokenized success, whose gradient is λ times the gradient of its mean
   token log-likelihood; the receiver's own group keeps its plain GRPO advantages.
+  With `own_k`, up to that many of the receiver's own successes of each prompt that was not
+  rescued join the same term: imitation of the peer alone pulls the receiver toward the part of
+  the task the peer solves (docs/results.md, complementary skills).
 - `loss = "luffy"`: LUFFY's shaped objective f(p) = p / (p + γ), which keeps gradients alive on
   tokens the receiver finds unlikely. With `advantage = "pooled"` the rescue samples and the
   failed group share one baseline (LUFFY's mixed group), so failures are pushed down as the
@@ -17,6 +20,7 @@ off-policy positive term with weight λ:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -63,7 +67,10 @@ def build(prompts: Sequence[PromptInputs], ctx: ProbeContext, cfg: SGTConfig) ->
                 rescue.append((t, ev.completion.reward))
                 metrics.peer_events_used += 1
         if not rescue:
-            on_policy += own_samples(p, pooled_advantages(r, r, None, ctx.scale_rewards, std))
+            own = own_samples(p, pooled_advantages(r, r, None, ctx.scale_rewards, std))
+            on_policy += own
+            wins = [s for s, c in zip(own, p.own.event.completions, strict=True) if c.success]
+            off_policy += [replace(s, advantage=1.0) for s in wins[: cfg.own_k]]
             continue
         metrics.prompts_rescued += 1
         if cfg.loss == "luffy" and cfg.advantage == "pooled":

@@ -239,6 +239,34 @@ def test_sgt_default_is_a_fixed_weight_nll_on_failed_prompts_only() -> None:
     assert build_batch("sgt", cfg, prompts, _ctx()).metrics.prompts_rescued == 2
 
 
+def test_sgt_own_k_adds_the_receivers_own_successes_to_the_imitation_term() -> None:
+    """own_k: up to that many own successes of each prompt not rescued join the NLL term."""
+    failed = Seen(1, _group("a", [0.0, 0.0, 0.0, 0.0], prompt="p0"))
+    solved = Seen(2, _group("a", [1.0, 0.0, 1.0, 1.0], prompt="p1"))
+    successes = [Seen(10 + i, _success("b", index=i)) for i in range(3)]
+    prompts = [
+        PromptInputs(own=failed, peer_successes=successes),
+        PromptInputs(own=solved, peer_successes=successes),
+    ]
+    plain = build_batch("sgt", CFG, prompts, _ctx())
+    cfg = ProbesConfig(sgt=SGTConfig(own_k=2))
+    batch = build_batch("sgt", cfg, prompts, _ctx())
+    wins = [c for c in solved.event.completions if c.success][:2]
+    extra = batch.off_policy[len(plain.off_policy) :]
+    assert [s.completion_ids.tolist() for s in extra] == [
+        c.token_ids_array().tolist() for c in wins
+    ]
+    assert all(s.advantage == 1.0 for s in extra)
+    assert [s.completion_ids.tolist() for s in batch.off_policy[: len(plain.off_policy)]] == [
+        s.completion_ids.tolist() for s in plain.off_policy
+    ]  # the rescue samples as without own_k
+    assert [s.advantage for s in batch.on_policy] == [s.advantage for s in plain.on_policy]
+    assert batch.metrics.prompts_rescued == plain.metrics.prompts_rescued == 1
+    # a rescued prompt has no own success to add; an unsolved batch adds nothing
+    alone = build_batch("sgt", cfg, prompts[:1], _ctx())
+    assert len(alone.off_policy) == CFG.sgt.k
+
+
 def test_probes_are_deterministic_functions_of_their_inputs() -> None:
     own = Seen(1, _group("a", [0.0, 1.0, 0.0, 0.0]))
     inputs = [PromptInputs(own=own, peer_rollouts=[Seen(2, _group("b", [1.0, 0.0, 1.0, 1.0]))])]
