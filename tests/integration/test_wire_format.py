@@ -81,6 +81,10 @@ def test_the_documented_reader_reads_a_finished_run(
     try:
         done = None
         for _ in range(50):  # until the server listens (bounded)
+            if server.poll() is not None:  # its port was taken after free_port chose it
+                port = free_port()
+                cmd[-1] = str(port)
+                server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             done = subprocess.run(
                 [sys.executable, str(tmp_path / "reader.py"), f"nats://127.0.0.1:{port}", RUN],
                 capture_output=True,
