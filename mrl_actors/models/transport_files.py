@@ -27,7 +27,7 @@ import anyio
 
 from mrl_actors.errors import BlobIntegrityError, LogError
 from mrl_actors.events import BlobRef
-from mrl_actors.see.blobs import BlobData
+from mrl_actors.see.blobs import BlobData, fresh_buffer
 
 IO_CHUNK = 16 * 1024 * 1024  # one read or write call: large enough to amortise, small to hash
 _KEY = re.compile(r"^[0-9a-f]{64}$")
@@ -101,11 +101,11 @@ class DirBlobs:
         return bytes(await self.get_buffer(ref))
 
     async def get_buffer(self, ref: BlobRef) -> BlobData:
-        """The verified bytes of `ref`: a bytearray read in chunks (a read-only map for mmap)."""
+        """The verified bytes of `ref`: a fresh buffer read in chunks (a read-only map for mmap)."""
         return await anyio.to_thread.run_sync(self.get_sync, ref)
 
     def get_sync(self, ref: BlobRef) -> BlobData:
-        buf = bytearray(ref.size)
+        buf = fresh_buffer(ref.size)
         self.read_into(ref, memoryview(buf))
         return buf
 

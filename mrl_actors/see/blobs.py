@@ -18,6 +18,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import mmap
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +45,23 @@ _PENDING_BYTES = 256 * 1024 * 1024  # what nats-py may queue for a reader before
 
 
 _D = TypeVar("_D", bytes, bytearray, memoryview)
+_POPULATE_MIN = 16 * 1024 * 1024  # below this a bytearray costs no more
+
+
+def fresh_buffer(size: int) -> bytearray | memoryview:
+    """A zeroed, writable buffer of `size` bytes for a blob to be read into.
+
+    A large one is an anonymous map whose pages the kernel allocates and zeroes in one pass
+    (MAP_POPULATE, Linux) before it is returned. A bytearray of the same size takes a page fault
+    per 4 KiB page and is zeroed a second time by Python; in `tools/bench_weights.py` that cost
+    per byte was larger and less steady at 2 GiB than at 64 MiB, when the process already held
+    the model and its state. Elsewhere (no MAP_POPULATE) it is a bytearray.
+    """
+    populate = getattr(mmap, "MAP_POPULATE", 0)
+    if size < _POPULATE_MIN or not populate:
+        return bytearray(size)
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate
+    return memoryview(mmap.mmap(-1, size, flags=flags))  # unmapped when the view is collected
 
 
 def sha256_hex(data: BlobData) -> str:
@@ -264,9 +282,9 @@ class ObjectStoreBlobs:
         """The verified bytes of `ref` (raises `BlobIntegrityError` on a hash mismatch)."""
         return bytes(await self.get_buffer(ref))
 
-    async def get_buffer(self, ref: BlobRef) -> bytearray:
+    async def get_buffer(self, ref: BlobRef) -> bytearray | memoryview:
         """`get` without the final copy: the buffer the chunks were read into."""
-        buf = bytearray(ref.size)
+        buf = fresh_buffer(ref.size)
         await self.get_into(ref, memoryview(buf))
         return buf
 

@@ -298,3 +298,16 @@ async def test_a_writer_that_also_loaded_a_version_still_names_its_deltas_base(
     target = Tiny(3)
     await WeightsIO(log, config).load(v1, target)
     assert weights_sha256(target) == v1.weights_sha256
+
+
+@pytest.mark.parametrize("size", [0, 5, 16 * 1024 * 1024 + 3])
+def test_a_fresh_buffer_is_zeroed_writable_and_exactly_its_size(size: int) -> None:
+    from mrl_actors.see.blobs import fresh_buffer
+
+    buf = fresh_buffer(size)
+    view = memoryview(buf)
+    assert len(view) == size and not view.readonly
+    assert bytes(view) == bytes(size)
+    if size:
+        view[-1] = 7
+        assert bytes(view[-1:]) == b"\x07"
