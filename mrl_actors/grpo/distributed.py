@@ -49,18 +49,22 @@ def backend_for(device: str) -> str:
     return "nccl" if device.startswith("cuda") else "gloo"
 
 
+def _tcp_store(host: str, port: int, world: int, *, master: bool, **kw: Any) -> Any:
+    return dist.TCPStore(
+        host,
+        port,
+        world_size=world,
+        is_master=master,
+        timeout=timedelta(seconds=GROUP_TIMEOUT_S),
+        **kw,
+    )
+
+
 def listen_store(world: int, *, host: str = "127.0.0.1") -> Any:
     """Rank 0's rendezvous store, listening on a port the OS picks (its `.port`): started before
     the other ranks, who join it by that port, so no other process can take the port between
     choosing it and binding it."""
-    return dist.TCPStore(
-        host,
-        0,
-        world_size=world,
-        is_master=True,
-        timeout=timedelta(seconds=GROUP_TIMEOUT_S),
-        wait_for_workers=False,
-    )
+    return _tcp_store(host, 0, world, master=True, wait_for_workers=False)
 
 
 def init_group(
@@ -83,13 +87,7 @@ def init_group(
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
     if store is None:
-        store = dist.TCPStore(
-            host,
-            port,
-            world_size=world,
-            is_master=rank == 0,
-            timeout=timedelta(seconds=GROUP_TIMEOUT_S),
-        )
+        store = _tcp_store(host, port, world, master=rank == 0)
     dist.init_process_group(
         backend_for(device),
         store=store,

@@ -139,13 +139,13 @@ def start_ready(launch: Callable[[], Started], attempts: int = 3) -> Started:
         except BaseException as exc:
             for proc in started.procs:
                 stop(proc)
+            if not isinstance(exc, ServerExited):
+                raise
             logs = "\n".join(
                 f"--- {log.name}\n{log.read_text(errors='replace')[-1500:]}"
                 for log in started.logs
                 if log.exists()
             )
-            if not isinstance(exc, ServerExited):
-                raise
             if "address already in use" not in logs or attempt == attempts:
                 raise ServerExited(
                     f"a server exited (try {attempt}); the logs end:\n{logs}"

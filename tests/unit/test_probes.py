@@ -219,15 +219,19 @@ def test_sgt_gates_on_constructed_groups() -> None:
         assert got == expected, successes
 
 
+def _failed_and_solved(solved: Sequence[float]) -> list[PromptInputs]:
+    """Two prompts offered the same three peer successes: p0 whose own group all failed, and
+    p1 whose own group has the rewards `solved`."""
+    successes = [Seen(10 + i, _success("b", index=i)) for i in range(3)]
+    return [
+        PromptInputs(own=Seen(1, _group("a", [0.0] * 4, prompt="p0")), peer_successes=successes),
+        PromptInputs(own=Seen(2, _group("a", solved, prompt="p1")), peer_successes=successes),
+    ]
+
+
 def test_sgt_default_is_a_fixed_weight_nll_on_failed_prompts_only() -> None:
     """GRAFT's SGT: rescue only where the whole group failed; own groups keep plain GRPO."""
-    failed = Seen(1, _group("a", [0.0, 0.0, 0.0, 0.0], prompt="p0"))
-    solved = Seen(2, _group("a", [1.0, 0.0, 0.0, 0.0], prompt="p1"))
-    successes = [Seen(10 + i, _success("b", index=i)) for i in range(3)]
-    prompts = [
-        PromptInputs(own=failed, peer_successes=successes),
-        PromptInputs(own=solved, peer_successes=successes),
-    ]
+    prompts = _failed_and_solved([1.0, 0.0, 0.0, 0.0])
     batch = build_batch("sgt", CFG, prompts, _ctx())
     loss = batch.off_policy_loss
     assert loss is not None and loss.kind == "nll" and loss.coef == CFG.sgt.coef
@@ -241,17 +245,11 @@ def test_sgt_default_is_a_fixed_weight_nll_on_failed_prompts_only() -> None:
 
 def test_sgt_own_k_adds_the_receivers_own_successes_to_the_imitation_term() -> None:
     """own_k: up to that many own successes of each prompt not rescued join the NLL term."""
-    failed = Seen(1, _group("a", [0.0, 0.0, 0.0, 0.0], prompt="p0"))
-    solved = Seen(2, _group("a", [1.0, 0.0, 1.0, 1.0], prompt="p1"))
-    successes = [Seen(10 + i, _success("b", index=i)) for i in range(3)]
-    prompts = [
-        PromptInputs(own=failed, peer_successes=successes),
-        PromptInputs(own=solved, peer_successes=successes),
-    ]
+    prompts = _failed_and_solved([1.0, 0.0, 1.0, 1.0])
     plain = build_batch("sgt", CFG, prompts, _ctx())
     cfg = ProbesConfig(sgt=SGTConfig(own_k=2))
     batch = build_batch("sgt", cfg, prompts, _ctx())
-    wins = [c for c in solved.event.completions if c.success][:2]
+    wins = [c for c in prompts[1].own.event.completions if c.success][:2]
     extra = batch.off_policy[len(plain.off_policy) :]
     assert [s.completion_ids.tolist() for s in extra] == [
         c.token_ids_array().tolist() for c in wins
@@ -262,7 +260,7 @@ def test_sgt_own_k_adds_the_receivers_own_successes_to_the_imitation_term() -> N
     ]  # the rescue samples as without own_k
     assert [s.advantage for s in batch.on_policy] == [s.advantage for s in plain.on_policy]
     assert batch.metrics.prompts_rescued == plain.metrics.prompts_rescued == 1
-    # a rescued prompt has no own success to add; an unsolved batch adds nothing
+    # a rescued prompt has no own success to add
     alone = build_batch("sgt", cfg, prompts[:1], _ctx())
     assert len(alone.off_policy) == CFG.sgt.k
 
